@@ -1,0 +1,65 @@
+"""The audit log: one append-only record per action, refusal and failure."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import AuditEvent
+
+log = logging.getLogger(__name__)
+
+
+class AuditAction(enum.StrEnum):
+    EMPLOYEES_IMPORTED = "employees.imported"
+    ACCOUNT_CREATED = "account.created"
+    ADMIN_ADDED = "admin.added"
+    ADMIN_REMOVED = "admin.removed"
+    ACCESS_REFUSED = "access.refused"
+    BATCH_STARTED = "credentials.batch_started"
+    BATCH_FINISHED = "credentials.batch_finished"
+    BATCH_ABORTED = "credentials.batch_aborted"
+    CREDENTIALS_SENT = "credentials.sent"
+    CREDENTIALS_FAILED = "credentials.failed"
+    CREDENTIALS_SKIPPED = "credentials.skipped"
+    SLACK_CALL_FAILED = "slack.call_failed"
+    SIGN_IN = "portal.sign_in"
+    SIGN_IN_FAILED = "portal.sign_in_failed"
+    SIGN_OUT = "portal.sign_out"
+    ACCOUNT_LOCKED = "portal.account_locked"
+    PASSWORD_CHANGED = "portal.password_changed"  # noqa: S105 (an action name)
+    SETUP_LINK_USED = "portal.setup_link_used"
+
+
+def record(
+    session: Session, actor: str, action: AuditAction, target: str | None = None, **details: Any
+) -> AuditEvent:
+    """Add an audit event to `session`; it is written with the caller's transaction."""
+    event = AuditEvent(actor=actor, action=str(action), target=target, details=details)
+    session.add(event)
+    log.info("audit %s actor=%s target=%s", action, actor, target)
+    return event
+
+
+def record_now(
+    sessions: sessionmaker[Session],
+    actor: str,
+    action: AuditAction,
+    target: str | None = None,
+    **details: Any,
+) -> None:
+    """Write one audit event in a transaction of its own (refusals, failures outside a unit of work)."""
+    with sessions.begin() as session:
+        record(session, actor, action, target, **details)
+
+
+def recent(session: Session, limit: int = 50, action: str | None = None) -> list[AuditEvent]:
+    """The newest audit events, newest first."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    return list(session.scalars(query))

@@ -1,0 +1,23 @@
+"""The `credbot` command line: the same data as the Slack app, without Slack."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from bot.cli.admins import admins
+from bot.cli.db import db
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log more detail.")
+def main(verbose: bool) -> None:
+    """credbot: create Self-Service accounts and email employees their credentials."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+main.add_command(db)
+main.add_command(admins)

@@ -1,0 +1,36 @@
+"""Helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterable, Sequence
+from functools import cache
+
+import click
+
+from bot.context import Context
+
+
+@cache
+def context() -> Context:
+    """The process's context, built on first use so `--help` needs no database."""
+    return Context.from_settings()
+
+
+def cli_actor() -> str:
+    """Who runs the command, as recorded in the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except OSError:
+        return "cli:unknown"
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Print rows as a plain, aligned text table."""
+    text_rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in text_rows)]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    click.echo(line.rstrip())
+    click.echo("  ".join("-" * w for w in widths))
+    for row in text_rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

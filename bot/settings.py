@@ -1,0 +1,103 @@
+"""Settings, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+class Settings(BaseSettings):
+    """Every setting credbot reads; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    admin_slack_user_ids: str = ""
+    audit_channel_id: str | None = None
+
+    # Storage
+    database_url: str = "sqlite:///credbot.db"
+
+    # Mail
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    sendgrid_sandbox: bool = False
+    sendgrid_timeout_seconds: float = 10.0
+    outbox_dir: Path = Path("outbox")
+    email_from: str = "no-reply@example.com"
+    email_from_name: str = "Self-Service"
+    company_name: str = "Example Corp"
+    welcome_subject: str = "Welcome to {company} Self-Service: your temporary password"
+    username_subject: str = "Your {company} Self-Service username"
+    mail_concurrency: int = Field(default=32, ge=1, le=128)
+
+    # Accounts and credentials
+    portal_url: str = "http://localhost:3000/portal"
+    """Base address of the Self-Service portal; the sign-in link is PORTAL_URL/login."""
+    default_roles: str = "Employee"
+    username_pattern: str = "{first_initial}{last_name}"
+    temp_password_ttl_hours: int = Field(default=72, ge=1)
+    temp_password_length: int = Field(default=16, ge=16, le=64)
+    credential_mode: Literal["password", "link"] = "password"
+
+    # Portal
+    secret_key: SecretStr | None = None
+    environment: Literal["development", "production"] = "development"
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    lockout_threshold: int = Field(default=5, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+
+    # Web server
+    port: int = 3000
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url_ends_with_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def default_role_names(self) -> list[str]:
+        """DEFAULT_ROLES split on commas or semicolons."""
+        return split_names(self.default_roles)
+
+    @property
+    def bootstrap_admin_ids(self) -> set[str]:
+        """ADMIN_SLACK_USER_IDS split on commas, semicolons or spaces."""
+        return set(split_names(self.admin_slack_user_ids.replace(" ", ",")))
+
+    @property
+    def sign_in_url(self) -> str:
+        """The portal's sign-in page, as linked from the emails."""
+        return self.portal_url.rstrip("/") + "/login"
+
+    def setup_link_url(self, token: str) -> str:
+        """The single-use set-password link for `token` (CREDENTIAL_MODE=link)."""
+        return f"{self.portal_url.rstrip('/')}/setup/{token}"
+
+    @property
+    def uses_outbox(self) -> bool:
+        """True when mail goes to the local outbox instead of SendGrid."""
+        return self.sendgrid_api_key is None or not self.sendgrid_api_key.get_secret_value()
+
+
+def split_names(raw: str) -> list[str]:
+    """Split a `;`- or `,`-separated list, dropping blanks and duplicates, keeping order."""
+    names = (part.strip() for part in raw.replace(";", ",").split(","))
+    return list(dict.fromkeys(name for name in names if name))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

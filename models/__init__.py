@@ -1,0 +1,29 @@
+"""SQLAlchemy models, the session factory and Alembic migrations."""
+
+from models.accounts import Account, AccountStatus, Role, SetupLink, account_roles
+from models.admins import Admin
+from models.audit import AuditEvent
+from models.base import Base, utcnow
+from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryStatus
+from models.directory import Employee
+from models.session import make_engine, make_session_factory, upgrade_database
+
+__all__ = [
+    "Account",
+    "AccountStatus",
+    "Admin",
+    "AuditEvent",
+    "Base",
+    "BatchStatus",
+    "CredentialBatch",
+    "Delivery",
+    "DeliveryStatus",
+    "Employee",
+    "Role",
+    "SetupLink",
+    "account_roles",
+    "make_engine",
+    "make_session_factory",
+    "upgrade_database",
+    "utcnow",
+]

@@ -1,0 +1,44 @@
+"""The employee directory, imported from the HR system."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, utcnow
+
+if TYPE_CHECKING:
+    from models.accounts import Account
+
+
+class Employee(Base):
+    """One person in the HR directory."""
+
+    __tablename__ = "employees"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    employee_number: Mapped[str] = mapped_column(String(64), unique=True)
+    first_name: Mapped[str] = mapped_column(String(200))
+    last_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    department: Mapped[str | None] = mapped_column(String(200))
+    slack_user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    directory_roles: Mapped[str] = mapped_column(String(1000), default="")
+    """Roles from the HR export, `;`-separated; given to the account on creation."""
+    active: Mapped[bool] = mapped_column(default=True)
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    """Lower-case, accent-folded name, email, number and username, for type-ahead search."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    account: Mapped[Account | None] = relationship(back_populates="employee", uselist=False)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def __repr__(self) -> str:
+        return f"<Employee {self.employee_number}>"

@@ -1,0 +1,86 @@
+"""Throw-away databases for tests: a migrated template per backend, copied for each test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from models import make_engine, upgrade_database
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_admin_url() -> str | None:
+    """TEST_DATABASE_URL (or the local default) when PostgreSQL answers, else None."""
+    url = os.environ.get("TEST_DATABASE_URL", DEFAULT_POSTGRES_URL)
+    if not url:
+        return None
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except sa.exc.OperationalError:
+        return None
+    return url
+
+
+class SqliteDatabases:
+    """Each test gets a copy of one migrated SQLite file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.template = directory / "template.db"
+        engine = make_engine(f"sqlite:///{self.template}")
+        upgrade_database(engine)
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        engine.dispose()
+
+    def create(self, directory: Path) -> str:
+        target = directory / "credbot.db"
+        shutil.copyfile(self.template, target)
+        return f"sqlite:///{target}"
+
+    def drop(self, url: str) -> None:
+        """Nothing to do: the file lives in the test's tmp_path."""
+
+    def close(self) -> None:
+        """Nothing to do: the template lives in pytest's tmp dir."""
+
+
+class PostgresDatabases:
+    """Each test gets `CREATE DATABASE ... TEMPLATE` of one migrated database, dropped afterwards."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.admin_url = make_url(admin_url)
+        self.template = f"credbot_tpl_{uuid.uuid4().hex[:12]}"
+        self._execute(f'CREATE DATABASE "{self.template}"')
+        engine = make_engine(self._url(self.template))
+        upgrade_database(engine)
+        engine.dispose()
+
+    def _url(self, name: str) -> str:
+        return self.admin_url.set(database=name).render_as_string(hide_password=False)
+
+    def _execute(self, statement: str) -> None:
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(statement)
+
+    def create(self, _directory: Path) -> str:
+        name = f"credbot_t_{uuid.uuid4().hex[:12]}"
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return self._url(name)
+
+    def drop(self, url: str) -> None:
+        self._execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+    def close(self) -> None:
+        self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+        self.admin.dispose()
