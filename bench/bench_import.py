@@ -1,0 +1,104 @@
+"""Benchmark the employee CSV import: first import, idempotent re-import, 10% changed rows.
+
+    .venv/bin/python bench/bench_import.py [--rows 100000] [--database-url postgresql://...]
+
+Always measures a fresh migrated SQLite file in a temp dir; with --database-url (or
+BENCH_DATABASE_URL) also that PostgreSQL server, in a throw-away database created next to it.
+Target: 10,000 rows per second or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.directory import import_employees
+from models import make_engine, make_session_factory, upgrade_database
+
+FIRST = ["Anna", "José", "Zoë", "Mark", "Chloé", "Jürgen", "Aiko", "Sven", "Priya", "Łukasz"]
+LAST = ["Smith", "Ñúñez-O'Brien", "Müller", "Dubois", "Tanaka", "Østergaard", "Kowalski", "Patel"]
+
+
+def write_csv(path: Path, rows: int, changed_every: int = 0) -> None:
+    """`rows` employees; with `changed_every`, every n-th row has a new department and email."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["employee_number", "first_name", "last_name", "email", "department", "roles"])
+        for i in range(rows):
+            changed = changed_every and i % changed_every == 0
+            first, last = FIRST[i % len(FIRST)], LAST[i // len(FIRST) % len(LAST)]
+            email = f"user{i}{'.new' if changed else ''}@example.com"
+            department = "Moved" if changed else f"Dept {i % 40}"
+            writer.writerow([f"E{i:07d}", first, last, email, department, "Staff;Reader" if i % 7 else ""])
+
+
+def run(label: str, url: str, rows: int, files: dict[str, Path]) -> None:
+    engine = make_engine(url)
+    upgrade_database(engine)
+    sessions = make_session_factory(engine)
+    for name in ("first import", "re-import (no change)", "10% changed"):
+        started = time.perf_counter()
+        with sessions.begin() as session:
+            result = import_employees(session, files[name], "bench")
+        elapsed = time.perf_counter() - started
+        print(
+            f"{label:10} {name:22} {rows / elapsed:>9,.0f} rows/s  ({elapsed:5.2f} s; created "
+            f"{result.created}, updated {result.updated}, unchanged {result.unchanged})"
+        )
+    engine.dispose()
+
+
+@contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    """A throw-away database on the server of `server_url`, dropped afterwards."""
+    url = make_url(server_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"credbot_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        files = {
+            "first import": directory / "employees.csv",
+            "re-import (no change)": directory / "employees.csv",
+            "10% changed": directory / "changed.csv",
+        }
+        write_csv(files["first import"], args.rows)
+        write_csv(files["10% changed"], args.rows, changed_every=10)
+        print(f"{args.rows:,} rows, target 10,000 rows/s")
+        run("sqlite", f"sqlite:///{directory / 'bench.db'}", args.rows, files)
+        if args.database_url:
+            with postgres_database(args.database_url) as url:
+                run("postgresql", url, args.rows, files)
+
+
+if __name__ == "__main__":
+    main()

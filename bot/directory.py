@@ -1,0 +1,339 @@
+"""The employee directory: CSV import from the HR export, search text, listing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from bot.audit import AuditAction, record
+from models import Account, Employee, utcnow
+
+REQUIRED_COLUMNS = ("employee_number", "first_name", "last_name", "email")
+OPTIONAL_COLUMNS = ("department", "roles", "slack_user_id", "active")
+MAX_LENGTHS = {
+    "employee_number": 64,
+    "first_name": 200,
+    "last_name": 200,
+    "email": 320,
+    "department": 200,
+    "directory_roles": 1000,
+}
+MAX_ROLE_LENGTH = 100
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
+TRUE_WORDS = frozenset({"1", "true", "yes", "y", "active"})
+FALSE_WORDS = frozenset({"0", "false", "no", "n", "inactive"})
+PROGRESS_EVERY = 1000
+
+# Latin letters that NFKD does not split into a base letter plus an accent.
+_EXTRA_FOLDS = str.maketrans(
+    {
+        "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH",
+        "ı": "i", "ħ": "h", "Ħ": "H",  # noqa: RUF001
+    }
+)  # fmt: skip
+
+
+def fold_accents(text: str) -> str:
+    """`text` without accents: "Zoë Ñúñez" -> "Zoe Nunez", "Øst" -> "Ost" (other scripts kept)."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_EXTRA_FOLDS))
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def make_search_text(
+    first_name: str | None,
+    last_name: str | None,
+    email: str | None,
+    employee_number: str | None,
+    username: str | None,
+) -> str:
+    """What type-ahead search matches: the non-empty parts, lower-case, accent-folded, space-joined."""
+    parts = (first_name, last_name, email, employee_number, username)
+    return " ".join(fold_accents(part).lower() for part in parts if part)
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be imported (encoding, header, broken quoting)."""
+
+
+@dataclass
+class ImportResult:
+    """What an import did; `errors` holds (CSV line number, reason) for every rejected row."""
+
+    file_name: str
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    written: bool = False
+    ignored_columns: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated)
+
+
+@dataclass
+class _Row:
+    line: int
+    values: dict[str, Any]
+
+
+def import_employees(
+    session: Session,
+    path_or_stream: str | Path | IO[bytes] | IO[str],
+    actor: str,
+    skip_invalid: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Upsert the employees of a CSV file by employee number, in the caller's transaction.
+
+    Nothing is written when a row is bad unless `skip_invalid`; then the good rows are imported.
+    Employees missing from the file are left as they are. A column absent from the file leaves
+    that field of existing employees unchanged. `progress(n)` is told about every `n` rows read.
+    Raises ImportFileError when the file itself is unusable.
+    """
+    file_name, text = _read_text(path_or_stream)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    columns, width, result = _read_header(reader, file_name)
+    existing = _existing_employees(session)
+
+    rows: list[_Row] = []
+    try:
+        for row in _parse_rows(reader, columns, width, existing, result.errors, progress):
+            rows.append(row)
+    except csv.Error as error:
+        raise ImportFileError(f"{file_name}, line {reader.line_num}: broken CSV quoting ({error})") from error
+    rows = _drop_duplicates(rows, result.errors)
+    result.errors.sort()
+    if result.errors and not skip_invalid:
+        return result
+
+    now = utcnow()
+    inserts, updates = [], []
+    for row in rows:
+        old = existing.get(row.values["employee_number"])
+        if old is None:
+            inserts.append(_new_employee(row.values, now))
+            continue
+        merged = {**old, **row.values}
+        merged["search_text"] = _search_text(merged)
+        if any(merged[key] != old[key] for key in merged):
+            merged["b_id"] = merged.pop("id")
+            merged.pop("username")
+            merged["updated_at"] = now
+            updates.append(merged)
+    if inserts:
+        session.execute(Employee.__table__.insert(), inserts)
+    if updates:
+        table = Employee.__table__
+        session.execute(update(table).where(table.c.id == bindparam("b_id")), updates)
+    result.created, result.updated = len(inserts), len(updates)
+    result.unchanged = len(rows) - len(inserts) - len(updates)
+    result.written = True
+    record(
+        session,
+        actor,
+        AuditAction.EMPLOYEES_IMPORTED,
+        file_name,
+        created=result.created,
+        updated=result.updated,
+        unchanged=result.unchanged,
+        rejected_rows=len(result.errors),
+    )
+    return result
+
+
+def _read_text(source: str | Path | IO[bytes] | IO[str]) -> tuple[str, str]:
+    if isinstance(source, str | Path):
+        name, data = Path(source).name, Path(source).read_bytes()
+    else:
+        name, data = Path(str(getattr(source, "name", "<stream>"))).name, source.read()
+    if isinstance(data, str):
+        return name, data.removeprefix("\ufeff")
+    try:
+        return name, data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ImportFileError(
+            f"{name} is not UTF-8 text (undecodable byte on line {line}); export it as 'CSV UTF-8'"
+        ) from error
+
+
+def _read_header(reader: Iterator[list[str]], file_name: str) -> tuple[dict[str, int], int, ImportResult]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportFileError(f"{file_name} is empty; expected a header line") from None
+    except csv.Error as error:
+        raise ImportFileError(f"{file_name}, line 1: broken CSV quoting ({error})") from error
+    result = ImportResult(file_name=file_name)
+    columns: dict[str, int] = {}
+    for index, raw in enumerate(header):
+        name = re.sub(r"[\s-]+", "_", raw.strip().lower())
+        if name in REQUIRED_COLUMNS or name in OPTIONAL_COLUMNS:
+            if name in columns:
+                raise ImportFileError(f"{file_name}: column {name!r} appears twice in the header")
+            columns[name] = index
+        elif name:
+            result.ignored_columns.append(raw.strip())
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        hint = " (is the file comma-separated?)" if len(header) == 1 and re.search("[;\t]", header[0]) else ""
+        raise ImportFileError(
+            f"{file_name}: missing required column(s) {', '.join(missing)}{hint}; "
+            f"expected {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}"
+        )
+    return columns, len(header), result
+
+
+def _existing_employees(session: Session) -> dict[str, dict[str, Any]]:
+    """Every employee's compared fields (and username, for search text), by employee number."""
+    query = select(
+        Employee.id,
+        Employee.employee_number,
+        Employee.first_name,
+        Employee.last_name,
+        Employee.email,
+        Employee.department,
+        Employee.slack_user_id,
+        Employee.directory_roles,
+        Employee.active,
+        Employee.search_text,
+        Account.username,
+    ).outerjoin(Account, Account.employee_id == Employee.id)
+    return {row.employee_number: row._asdict() for row in session.execute(query)}
+
+
+def _parse_rows(
+    reader: Any,
+    columns: dict[str, int],
+    width: int,
+    existing: dict[str, dict[str, Any]],
+    errors: list[tuple[int, str]],
+    progress: Callable[[int], None] | None,
+) -> Iterator[_Row]:
+    last_line, count = 1, 0
+    for cells in reader:
+        line, last_line = last_line + 1, reader.line_num
+        count += 1
+        if progress and count % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != width:
+            errors.append((line, f"has {len(cells)} fields but the header has {width} (unquoted comma?)"))
+            continue
+        values, problems = _validate({name: cells[i].strip() for name, i in columns.items()}, existing)
+        if problems:
+            errors.append((line, "; ".join(problems)))
+        else:
+            yield _Row(line, values)
+    if progress and count % PROGRESS_EVERY:
+        progress(count % PROGRESS_EVERY)
+
+
+def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """The row's stored values and a list of problems (empty when the row is good)."""
+    problems = []
+    values: dict[str, Any] = {
+        "employee_number": raw["employee_number"],
+        "first_name": raw["first_name"],
+        "last_name": raw["last_name"],
+    }
+    for name, label in (("employee_number", "employee number"), ("first_name", "first name")):
+        if not raw[name]:
+            problems.append(f"missing {label}")
+    if not raw["last_name"]:
+        problems.append("missing last name")
+    if any("\x00" in value for value in raw.values()):
+        problems.append("contains a NUL character")
+
+    email = raw["email"]
+    if not email:
+        values["email"] = None
+    elif email == (existing.get(raw["employee_number"]) or {}).get("email"):
+        values["email"] = email  # stored addresses are already validated and normalised
+    else:
+        try:
+            values["email"] = validate_email(email, check_deliverability=False).normalized
+        except EmailNotValidError as error:
+            problems.append(f"invalid email {email!r}: {error}")
+    if "department" in raw:
+        values["department"] = raw["department"] or None
+    if "roles" in raw:
+        roles = list(dict.fromkeys(role.strip() for role in raw["roles"].split(";") if role.strip()))
+        if any(len(role) > MAX_ROLE_LENGTH for role in roles):
+            problems.append(f"a role name is longer than {MAX_ROLE_LENGTH} characters")
+        values["directory_roles"] = ";".join(roles)
+    if "slack_user_id" in raw:
+        slack_id = raw["slack_user_id"].upper()
+        if slack_id and not SLACK_USER_ID.fullmatch(slack_id):
+            problems.append(f"invalid slack_user_id {raw['slack_user_id']!r} (expected e.g. U012AB3CD)")
+        values["slack_user_id"] = slack_id or None
+    if "active" in raw:
+        word = raw["active"].lower()
+        if word and word not in TRUE_WORDS | FALSE_WORDS:
+            problems.append(f"invalid active value {raw['active']!r} (use yes or no)")
+        values["active"] = word not in FALSE_WORDS
+    for name, limit in MAX_LENGTHS.items():
+        value = values.get(name)
+        if value and len(value) > limit:
+            problems.append(f"{name} is longer than {limit} characters")
+    return values, problems
+
+
+def _drop_duplicates(rows: list[_Row], errors: list[tuple[int, str]]) -> list[_Row]:
+    """Reject every row whose employee number appears more than once (which one is right is unknown)."""
+    lines: dict[str, list[int]] = {}
+    for row in rows:
+        lines.setdefault(row.values["employee_number"], []).append(row.line)
+    duplicated = {number: found for number, found in lines.items() if len(found) > 1}
+    for number, found in duplicated.items():
+        for line in found:
+            others = ", ".join(str(other) for other in found if other != line)
+            errors.append((line, f"duplicate employee number {number!r} (also on line {others})"))
+    return [row for row in rows if row.values["employee_number"] not in duplicated]
+
+
+def _new_employee(values: dict[str, Any], now: Any) -> dict[str, Any]:
+    employee = {
+        "department": None,
+        "slack_user_id": None,
+        "directory_roles": "",
+        "active": True,
+        **values,
+        "created_at": now,
+        "updated_at": now,
+    }
+    employee["search_text"] = _search_text({**employee, "username": None})
+    return employee
+
+
+def _search_text(values: dict[str, Any]) -> str:
+    return make_search_text(
+        values["first_name"],
+        values["last_name"],
+        values["email"],
+        values["employee_number"],
+        values["username"],
+    )
+
+
+def list_employees(session: Session, search: str | None = None, limit: int = 50) -> list[Employee]:
+    """Employees by employee number; with `search`, those whose search text holds every word of it."""
+    query = select(Employee).order_by(Employee.employee_number).limit(limit)
+    words = fold_accents(search or "").lower().split()
+    if words:
+        query = query.where(and_(*(Employee.search_text.contains(word, autoescape=True) for word in words)))
+    return list(session.scalars(query))
