@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     email_from_name: str = "Self-Service"
     company_name: str = "Example Corp"
     welcome_subject: str = "Welcome to {company} Self-Service: your temporary password"
+    welcome_link_subject: str = "Welcome to {company} Self-Service: set your password"
     username_subject: str = "Your {company} Self-Service username"
     mail_concurrency: int = Field(default=32, ge=1, le=128)
 
