@@ -1,0 +1,238 @@
+"""Self-Service accounts: usernames from a pattern, creation in bulk, listing."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, Select, bindparam, insert, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from bot.audit import AuditAction
+from bot.directory import fold_accents, make_search_text
+from bot.settings import Settings, split_names
+from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, utcnow
+
+PATTERN_FIELDS = ("first_name", "last_name", "first_initial", "last_initial", "employee_number")
+MAX_USERNAME_LENGTH = 100
+_NOT_ALLOWED = re.compile(r"[^a-z0-9._-]+")
+_CHUNK = 500
+
+
+class UsernamePatternError(ValueError):
+    """USERNAME_PATTERN uses an unknown field or is malformed."""
+
+
+def _clean(text: str) -> str:
+    """Lower-case ASCII with only `a-z 0-9 . _ -` (accents folded, anything else dropped)."""
+    return _NOT_ALLOWED.sub("", fold_accents(text).lower())
+
+
+def make_username(first_name: str, last_name: str, employee_number: str, pattern: str) -> str:
+    """The username `pattern` gives for this person (not yet made unique).
+
+    Fields: {first_name} {last_name} {first_initial} {last_initial} {employee_number}.
+    "Zoë", "Ñúñez-O'Brien" with "{first_initial}{last_name}" gives "znunez-obrien". When nothing
+    usable is left (e.g. a name without Latin letters) it falls back to the employee number.
+    """
+    first, last = _clean(first_name), _clean(last_name)
+    fields = {
+        "first_name": first,
+        "last_name": last,
+        "first_initial": first[:1],
+        "last_initial": last[:1],
+        "employee_number": _clean(employee_number),
+    }
+    check_pattern(pattern)
+    username = _clean(pattern.format(**fields)).strip("._-")
+    if not re.search("[a-z0-9]", username):
+        number = fields["employee_number"].strip("._-") or "user"
+        username = number if number[0].isalpha() else f"u{number}"
+    return username[: MAX_USERNAME_LENGTH - 8]
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise UsernamePatternError unless `pattern` only uses the known fields."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+    except ValueError as error:
+        raise UsernamePatternError(f"USERNAME_PATTERN {pattern!r} is malformed: {error}") from error
+    unknown = [name for name in names if name not in PATTERN_FIELDS]
+    if unknown or not names:
+        raise UsernamePatternError(
+            f"USERNAME_PATTERN {pattern!r} must use only the fields "
+            + " ".join(f"{{{name}}}" for name in PATTERN_FIELDS)
+        )
+
+
+def unique_username(base: str, taken: set[str]) -> str:
+    """`base`, or `base2`, `base3`... whichever is not in `taken`; adds the result to `taken`."""
+    username, number = base, 1
+    while username in taken:
+        number += 1
+        username = f"{base}{number}"
+    taken.add(username)
+    return username
+
+
+@dataclass(frozen=True)
+class CreatedAccount:
+    employee_number: str
+    name: str
+    username: str
+    roles: list[str]
+
+
+@dataclass
+class CreateAccountsResult:
+    """What `create_accounts` did."""
+
+    created: list[CreatedAccount] = field(default_factory=list)
+    existing: list[tuple[str, str]] = field(default_factory=list)
+    """(employee number, username) of employees that already had an account."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(employee number, reason) of employees given no account (inactive)."""
+    unknown: list[str] = field(default_factory=list)
+    """Employee numbers not in the directory."""
+
+
+def create_accounts(
+    session: Session,
+    settings: Settings,
+    actor: str,
+    employee_numbers: Sequence[str] | None = None,
+    all_missing: bool = False,
+) -> CreateAccountsResult:
+    """Create a pending account for each given employee (or every active one without an account).
+
+    Runs in the caller's transaction. Roles are DEFAULT_ROLES plus the employee's roles from the
+    import (created on demand). Employees that already have an account are reported, not changed;
+    inactive employees are skipped. Writes one ACCOUNT_CREATED audit event per account.
+    """
+    if all_missing == (employee_numbers is not None):
+        raise ValueError("give either employee numbers or all_missing=True")
+    check_pattern(settings.username_pattern)
+    result = CreateAccountsResult()
+    query = select(
+        Employee.id,
+        Employee.employee_number,
+        Employee.first_name,
+        Employee.last_name,
+        Employee.email,
+        Employee.directory_roles,
+        Employee.active,
+        Account.username,
+    ).outerjoin(Account, Account.employee_id == Employee.id)
+    if all_missing:
+        rows = list(session.execute(query.where(Account.id.is_(None)).order_by(Employee.id)))
+    else:
+        wanted = list(dict.fromkeys(number.strip() for number in employee_numbers or () if number.strip()))
+        found = {row.employee_number: row for row in _in_chunks(session, query, wanted)}
+        result.unknown = [number for number in wanted if number not in found]
+        rows = [found[number] for number in wanted if number in found]
+
+    todo = []
+    for row in rows:
+        if row.username is not None:
+            result.existing.append((row.employee_number, row.username))
+        elif not row.active:
+            result.skipped.append((row.employee_number, "employee is inactive"))
+        else:
+            todo.append(row)
+    if not todo:
+        return result
+
+    taken = set(session.scalars(select(Account.username)))
+    now = utcnow()
+    new_accounts = []
+    for row in todo:
+        base = make_username(row.first_name, row.last_name, row.employee_number, settings.username_pattern)
+        roles = _unique_ignoring_case([*settings.default_role_names, *split_names(row.directory_roles)])
+        username = unique_username(base, taken)
+        new_accounts.append((row, username, roles))
+        result.created.append(
+            CreatedAccount(row.employee_number, f"{row.first_name} {row.last_name}", username, roles)
+        )
+
+    role_ids = _role_ids(session, {role for _, _, roles in new_accounts for role in roles})
+    for _, _, roles in new_accounts:  # the stored spelling, also in result.created
+        roles[:] = [role_ids[role.casefold()][0] for role in roles]
+    account_ids = session.execute(
+        insert(Account).returning(Account.id, sort_by_parameter_order=True),
+        [
+            {
+                "employee_id": row.id,
+                "username": username,
+                "status": AccountStatus.PENDING,
+                "must_change_password": False,
+                "failed_login_count": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row, username, _ in new_accounts
+        ],
+    ).scalars()
+    links, events, search = [], [], []
+    for account_id, (row, username, roles) in zip(account_ids, new_accounts, strict=True):
+        links += [{"account_id": account_id, "role_id": role_ids[role.casefold()][1]} for role in roles]
+        events.append(
+            {
+                "actor": actor,
+                "action": str(AuditAction.ACCOUNT_CREATED),
+                "target": username,
+                "details": {"employee_number": row.employee_number, "roles": roles},
+                "created_at": now,
+            }
+        )
+        text = make_search_text(row.first_name, row.last_name, row.email, row.employee_number, username)
+        search.append({"b_id": row.id, "search_text": text})
+    session.execute(insert(account_roles), links)
+    session.execute(AuditEvent.__table__.insert(), events)
+    table = Employee.__table__
+    session.execute(update(table).where(table.c.id == bindparam("b_id")), search)
+    return result
+
+
+def _in_chunks(session: Session, query: Select[Any], numbers: list[str]) -> Iterator[Row[Any]]:
+    for start in range(0, len(numbers), _CHUNK):
+        yield from session.execute(query.where(Employee.employee_number.in_(numbers[start : start + _CHUNK])))
+
+
+def _unique_ignoring_case(names: list[str]) -> list[str]:
+    first: dict[str, str] = {}
+    for name in names:
+        first.setdefault(name.casefold(), name)
+    return list(first.values())
+
+
+def _role_ids(session: Session, names: set[str]) -> dict[str, tuple[str, int]]:
+    """(stored name, id) of the named roles by case-folded name, creating the missing ones."""
+
+    def load() -> dict[str, tuple[str, int]]:
+        found: dict[str, tuple[str, int]] = {}
+        for name, role_id in session.execute(select(Role.name, Role.id).order_by(Role.id)):
+            found.setdefault(name.casefold(), (name, role_id))
+        return found
+
+    roles = load()
+    missing = _unique_ignoring_case(sorted(name for name in names if name.casefold() not in roles))
+    if missing:
+        session.execute(insert(Role), [{"name": name} for name in missing])
+        roles = load()
+    return roles
+
+
+def list_accounts(session: Session, status: str | None = None, limit: int | None = None) -> list[Account]:
+    """Accounts by username, with their employee and roles loaded; optionally of one status."""
+    query = (
+        select(Account)
+        .options(selectinload(Account.employee), selectinload(Account.roles))
+        .order_by(Account.username)
+        .limit(limit)
+    )
+    if status:
+        query = query.where(Account.status == status)
+    return list(session.scalars(query))
