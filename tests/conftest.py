@@ -16,6 +16,10 @@ from tests.databases import PostgresDatabases, SqliteDatabases, postgres_admin_u
 
 BACKENDS = ["sqlite", "postgresql"]
 
+pytest_plugins = [
+    "tests.standins.sendgrid",
+]
+
 
 @pytest.fixture(scope="session")
 def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:

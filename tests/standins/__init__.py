@@ -1,0 +1,1 @@
+"""Real HTTP stand-ins for the services credbot talks to, served on loopback."""

@@ -1,0 +1,250 @@
+"""A SendGrid v3 Mail Send stand-in: a real threaded HTTP server on 127.0.0.1 that checks requests.
+
+Tests script its answers (`answer(...)`): a status for the next N calls, or for calls to one address,
+optionally hanging past the client's timeout; every accepted message is kept in `messages`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+API_KEY = "SG.standin-key.0123456789"
+
+
+@dataclass
+class _Rule:
+    status: int
+    remaining: int | None  # None: forever
+    to: str | None
+    hang: bool
+    errors: list[dict[str, Any]] | None
+    reset_in: float | None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call received, whatever was answered."""
+
+    to: list[str]
+    status: int
+    at: float
+
+
+class SendGridStandIn:
+    """POST /v3/mail/send: 202 + X-Message-Id for a valid request, or what a test scripted."""
+
+    def __init__(self, api_key: str = API_KEY, delay: float = 0.0, hang_seconds: float = 5.0) -> None:
+        self.api_key = api_key
+        self.delay = delay
+        self.hang_seconds = hang_seconds
+        self.messages: list[dict[str, Any]] = []
+        """Accepted request bodies, with the id answered under the key `message_id`."""
+        self.requests: list[Request] = []
+        self.invalid: list[list[str]] = []
+        """Problems found in bodies that were refused as invalid (a test normally expects none)."""
+        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> SendGridStandIn:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer(
+        self,
+        status: int = 202,
+        *,
+        times: int | None = 1,
+        to: str | None = None,
+        hang: bool = False,
+        errors: list[dict[str, Any]] | None = None,
+        reset_in: float | None = None,
+    ) -> None:
+        """Answer the next `times` calls (None: all; to `to` only if given) with `status`.
+
+        `hang` sleeps `hang_seconds` before answering; `errors` is SendGrid's `errors` list (a default
+        one is made up for 4xx/5xx); `reset_in` sets X-RateLimit-Reset to now + `reset_in` seconds.
+        """
+        with self._lock:
+            self._rules.append(_Rule(status, times, to and to.lower(), hang, errors, reset_in))
+
+    def sent_to(self, address: str) -> list[dict[str, Any]]:
+        """The accepted messages to `address`, oldest first."""
+        address = address.lower()
+        with self._lock:
+            return [m for m in self.messages if address in _recipients(m)]
+
+    def _take_rule(self, recipients: list[str]) -> _Rule | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.to is not None and rule.to not in recipients:
+                    continue
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        self._rules.remove(rule)
+                return rule
+        return None
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the test output is not the place for access logs."""
+
+            def do_POST(self) -> None:
+                standin._handle(self)
+
+        return Handler
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length)
+        if self.delay:
+            time.sleep(self.delay)
+        if handler.path != "/v3/mail/send":
+            return self._reply(handler, 404, [], errors=[{"message": "Not found", "field": None}])
+        if handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._reply(handler, 401, [], errors=[{"message": "Permission denied, wrong credentials"}])
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._reply(handler, 400, [], errors=[{"message": "Bad Request", "field": None}])
+        recipients = _recipients(body) if isinstance(body, dict) else []
+        problems = validate_mail_send(body, handler.headers.get("Content-Type", ""))
+        if problems:
+            with self._lock:
+                self.invalid.append(problems)
+            return self._reply(handler, 400, recipients, errors=[{"message": p} for p in problems])
+        rule = self._take_rule(recipients)
+        if rule is not None:
+            if rule.hang:
+                self._release.wait(self.hang_seconds)
+            if rule.status not in (200, 202):
+                return self._reply(handler, rule.status, recipients, rule.errors, rule.reset_in)
+        sandbox = bool(body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable"))
+        message_id = uuid.uuid4().hex[:22]
+        with self._lock:
+            self.messages.append({**body, "message_id": message_id})
+        if sandbox:  # SendGrid validates but delivers nothing, and answers 200 without an id
+            return self._reply(handler, 200, recipients)
+        return self._reply(handler, 202, recipients, headers={"X-Message-Id": message_id})
+
+    def _reply(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        recipients: list[str],
+        errors: list[dict[str, Any]] | None = None,
+        reset_in: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        with self._lock:
+            self.requests.append(Request(recipients, status, time.time()))
+        headers = dict(headers or {})
+        body = b""
+        if status >= 400:
+            errors = errors or [{"message": f"stand-in error {status}", "field": None, "help": None}]
+            body = json.dumps({"errors": errors}).encode()
+            headers["Content-Type"] = "application/json"
+        if status == 429:
+            headers["X-RateLimit-Reset"] = str(int(time.time() + (reset_in or 0)))
+        try:
+            handler.send_response(status)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (timeout): nothing to answer to
+
+
+def _recipients(body: dict[str, Any]) -> list[str]:
+    return [
+        str(to.get("email", "")).lower()
+        for p in body.get("personalizations") or []
+        if isinstance(p, dict)
+        for to in p.get("to") or []
+        if isinstance(to, dict)
+    ]
+
+
+def validate_mail_send(body: Any, content_type: str) -> list[str]:
+    """What is wrong with a v3 Mail Send request body (empty when valid), like SendGrid checks it."""
+    if not content_type.startswith("application/json"):
+        return [f"Content-Type must be application/json, not {content_type!r}"]
+    if not isinstance(body, dict):
+        return ["the body must be a JSON object"]
+    problems = []
+    sender = body.get("from")
+    if not isinstance(sender, dict) or "@" not in str(sender.get("email", "")):
+        problems.append("from.email is required and must be an address")
+    personalizations = body.get("personalizations")
+    if not isinstance(personalizations, list) or not personalizations:
+        problems.append("personalizations must be a non-empty list")
+        personalizations = []
+    for p in personalizations:
+        tos = p.get("to") if isinstance(p, dict) else None
+        if not isinstance(tos, list) or not tos:
+            problems.append("personalizations[].to must be a non-empty list")
+        elif not all(isinstance(t, dict) and "@" in str(t.get("email", "")) for t in tos):
+            problems.append("personalizations[].to[].email must be an address")
+        if not body.get("subject") and not (isinstance(p, dict) and p.get("subject")):
+            problems.append("subject is required")
+    content = body.get("content")
+    if not isinstance(content, list) or not content:
+        problems.append("content must be a non-empty list")
+        content = []
+    types = [c.get("type") if isinstance(c, dict) else None for c in content]
+    if any(not (isinstance(c, dict) and isinstance(c.get("value"), str) and c["value"]) for c in content):
+        problems.append("content[].value must be a non-empty string")
+    if types[:1] != ["text/plain"] or "text/html" not in types:
+        problems.append("content must start with text/plain and include text/html")
+    custom_args = body.get("custom_args", {})
+    if not isinstance(custom_args, dict) or not all(isinstance(v, str) for v in custom_args.values()):
+        problems.append("custom_args must map names to strings")
+    categories = body.get("categories", [])
+    if (
+        not isinstance(categories, list)
+        or len(categories) > 10
+        or not all(isinstance(c, str) and 0 < len(c) <= 255 for c in categories)
+    ):
+        problems.append("categories must be at most 10 strings of at most 255 characters")
+    sandbox = body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable", False)
+    if not isinstance(sandbox, bool):
+        problems.append("The sandbox mode enable param should be a boolean value.")
+    return problems
+
+
+@pytest.fixture
+def sendgrid_standin() -> Iterator[SendGridStandIn]:
+    """A running SendGrid stand-in; point SENDGRID_API_HOST at `.url` and use `.api_key`."""
+    standin = SendGridStandIn().start()
+    yield standin
+    standin.stop()
