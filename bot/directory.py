@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from bot.audit import AuditAction, record
 from models import Account, Employee, utcnow
@@ -332,7 +332,12 @@ def _search_text(values: dict[str, Any]) -> str:
 
 def list_employees(session: Session, search: str | None = None, limit: int = 50) -> list[Employee]:
     """Employees by employee number; with `search`, those whose search text holds every word of it."""
-    query = select(Employee).order_by(Employee.employee_number).limit(limit)
+    query = (
+        select(Employee)
+        .options(selectinload(Employee.account))
+        .order_by(Employee.employee_number)
+        .limit(limit)
+    )
     words = fold_accents(search or "").lower().split()
     if words:
         query = query.where(and_(*(Employee.search_text.contains(word, autoescape=True) for word in words)))

@@ -6,8 +6,11 @@ import logging
 
 import click
 
+from bot.cli.accounts import accounts
 from bot.cli.admins import admins
 from bot.cli.db import db
+from bot.cli.employees import employees
+from bot.cli.report import audit, report
 
 
 @click.group()
@@ -21,3 +24,7 @@ def main(verbose: bool) -> None:
 
 main.add_command(db)
 main.add_command(admins)
+main.add_command(employees)
+main.add_command(accounts)
+main.add_command(report)
+main.add_command(audit)

@@ -1,0 +1,88 @@
+"""`credbot employees`: import the HR directory and look people up."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bot.cli.common import cli_actor, context, print_table
+from bot.directory import ImportFileError, ImportResult, import_employees, list_employees
+
+PROGRESS_BAR_BYTES = 1_000_000
+"""Files larger than this (about 10,000 rows) get a progress bar even when stdout is not a terminal."""
+MAX_ERRORS_SHOWN = 200
+
+
+@click.group()
+def employees() -> None:
+    """Import and list the employee directory."""
+
+
+@employees.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--skip-invalid", is_flag=True, help="Import the good rows even when some are bad.")
+def import_command(file: Path, skip_invalid: bool) -> None:
+    """Add or update employees from FILE (CSV, UTF-8), matched by employee number.
+
+    Columns: employee_number, first_name, last_name, email (required); department, roles
+    (;-separated), slack_user_id, active (optional). By default nothing is written if any row is bad.
+    """
+    try:
+        with context().sessions.begin() as session:
+            if sys.stdout.isatty() or file.stat().st_size > PROGRESS_BAR_BYTES:
+                with click.progressbar(length=_count_rows(file), label=f"Reading {file.name}") as bar:
+                    result = import_employees(session, file, cli_actor(), skip_invalid, progress=bar.update)
+            else:
+                result = import_employees(session, file, cli_actor(), skip_invalid)
+    except ImportFileError as error:
+        raise click.ClickException(str(error)) from error
+    _print_result(result)
+    if result.errors and not result.written:
+        sys.exit(1)
+
+
+def _count_rows(file: Path) -> int:
+    """Lines after the header: the row count, unless fields span lines."""
+    with file.open("rb") as handle:
+        return max(sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b"")) - 1, 1)
+
+
+def _print_result(result: ImportResult) -> None:
+    if result.ignored_columns:
+        click.echo(f"Ignored unknown column(s): {', '.join(result.ignored_columns)}")
+    if result.errors:
+        verdict = "skipped" if result.written else "nothing was written; fix them or use --skip-invalid"
+        click.echo(f"{len(result.errors)} bad row(s) ({verdict}):", err=not result.written)
+        for line, reason in result.errors[:MAX_ERRORS_SHOWN]:
+            click.echo(f"  line {line}: {reason}", err=not result.written)
+        if len(result.errors) > MAX_ERRORS_SHOWN:
+            click.echo(f"  ... and {len(result.errors) - MAX_ERRORS_SHOWN} more", err=not result.written)
+    if not result.written:
+        return
+    counts = f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
+    if result.changed:
+        click.echo(f"{result.file_name}: {counts}.")
+    else:
+        click.echo(f"{result.file_name}: nothing changed ({counts}).")
+
+
+@employees.command("list")
+@click.option("--search", "-s", metavar="Q", help="Only employees matching every word (name, email, number).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def list_command(search: str | None, limit: int) -> None:
+    """List employees by employee number."""
+    with context().sessions() as session:
+        rows = [
+            (
+                e.employee_number,
+                e.full_name,
+                e.email,
+                e.department,
+                e.account.username if e.account else "",
+                "yes" if e.active else "no",
+            )
+            for e in list_employees(session, search, limit)
+        ]
+    print_table(["NUMBER", "NAME", "EMAIL", "DEPARTMENT", "USERNAME", "ACTIVE"], rows)

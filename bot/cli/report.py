@@ -1,0 +1,70 @@
+"""`credbot report` and `credbot audit`: where things stand, and what happened."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from bot.audit import AuditAction, recent
+from bot.cli.common import context, print_table
+from bot.reports import BatchLine, build_report
+
+TIME = "%Y-%m-%d %H:%M"
+
+
+@click.command()
+@click.option("--batches", default=10, show_default=True, type=click.IntRange(min=0), help="Recent batches.")
+@click.option(
+    "--failures", default=20, show_default=True, type=click.IntRange(min=0), help="Recent failures."
+)
+def report(batches: int, failures: int) -> None:
+    """Accounts by status, gaps in the directory, recent credential batches and failed deliveries."""
+    with context().sessions() as session:
+        data = build_report(session, batches, failures)
+    click.echo(f"Employees: {data.employees} ({data.active_employees} active)")
+    click.echo("Accounts:  " + ", ".join(f"{n} {status}" for status, n in data.accounts_by_status.items()))
+    click.echo(f"Active employees without an account:   {data.without_account}")
+    click.echo(f"Active employees without an email:     {data.without_email}")
+    click.echo(f"Accounts never emailed their password: {data.never_emailed}")
+    click.echo("\nRecent credential batches:")
+    if data.batches:
+        headers = ["BATCH", "BY", "SOURCE", "WHEN (UTC)", "STATUS", "SENT", "FAILED", "SKIPPED", "PENDING"]
+        print_table(headers, (_batch_row(b) for b in data.batches))
+    else:
+        click.echo("  none")
+    click.echo("\nRecent failed deliveries:")
+    if data.failures:
+        print_table(
+            ["WHEN (UTC)", "BATCH", "EMPLOYEE", "NAME", "ADDRESS", "REASON"],
+            (
+                (f"{f.at:{TIME}}", f.batch_id, f.employee_number, f.name, f.address, f.error)
+                for f in data.failures
+            ),
+        )
+    else:
+        click.echo("  none")
+
+
+def _batch_row(b: BatchLine) -> tuple[object, ...]:
+    when = f"{b.created_at:{TIME}}"
+    return (b.batch_id, b.requested_by, b.source, when, b.status, b.sent, b.failed, b.skipped, b.pending)
+
+
+@click.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--action", type=click.Choice([a.value for a in AuditAction]), help="Only this action.")
+def audit(limit: int, action: str | None) -> None:
+    """List the newest audit events, newest first."""
+    with context().sessions() as session:
+        rows = [
+            (
+                f"{event.created_at:{TIME}}",
+                event.actor,
+                event.action,
+                event.target,
+                json.dumps(event.details, ensure_ascii=False, sort_keys=True),
+            )
+            for event in recent(session, limit, action)
+        ]
+    print_table(["WHEN (UTC)", "ACTOR", "ACTION", "TARGET", "DETAILS"], rows)
