@@ -28,7 +28,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from bot.mail.message import MailAuthError, MailError, MailRejected, MailUnavailable, OutgoingEmail
@@ -80,7 +81,9 @@ class SendGridTransport:
         self.sandbox = settings.sendgrid_sandbox
         self._from = (settings.email_from, settings.email_from_name)
         self.attempts = attempts
-        self._backoff = wait_exponential_jitter(initial=backoff_seconds, max=max_backoff_seconds)
+        self._backoff = wait_exponential(multiplier=backoff_seconds, max=max_backoff_seconds) + wait_random(
+            0, backoff_seconds
+        )
         self.max_rate_limit_wait = max_rate_limit_wait
         self._sleep = sleep
         self._local = threading.local()

@@ -1,0 +1,308 @@
+"""The mail package: rendering, the outbox transport and the SendGrid transport against the stand-in."""
+
+from __future__ import annotations
+
+import email
+import logging
+import socket
+import stat
+import threading
+import time
+from email.policy import default
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from bot.mail import (
+    MailAuthError,
+    MailRejected,
+    MailUnavailable,
+    OutboxTransport,
+    OutgoingEmail,
+    SendGridTransport,
+    make_transport,
+    render_email,
+)
+from bot.settings import Settings
+from models import utcnow
+from tests.standins.sendgrid import SendGridStandIn
+
+SECRET = "Secret7PasswordXyz"
+
+
+def mail_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"database_url": "sqlite://", "sendgrid_api_key": None}
+    return Settings(_env_file=None, **{**values, **overrides})
+
+
+def sendgrid_settings(standin: SendGridStandIn, **overrides: object) -> Settings:
+    return mail_settings(
+        sendgrid_api_key=standin.api_key,
+        sendgrid_api_host=standin.url,
+        sendgrid_timeout_seconds=0.5,
+        email_from="hr@example.com",
+        email_from_name="Example HR",
+        **overrides,
+    )
+
+
+def make_email(to: str = "ada@example.com", **overrides: object) -> OutgoingEmail:
+    values: dict[str, object] = {
+        "to_address": to,
+        "to_name": "Ada Lovelace",
+        "subject": "Welcome",
+        "text": f"Your password: {SECRET}",
+        "html": f"<p>Your password: <b>{SECRET}</b></p>",
+        "category": "credbot-welcome",
+        "custom_args": {"batch_id": "7", "delivery_id": "42"},
+    }
+    return OutgoingEmail(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+class Sleeps:
+    """Records the waits tenacity asks for instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def transport_for(standin: SendGridStandIn, sleeps: Sleeps | None = None, **settings: object):
+    return SendGridTransport(
+        sendgrid_settings(standin, **settings), attempts=3, backoff_seconds=0.01, sleep=sleeps or Sleeps()
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------------------
+
+
+def test_templates_escape_user_data_in_html_only() -> None:
+    text, html = render_email(
+        "welcome",
+        company="A&B <Corp>",
+        first_name="<script>alert(1)</script>",
+        mode="password",
+        password="p<&>",
+        setup_url=None,
+        expires_at=utcnow(),
+        sign_in_url="https://portal.example.com/login?a=1&b=2",
+    )
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "p&lt;&amp;&gt;" in html and "login?a=1&amp;b=2" in html
+    assert "<script>alert(1)</script>" in text and "p<&>" in text and "A&B <Corp>" in text
+
+
+def test_welcome_says_which_mode_and_username_email_is_separate() -> None:
+    common = {
+        "company": "Acme",
+        "first_name": "Ada",
+        "sign_in_url": "https://p/login",
+        "expires_at": utcnow(),
+    }
+    text, _ = render_email("welcome", mode="link", password=None, setup_url="https://p/setup/tok", **common)
+    assert "https://p/setup/tok" in text and "single-use link" in text and "temporary password" not in text
+    text, html = render_email("welcome", mode="password", password="Pw", setup_url=None, **common)
+    assert "temporary password" in text and "https://p/login" in text and "UTC" in text
+    text, html = render_email("username", mode="password", username="alovelace", **common)
+    assert "alovelace" in text and "alovelace" in html and "https://p/login" in html
+
+
+def test_email_repr_leaves_out_the_body() -> None:
+    shown = repr(make_email())
+    assert SECRET not in shown and "ada@example.com" in shown
+
+
+# --- outbox -------------------------------------------------------------------------------------------------
+
+
+def test_outbox_writes_a_readable_multipart_eml(tmp_path: Path) -> None:
+    outbox = tmp_path / "new" / "outbox"
+    message_id = OutboxTransport(outbox, "hr@example.com", "Example HR").send(make_email())
+    (path,) = outbox.iterdir()
+    assert path.name.endswith(f"-credbot-welcome-{message_id.split('@')[0]}.eml")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    raw = path.read_bytes()
+    assert b"\r\n" in raw
+    message = email.message_from_bytes(raw, policy=default)
+    assert message["Message-ID"] == f"<{message_id}>"
+    assert message["From"] == "Example HR <hr@example.com>"
+    assert message["To"] == "Ada Lovelace <ada@example.com>"
+    assert message["Subject"] == "Welcome" and message["Date"]
+    assert message["X-Credbot-Delivery-Id"] == "42" and message["X-Credbot-Category"] == "credbot-welcome"
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [part.get_content_type() for part in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    assert SECRET in message.get_body(("plain",)).get_content()
+    assert f"<b>{SECRET}</b>" in message.get_body(("html",)).get_content()
+
+
+def test_outbox_is_thread_safe_with_unique_names(tmp_path: Path) -> None:
+    transport = OutboxTransport(tmp_path, "hr@example.com", "HR")
+    ids: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: ids.extend(transport.send(make_email()) for _ in range(10)))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 80 and len(list(tmp_path.glob("*.eml"))) == 80
+
+
+def test_make_transport_picks_outbox_and_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = mail_settings(outbox_dir=tmp_path / "box")
+    with caplog.at_level(logging.WARNING, logger="bot.mail"):
+        first, second = make_transport(settings), make_transport(settings)
+    assert isinstance(first, OutboxTransport) and isinstance(second, OutboxTransport)
+    notes = [r.getMessage() for r in caplog.records if "outbox" in r.getMessage() or "box" in r.getMessage()]
+    assert len(notes) == 1 and str(tmp_path / "box") in notes[0]
+
+
+def test_make_transport_picks_sendgrid_with_a_key(sendgrid_standin: SendGridStandIn) -> None:
+    transport = make_transport(sendgrid_settings(sendgrid_standin))
+    assert isinstance(transport, SendGridTransport)
+    assert sendgrid_standin.api_key not in repr(transport)
+
+
+# --- SendGrid -----------------------------------------------------------------------------------------------
+
+
+def test_sendgrid_sends_a_valid_v3_request(sendgrid_standin: SendGridStandIn) -> None:
+    message_id = transport_for(sendgrid_standin).send(make_email())
+    (body,) = sendgrid_standin.messages
+    assert message_id and body["message_id"] == message_id
+    assert sendgrid_standin.invalid == []
+    assert body["from"] == {"email": "hr@example.com", "name": "Example HR"}
+    assert body["personalizations"][0]["to"] == [{"email": "ada@example.com", "name": "Ada Lovelace"}]
+    assert body["subject"] == "Welcome"
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["custom_args"] == {"batch_id": "7", "delivery_id": "42"}
+    assert body["categories"] == ["credbot-welcome"]
+    assert "mail_settings" not in body
+
+
+def test_sendgrid_sandbox_mode_is_accepted_with_200(sendgrid_standin: SendGridStandIn) -> None:
+    message_id = transport_for(sendgrid_standin, sendgrid_sandbox=True).send(make_email())
+    (body,) = sendgrid_standin.messages
+    assert body["mail_settings"] == {"sandbox_mode": {"enable": True}}
+    assert [r.status for r in sendgrid_standin.requests] == [200]
+    assert message_id == ""
+
+
+def test_sendgrid_waits_for_the_rate_limit_reset_then_succeeds(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.answer(429, reset_in=30)
+    sleeps = Sleeps()
+    before = time.time()
+    message_id = transport_for(sendgrid_standin, sleeps).send(make_email())
+    assert message_id and [r.status for r in sendgrid_standin.requests] == [429, 202]
+    (wait,) = sleeps.waits
+    reset_at = int(before + 30)
+    assert reset_at - time.time() - 1 <= wait <= reset_at - before + 0.25
+
+
+def test_sendgrid_caps_a_far_rate_limit_reset(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.answer(429, reset_in=3600)
+    sleeps = Sleeps()
+    transport = SendGridTransport(sendgrid_settings(sendgrid_standin), max_rate_limit_wait=5, sleep=sleeps)
+    assert transport.send(make_email())
+    assert 5 <= sleeps.waits[0] <= 5.25
+
+
+def test_sendgrid_retries_server_errors_with_backoff(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.answer(500, times=2)
+    sleeps = Sleeps()
+    assert transport_for(sendgrid_standin, sleeps).send(make_email())
+    assert [r.status for r in sendgrid_standin.requests] == [500, 500, 202]
+    assert len(sleeps.waits) == 2 and all(w > 0 for w in sleeps.waits)
+
+
+def test_sendgrid_gives_up_after_the_attempts(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.answer(503, times=None, errors=[{"message": "Service is down"}])
+    with pytest.raises(MailUnavailable, match=r"SendGrid 503: Service is down \(gave up after 3 attempts\)"):
+        transport_for(sendgrid_standin).send(make_email())
+    assert len(sendgrid_standin.requests) == 3 and sendgrid_standin.messages == []
+
+
+def test_sendgrid_bad_request_fails_at_once_with_the_api_reason(sendgrid_standin: SendGridStandIn) -> None:
+    errors = [{"message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email"}]
+    sendgrid_standin.answer(400, errors=errors)
+    with pytest.raises(MailRejected) as caught:
+        transport_for(sendgrid_standin).send(make_email())
+    assert caught.value.reason == (
+        "SendGrid 400: Does not contain a valid address. (personalizations.0.to.0.email)"
+    )
+    assert SECRET not in str(caught.value)
+    assert len(sendgrid_standin.requests) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_sendgrid_auth_errors_are_not_retried(sendgrid_standin: SendGridStandIn, status: int) -> None:
+    sendgrid_standin.answer(status, errors=[{"message": "access forbidden"}])
+    with pytest.raises(MailAuthError, match=f"SendGrid {status}: access forbidden"):
+        transport_for(sendgrid_standin).send(make_email())
+    assert len(sendgrid_standin.requests) == 1
+
+
+def test_sendgrid_wrong_key_is_an_auth_error(sendgrid_standin: SendGridStandIn) -> None:
+    settings = sendgrid_settings(sendgrid_standin).model_copy(
+        update={"sendgrid_api_key": SecretStr("SG.wrong")}
+    )
+    with pytest.raises(MailAuthError, match="wrong credentials"):
+        SendGridTransport(settings, sleep=Sleeps()).send(make_email())
+
+
+def test_sendgrid_timeout_is_retried_then_given_up(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.hang_seconds = 1.5
+    sendgrid_standin.answer(202, hang=True)
+    assert transport_for(sendgrid_standin).send(make_email())
+    sendgrid_standin.answer(202, hang=True, times=None)
+    with pytest.raises(MailUnavailable, match=r"did not answer within 0.5 s .*gave up after 3 attempts"):
+        transport_for(sendgrid_standin).send(make_email())
+
+
+def test_sendgrid_unreachable_host_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = mail_settings(sendgrid_api_key="SG.x", sendgrid_api_host=f"http://127.0.0.1:{port}")
+    transport = SendGridTransport(settings, attempts=2, sleep=Sleeps())
+    with pytest.raises(MailUnavailable, match="could not reach SendGrid"):
+        transport.send(make_email())
+
+
+def test_sendgrid_uses_one_client_per_thread(sendgrid_standin: SendGridStandIn) -> None:
+    transport = transport_for(sendgrid_standin)
+    clients: list[object] = []
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            for n in range(5):
+                transport.send(make_email(to=f"user{index}.{n}@example.com"))
+            clients.append(transport._client())
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(sendgrid_standin.messages) == 30
+    assert len({id(c) for c in clients}) == 6
+    assert all(c.client.timeout == 0.5 for c in clients)  # type: ignore[attr-defined]
+
+
+def test_sendgrid_logs_neither_body_nor_key(
+    sendgrid_standin: SendGridStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sendgrid_standin.answer(500)
+    transport_for(sendgrid_standin).send(make_email())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "retrying" in logged
+    assert SECRET not in logged and sendgrid_standin.api_key not in logged
