@@ -27,6 +27,7 @@ class AuditAction(enum.StrEnum):
     CREDENTIALS_FAILED = "credentials.failed"
     CREDENTIALS_SKIPPED = "credentials.skipped"
     SLACK_CALL_FAILED = "slack.call_failed"
+    SELECTION_SAVED = "credentials.selection_saved"
     SIGN_IN = "portal.sign_in"
     SIGN_IN_FAILED = "portal.sign_in_failed"
     SIGN_OUT = "portal.sign_out"
