@@ -1,0 +1,222 @@
+"""The employee CSV import: validation report, all-or-nothing, upserts, encodings."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.accounts import create_accounts
+from bot.directory import ImportFileError, ImportResult, import_employees
+from bot.settings import Settings
+from models import AuditEvent, Employee
+
+HEADER = "employee_number,first_name,last_name,email,department,roles,slack_user_id\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "people.csv", encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def employees(session: Session) -> dict[str, Employee]:
+    session.expire_all()
+    return {e.employee_number: e for e in session.scalars(select(Employee))}
+
+
+def run(session: Session, source: Path | IO[bytes] | IO[str], **kw: Any) -> ImportResult:
+    result = import_employees(session, source, "tester", **kw)
+    session.commit()
+    return result
+
+
+def test_imports_rows_with_normalised_values(session: Session, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER
+        + "1001,John,Smith,John.Smith@EXAMPLE.com,Finance,Approver; Staff ;Approver,u01abc\n"
+        + "1002,  Zoë ,Ñúñez-O'Brien,,,,\n",
+    )
+    result = run(session, path)
+    assert (result.created, result.updated, result.unchanged, result.errors) == (2, 0, 0, [])
+    assert result.written and result.changed
+    people = employees(session)
+    john, zoe = people["1001"], people["1002"]
+    assert john.email == "John.Smith@example.com"
+    assert john.directory_roles == "Approver;Staff"
+    assert john.slack_user_id == "U01ABC"
+    assert john.department == "Finance"
+    assert john.active is True
+    assert zoe.first_name == "Zoë"
+    assert zoe.email is None and zoe.department is None and zoe.slack_user_id is None
+    assert zoe.directory_roles == ""
+    assert zoe.search_text == "zoe nunez-o'brien 1002"
+    assert john.search_text == "john smith john.smith@example.com 1001"
+
+
+def test_same_file_twice_changes_nothing(session: Session, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "1,Ann,Lee,ann@example.com,HR,,\n2,Bo,Ek,BO@Example.com,,,\n")
+    run(session, path)
+    before = {n: e.updated_at for n, e in employees(session).items()}
+    again = run(session, path)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+    assert not again.changed
+    assert {n: e.updated_at for n, e in employees(session).items()} == before
+    audits = session.scalars(select(AuditEvent).where(AuditEvent.action == "employees.imported")).all()
+    assert [a.details for a in audits] == [
+        {"created": 2, "updated": 0, "unchanged": 0, "rejected_rows": 0},
+        {"created": 0, "updated": 0, "unchanged": 2, "rejected_rows": 0},
+    ]
+    assert audits[0].target == "people.csv" and audits[0].actor == "tester"
+
+
+def test_updates_changed_rows_and_leaves_missing_employees(session: Session, tmp_path: Path) -> None:
+    run(session, write(tmp_path, HEADER + "1,Ann,Lee,ann@example.com,HR,,\n2,Bo,Ek,,,,\n"))
+    result = run(session, write(tmp_path, HEADER + "1,Ann,Lee-Smith,ann@example.com,Legal,Boss,\n", "b.csv"))
+    assert (result.created, result.updated, result.unchanged) == (0, 1, 0)
+    people = employees(session)
+    assert people["1"].last_name == "Lee-Smith" and people["1"].department == "Legal"
+    assert people["1"].directory_roles == "Boss"
+    assert "lee-smith" in people["1"].search_text
+    assert people["2"].first_name == "Bo" and people["2"].active  # not in the file: untouched
+
+
+def test_absent_optional_columns_keep_stored_values(session: Session, tmp_path: Path) -> None:
+    run(session, write(tmp_path, HEADER + "1,Ann,Lee,ann@example.com,HR,Boss,U123\n"))
+    result = run(
+        session, write(tmp_path, "employee_number,first_name,last_name,email\n1,Ann,Lee,\n", "b.csv")
+    )
+    assert result.updated == 1
+    ann = employees(session)["1"]
+    assert ann.email is None  # present column, empty cell: cleared
+    assert (ann.department, ann.directory_roles, ann.slack_user_id) == ("HR", "Boss", "U123")
+
+
+def test_active_column(session: Session, tmp_path: Path) -> None:
+    header = "employee_number,first_name,last_name,email,active\n"
+    result = run(session, write(tmp_path, header + "1,A,B,,no\n2,C,D,,Yes\n3,E,F,,\n4,G,H,,maybe\n"))
+    assert result.errors == [(5, "invalid active value 'maybe' (use yes or no)")]
+    assert not result.written
+    run(session, write(tmp_path, header + "1,A,B,,no\n2,C,D,,Yes\n3,E,F,,\n"))
+    assert {n: e.active for n, e in employees(session).items()} == {"1": False, "2": True, "3": True}
+
+
+def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_written(
+    session: Session, tmp_path: Path
+) -> None:
+    text = (
+        HEADER
+        + "1,Ann,Lee,not-an-email,,,\n"  # line 2
+        + ',"Multi\nline",Name,ok@example.com,,,\n'  # lines 3-4: missing number
+        + "3,,Lee,,,,\n"  # line 5
+        + "4,Cy,,,,,\n"  # line 6
+        + "5,Di,Ng,,,,bad id\n"  # line 7
+        + "6,Ed,Ox,,,,\n"  # line 8: duplicate of line 10
+        + "7,Fa,Py,,,\n"  # line 9: too few fields
+        + "6,Ed,Ox,,,,\n"  # line 10
+        + f"8,{'x' * 201},Q,,,,\n"  # line 11
+        + "9,Good,Row,good@example.com,,,\n"  # line 12
+        + "10,Nul,Char\x00,,,,\n"  # line 13
+    )
+    result = run(session, write(tmp_path, text))
+    lines = {line: reason for line, reason in result.errors}
+    assert sorted(lines) == [2, 3, 5, 6, 7, 8, 9, 10, 11, 13]
+    assert lines[2].startswith("invalid email 'not-an-email'")
+    assert lines[3] == "missing employee number"
+    assert lines[5] == "missing first name"
+    assert lines[6] == "missing last name"
+    assert lines[7] == "invalid slack_user_id 'bad id' (expected e.g. U012AB3CD)"
+    assert lines[8] == "duplicate employee number '6' (also on line 10)"
+    assert lines[10] == "duplicate employee number '6' (also on line 8)"
+    assert lines[9] == "has 6 fields but the header has 7 (unquoted comma?)"
+    assert lines[11] == "first_name is longer than 200 characters"
+    assert lines[13] == "contains a NUL character"
+    assert not result.written and result.created == 0
+    assert employees(session) == {}
+    assert session.scalars(select(AuditEvent)).all() == []
+
+
+def test_several_problems_in_one_row_are_all_reported(session: Session, tmp_path: Path) -> None:
+    result = run(session, write(tmp_path, HEADER + ",,,x@,,,\n"))
+    assert len(result.errors) == 1
+    line, reason = result.errors[0]
+    assert line == 2
+    assert "missing employee number" in reason and "missing first name" in reason
+    assert "missing last name" in reason and "invalid email 'x@'" in reason
+
+
+def test_skip_invalid_imports_the_good_rows(session: Session, tmp_path: Path) -> None:
+    text = HEADER + "1,Ann,Lee,bad@,,,\n2,Bo,Ek,bo@example.com,,,\n3,Cy,Ox,,,,\n3,Cy,Ox,,,,\n"
+    result = run(session, write(tmp_path, text), skip_invalid=True)
+    assert result.written
+    assert [line for line, _ in result.errors] == [2, 4, 5]
+    assert result.created == 1
+    assert list(employees(session)) == ["2"]
+    audit = session.scalars(select(AuditEvent)).one()
+    assert audit.details["rejected_rows"] == 3
+
+
+def test_header_is_matched_ignoring_case_spaces_and_order(session: Session, tmp_path: Path) -> None:
+    text = " Email ,LAST NAME,First-Name,Employee_Number,Cost Centre\nann@example.com,Lee,Ann,7,CC1\n"
+    result = run(session, write(tmp_path, text))
+    assert result.created == 1 and result.ignored_columns == ["Cost Centre"]
+    ann = employees(session)["7"]
+    assert (ann.first_name, ann.last_name, ann.email) == ("Ann", "Lee", "ann@example.com")
+
+
+def test_utf8_with_bom(session: Session, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "1,Zoë,Müller,,,,\n", encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert run(session, path).created == 1
+    assert employees(session)["1"].first_name == "Zoë"
+
+
+def test_streams_of_bytes_and_text(session: Session) -> None:
+    assert run(session, io.BytesIO(("\ufeff" + HEADER + "1,A,B,,,,\n").encode())).created == 1
+    assert run(session, io.StringIO(HEADER + "2,C,D,,,,\n")).created == 1
+    assert sorted(employees(session)) == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"employee_number,first_name,email\n1,A,a@example.com\n", "missing required column(s) last_name"),
+        (b"employee_number;first_name;last_name;email\n", "(is the file comma-separated?)"),
+        (HEADER.encode() + b"1,Zo\xeb,M\xfcller,,,,\n", "is not UTF-8 text (undecodable byte on line 2)"),
+        (b"", "is empty"),
+        (b"employee_number,first_name,last_name,email,EMAIL\n", "column 'email' appears twice"),
+        (HEADER.encode() + b'1,"unclosed,B,,,,\n', "broken CSV quoting"),
+    ],
+)
+def test_unusable_files_raise_a_clear_error(
+    session: Session, tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(ImportFileError, match=r"^bad\.csv") as raised:
+        run(session, path)
+    assert message in str(raised.value)
+    assert employees(session) == {}
+
+
+def test_progress_is_reported_for_every_row(session: Session, tmp_path: Path) -> None:
+    rows = "".join(f"{i},A,B,,,,\n" for i in range(2500))
+    seen: list[int] = []
+    result = run(session, write(tmp_path, HEADER + rows), progress=seen.append)
+    assert result.created == 2500
+    assert seen == [1000, 1000, 500]
+
+
+def test_search_text_includes_the_username_on_update(
+    session: Session, tmp_path: Path, settings: Settings
+) -> None:
+    run(session, write(tmp_path, HEADER + "1,Ann,Lee,,,,\n"))
+    create_accounts(session, settings, "tester", ["1"])
+    session.commit()
+    run(session, write(tmp_path, HEADER + "1,Ann,Lee,ann@example.com,,,\n"))
+    assert employees(session)["1"].search_text == "ann lee ann@example.com 1 alee"
