@@ -18,6 +18,8 @@ BACKENDS = ["sqlite", "postgresql"]
 
 pytest_plugins = [
     "tests.standins.sendgrid",
+    "tests.portal_helpers",
+    "tests.cli_helpers",
 ]
 
 

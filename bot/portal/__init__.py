@@ -5,37 +5,70 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Blueprint, Flask, redirect, url_for
+from flask import Flask, render_template, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from bot.context import Context
+from bot.portal.security import add_security_headers, install_log_filter
+from bot.portal.views import EXTENSION_KEY, portal
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSION_KEY = "credbot.portal"
-
-portal = Blueprint("portal", __name__, url_prefix="/portal")
+__all__ = ["init_portal", "uses_https"]
 
 
-@portal.get("/")
-def index() -> Response:
-    return redirect(url_for("portal.login"))
-
-
-@portal.get("/login")
-def login() -> str:
-    return "Sign in"
+def uses_https(settings: Settings) -> bool:
+    """True when the portal is served over HTTPS: production, or an https PORTAL_URL."""
+    return settings.environment == "production" or settings.portal_url.lower().startswith("https://")
 
 
 def init_portal(app: Flask, ctx: Context) -> None:
-    """Register the portal on `app`: blueprint at `/portal`, signed session cookie."""
+    """Mount the portal on `app`: blueprint at `/portal`, session cookie, security headers, error pages.
+
+    Raises RuntimeError when ENVIRONMENT=production and SECRET_KEY is not set.
+    """
     settings = ctx.settings
-    if settings.secret_key and settings.secret_key.get_secret_value():
-        app.secret_key = settings.secret_key.get_secret_value()
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    if secret:
+        app.secret_key = secret
     elif settings.environment == "production":
-        raise RuntimeError("SECRET_KEY must be set when ENVIRONMENT=production (it signs portal sessions)")
+        raise RuntimeError(
+            "SECRET_KEY must be set when ENVIRONMENT=production: it signs the portal's session cookies. "
+            'Generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
     else:
-        log.warning("SECRET_KEY is not set: using a random key; portal sessions end when the process stops")
+        log.warning(
+            "SECRET_KEY is not set: using a random key, so portal sign-ins end when the process stops"
+        )
         app.secret_key = secrets.token_urlsafe(32)
+
+    https = uses_https(settings)
+    app.config.update(
+        SESSION_COOKIE_NAME="__Host-credbot_session" if https else "credbot_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=https,
+    )
     app.extensions[EXTENSION_KEY] = ctx
     app.register_blueprint(portal)
+    install_log_filter()
+
+    prefix = portal.url_prefix or "/portal"
+
+    @app.after_request
+    def _portal_headers(response: Response) -> Response:
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            add_security_headers(response, https=https, cacheable=request.endpoint == "portal.static")
+        return response
+
+    def _portal_error(error: HTTPException) -> HTTPException | tuple[str, int]:
+        if not request.path.startswith(prefix):
+            return error
+        return render_template(
+            "portal/error.html", title=error.name, message=error.description
+        ), error.code or 500
+
+    for code in (404, 405, 500):
+        app.register_error_handler(code, _portal_error)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.audit import AuditAction, record, record_now
 from bot.context import Context
+from bot.mail import OutgoingEmail, make_transport, render_email
 from bot.passwords import hash_password, needs_rehash, verify_password
 from bot.portal.password_rules import normalize_password, password_problems
 from models import Account, AccountStatus, SetupLink, utcnow
@@ -25,6 +26,8 @@ from models import Account, AccountStatus, SetupLink, utcnow
 log = logging.getLogger(__name__)
 
 MAX_TYPED_USERNAME = 64
+"""Typed usernames are cut to this length in the audit log."""
+MAX_USERNAME = 100
 MAX_TYPED_PASSWORD = 1024
 """Longer input cannot be a valid password (at most 128 characters); it is cut before hashing."""
 
@@ -82,9 +85,12 @@ def clean_typed_username(username: str) -> str:
 
 def find_account(session: Session, username: str) -> Account | None:
     """The account with this username (case-insensitive), with its employee and roles."""
+    username = username.strip()
+    if not username or len(username) > MAX_USERNAME or not username.isprintable():
+        return None  # cannot be a username (and PostgreSQL refuses NUL characters)
     query = (
         select(Account)
-        .where(func.lower(Account.username) == username.strip().lower())
+        .where(func.lower(Account.username) == username.lower())
         .options(selectinload(Account.employee), selectinload(Account.roles))
     )
     return session.scalars(query).first()
@@ -101,7 +107,7 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
     password = normalize_password(password[:MAX_TYPED_PASSWORD])
     typed = clean_typed_username(username)
     with ctx.sessions.begin() as session:
-        account = find_account(session, username[: MAX_TYPED_USERNAME * 2])
+        account = find_account(session, username)
         if account is None:
             _verify_twice(password, None, None)
             return _refuse(session, typed, None, FailureReason.UNKNOWN_USER)
@@ -436,8 +442,6 @@ def set_password_with_link(
 
 def notify_password_changed(ctx: Context, account_id: int, now: datetime | None = None) -> bool:
     """Email the employee that their password changed. Failures are logged and audited, never raised."""
-    from bot.mail import OutgoingEmail, make_transport, render_email
-
     settings = ctx.settings
     now = now or utcnow()
     with ctx.sessions() as session:
@@ -458,11 +462,10 @@ def notify_password_changed(ctx: Context, account_id: int, now: datetime | None 
     try:
         text, html = render_email(
             "password_changed",
-            name=name,
             first_name=first_name,
             username=username,
             company=settings.company_name,
-            changed_at=now.strftime("%Y-%m-%d %H:%M UTC"),
+            changed_at=now,
             sign_in_url=settings.sign_in_url,
         )
         email = OutgoingEmail(

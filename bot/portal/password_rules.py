@@ -68,7 +68,9 @@ def _name_parts(first_name: str, last_name: str) -> list[str]:
 
 
 def _guessability_problems(password: str, user_inputs: list[str]) -> list[str]:
-    inputs = [word for word in user_inputs if word]
+    inputs = []
+    for phrase in filter(None, user_inputs):
+        inputs += [phrase, phrase.replace(" ", ""), *phrase.split()]
     result = zxcvbn(password, user_inputs=inputs, max_length=MAX_LENGTH)
     if result["score"] >= MIN_SCORE:
         return []

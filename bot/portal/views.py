@@ -1,0 +1,210 @@
+"""The portal's pages: sign-in, change password, home, sign-out and set-password links."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from bot.context import Context
+from bot.portal import auth
+from bot.portal.csrf import CsrfRefused, check_csrf, csrf_token
+from bot.settings import TEMPLATES_DIR
+
+EXTENSION_KEY = "credbot.portal"
+SESSION_IDLE_SECONDS = 30 * 60
+SESSION_MAX_SECONDS = 8 * 60 * 60
+REFUSED_MESSAGE = "Incorrect username or password, or the account is temporarily locked."
+
+portal = Blueprint(
+    "portal",
+    __name__,
+    url_prefix="/portal",
+    static_folder=str(TEMPLATES_DIR / "portal" / "static"),
+    static_url_path="/static",
+)
+
+
+def _ctx() -> Context:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def _marker(password_hash: str | None) -> str:
+    return auth.session_marker(password_hash, current_app.secret_key or "")
+
+
+@portal.app_context_processor
+def _template_globals() -> dict[str, Any]:
+    settings = _ctx().settings
+    return {
+        "csrf_token": csrf_token,
+        "company": settings.company_name,
+        "min_length": settings.password_min_length,
+    }
+
+
+@portal.before_request
+def _load_session() -> None:
+    if request.endpoint == "portal.static":
+        return
+    if request.method == "POST":
+        check_csrf()
+    g.user = None
+    account_id, marker = session.get("uid"), session.get("pw")
+    if account_id is None or marker is None:
+        return
+    now = time.time()
+    if (
+        now - session.get("since", 0) > SESSION_MAX_SECONDS
+        or now - session.get("seen", 0) > SESSION_IDLE_SECONDS
+    ):
+        session.clear()
+        return
+    g.user = auth.signed_in_employee(_ctx(), account_id, marker, current_app.secret_key or "")
+    if g.user is None:
+        session.clear()
+    else:
+        session["seen"] = now
+
+
+def _start_session(account_id: int, password_hash: str | None) -> None:
+    """A fresh session for the signed-in account (the old one, and its CSRF token, are dropped)."""
+    session.clear()
+    now = time.time()
+    session.update(uid=account_id, pw=_marker(password_hash), since=now, seen=now)
+
+
+def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Only for signed-in employees; while they must change their password, only that page."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if g.user is None:
+            return redirect(url_for("portal.login"))
+        if g.user.must_change_password and request.endpoint != "portal.change_password":
+            return redirect(url_for("portal.change_password"))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+@portal.get("/")
+@signed_in
+def home() -> str:
+    return render_template("portal/home.html", user=g.user)
+
+
+@portal.get("/login")
+def login() -> Response | str:
+    if g.user is not None:
+        return redirect(url_for("portal.home"))
+    return render_template("portal/login.html")
+
+
+@portal.post("/login")
+def login_submit() -> Response | tuple[str, int]:
+    username = request.form.get("username", "")
+    result = auth.sign_in(_ctx(), username, request.form.get("password", ""))
+    if result.outcome is auth.SignInOutcome.EXPIRED:
+        session.clear()
+        return render_template("portal/expired.html"), 403
+    if result.outcome is auth.SignInOutcome.REFUSED:
+        return render_template("portal/login.html", error=REFUSED_MESSAGE, username=username[:100]), 401
+    assert result.account_id is not None
+    _start_session(result.account_id, result.password_hash)
+    if result.outcome is auth.SignInOutcome.MUST_CHANGE:
+        return redirect(url_for("portal.change_password"), 303)
+    return redirect(url_for("portal.home"), 303)
+
+
+@portal.route("/password", methods=["GET", "POST"])
+@signed_in
+def change_password() -> Response | str | tuple[str, int]:
+    user = g.user
+    if request.method == "GET":
+        return render_template("portal/change_password.html", user=user)
+    form = request.form
+    change = auth.change_password(
+        _ctx(),
+        user.account_id,
+        form.get("current_password", ""),
+        form.get("new_password", ""),
+        form.get("confirm_password", ""),
+    )
+    if not change.ok:
+        return render_template("portal/change_password.html", user=user, problems=change.problems), 400
+    _start_session(user.account_id, change.password_hash)
+    auth.notify_password_changed(_ctx(), user.account_id)
+    flash("Your password was changed. Use the new password from now on.")
+    return redirect(url_for("portal.home"), 303)
+
+
+@portal.post("/logout")
+def logout() -> Response:
+    if g.user is not None:
+        auth.record_sign_out(_ctx(), g.user.account_id)
+    session.clear()
+    flash("You have signed out.")
+    return redirect(url_for("portal.login"), 303)
+
+
+@portal.get("/setup/<token>")
+def setup_start(token: str) -> str:
+    """Only a page with a button: mail scanners that follow the link do not use it up."""
+    return render_template("portal/setup_start.html", token=token)
+
+
+@portal.post("/setup/<token>")
+def setup_open(token: str) -> Response | tuple[str, int]:
+    try:
+        link_id = auth.open_setup_link(_ctx(), token)
+    except auth.SetupLinkInvalid:
+        session.clear()
+        return render_template("portal/link_invalid.html"), 410
+    session.clear()
+    session["setup_link"] = link_id
+    return redirect(url_for("portal.setup_password"), 303)
+
+
+@portal.route("/setup/password", methods=["GET", "POST"])
+def setup_password() -> Response | str | tuple[str, int]:
+    link_id = session.get("setup_link")
+    if link_id is None:
+        return render_template("portal/link_invalid.html"), 410
+    ctx = _ctx()
+    try:
+        user = auth.setup_link_user(ctx, link_id)
+        if request.method == "GET":
+            return render_template("portal/setup_password.html", user=user)
+        form = request.form
+        change = auth.set_password_with_link(
+            ctx, link_id, form.get("new_password", ""), form.get("confirm_password", "")
+        )
+    except auth.SetupLinkInvalid:
+        session.clear()
+        return render_template("portal/link_invalid.html"), 410
+    if not change.ok:
+        return render_template("portal/setup_password.html", user=user, problems=change.problems), 400
+    _start_session(user.account_id, change.password_hash)
+    auth.notify_password_changed(ctx, user.account_id)
+    flash("Your password is set. You are signed in.")
+    return redirect(url_for("portal.home"), 303)
+
+
+@portal.errorhandler(CsrfRefused)
+def _csrf_refused(error: CsrfRefused) -> tuple[str, int]:
+    return render_template("portal/error.html", title="Form expired", message=error.description), 400

@@ -1,0 +1,222 @@
+"""The portal's sign-in service: outcomes, lockout, expiry, pending-password promotion, rehashing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bot.context import Context
+from bot.passwords import password_context, verify_password
+from bot.portal import auth
+from bot.portal.auth import SignInOutcome, sign_in
+from models import AccountStatus, utcnow
+from tests.portal_helpers import GOOD_PASSWORD, TEMP_PASSWORD, add_person, audit_actions, get_account
+
+
+def failures(ctx: Context) -> list[str]:
+    return [
+        details["reason"] for action, _, _, details in audit_actions(ctx) if action == "portal.sign_in_failed"
+    ]
+
+
+def test_valid_temporary_password_must_be_changed(context: Context) -> None:
+    person = add_person(context)
+    result = sign_in(context, "adoe", TEMP_PASSWORD)
+    assert result.outcome is SignInOutcome.MUST_CHANGE
+    assert result.account_id == person.account_id
+    account = get_account(context, person.account_id)
+    assert account.last_login_at is not None
+    assert ("portal.sign_in", "adoe", "account:adoe", {}) in audit_actions(context)
+
+
+def test_username_is_case_insensitive_and_trimmed(context: Context) -> None:
+    add_person(context)
+    assert sign_in(context, "  ADoe ", TEMP_PASSWORD).outcome is SignInOutcome.MUST_CHANGE
+
+
+def test_expired_temporary_password(context: Context) -> None:
+    add_person(context, expires_in=timedelta(seconds=-1))
+    assert sign_in(context, "adoe", TEMP_PASSWORD).outcome is SignInOutcome.EXPIRED
+    assert failures(context) == ["expired"]
+
+
+def test_expired_page_only_with_the_right_password(context: Context) -> None:
+    add_person(context, expires_in=timedelta(seconds=-1))
+    assert sign_in(context, "adoe", "not-the-password").outcome is SignInOutcome.REFUSED
+    assert failures(context) == ["wrong_password"]
+
+
+def test_permanent_password_signs_in(context: Context) -> None:
+    add_person(context, password=GOOD_PASSWORD, must_change=False, status=AccountStatus.ACTIVE)
+    assert sign_in(context, "adoe", GOOD_PASSWORD).outcome is SignInOutcome.OK
+
+
+@pytest.mark.parametrize(
+    ("setup", "username", "reason"),
+    [
+        ({}, "nobody", "unknown_user"),
+        ({}, "adoe", "wrong_password"),
+        ({"status": AccountStatus.DISABLED}, "adoe", "disabled"),
+        ({"locked_until": utcnow() + timedelta(minutes=5)}, "adoe", "locked"),
+    ],
+)
+def test_refusals_look_the_same_and_cost_the_same(
+    context: Context, monkeypatch: pytest.MonkeyPatch, setup: dict, username: str, reason: str
+) -> None:
+    add_person(context, **setup)
+    calls: list[str | None] = []
+
+    def counting_verify(password: str, password_hash: str | None) -> bool:
+        calls.append(password_hash)
+        return verify_password(password, password_hash)
+
+    monkeypatch.setattr(auth, "verify_password", counting_verify)
+    password = TEMP_PASSWORD if reason in {"disabled", "locked"} else "wrong-password-123"
+    result = sign_in(context, username, password)
+    assert result.outcome is SignInOutcome.REFUSED
+    assert len(calls) == 2, "every attempt verifies exactly two hashes"
+    assert failures(context) == [reason]
+
+
+def test_disabled_employee_cannot_sign_in(context: Context) -> None:
+    person = add_person(context)
+    with context.sessions.begin() as session:
+        account = session.get(auth.Account, person.account_id)
+        account.employee.active = False
+    assert sign_in(context, "adoe", TEMP_PASSWORD).outcome is SignInOutcome.REFUSED
+    assert failures(context) == ["disabled"]
+
+
+def test_lockout_after_threshold_and_reset_after_expiry(context: Context) -> None:
+    person = add_person(context)
+    for _ in range(4):
+        assert sign_in(context, "adoe", "wrong-password-123").outcome is SignInOutcome.REFUSED
+    assert get_account(context, person.account_id).locked_until is None
+    sign_in(context, "adoe", "wrong-password-123")
+    account = get_account(context, person.account_id)
+    assert account.failed_login_count == 5
+    assert account.locked_until is not None
+    assert timedelta(minutes=14) < account.locked_until - utcnow() <= timedelta(minutes=15)
+    assert [a for a, *_ in audit_actions(context)].count("portal.account_locked") == 1
+
+    # The right password does not help while locked.
+    assert sign_in(context, "adoe", TEMP_PASSWORD).outcome is SignInOutcome.REFUSED
+    assert failures(context)[-1] == "locked"
+
+    # After the lock expires the counter starts again from zero.
+    after = utcnow() + timedelta(minutes=15, seconds=1)
+    assert sign_in(context, "adoe", "wrong-password-123", now=after).outcome is SignInOutcome.REFUSED
+    account = get_account(context, person.account_id)
+    assert account.locked_until is None
+    assert account.failed_login_count == 1
+    assert sign_in(context, "adoe", TEMP_PASSWORD, now=after).outcome is SignInOutcome.MUST_CHANGE
+    assert get_account(context, person.account_id).failed_login_count == 0
+
+
+def test_success_resets_the_failure_counter(context: Context) -> None:
+    person = add_person(context)
+    for _ in range(4):
+        sign_in(context, "adoe", "wrong-password-123")
+    sign_in(context, "adoe", TEMP_PASSWORD)
+    assert get_account(context, person.account_id).failed_login_count == 0
+    for _ in range(4):
+        sign_in(context, "adoe", "wrong-password-123")
+    assert get_account(context, person.account_id).locked_until is None
+
+
+def test_lockout_settings_are_used(context: Context) -> None:
+    ctx = Context(
+        context.settings.model_copy(update={"lockout_threshold": 2, "lockout_minutes": 1}), context.sessions
+    )
+    person = add_person(ctx)
+    sign_in(ctx, "adoe", "x" * 12)
+    sign_in(ctx, "adoe", "x" * 12)
+    locked_until = get_account(ctx, person.account_id).locked_until
+    assert locked_until is not None and locked_until - utcnow() <= timedelta(minutes=1)
+
+
+def test_pending_password_signs_in_and_is_promoted(context: Context) -> None:
+    expires = utcnow() + timedelta(hours=70)
+    person = add_person(
+        context,
+        password=None,
+        must_change=False,
+        status=AccountStatus.PENDING,
+        pending_password_hash=password_context.hash(TEMP_PASSWORD),
+        pending_password_expires_at=expires,
+    )
+    assert sign_in(context, "adoe", TEMP_PASSWORD).outcome is SignInOutcome.MUST_CHANGE
+    account = get_account(context, person.account_id)
+    assert verify_password(TEMP_PASSWORD, account.password_hash)
+    assert account.pending_password_hash is None and account.pending_password_expires_at is None
+    assert account.must_change_password
+    assert account.temp_password_expires_at == expires
+    assert account.status == AccountStatus.INVITED
+
+
+def test_expired_pending_password_does_not_sign_in(context: Context) -> None:
+    add_person(
+        context,
+        password="OlderTempPassw0rdQ",
+        pending_password_hash=password_context.hash(TEMP_PASSWORD),
+        pending_password_expires_at=utcnow() - timedelta(seconds=1),
+    )
+    assert sign_in(context, "adoe", TEMP_PASSWORD).outcome is SignInOutcome.REFUSED
+    assert sign_in(context, "adoe", "OlderTempPassw0rdQ").outcome is SignInOutcome.MUST_CHANGE
+
+
+def test_bcrypt_hash_is_rehashed_to_argon2id(context: Context) -> None:
+    person = add_person(context, password=None, must_change=False, status=AccountStatus.ACTIVE)
+    with context.sessions.begin() as session:
+        session.get(auth.Account, person.account_id).password_hash = password_context.handler("bcrypt").hash(
+            GOOD_PASSWORD
+        )
+    assert sign_in(context, "adoe", GOOD_PASSWORD).outcome is SignInOutcome.OK
+    new_hash = get_account(context, person.account_id).password_hash
+    assert new_hash.startswith("$argon2id$")
+    assert verify_password(GOOD_PASSWORD, new_hash)
+
+
+def test_change_password_ends_the_temporary_password(context: Context) -> None:
+    person = add_person(context)
+    change = auth.change_password(context, person.account_id, TEMP_PASSWORD, GOOD_PASSWORD, GOOD_PASSWORD)
+    assert change.ok
+    account = get_account(context, person.account_id)
+    assert not account.must_change_password
+    assert account.temp_password_expires_at is None
+    assert account.status == AccountStatus.ACTIVE
+    assert account.password_changed_at is not None
+    assert sign_in(context, "adoe", TEMP_PASSWORD).outcome is SignInOutcome.REFUSED
+    assert sign_in(context, "adoe", GOOD_PASSWORD).outcome is SignInOutcome.OK
+
+
+def test_change_password_problems(context: Context) -> None:
+    person = add_person(context)
+    wrong = auth.change_password(context, person.account_id, "not-it", GOOD_PASSWORD, GOOD_PASSWORD)
+    assert wrong.problems == ["Your current password is not correct. Type the password you signed in with."]
+    assert get_account(context, person.account_id).failed_login_count == 1
+    same = auth.change_password(context, person.account_id, TEMP_PASSWORD, TEMP_PASSWORD, TEMP_PASSWORD)
+    assert same.problems == ["Choose a password different from your current (temporary) password."]
+    mismatch = auth.change_password(
+        context, person.account_id, TEMP_PASSWORD, GOOD_PASSWORD, GOOD_PASSWORD + "x"
+    )
+    assert mismatch.problems == ["The two new passwords do not match. Type the same password in both fields."]
+    assert get_account(context, person.account_id).must_change_password
+
+
+def test_session_marker_changes_with_the_password(context: Context) -> None:
+    person = add_person(context)
+    before = get_account(context, person.account_id).password_hash
+    marker = auth.session_marker(before, "key")
+    assert auth.signed_in_employee(context, person.account_id, marker, "key") is not None
+    auth.change_password(context, person.account_id, TEMP_PASSWORD, GOOD_PASSWORD, GOOD_PASSWORD)
+    assert auth.signed_in_employee(context, person.account_id, marker, "key") is None
+
+
+def test_typed_username_is_cleaned_for_the_audit_log(context: Context) -> None:
+    sign_in(context, "evil\nINFO forged line\x00" + "x" * 200, "whatever-password")
+    [(action, actor, target, details)] = audit_actions(context)
+    assert action == "portal.sign_in_failed" and target is None and details == {"reason": "unknown_user"}
+    assert "\n" not in actor and "\x00" not in actor
+    assert len(actor) == auth.MAX_TYPED_USERNAME
