@@ -54,9 +54,7 @@ def build_report(session: Session, batches: int = 10, failures: int = 20) -> Rep
     """The report, with the `batches` newest batches and the `failures` newest failed deliveries."""
     active = Employee.active.is_(True)
     count = select(func.count()).select_from(Employee)
-    by_status = dict(
-        session.execute(select(Account.status, func.count()).group_by(Account.status)).tuples().all()
-    )
+    by_status = dict(session.execute(select(Account.status, func.count()).group_by(Account.status)).all())
     return Report(
         employees=session.scalar(count) or 0,
         active_employees=session.scalar(count.where(active)) or 0,
@@ -117,5 +115,5 @@ def _recent_failures(session: Session, limit: int) -> list[FailureLine]:
             delivery.error,
             delivery.updated_at,
         )
-        for delivery, employee in session.execute(query).tuples()
+        for delivery, employee in session.execute(query)
     ]

@@ -1,0 +1,189 @@
+"""Usernames from the pattern, and creating accounts in bulk."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.accounts import (
+    CreateAccountsResult,
+    UsernamePatternError,
+    create_accounts,
+    list_accounts,
+    make_username,
+    unique_username,
+)
+from bot.settings import Settings
+from models import Account, AccountStatus, AuditEvent, Employee, Role, utcnow
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "number", "pattern", "expected"),
+    [
+        ("Zoë", "Ñúñez-O'Brien", "1", "{first_initial}{last_name}", "znunez-obrien"),
+        ("John", "Smith", "1", "{first_initial}{last_name}", "jsmith"),
+        ("Mary Ann", "van der Berg", "1", "{first_name}.{last_name}", "maryann.vanderberg"),
+        ("Søren", "Østergaard", "1", "{first_name}_{last_initial}", "soren_o"),
+        ("Łukasz", "Straße", "E-77", "{last_name}{employee_number}", "strassee-77"),
+        ("Ann", "Lee", "123", "{first_initial}{last_initial}{employee_number}", "al123"),
+        ("李", "小龍", "4711", "{first_initial}{last_name}", "u4711"),
+        ("李", "小龍", "E4711", "{first_initial}{last_name}", "e4711"),
+        ("Ann", "Lee", "1", "Emp-{first_name}!", "emp-ann"),
+        (".", "-", "", "{first_name}{last_name}", "user"),
+    ],
+)
+def test_make_username(first: str, last: str, number: str, pattern: str, expected: str) -> None:
+    assert make_username(first, last, number, pattern) == expected
+
+
+def test_make_username_is_bounded() -> None:
+    assert len(make_username("A", "b" * 300, "1", "{first_initial}{last_name}")) == 92
+
+
+@pytest.mark.parametrize("pattern", ["{first}{last_name}", "{0}", "static", "{first_name", "{last_name!r}x}"])
+def test_bad_patterns_are_refused(pattern: str) -> None:
+    with pytest.raises(UsernamePatternError, match="USERNAME_PATTERN"):
+        make_username("Ann", "Lee", "1", pattern)
+
+
+def test_unique_username_adds_a_number() -> None:
+    taken = {"jsmith", "jsmith2"}
+    assert unique_username("jsmith", taken) == "jsmith3"
+    assert unique_username("ann", taken) == "ann"
+    assert {"jsmith3", "ann"} <= taken
+
+
+def add_employees(session: Session, *rows: tuple[str, str, str, str]) -> None:
+    """(employee number, first name, last name, directory roles) rows, active, committed."""
+    now = utcnow()
+    for number, first, last, roles in rows:
+        session.add(
+            Employee(
+                employee_number=number,
+                first_name=first,
+                last_name=last,
+                email=f"{number}@example.com",
+                directory_roles=roles,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    session.commit()
+
+
+def create(
+    session: Session, settings: Settings, *numbers: str, all_missing: bool = False
+) -> CreateAccountsResult:
+    result = create_accounts(session, settings, "tester", None if all_missing else list(numbers), all_missing)
+    session.commit()
+    return result
+
+
+def usernames(session: Session) -> dict[str, str]:
+    query = select(Employee.employee_number, Account.username).join(Account.employee)
+    return dict(session.execute(query).all())
+
+
+def test_collisions_accents_and_idempotency(session: Session, settings: Settings) -> None:
+    add_employees(
+        session,
+        ("1", "John", "Smith", ""),
+        ("2", "Jane", "Smith", ""),
+        ("3", "Zoë", "Ñúñez-O'Brien", ""),
+        ("4", "Jim", "Smith", ""),
+    )
+    first = create(session, settings, all_missing=True)
+    assert [(a.employee_number, a.username) for a in first.created] == [
+        ("1", "jsmith"),
+        ("2", "jsmith2"),
+        ("3", "znunez-obrien"),
+        ("4", "jsmith3"),
+    ]
+    again = create(session, settings, all_missing=True)
+    assert again.created == [] and again.existing == []
+    named = create(session, settings, "2", "1", "2")
+    assert named.created == [] and named.existing == [("2", "jsmith2"), ("1", "jsmith")]
+    assert usernames(session) == {"1": "jsmith", "2": "jsmith2", "3": "znunez-obrien", "4": "jsmith3"}
+    account = session.scalars(select(Account).where(Account.username == "jsmith")).one()
+    assert account.status == AccountStatus.PENDING and account.password_hash is None
+
+
+def test_new_usernames_avoid_existing_ones(session: Session, settings: Settings) -> None:
+    add_employees(session, ("1", "John", "Smith", ""))
+    create(session, settings, "1")
+    add_employees(session, ("2", "Jack", "Smith", ""), ("3", "Jo", "Smith", ""))
+    result = create(session, settings, "3", "2")
+    assert [(a.employee_number, a.username) for a in result.created] == [("3", "jsmith2"), ("2", "jsmith3")]
+
+
+def test_roles_default_plus_directory_roles(session: Session, settings: Settings) -> None:
+    settings = settings.model_copy(update={"default_roles": "Employee, Portal User"})
+    session.add(Role(name="developer"))
+    session.commit()
+    add_employees(session, ("1", "Ann", "Lee", "Developer;Team Lead;employee"), ("2", "Bo", "Ek", ""))
+    result = create(session, settings, "1", "2")
+    assert [a.roles for a in result.created] == [
+        ["Employee", "Portal User", "developer", "Team Lead"],
+        ["Employee", "Portal User"],
+    ]
+    accounts = {a.username: [r.name for r in a.roles] for a in list_accounts(session)}
+    assert accounts == {
+        "alee": ["Employee", "Portal User", "Team Lead", "developer"],
+        "bek": ["Employee", "Portal User"],
+    }
+    assert sorted(session.scalars(select(Role.name))) == ["Employee", "Portal User", "Team Lead", "developer"]
+
+
+def test_pattern_setting_is_used(session: Session, settings: Settings) -> None:
+    settings = settings.model_copy(update={"username_pattern": "{first_name}.{last_name}{employee_number}"})
+    add_employees(session, ("77", "Chloé", "Dubois", ""))
+    assert [a.username for a in create(session, settings, "77").created] == ["chloe.dubois77"]
+
+
+def test_bad_pattern_setting_creates_nothing(session: Session, settings: Settings) -> None:
+    settings = settings.model_copy(update={"username_pattern": "{nickname}"})
+    add_employees(session, ("1", "Ann", "Lee", ""))
+    with pytest.raises(UsernamePatternError):
+        create(session, settings, "1")
+    session.rollback()
+    assert usernames(session) == {}
+
+
+def test_unknown_and_inactive_employees_are_reported(session: Session, settings: Settings) -> None:
+    add_employees(session, ("1", "Ann", "Lee", ""), ("2", "Bo", "Ek", ""))
+    session.scalars(select(Employee).where(Employee.employee_number == "2")).one().active = False
+    session.commit()
+    result = create(session, settings, "9", "1", "2", " ")
+    assert [a.username for a in result.created] == ["alee"]
+    assert result.unknown == ["9"]
+    assert result.skipped == [("2", "employee is inactive")]
+    assert create(session, settings, all_missing=True).skipped == [("2", "employee is inactive")]
+    assert usernames(session) == {"1": "alee"}
+
+
+def test_audit_events_and_search_text(session: Session, settings: Settings) -> None:
+    add_employees(session, ("1", "Zoë", "Lee", "Boss"))
+    create(session, settings, "1")
+    event = session.scalars(select(AuditEvent)).one()
+    assert (event.actor, event.action, event.target) == ("tester", "account.created", "zlee")
+    assert event.details == {"employee_number": "1", "roles": ["Employee", "Boss"]}
+    session.expire_all()
+    employee = session.scalars(select(Employee)).one()
+    assert employee.search_text == "zoe lee 1@example.com 1 zlee"
+
+
+def test_needs_exactly_one_selection(session: Session, settings: Settings) -> None:
+    with pytest.raises(ValueError, match="either"):
+        create_accounts(session, settings, "tester", ["1"], all_missing=True)
+    with pytest.raises(ValueError, match="either"):
+        create_accounts(session, settings, "tester")
+
+
+def test_many_employees_in_one_run(session: Session, settings: Settings) -> None:
+    add_employees(session, *((str(i), "Sam", "Smith", "") for i in range(1200)))
+    result = create(session, settings, *(str(i) for i in range(1200)))
+    assert len(result.created) == 1200
+    names = usernames(session)
+    assert len(set(names.values())) == 1200
+    assert names["0"] == "ssmith" and names["1"] == "ssmith2" and names["1199"] == "ssmith1200"
