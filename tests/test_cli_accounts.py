@@ -1,0 +1,73 @@
+"""`credbot accounts create` and `credbot accounts list`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bot.settings import PROJECT_ROOT
+from tests.cli_helpers import RunCli
+
+SAMPLE = PROJECT_ROOT / "samples" / "employees.csv"
+
+
+def test_create_all_missing_from_the_sample(cli: RunCli) -> None:
+    assert cli("employees", "import", SAMPLE).exit_code == 0
+    result = cli("accounts", "create", "--all-missing")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["USERNAME", "EMPLOYEE", "NAME", "ROLES"]
+    rows = {line.split()[1]: line.split()[0] for line in lines[2:-1]}
+    assert rows["1001"] == "jsmith" and rows["1002"] == "jsmith2"
+    assert rows["1003"] == "znunez-obrien" and rows["1005"] == "sostergaard"
+    assert lines[-1] == "Created 10 account(s)."
+    assert "Employee, Developer, On-call" in result.output
+
+    again = cli("accounts", "create", "--all-missing")
+    assert again.output == "Created 0 account(s).\n"
+
+
+def test_create_named_accounts_reports_existing_and_unknown(cli: RunCli) -> None:
+    cli("employees", "import", SAMPLE)
+    assert cli("accounts", "create", "1001").exit_code == 0
+    result = cli("accounts", "create", "1001", "1002", "4242")
+    assert result.exit_code == 1
+    assert "Created 1 account(s)." in result.stdout
+    assert "Already had an account: 1001 (jsmith)" in result.stdout
+    assert result.stderr == "Unknown employee number(s): 4242\n"
+
+
+def test_create_needs_a_selection(cli: RunCli) -> None:
+    for args in ([], ["--all-missing", "1001"]):
+        result = cli("accounts", "create", *args)
+        assert result.exit_code == 2
+        assert "give either --all-missing or one or more employee numbers" in result.output
+
+
+def test_bad_username_pattern(cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USERNAME_PATTERN", "{nick}")
+    cli("employees", "import", SAMPLE)
+    result = cli("accounts", "create", "--all-missing")
+    assert result.exit_code == 1
+    assert "USERNAME_PATTERN '{nick}' must use only the fields" in result.stderr
+
+
+def test_list_accounts(cli: RunCli) -> None:
+    cli("employees", "import", SAMPLE)
+    cli("accounts", "create", "1003", "1001")
+    lines = cli("accounts", "list").output.splitlines()
+    assert lines[0].split() == ["USERNAME", "EMPLOYEE", "NAME", "STATUS", "ROLES", "LAST", "EMAILED", "(UTC)"]
+    assert re.split(r"\s{2,}", lines[2]) == [
+        "jsmith",
+        "1001",
+        "John Smith",
+        "pending",
+        "Employee, Finance Approver",
+        "never",
+    ]
+    assert lines[3].startswith("znunez-obrien  1003      Zoë Ñúñez-O'Brien")
+    assert len(lines) == 4
+    assert len(cli("accounts", "list", "--status", "pending", "--limit", "1").output.splitlines()) == 3
+    assert len(cli("accounts", "list", "--status", "active").output.splitlines()) == 2
+    assert cli("accounts", "list", "--status", "sleeping").exit_code == 2
