@@ -11,6 +11,7 @@ from bot.cli.admins import admins
 from bot.cli.db import db
 from bot.cli.employees import employees
 from bot.cli.report import audit, report
+from bot.cli.serve import serve, socket
 
 
 @click.group()
@@ -28,3 +29,5 @@ main.add_command(employees)
 main.add_command(accounts)
 main.add_command(report)
 main.add_command(audit)
+main.add_command(serve)
+main.add_command(socket)

@@ -1,0 +1,57 @@
+"""`credbot serve` (HTTP, for development) and `credbot socket` (Socket Mode, no public URL needed)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from bot.cli.common import context
+from bot.slack_app import SlackSettingsError
+
+
+@click.command()
+@click.option("--port", type=int, default=None, help="Port to listen on (default: PORT, 3000).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def serve(port: int | None, host: str) -> None:
+    """Run the Slack endpoint and the portal with Flask's development server.
+
+    For production use the Procfile (gunicorn). Slack must reach https://YOUR-HOST/slack/events.
+    """
+    from bot.web import create_web_app
+
+    ctx = context()
+    try:
+        app = create_web_app(ctx)
+    except (SlackSettingsError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from error
+    port = port or ctx.settings.port
+    _show_info()
+    click.echo(f"credbot listening on http://{host}:{port} (Slack: /slack/events, portal: /portal)")
+    app.run(host=host, port=port, threaded=True)
+
+
+@click.command()
+def socket() -> None:
+    """Connect to Slack over Socket Mode (needs SLACK_APP_TOKEN); no public URL needed."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.slack_app import create_bolt_app
+
+    ctx = context()
+    try:
+        app = create_bolt_app(ctx, socket_mode=True)
+    except SlackSettingsError as error:
+        raise click.ClickException(str(error)) from error
+    app_token = ctx.settings.slack_app_token
+    assert app_token is not None  # checked by create_bolt_app
+    _show_info()
+    click.echo("credbot connected over Socket Mode; press Ctrl+C to stop.")
+    SocketModeHandler(app, app_token.get_secret_value()).start()
+
+
+def _show_info() -> None:
+    """Let Bolt's and credbot's INFO lines through (unless -v already asked for DEBUG)."""
+    root = logging.getLogger()
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)

@@ -1,0 +1,61 @@
+"""Employee selections kept server-side between two Slack modals, as audit events.
+
+A modal's `private_metadata` holds at most 3,000 characters: too few for 1,000 employee ids. The list an
+admin reviews is therefore saved as a `credentials.selection_saved` audit event (a fact worth keeping
+anyway: who was shown which list) and the modal carries only a reference, `<event id>.<random nonce>`.
+Only the admin who saved a selection can load it, and only with the nonce.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.audit import AuditAction, record
+from models import AuditEvent
+
+
+class SelectionNotFound(LookupError):
+    """The reference is unknown, malformed, or belongs to another admin."""
+
+
+def save_selection(
+    sessions: sessionmaker[Session], actor: str, employee_ids: Sequence[int], purpose: str
+) -> str:
+    """Store `employee_ids` (order kept) and return the reference to put in the modal."""
+    nonce = secrets.token_urlsafe(12)
+    with sessions.begin() as session:
+        event = record(
+            session,
+            actor,
+            AuditAction.SELECTION_SAVED,
+            purpose,
+            nonce=nonce,
+            count=len(employee_ids),
+            employee_ids=list(employee_ids),
+        )
+        session.flush()
+        return f"{event.id}.{nonce}"
+
+
+def load_selection(session: Session, reference: str, actor: str) -> list[int]:
+    """The employee ids saved under `reference` by `actor`."""
+    event_id, _, nonce = reference.partition(".")
+    if not event_id.isdigit() or not nonce:
+        raise SelectionNotFound(reference)
+    event = session.get(AuditEvent, int(event_id))
+    if (
+        event is None
+        or event.action != AuditAction.SELECTION_SAVED
+        or event.actor != actor
+        or not secrets.compare_digest(str(event.details.get("nonce", "")), nonce)
+    ):
+        raise SelectionNotFound(reference)
+    return [int(employee_id) for employee_id in event.details.get("employee_ids", [])]
+
+
+def selection_id(reference: str) -> str:
+    """The stable part of a reference (the audit event id), e.g. for idempotency keys."""
+    return reference.partition(".")[0]

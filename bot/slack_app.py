@@ -1,0 +1,111 @@
+"""The Bolt app, built from settings; wrong or missing Slack settings stop it at start with a clear message.
+
+Acknowledging within Slack's 3 seconds: the app runs with `process_before_response=True`, so each
+listener's `ack` function runs on the request's own thread and its answer is the HTTP response (or the
+Socket Mode envelope reply) as soon as it returns; nothing waits on a polling loop. Work that calls
+Slack or sends mail runs in Bolt lazy listeners, which Bolt starts on `listener_executor` after the ack
+function returned: a bounded thread pool per process, the same under `credbot serve`, gunicorn's
+threaded workers and Socket Mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from urllib.error import URLError
+
+from slack_bolt import App
+from slack_bolt.error import BoltError
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from bot.context import Context
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_THREADS = 16
+"""Threads per process for lazy listeners: opening modals, channel messages, credential batches."""
+SLACK_TIMEOUT_SECONDS = 10
+
+WHERE = {
+    "SLACK_BOT_TOKEN": "api.slack.com/apps > your app > OAuth & Permissions > Bot User OAuth Token "
+    "(starts with xoxb-; install the app to your workspace first)",
+    "SLACK_SIGNING_SECRET": "api.slack.com/apps > your app > Basic Information > App Credentials > "
+    "Signing Secret",
+    "SLACK_APP_TOKEN": "api.slack.com/apps > your app > Basic Information > App-Level Tokens "
+    "(generate one with the connections:write scope; starts with xapp-)",
+}
+SIGNING_SECRET = re.compile(r"^[0-9a-fA-F]{16,}$")
+
+
+class SlackSettingsError(RuntimeError):
+    """A Slack setting is missing or wrong; the message names it and says where to find it."""
+
+
+def _secret(settings: Settings, name: str) -> str:
+    value = getattr(settings, name.lower())
+    return value.get_secret_value().strip() if value is not None else ""
+
+
+def _problem(name: str, problem: str) -> SlackSettingsError:
+    return SlackSettingsError(f"{name} {problem}: find it at {WHERE[name]}")
+
+
+def check_slack_settings(settings: Settings, socket_mode: bool = False) -> None:
+    """Raise SlackSettingsError for the first missing or malformed Slack setting."""
+    token = _secret(settings, "SLACK_BOT_TOKEN")
+    if not token:
+        raise _problem("SLACK_BOT_TOKEN", "is not set")
+    if not token.startswith("xoxb-"):
+        raise _problem("SLACK_BOT_TOKEN", "is not a bot token (it starts with xoxb-)")
+    secret = _secret(settings, "SLACK_SIGNING_SECRET")
+    if not secret:
+        raise _problem("SLACK_SIGNING_SECRET", "is not set")
+    if not SIGNING_SECRET.match(secret):
+        raise _problem("SLACK_SIGNING_SECRET", "does not look like a signing secret (hexadecimal digits)")
+    if socket_mode:
+        app_token = _secret(settings, "SLACK_APP_TOKEN")
+        if not app_token:
+            raise _problem("SLACK_APP_TOKEN", "is not set (Socket Mode needs it)")
+        if not app_token.startswith("xapp-"):
+            raise _problem("SLACK_APP_TOKEN", "is not an app-level token (it starts with xapp-)")
+
+
+def make_web_client(settings: Settings) -> WebClient:
+    """A Web API client for SLACK_API_URL that waits and retries (twice) when Slack rate-limits a call."""
+    client = WebClient(
+        token=_secret(settings, "SLACK_BOT_TOKEN"),
+        base_url=settings.slack_api_url,
+        timeout=SLACK_TIMEOUT_SECONDS,
+    )
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
+    return client
+
+
+def create_bolt_app(ctx: Context, *, socket_mode: bool = False, verify_token: bool = True) -> App:
+    """The credbot Bolt app with every listener registered.
+
+    With `verify_token` (the default) the bot token is checked once with auth.test at start.
+    """
+    from handlers import register_listeners
+
+    settings = ctx.settings
+    check_slack_settings(settings, socket_mode=socket_mode)
+    try:
+        app = App(
+            client=make_web_client(settings),
+            signing_secret=_secret(settings, "SLACK_SIGNING_SECRET"),
+            process_before_response=True,
+            token_verification_enabled=verify_token,
+            listener_executor=ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="credbot-slack"),
+        )
+    except BoltError as error:
+        raise _problem("SLACK_BOT_TOKEN", f"was refused by Slack ({error})") from error
+    except (URLError, OSError) as error:
+        raise SlackSettingsError(
+            f"Cannot reach the Slack API at SLACK_API_URL={settings.slack_api_url}: {error}"
+        ) from error
+    register_listeners(app, ctx)
+    return app

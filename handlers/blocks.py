@@ -1,0 +1,112 @@
+"""Block Kit pieces and Slack's limits; every piece of user data shown in mrkdwn goes through `escape`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+MAX_BLOCKS = 100
+MAX_SECTION_TEXT = 3000
+MAX_PLAIN_TEXT_OPTION = 75
+MAX_HEADER_TEXT = 150
+MAX_VIEW_TITLE = 24
+MAX_PRIVATE_METADATA = 3000
+MAX_MESSAGE_TEXT = 3000
+"""Per message we post: Slack accepts more, but shows long texts collapsed; we chunk at this size."""
+
+Block = dict[str, Any]
+
+
+def escape(text: object) -> str:
+    """`text` safe inside mrkdwn: `&`, `<` and `>` escaped, so `<!channel>` or `<@U1>` cannot ping."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plain(text: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any]:
+    """A plain_text object (Slack never interprets markup in it)."""
+    return {"type": "plain_text", "text": shorten(text, limit), "emoji": True}
+
+
+def mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn object; the caller has escaped any user data in `text`."""
+    return {"type": "mrkdwn", "text": shorten(text, MAX_SECTION_TEXT)}
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": mrkdwn(text)}
+
+
+def header(text: str) -> Block:
+    return {"type": "header", "text": plain(text, MAX_HEADER_TEXT)}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [mrkdwn(text)]}
+
+
+def divider() -> Block:
+    return {"type": "divider"}
+
+
+def option(text: str, value: str) -> dict[str, Any]:
+    return {"text": plain(text, MAX_PLAIN_TEXT_OPTION), "value": value}
+
+
+def pack_lines(lines: Iterable[str], limit: int = MAX_SECTION_TEXT) -> list[str]:
+    """Join lines into as few texts of at most `limit` characters as possible (long lines are cut)."""
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        line = shorten(line, limit)
+        if current and len(current) + 1 + len(line) > limit:
+            chunks.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def listed_sections(lines: list[str], max_sections: int, more: str = "…and {count} more.") -> list[Block]:
+    """Sections listing `lines`, at most `max_sections`, then a context block counting the rest."""
+    chunks = pack_lines(lines)
+    shown = chunks[:max_sections]
+    blocks = [section(chunk) for chunk in shown]
+    rest = len(lines) - sum(chunk.count("\n") + 1 for chunk in shown)
+    if rest > 0:
+        blocks.append(context(more.format(count=f"{rest:,}")))
+    return blocks
+
+
+def modal(
+    callback_id: str,
+    title: str,
+    blocks: list[Block],
+    submit: str | None = None,
+    close: str = "Close",
+    private_metadata: str = "",
+) -> dict[str, Any]:
+    """A modal view, checked against Slack's limits so that a mistake fails here, not in Slack."""
+    if len(blocks) > MAX_BLOCKS:
+        raise ValueError(f"a view may have at most {MAX_BLOCKS} blocks, not {len(blocks)}")
+    if len(private_metadata) > MAX_PRIVATE_METADATA:
+        raise ValueError(
+            f"private_metadata is {len(private_metadata)} characters, over {MAX_PRIVATE_METADATA}"
+        )
+    view: dict[str, Any] = {
+        "type": "modal",
+        "callback_id": callback_id,
+        "title": plain(title, MAX_VIEW_TITLE),
+        "close": plain(close, MAX_VIEW_TITLE),
+        "blocks": blocks,
+        "private_metadata": private_metadata,
+    }
+    if submit:
+        view["submit"] = plain(submit, MAX_VIEW_TITLE)
+    return view

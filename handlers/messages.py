@@ -1,0 +1,98 @@
+"""The channel audit trail of a batch as pure functions: start, progress, summary and thread details."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from bot.credentials import BatchSummary, DeliveryOutcome
+from handlers import ids
+from handlers.blocks import MAX_MESSAGE_TEXT, Block, escape, pack_lines, plain, section
+
+TOP_REASONS = 5
+
+
+def started_text(user_id: str, batch_id: int, to_send: int, skipped: int) -> str:
+    skip = f" ({skipped:,} skipped: they cannot be emailed)" if skipped else ""
+    return (
+        f":outbox_tray: <@{user_id}> is emailing Self-Service credentials to *{to_send:,}* "
+        f"employee{'s' if to_send != 1 else ''}{skip}. Batch #{batch_id}."
+    )
+
+
+def progress_text(user_id: str, batch_id: int, to_send: int, sent: int, failed: int) -> str:
+    done = sent + failed
+    return (
+        f":hourglass_flowing_sand: <@{user_id}> is emailing Self-Service credentials: "
+        f"{done:,} of {to_send:,} done ({sent:,} sent, {failed:,} failed). Batch #{batch_id}."
+    )
+
+
+def _reasons(outcomes: Sequence[DeliveryOutcome]) -> str:
+    counts = Counter(outcome.error or "no reason given" for outcome in outcomes)
+    parts = [f"{escape(reason)} ({count:,})" for reason, count in counts.most_common(TOP_REASONS)]
+    if len(counts) > TOP_REASONS:
+        parts.append(f"{len(counts) - TOP_REASONS:,} other reasons")
+    return "; ".join(parts)
+
+
+def summary_text(user_id: str, summary: BatchSummary) -> str:
+    """The final state of the batch message: counts, and the reasons for failures and skips."""
+    sent, failed, skipped = len(summary.sent), len(summary.failed), len(summary.skipped)
+    icon = ":white_check_mark:" if not failed and not summary.error else ":warning:"
+    lines = [
+        f"{icon} <@{user_id}> emailed Self-Service credentials (batch #{summary.batch_id}): "
+        f"*{sent:,} sent*, *{failed:,} failed*, *{skipped:,} skipped*."
+    ]
+    if summary.error:
+        lines.append(
+            f":x: Sending stopped: {escape(summary.error)}. Nobody left in the batch was emailed; "
+            "they can be picked again."
+        )
+    if failed:
+        lines.append(f"Failed: {_reasons(summary.failed)}.")
+    if skipped:
+        lines.append(f"Skipped: {_reasons(summary.skipped)}.")
+    if sent or failed or skipped:
+        lines.append("Every employee is listed in the thread.")
+    return "\n".join(lines)
+
+
+def summary_blocks(user_id: str, summary: BatchSummary) -> list[Block]:
+    """The summary as blocks, with a button to pick the failed employees again when there are some."""
+    blocks = [section(summary_text(user_id, summary))]
+    if summary.failed:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ids.RETRY_FAILED_ACTION,
+                        "text": plain(f"Pick the {len(summary.failed):,} failed again", 75),
+                        "value": str(summary.batch_id),
+                    }
+                ],
+            }
+        )
+    return blocks
+
+
+def outcome_line(outcome: DeliveryOutcome) -> str:
+    parts = [f"*{escape(outcome.name)}* ({escape(outcome.employee_number)})"]
+    if outcome.username:
+        parts.append(f"`{escape(outcome.username)}`")
+    if outcome.address:
+        parts.append(escape(outcome.address))
+    line = "• " + " · ".join(parts)
+    return f"{line}: {escape(outcome.error)}" if outcome.error else line
+
+
+def detail_messages(summary: BatchSummary) -> list[str]:
+    """Thread replies listing every employee (failed, skipped, then sent), each within Slack's limits."""
+    lines: list[str] = []
+    for title, outcomes in (("Failed", summary.failed), ("Skipped", summary.skipped), ("Sent", summary.sent)):
+        if outcomes:
+            lines.append(f"*{title} ({len(outcomes):,})*")
+            lines.extend(outcome_line(outcome) for outcome in outcomes)
+    return pack_lines(lines, MAX_MESSAGE_TEXT)

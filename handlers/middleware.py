@@ -1,0 +1,111 @@
+"""Global middleware: admins only (for every request kind), and view state parsed into a plain dict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt.request.payload_utils import (
+    is_block_actions,
+    is_options,
+    is_slash_command,
+    is_view_submission,
+)
+from slack_sdk import WebClient
+
+from bot.admins import is_admin
+from bot.audit import AuditAction, record_now
+from bot.context import Context
+from handlers.notify import tell_user
+from handlers.views_credentials import NOT_ALLOWED_TEXT, not_allowed_view
+
+
+def actor(user_id: str | None) -> str:
+    """How a Slack user appears in the audit log."""
+    return f"slack:{user_id or 'unknown'}"
+
+
+def install(app: App, ctx: Context) -> None:
+    """Register the global middleware, in order: the admin check first, then form parsing."""
+    app.use(admins_only(app, ctx))
+    app.use(parse_form)
+
+
+def admins_only(app: App, ctx: Context) -> Callable[..., BoltResponse | None]:
+    """Refuse every request (command, options, view submission, action) from someone not an admin."""
+
+    def check_admin(
+        body: dict[str, Any], context: BoltContext, client: WebClient, next: Callable[[], None]
+    ) -> BoltResponse | None:
+        user_id = context.user_id
+        if user_id:
+            with ctx.sessions() as session:
+                allowed = is_admin(session, user_id, ctx.settings.bootstrap_admin_ids)
+            if allowed:
+                next()
+                return None
+        kind, name = describe(body)
+        record_now(ctx.sessions, actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
+        return refusal(app, ctx, client, body, user_id, context.channel_id)
+
+    return check_admin
+
+
+def describe(body: dict[str, Any]) -> tuple[str, str | None]:
+    """(request kind, command / callback id / action id) for the audit log."""
+    if is_slash_command(body):
+        return "command", body.get("command")
+    if is_view_submission(body):
+        return "view_submission", body.get("view", {}).get("callback_id")
+    if is_options(body):
+        return "options", body.get("action_id")
+    if is_block_actions(body):
+        actions = body.get("actions") or [{}]
+        return "block_actions", actions[0].get("action_id")
+    return str(body.get("type", "unknown")), None
+
+
+def refusal(
+    app: App,
+    ctx: Context,
+    client: WebClient,
+    body: dict[str, Any],
+    user_id: str | None,
+    channel_id: str | None,
+) -> BoltResponse:
+    """The answer to a refused request: the refusal itself where Slack can show it, else an empty ack."""
+    if is_slash_command(body):
+        return BoltResponse(status=200, body={"response_type": "ephemeral", "text": NOT_ALLOWED_TEXT})
+    if is_view_submission(body):
+        return BoltResponse(status=200, body={"response_action": "update", "view": not_allowed_view()})
+    if is_options(body):
+        return BoltResponse(status=200, body={"options": []})
+    if is_block_actions(body) and user_id:
+        app.listener_runner.listener_executor.submit(
+            tell_user, ctx, client, user_id, channel_id, NOT_ALLOWED_TEXT
+        )
+    return BoltResponse(status=200, body="")
+
+
+def parse_form(body: dict[str, Any], context: BoltContext, next: Callable[[], None]) -> None:
+    """For view submissions, put `{action_id: value}` in `context["form"]` (lists for multi-selects)."""
+    if is_view_submission(body):
+        values = body.get("view", {}).get("state", {}).get("values", {})
+        context["form"] = form_values(values)
+    next()
+
+
+def form_values(state_values: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Slack's `view.state.values` as `{action_id: value}`; a multi-select or checkboxes give a list."""
+    form: dict[str, Any] = {}
+    for actions in state_values.values():
+        for action_id, element in actions.items():
+            if "selected_options" in element:
+                form[action_id] = [choice.get("value") for choice in element["selected_options"] or []]
+            elif "selected_option" in element:
+                selected = element["selected_option"]
+                form[action_id] = selected.get("value") if selected else None
+            else:
+                form[action_id] = element.get("value")
+    return form

@@ -1,0 +1,21 @@
+"""The employee picker's type-ahead (Slack's options load URL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App
+
+from bot.context import Context
+from bot.search import search_employees
+from handlers import ids
+from handlers.views_credentials import employee_option
+
+
+def register(app: App, ctx: Context) -> None:
+    def suggest_employees(ack: Ack, body: dict[str, Any]) -> None:
+        with ctx.sessions() as session:
+            choices = search_employees(session, body.get("value", ""))
+        ack(options=[employee_option(choice) for choice in choices])
+
+    app.options(ids.EMPLOYEES_ACTION)(suggest_employees)

@@ -1,0 +1,155 @@
+"""A batch sent in the background, with its audit trail in the channel.
+
+One message when sending starts, updated at most every PROGRESS_INTERVAL seconds while it runs, then
+replaced by the summary; every employee listed in thread replies. When the channel cannot be used
+(channel_not_found, not_in_channel...) the trail goes to the admin's DM instead, with a note why; every
+failed Slack call is audited, and the batch itself is always in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+from slack_sdk import WebClient
+
+from bot.audit import AuditAction, record_now
+from bot.context import Context
+from bot.credentials import BatchSummary, DeliveryOutcome, run_batch
+from bot.slack_audit import delivery_counts, remember_message
+from handlers.blocks import Block, context, section
+from handlers.messages import detail_messages, progress_text, started_text, summary_blocks, summary_text
+from handlers.middleware import actor
+from handlers.notify import SlackCallFailed, call
+from models import DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 2.0
+"""Seconds between two progress updates of the channel message (chat.update is rate-limited)."""
+
+
+class ChannelTrail:
+    """The batch's messages in one channel (or the admin's DM when the channel refuses)."""
+
+    def __init__(
+        self, ctx: Context, client: WebClient, user_id: str, channel_id: str | None, batch_id: int
+    ) -> None:
+        self.ctx, self.client, self.user_id, self.batch_id = ctx, client, user_id, batch_id
+        self.actor = actor(user_id)
+        self.channel = channel_id or user_id
+        self.ts: str | None = None
+        self.note = ""
+        self.to_send = 0
+        self._sent = self._failed = 0
+        self._last_update = 0.0
+        self._lock = threading.Lock()
+
+    def start(self, to_send: int, skipped: int) -> None:
+        self.to_send = to_send
+        self._last_update = time.monotonic()
+        self.ts = self._post(started_text(self.user_id, self.batch_id, to_send, skipped))
+        if self.ts:
+            remember_message(self.ctx.sessions, self.batch_id, self.ts)
+
+    def progress(self, outcome: DeliveryOutcome) -> None:
+        """Count one finished delivery; called from the mail worker threads."""
+        with self._lock:
+            if outcome.status == DeliveryStatus.SENT:
+                self._sent += 1
+            elif outcome.status == DeliveryStatus.FAILED:
+                self._failed += 1
+            now = time.monotonic()
+            due = now - self._last_update >= PROGRESS_INTERVAL
+            if due:
+                self._last_update = now
+            sent, failed = self._sent, self._failed
+        if due:
+            self._update(progress_text(self.user_id, self.batch_id, self.to_send, sent, failed))
+
+    def finish(self, summary: BatchSummary) -> None:
+        text = summary_text(self.user_id, summary)
+        if self.ts:
+            self._update(text, summary_blocks(self.user_id, summary))
+        else:
+            self.ts = self._post(text, summary_blocks(self.user_id, summary))
+        for chunk in detail_messages(summary):
+            if self._post(chunk, thread_ts=self.ts) is None:
+                break
+
+    def crashed(self) -> None:
+        text = (
+            f":x: Sending batch #{self.batch_id} stopped unexpectedly (see the server log). "
+            "Employees not yet emailed stay selectable and can be picked again."
+        )
+        if self.ts:
+            self._update(text)
+        else:
+            self._post(text)
+
+    def _content(self, text: str, blocks: list[Block] | None) -> dict[str, Any]:
+        """Message arguments: `text` is the notification fallback, the blocks are what is shown."""
+        shown = blocks if blocks is not None else [section(text)]
+        return {"text": text, "blocks": [context(self.note), *shown] if self.note else shown}
+
+    def _post(self, text: str, blocks: list[Block] | None = None, thread_ts: str | None = None) -> str | None:
+        """Post a message; on the first channel failure, move the trail to the admin's DM and say why."""
+        kwargs = self._content(text, blocks)
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        try:
+            response = call(
+                self.ctx,
+                self.actor,
+                "chat.postMessage",
+                self.client.chat_postMessage,
+                channel=self.channel,
+                **kwargs,
+            )
+        except SlackCallFailed as failure:
+            if self.channel == self.user_id or thread_ts:
+                return None
+            self.note = f"I could not post in <#{self.channel}>: {failure.explanation}"
+            self.channel = self.user_id
+            return self._post(text, blocks)
+        return str(response["ts"])
+
+    def _update(self, text: str, blocks: list[Block] | None = None) -> None:
+        # A failure is audited; the next update or the summary tries again.
+        with contextlib.suppress(SlackCallFailed):
+            call(
+                self.ctx,
+                self.actor,
+                "chat.update",
+                self.client.chat_update,
+                channel=self.channel,
+                ts=self.ts,
+                **self._content(text, blocks),
+            )
+
+
+def send_in_background(
+    ctx: Context, client: WebClient, user_id: str, channel_id: str | None, batch_id: int
+) -> None:
+    """Run a started batch (in a lazy listener thread) and keep its channel trail current."""
+    trail = ChannelTrail(ctx, client, user_id, channel_id, batch_id)
+    with ctx.sessions() as session:
+        counts = delivery_counts(session, batch_id)
+    trail.start(counts[DeliveryStatus.PENDING], counts[DeliveryStatus.SKIPPED])
+    try:
+        summary = run_batch(ctx, batch_id, on_progress=trail.progress)
+    except Exception as error:
+        log.exception("batch %s stopped unexpectedly", batch_id)
+        record_now(
+            ctx.sessions,
+            trail.actor,
+            AuditAction.BATCH_ABORTED,
+            f"batch:{batch_id}",
+            error=type(error).__name__,
+        )
+        trail.crashed()
+        return
+    trail.finish(summary)

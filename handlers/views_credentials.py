@@ -1,0 +1,235 @@
+"""The `/email-credentials` modals as pure functions: plain data in, Block Kit view out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.credentials import Recipient
+from bot.search import EmployeeChoice
+from handlers import ids
+from handlers.blocks import (
+    MAX_PLAIN_TEXT_OPTION,
+    Block,
+    context,
+    divider,
+    escape,
+    header,
+    listed_sections,
+    modal,
+    option,
+    plain,
+    section,
+    shorten,
+)
+
+TITLE = "Email credentials"
+PICKER_LIMIT = 100
+"""Most employees the picker holds (initial options included); larger sets come from a checkbox."""
+MAILABLE_SECTIONS = 12
+UNMAILABLE_SECTIONS = 6
+
+MODE_NAMES = {
+    "password": "a temporary password",
+    "link": "a single-use link to set a password",
+}
+
+
+@dataclass(frozen=True)
+class FlowState:
+    """What travels from one modal to the next in `private_metadata` (ids only: a few dozen characters)."""
+
+    channel_id: str | None = None
+    """Where the command was typed: the audit messages go there unless AUDIT_CHANNEL_ID is set."""
+    selection: str | None = None
+    """Reference to a selection saved server-side (bot.selections)."""
+
+    def dump(self) -> str:
+        return json.dumps({"channel": self.channel_id, "selection": self.selection}, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, raw: str | None) -> FlowState:
+        try:
+            data = json.loads(raw or "{}")
+        except ValueError:
+            return cls()
+        if not isinstance(data, dict):
+            return cls()
+        channel, selection = data.get("channel"), data.get("selection")
+        return cls(
+            channel_id=channel if isinstance(channel, str) else None,
+            selection=selection if isinstance(selection, str) else None,
+        )
+
+
+def employee_option(choice: EmployeeChoice) -> dict[str, Any]:
+    """An option for the employee picker; its value is the employee id."""
+    return option(shorten(choice.label, MAX_PLAIN_TEXT_OPTION), str(choice.employee_id))
+
+
+def picker_view(
+    state: FlowState,
+    preselected: Sequence[EmployeeChoice] = (),
+    never_emailed_count: int = 0,
+    never_emailed_checked: bool = False,
+    from_command_count: int = 0,
+    unknown_keys: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The first modal: the type-ahead picker plus "everyone never emailed" (and the command's list)."""
+    picker: dict[str, Any] = {
+        "type": "multi_external_select",
+        "action_id": ids.EMPLOYEES_ACTION,
+        "placeholder": plain("Type a name, email, username or number"),
+        "min_query_length": 2,
+        "max_selected_items": PICKER_LIMIT,
+    }
+    if preselected:
+        picker["initial_options"] = [employee_option(choice) for choice in preselected[:PICKER_LIMIT]]
+    blocks: list[Block] = [
+        section(
+            "Pick the employees who should get their Self-Service credentials by email. "
+            "Nothing is sent until you confirm on the next screen."
+        ),
+        {
+            "type": "input",
+            "block_id": ids.EMPLOYEES_BLOCK,
+            "optional": True,
+            "label": plain("Employees"),
+            "element": picker,
+        },
+    ]
+    presets = []
+    checked = []
+    if never_emailed_count:
+        presets.append(option(f"Everyone never emailed ({never_emailed_count:,})", ids.PRESET_NEVER_EMAILED))
+        if never_emailed_checked:
+            checked.append(presets[-1])
+    if from_command_count:
+        presets.append(
+            option(f"The {from_command_count:,} employees from your command", ids.PRESET_FROM_COMMAND)
+        )
+        checked.append(presets[-1])
+    if presets:
+        checkboxes: dict[str, Any] = {
+            "type": "checkboxes",
+            "action_id": ids.PRESETS_ACTION,
+            "options": presets,
+        }
+        if checked:
+            checkboxes["initial_options"] = checked
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": ids.PRESETS_BLOCK,
+                "optional": True,
+                "label": plain("Or take many at once"),
+                "element": checkboxes,
+            }
+        )
+    else:
+        blocks.append(context("Every active employee with an account has been emailed at least once."))
+    if unknown_keys:
+        blocks.append(context(shorten("Not found: " + escape(", ".join(unknown_keys)), 3000)))
+    return modal(
+        ids.PICKER_VIEW, TITLE, blocks, submit="Review", close="Cancel", private_metadata=state.dump()
+    )
+
+
+def recipient_line(recipient: Recipient) -> str:
+    """`• *Name* (number) · `username` · address`, every part escaped."""
+    parts = [f"• *{escape(recipient.name)}* ({escape(recipient.employee_number)})"]
+    if recipient.username:
+        parts.append(f"`{escape(recipient.username)}`")
+    if recipient.address:
+        parts.append(escape(recipient.address))
+    line = " · ".join(parts)
+    if recipient.problem:
+        return f"{line}: {escape(recipient.problem)}"
+    if recipient.last_emailed_at:
+        return f"{line} _(emailed before, {recipient.last_emailed_at:%Y-%m-%d}: gets a new one)_"
+    return line
+
+
+def confirm_view(recipients: Sequence[Recipient], mode: str, state: FlowState) -> dict[str, Any]:
+    """The confirmation: every address the emails go to, who cannot be mailed and why, and the warning."""
+    mailable = [r for r in recipients if r.problem is None]
+    unmailable = [r for r in recipients if r.problem is not None]
+    again = sum(1 for r in mailable if r.last_emailed_at)
+    what = MODE_NAMES.get(mode, mode)
+    blocks: list[Block] = []
+    if mailable:
+        blocks.append(
+            section(
+                f"*{len(mailable):,} employee{'s' if len(mailable) != 1 else ''}* will get two emails each: "
+                f"a welcome email with {what}, and a separate email with their username."
+            )
+        )
+        blocks.append(section(_warning(mode, again)))
+        blocks.append(context(f"Credential mode: `{escape(mode)}` ({what} in the welcome email)."))
+        blocks.append(divider())
+        blocks.append(header(f"Will be emailed ({len(mailable):,})"))
+        blocks.extend(listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS))
+    else:
+        blocks.append(
+            section("*Nobody in this selection can be emailed.* Fix the problems below and try again.")
+        )
+    if unmailable:
+        blocks.append(divider())
+        blocks.append(header(f"Cannot be emailed ({len(unmailable):,})"))
+        blocks.extend(listed_sections([recipient_line(r) for r in unmailable], UNMAILABLE_SECTIONS))
+    return modal(
+        ids.CONFIRM_VIEW,
+        "Confirm sending",
+        blocks,
+        submit="Send emails" if mailable else None,
+        close="Cancel" if mailable else "Close",
+        private_metadata=state.dump(),
+    )
+
+
+def _warning(mode: str, emailed_before: int) -> str:
+    before = f" ({emailed_before:,} of these were emailed before)" if emailed_before else ""
+    if mode == "link":
+        return (
+            ":warning: *Credentials can only be emailed now:* the link is never stored in plain text and "
+            f"nobody can look it up later. Anyone already emailed gets a new link{before}; "
+            "their earlier unused links stop working."
+        )
+    return (
+        ":warning: *Credentials can only be emailed now:* the temporary password is never stored in plain "
+        f"text and nobody can look it up later. Anyone already emailed gets a new password{before} "
+        "that replaces the old one."
+    )
+
+
+def message_view(title: str, text: str) -> dict[str, Any]:
+    """A read-only modal with one message (sending started, already sent, not allowed...)."""
+    return modal(ids.RESULT_VIEW, title, [section(text)])
+
+
+def sending_view(batch_id: int, count: int, channel_id: str | None) -> dict[str, Any]:
+    where = f" in <#{channel_id}>" if channel_id else ""
+    return message_view(
+        "Sending started",
+        f":outbox_tray: Sending credentials to *{count:,}* employee{'s' if count != 1 else ''} "
+        f"(batch #{batch_id}). Progress and the summary will be posted{where}. You can close this window.",
+    )
+
+
+def already_sent_view(batch_id: int) -> dict[str, Any]:
+    return message_view(
+        "Already sent",
+        f"This confirmation was already submitted: batch #{batch_id} is sending or has been sent. "
+        "Nothing was sent twice.",
+    )
+
+
+def not_allowed_view() -> dict[str, Any]:
+    return message_view("Not allowed", NOT_ALLOWED_TEXT)
+
+
+NOT_ALLOWED_TEXT = (
+    "Sorry, only credbot admins can email credentials. Ask an admin to add you (`credbot admins add`)."
+)
