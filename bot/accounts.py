@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.audit import AuditAction
 from bot.directory import fold_accents, make_search_text
-from bot.settings import Settings, split_names
+from bot.settings import Settings
 from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, utcnow
 
 PATTERN_FIELDS = ("first_name", "last_name", "first_initial", "last_initial", "employee_number")
@@ -150,7 +150,8 @@ def create_accounts(
     new_accounts = []
     for row in todo:
         base = make_username(row.first_name, row.last_name, row.employee_number, settings.username_pattern)
-        roles = _unique_ignoring_case([*settings.default_role_names, *split_names(row.directory_roles)])
+        directory_roles = [role for role in row.directory_roles.split(";") if role]
+        roles = _unique_ignoring_case([*settings.default_role_names, *directory_roles])
         username = unique_username(base, taken)
         new_accounts.append((row, username, roles))
         result.created.append(

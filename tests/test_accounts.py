@@ -121,18 +121,23 @@ def test_roles_default_plus_directory_roles(session: Session, settings: Settings
     settings = settings.model_copy(update={"default_roles": "Employee, Portal User"})
     session.add(Role(name="developer"))
     session.commit()
-    add_employees(session, ("1", "Ann", "Lee", "Developer;Team Lead;employee"), ("2", "Bo", "Ek", ""))
+    add_employees(session, ("1", "Ann", "Lee", "Developer;Sales, EMEA;employee"), ("2", "Bo", "Ek", ""))
     result = create(session, settings, "1", "2")
     assert [a.roles for a in result.created] == [
-        ["Employee", "Portal User", "developer", "Team Lead"],
+        ["Employee", "Portal User", "developer", "Sales, EMEA"],
         ["Employee", "Portal User"],
     ]
     accounts = {a.username: [r.name for r in a.roles] for a in list_accounts(session)}
     assert accounts == {
-        "alee": ["Employee", "Portal User", "Team Lead", "developer"],
+        "alee": ["Employee", "Portal User", "Sales, EMEA", "developer"],
         "bek": ["Employee", "Portal User"],
     }
-    assert sorted(session.scalars(select(Role.name))) == ["Employee", "Portal User", "Team Lead", "developer"]
+    assert sorted(session.scalars(select(Role.name))) == [
+        "Employee",
+        "Portal User",
+        "Sales, EMEA",
+        "developer",
+    ]
 
 
 def test_pattern_setting_is_used(session: Session, settings: Settings) -> None:
