@@ -25,6 +25,7 @@ class _Rule:
     status: int
     remaining: int | None  # None: forever
     to: str | None
+    category: str | None
     hang: bool
     errors: list[dict[str, Any]] | None
     reset_in: float | None
@@ -78,17 +79,23 @@ class SendGridStandIn:
         *,
         times: int | None = 1,
         to: str | None = None,
+        category: str | None = None,
         hang: bool = False,
         errors: list[dict[str, Any]] | None = None,
         reset_in: float | None = None,
     ) -> None:
-        """Answer the next `times` calls (None: all; to `to` only if given) with `status`.
+        """Answer the next `times` calls (None: all) with `status`, only those to `to` / in `category`.
 
         `hang` sleeps `hang_seconds` before answering; `errors` is SendGrid's `errors` list (a default
         one is made up for 4xx/5xx); `reset_in` sets X-RateLimit-Reset to now + `reset_in` seconds.
         """
         with self._lock:
-            self._rules.append(_Rule(status, times, to and to.lower(), hang, errors, reset_in))
+            self._rules.append(_Rule(status, times, to and to.lower(), category, hang, errors, reset_in))
+
+    def clear_answers(self) -> None:
+        """Forget every scripted answer: valid requests get 202 again."""
+        with self._lock:
+            self._rules.clear()
 
     def sent_to(self, address: str) -> list[dict[str, Any]]:
         """The accepted messages to `address`, oldest first."""
@@ -96,10 +103,12 @@ class SendGridStandIn:
         with self._lock:
             return [m for m in self.messages if address in _recipients(m)]
 
-    def _take_rule(self, recipients: list[str]) -> _Rule | None:
+    def _take_rule(self, recipients: list[str], categories: list[str]) -> _Rule | None:
         with self._lock:
             for rule in self._rules:
                 if rule.to is not None and rule.to not in recipients:
+                    continue
+                if rule.category is not None and rule.category not in categories:
                     continue
                 if rule.remaining is not None:
                     rule.remaining -= 1
@@ -141,7 +150,7 @@ class SendGridStandIn:
             with self._lock:
                 self.invalid.append(problems)
             return self._reply(handler, 400, recipients, errors=[{"message": p} for p in problems])
-        rule = self._take_rule(recipients)
+        rule = self._take_rule(recipients, body.get("categories") or [])
         if rule is not None:
             if rule.hang:
                 self._release.wait(self.hang_seconds)

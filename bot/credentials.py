@@ -1,0 +1,699 @@
+"""Emailing one-time credentials: who can be mailed, batches, and the concurrent sender.
+
+Per employee (one worker thread, its own short transactions):
+
+1. Re-check that the employee can be mailed; otherwise the delivery is SKIPPED with the reason.
+2. Make the credential (a temporary password, or in link mode a set-password token), store only its hash
+   as *pending* (or an unsent SetupLink) and COMMIT, so an emailed credential always works.
+3. Hand the welcome email to the transport; drop the plaintext right after.
+   Refused: the delivery FAILS with the API's reason, the pending hash is cleared (the link revoked), and
+   the current password stays as it was, so an earlier emailed password keeps working.
+4. Accepted: promote the pending hash to the account's password (`must_change_password`, expiry,
+   status `invited`), mark when and by whom credentials were emailed, revoke older unused links.
+5. Send the username email. If that one fails, the delivery FAILS with an error saying the welcome email
+   went out and its credential works, but the username email did not: send again to deliver both.
+
+A 401/403 from the mail API (MailAuthError) stops the whole batch: no further API calls; deliveries
+not started yet are SKIPPED with the reason, and the batch ends ABORTED with that one error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from bot.audit import AuditAction, record
+from bot.context import Context
+from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
+from bot.passwords import generate_temporary_password, hash_password
+from models import (
+    Account,
+    AccountStatus,
+    BatchStatus,
+    CredentialBatch,
+    Delivery,
+    DeliveryStatus,
+    Employee,
+    SetupLink,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+NO_ACCOUNT = "no account"
+NO_ADDRESS = "no address"
+INVALID_ADDRESS = "invalid address"
+ACCOUNT_DISABLED = "account disabled"
+EMPLOYEE_INACTIVE = "employee inactive"
+ADDRESS_CHANGED = "address changed since the batch was confirmed"
+
+WELCOME_CATEGORY = "credbot-welcome"
+USERNAME_CATEGORY = "credbot-username"
+
+_CHUNK = 500
+# Argon2id takes 19 MiB and ~50 ms of CPU per hash: hashing more at once than there are cores only costs
+# memory. The mail pool waits on HTTP far more than it hashes, so it stays larger.
+_hashing = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One line of the confirmation list (CLI and Slack)."""
+
+    employee_id: int
+    employee_number: str
+    name: str
+    username: str | None
+    """None: no account."""
+    address: str | None
+    """The exact normalised address both emails go to."""
+    problem: str | None
+    """Why they cannot be mailed; None when mailable."""
+    last_emailed_at: datetime | None
+
+
+class DuplicateBatchError(Exception):
+    """A batch with this idempotency key exists already."""
+
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(f"credential batch {batch_id} was already started with this idempotency key")
+        self.batch_id = batch_id
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    delivery_id: int
+    employee_number: str
+    name: str
+    username: str | None
+    address: str | None
+    status: DeliveryStatus
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: int
+    status: BatchStatus
+    sent: list[DeliveryOutcome]
+    failed: list[DeliveryOutcome]
+    skipped: list[DeliveryOutcome]
+    error: str | None
+    """Batch-level error, e.g. the mail API refused the API key."""
+
+
+# --- who can be mailed -------------------------------------------------------------------------------------
+
+
+def normalise_address(raw: str | None) -> tuple[str | None, str | None]:
+    """(normalised address, None) or (None, problem), checked with email-validator without DNS."""
+    if not raw or not raw.strip():
+        return None, NO_ADDRESS
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized, None
+    except EmailNotValidError as error:
+        return None, f"{INVALID_ADDRESS}: {error}"
+
+
+def _recipient(employee: Employee) -> Recipient:
+    account = employee.account
+    address, address_problem = normalise_address(employee.email)
+    if not employee.active:
+        problem = EMPLOYEE_INACTIVE
+    elif account is None:
+        problem = NO_ACCOUNT
+    elif account.status == AccountStatus.DISABLED:
+        problem = ACCOUNT_DISABLED
+    else:
+        problem = address_problem
+    return Recipient(
+        employee_id=employee.id,
+        employee_number=employee.employee_number,
+        name=employee.full_name,
+        username=account.username if account else None,
+        address=address,
+        problem=problem,
+        last_emailed_at=account.credentials_emailed_at if account else None,
+    )
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def preview(session: Session, employee_ids: Sequence[int]) -> list[Recipient]:
+    """Who would be mailed, in the given order (unknown ids are left out)."""
+    return [recipient for recipient, _ in _recipients(session, employee_ids)]
+
+
+def _recipients(session: Session, employee_ids: Sequence[int]) -> list[tuple[Recipient, int | None]]:
+    """(recipient, account id) per known employee, in the given order, without duplicates."""
+    ordered = list(dict.fromkeys(employee_ids))
+    found: dict[int, tuple[Recipient, int | None]] = {}
+    for chunk in _chunks(ordered):
+        query = select(Employee).where(Employee.id.in_(chunk)).options(selectinload(Employee.account))
+        found.update(
+            (e.id, (_recipient(e), e.account.id if e.account else None)) for e in session.scalars(query)
+        )
+    return [found[i] for i in ordered if i in found]
+
+
+def never_emailed_employee_ids(session: Session) -> list[int]:
+    """Active employees whose (not disabled) account never had credentials emailed, by name."""
+    query = (
+        select(Employee.id)
+        .join(Account, Account.employee_id == Employee.id)
+        .where(
+            Employee.active.is_(True),
+            Account.credentials_emailed_at.is_(None),
+            Account.status != AccountStatus.DISABLED,
+        )
+        .order_by(Employee.last_name, Employee.first_name, Employee.employee_number)
+    )
+    return list(session.scalars(query))
+
+
+def resolve_employees(session: Session, keys: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Employee numbers or email addresses (case-insensitive) -> (employee ids, keys not found)."""
+    wanted = [key.strip() for key in keys if key.strip()]
+    lowered = list(dict.fromkeys(key.lower() for key in wanted))
+    by_key: dict[str, int] = {}
+    for chunk in _chunks(lowered):
+        query = select(Employee.id, Employee.employee_number, Employee.email).where(
+            or_(func.lower(Employee.employee_number).in_(chunk), func.lower(Employee.email).in_(chunk))
+        )
+        for employee_id, number, address in session.execute(query):
+            by_key.setdefault(number.lower(), employee_id)
+            if address:
+                by_key.setdefault(address.lower(), employee_id)
+    ids = [by_key[key.lower()] for key in wanted if key.lower() in by_key]
+    missing = [key for key in wanted if key.lower() not in by_key]
+    return list(dict.fromkeys(ids)), list(dict.fromkeys(missing))
+
+
+# --- batches ---------------------------------------------------------------------------------------------
+
+
+def start_batch(
+    ctx: Context,
+    employee_ids: Sequence[int],
+    actor: str,
+    source: str,
+    channel_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> int:
+    """Commit a batch and one delivery per employee (unmailable ones SKIPPED with the reason); its id."""
+    try:
+        with ctx.sessions.begin() as session:
+            if idempotency_key:
+                existing = session.scalar(
+                    select(CredentialBatch.id).where(CredentialBatch.idempotency_key == idempotency_key)
+                )
+                if existing is not None:
+                    raise DuplicateBatchError(existing)
+            batch = CredentialBatch(
+                requested_by=actor,
+                source=source,
+                channel_id=channel_id,
+                idempotency_key=idempotency_key,
+                mode=ctx.settings.credential_mode,
+                status=BatchStatus.RUNNING,
+            )
+            session.add(batch)
+            session.flush()
+            recipients = _recipients(session, employee_ids)
+            for recipient, account_id in recipients:
+                session.add(
+                    Delivery(
+                        batch_id=batch.id,
+                        employee_id=recipient.employee_id,
+                        account_id=account_id,
+                        email_address=recipient.address,
+                        status=DeliveryStatus.SKIPPED if recipient.problem else DeliveryStatus.PENDING,
+                        error=recipient.problem,
+                    )
+                )
+                if recipient.problem:
+                    record(
+                        session,
+                        actor,
+                        AuditAction.CREDENTIALS_SKIPPED,
+                        f"employee:{recipient.employee_number}",
+                        batch_id=batch.id,
+                        reason=recipient.problem,
+                    )
+            skipped = sum(1 for r, _ in recipients if r.problem)
+            record(
+                session,
+                actor,
+                AuditAction.BATCH_STARTED,
+                f"batch:{batch.id}",
+                source=source,
+                channel_id=channel_id,
+                mode=batch.mode,
+                employees=len(recipients),
+                to_send=len(recipients) - skipped,
+                skipped=skipped,
+            )
+            return batch.id
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        with ctx.sessions() as session:  # a concurrent call with the same key won the race
+            existing = session.scalar(
+                select(CredentialBatch.id).where(CredentialBatch.idempotency_key == idempotency_key)
+            )
+        if existing is None:
+            raise
+        raise DuplicateBatchError(existing) from None
+
+
+def run_batch(
+    ctx: Context,
+    batch_id: int,
+    transport: MailTransport | None = None,
+    on_progress: Callable[[DeliveryOutcome], None] | None = None,
+) -> BatchSummary:
+    """Send the batch's pending deliveries concurrently (MAIL_CONCURRENCY workers) and finish it.
+
+    `on_progress` is called from the worker threads, once per delivery that was pending.
+    A batch that is no longer running is only summarised.
+    """
+    with ctx.sessions() as session:
+        batch = session.get(CredentialBatch, batch_id)
+        if batch is None:
+            raise LookupError(f"no credential batch {batch_id}")
+        running = batch.status == BatchStatus.RUNNING
+        pending = list(
+            session.scalars(
+                select(Delivery.id)
+                .where(Delivery.batch_id == batch_id, Delivery.status == DeliveryStatus.PENDING)
+                .order_by(Delivery.id)
+            )
+        )
+    if not running:
+        with ctx.sessions() as session:
+            return _summary(session, batch_id)
+    sender = _Sender(ctx, batch, transport or make_transport(ctx.settings), on_progress, pending)
+    workers = max(1, min(ctx.settings.mail_concurrency, len(pending)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
+        futures = [pool.submit(sender.work) for _ in range(workers)]
+    crashed = [error for future in futures if (error := future.exception()) is not None]
+    if crashed:
+        sender.stop(f"internal error: {type(crashed[0]).__name__}")
+    sender.skip_the_rest()
+    with ctx.sessions.begin() as session:
+        batch = session.get_one(CredentialBatch, batch_id)
+        batch.status = BatchStatus.ABORTED if sender.stopped_because else BatchStatus.FINISHED
+        batch.error = sender.stopped_because
+        batch.finished_at = utcnow()
+        counts = dict(
+            session.execute(
+                select(Delivery.status, func.count())
+                .where(Delivery.batch_id == batch_id)
+                .group_by(Delivery.status)
+            ).all()
+        )
+        action = AuditAction.BATCH_ABORTED if sender.stopped_because else AuditAction.BATCH_FINISHED
+        details = {str(status): counts.get(status, 0) for status in DeliveryStatus if status != "pending"}
+        record(session, batch.requested_by, action, f"batch:{batch_id}", error=batch.error, **details)
+    if crashed:
+        raise crashed[0]
+    with ctx.sessions() as session:
+        return _summary(session, batch_id)
+
+
+def send_credentials(
+    ctx: Context, employee_ids: Sequence[int], actor: str, source: str, **kw: Any
+) -> BatchSummary:
+    """Start a batch for `employee_ids` and send it: start_batch + run_batch.
+
+    Keywords: channel_id, idempotency_key (start_batch); transport, on_progress (run_batch).
+    """
+    transport = kw.pop("transport", None)
+    on_progress = kw.pop("on_progress", None)
+    batch_id = start_batch(ctx, employee_ids, actor, source, **kw)
+    return run_batch(ctx, batch_id, transport=transport, on_progress=on_progress)
+
+
+def _summary(session: Session, batch_id: int) -> BatchSummary:
+    batch = session.get_one(CredentialBatch, batch_id)
+    rows = session.execute(
+        select(Delivery, Employee, Account.username)
+        .join(Employee, Employee.id == Delivery.employee_id)
+        .outerjoin(Account, Account.id == Delivery.account_id)
+        .where(Delivery.batch_id == batch_id)
+        .order_by(Delivery.id)
+    )
+    outcomes: dict[str, list[DeliveryOutcome]] = {status: [] for status in DeliveryStatus}
+    for delivery, employee, username in rows:
+        outcomes[delivery.status].append(_outcome(delivery, employee, username))
+    return BatchSummary(
+        batch_id=batch_id,
+        status=BatchStatus(batch.status),
+        sent=outcomes[DeliveryStatus.SENT],
+        failed=outcomes[DeliveryStatus.FAILED],
+        skipped=outcomes[DeliveryStatus.SKIPPED],
+        error=batch.error,
+    )
+
+
+def _outcome(delivery: Delivery, employee: Employee, username: str | None) -> DeliveryOutcome:
+    return DeliveryOutcome(
+        delivery_id=delivery.id,
+        employee_number=employee.employee_number,
+        name=employee.full_name,
+        username=username,
+        address=delivery.email_address,
+        status=DeliveryStatus(delivery.status),
+        error=delivery.error,
+    )
+
+
+# --- sending ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a worker needs to know about one employee; no ORM objects cross transactions."""
+
+    delivery_id: int
+    account_id: int
+    employee_number: str
+    first_name: str
+    name: str
+    username: str
+    address: str
+
+
+class _Sender:
+    """The shared state of one batch run: the queue of deliveries and the stop signal."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        batch: CredentialBatch,
+        transport: MailTransport,
+        on_progress: Callable[[DeliveryOutcome], None] | None,
+        pending: list[int],
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.batch_id = batch.id
+        self.actor = batch.requested_by
+        self.mode = batch.mode
+        self.transport = transport
+        self.on_progress = on_progress
+        self._queue = iter(pending)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.stopped_because: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Stop the batch: no more API calls."""
+        with self._lock:
+            if self.stopped_because is None:
+                self.stopped_because = reason
+        self._stop.set()
+
+    def _next(self) -> int | None:
+        with self._lock:
+            return None if self._stop.is_set() else next(self._queue, None)
+
+    def work(self) -> None:
+        while (delivery_id := self._next()) is not None:
+            try:
+                outcome = self.deliver(delivery_id)
+            except Exception:
+                log.exception("delivery %s failed unexpectedly", delivery_id)
+                outcome = self._finish(delivery_id, DeliveryStatus.FAILED, "internal error (see the logs)")
+            self._report(outcome)
+
+    def _report(self, outcome: DeliveryOutcome) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(outcome)
+        except Exception:
+            log.exception("progress callback failed for delivery %s", outcome.delivery_id)
+
+    def skip_the_rest(self) -> None:
+        """After a stop: mark every delivery still pending SKIPPED with the reason."""
+        if self.stopped_because is None:
+            return
+        reason = f"not sent: {self.stopped_because}"
+        with self.ctx.sessions.begin() as session:
+            ids = list(
+                session.scalars(
+                    select(Delivery.id).where(
+                        Delivery.batch_id == self.batch_id, Delivery.status == DeliveryStatus.PENDING
+                    )
+                )
+            )
+            for chunk in _chunks(ids):
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(chunk))
+                    .values(status=DeliveryStatus.SKIPPED, error=reason, updated_at=utcnow())
+                )
+        if self.on_progress:
+            with self.ctx.sessions() as session:
+                for chunk in _chunks(ids):
+                    for delivery in session.scalars(
+                        select(Delivery).where(Delivery.id.in_(chunk)).options(joinedload(Delivery.employee))
+                    ):
+                        username = delivery.account.username if delivery.account else None
+                        self._report(_outcome(delivery, delivery.employee, username))
+
+    # One employee --------------------------------------------------------------------------------------
+
+    def deliver(self, delivery_id: int) -> DeliveryOutcome:
+        target, problem = self._load(delivery_id)
+        if target is None:
+            return self._finish(delivery_id, DeliveryStatus.SKIPPED, problem, AuditAction.CREDENTIALS_SKIPPED)
+        expires_at = utcnow() + timedelta(hours=self.settings.temp_password_ttl_hours)
+        if self.mode == "link":
+            token = secrets.token_urlsafe(32)
+            secret_hash = hashlib.sha256(token.encode()).hexdigest()
+            context = {"mode": "link", "password": None, "setup_url": self.settings.setup_link_url(token)}
+            del token
+        else:
+            password = generate_temporary_password(self.settings.temp_password_length)
+            with _hashing:
+                secret_hash = hash_password(password)
+            context = {"mode": "password", "password": password, "setup_url": None}
+            del password
+        self._store_pending(target, secret_hash, expires_at)
+
+        if self._stop.is_set():
+            context.clear()
+            self._discard_pending(target, secret_hash)
+            return self._finish(delivery_id, DeliveryStatus.SKIPPED, f"not sent: {self.stopped_because}")
+        try:
+            message_id = self._send(target, "welcome", WELCOME_CATEGORY, expires_at=expires_at, **context)
+        except MailError as error:
+            self._discard_pending(target, secret_hash)
+            if isinstance(error, MailAuthError):
+                self.stop(error.reason)
+            return self._finish(
+                delivery_id,
+                DeliveryStatus.FAILED,
+                f"welcome email not sent: {error.reason}",
+                AuditAction.CREDENTIALS_FAILED,
+            )
+        finally:
+            context.clear()  # drop the plaintext password or link as soon as it is handed off
+        self._promote(target, secret_hash, message_id)
+
+        partial = "the welcome email was sent and its {} works, but the username email was not: {}"
+        what = "set-password link" if self.mode == "link" else "temporary password"
+        if self._stop.is_set():
+            error_text = partial.format(what, self.stopped_because) + "; send again to email both"
+            return self._finish(
+                delivery_id, DeliveryStatus.FAILED, error_text, AuditAction.CREDENTIALS_FAILED
+            )
+        try:
+            message_id = self._send(target, "username", USERNAME_CATEGORY, mode=self.mode)
+        except MailError as error:
+            if isinstance(error, MailAuthError):
+                self.stop(error.reason)
+            error_text = partial.format(what, error.reason) + "; send again to email both"
+            return self._finish(
+                delivery_id,
+                DeliveryStatus.FAILED,
+                error_text,
+                AuditAction.CREDENTIALS_FAILED,
+                username_sent=True,
+            )
+        return self._finish(
+            delivery_id,
+            DeliveryStatus.SENT,
+            None,
+            AuditAction.CREDENTIALS_SENT,
+            username_sent=True,
+            username_message_id=message_id,
+        )
+
+    def _load(self, delivery_id: int) -> tuple[_Target | None, str | None]:
+        """The employee to mail, or (None, why not) when they can no longer be mailed."""
+        with self.ctx.sessions() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            employee = session.get_one(Employee, delivery.employee_id, options=[joinedload(Employee.account)])
+            recipient = _recipient(employee)
+            if recipient.problem:
+                return None, recipient.problem
+            if recipient.address != delivery.email_address:
+                return None, ADDRESS_CHANGED
+            assert employee.account is not None and recipient.address is not None
+            return _Target(
+                delivery_id=delivery_id,
+                account_id=employee.account.id,
+                employee_number=employee.employee_number,
+                first_name=employee.first_name,
+                name=employee.full_name,
+                username=employee.account.username,
+                address=recipient.address,
+            ), None
+
+    def _store_pending(self, target: _Target, secret_hash: str, expires_at: datetime) -> None:
+        """Commit the credential's hash before its email goes out."""
+        with self.ctx.sessions.begin() as session:
+            if self.mode == "link":
+                session.add(
+                    SetupLink(account_id=target.account_id, token_hash=secret_hash, expires_at=expires_at)
+                )
+            else:
+                account = session.get_one(Account, target.account_id)
+                account.pending_password_hash = secret_hash
+                account.pending_password_expires_at = expires_at
+            delivery = session.get_one(Delivery, target.delivery_id)
+            delivery.account_id = target.account_id
+            delivery.attempts += 1  # the welcome email is handed over next
+
+    def _discard_pending(self, target: _Target, secret_hash: str) -> None:
+        """The welcome email did not go out: its credential must not work. The current password stays."""
+        with self.ctx.sessions.begin() as session:
+            if self.mode == "link":
+                link = session.scalar(select(SetupLink).where(SetupLink.token_hash == secret_hash))
+                if link is not None and link.revoked_at is None:
+                    link.revoked_at = utcnow()
+                return
+            account = session.get_one(Account, target.account_id)
+            if account.pending_password_hash == secret_hash:
+                account.pending_password_hash = None
+                account.pending_password_expires_at = None
+
+    def _promote(self, target: _Target, secret_hash: str, welcome_message_id: str) -> None:
+        """The welcome email was accepted: its credential becomes the account's."""
+        now = utcnow()
+        with self.ctx.sessions.begin() as session:
+            account = session.get_one(Account, target.account_id)
+            current_link_id = None
+            if self.mode == "link":
+                link = session.scalars(select(SetupLink).where(SetupLink.token_hash == secret_hash)).one()
+                link.sent_at = now
+                current_link_id = link.id
+            else:
+                account.password_hash = secret_hash
+                account.temp_password_expires_at = account.pending_password_expires_at
+                account.must_change_password = True
+                if account.pending_password_hash == secret_hash:
+                    account.pending_password_hash = None
+                    account.pending_password_expires_at = None
+            # Older unused links would still work otherwise; the newest credential replaces them.
+            session.execute(
+                update(SetupLink)
+                .where(
+                    SetupLink.account_id == account.id,
+                    SetupLink.id != (current_link_id or 0),
+                    SetupLink.used_at.is_(None),
+                    SetupLink.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+            if account.status != AccountStatus.DISABLED:
+                account.status = AccountStatus.INVITED
+                account.failed_login_count = 0
+                account.locked_until = None
+            account.credentials_emailed_at = now
+            account.credentials_emailed_by = self.actor
+            delivery = session.get_one(Delivery, target.delivery_id)
+            delivery.welcome_message_id = welcome_message_id or None
+
+    def _send(self, target: _Target, template: str, category: str, **context: Any) -> str:
+        """Render `template` for `target` and hand it to the transport; the accepted message id."""
+        subject = (
+            self.settings.welcome_link_subject
+            if template == "welcome" and self.mode == "link"
+            else getattr(self.settings, f"{template}_subject")
+        )
+        company = self.settings.company_name
+        text, html = render_email(
+            template,
+            company=company,
+            first_name=target.first_name,
+            username=target.username,
+            sign_in_url=self.settings.sign_in_url,
+            **context,
+        )
+        email = OutgoingEmail(
+            to_address=target.address,
+            to_name=target.name,
+            subject=subject.format(company=company),
+            text=text,
+            html=html,
+            category=category,
+            custom_args={"batch_id": str(self.batch_id), "delivery_id": str(target.delivery_id)},
+        )
+        del text, html
+        return self.transport.send(email)
+
+    def _finish(
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        error: str | None,
+        action: AuditAction | None = None,
+        *,
+        username_sent: bool = False,
+        username_message_id: str | None = None,
+    ) -> DeliveryOutcome:
+        """Record the delivery's final status (and an audit event); its outcome."""
+        with self.ctx.sessions.begin() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            employee = session.get_one(Employee, delivery.employee_id)
+            account = session.get(Account, delivery.account_id) if delivery.account_id else None
+            delivery.status = status
+            delivery.error = error
+            if username_sent:
+                delivery.attempts += 1
+                delivery.username_message_id = username_message_id or None
+            if action is not None:
+                record(
+                    session,
+                    self.actor,
+                    action,
+                    f"employee:{employee.employee_number}",
+                    batch_id=self.batch_id,
+                    delivery_id=delivery_id,
+                    username=account.username if account else None,
+                    address=delivery.email_address,
+                    mode=self.mode,
+                    reason=error,
+                )
+            log.info("delivery %s: %s%s", delivery_id, status, f" ({error})" if error else "")
+            return _outcome(delivery, employee, account.username if account else None)

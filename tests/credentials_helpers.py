@@ -1,0 +1,100 @@
+"""Helpers for the credentials tests: directory rows, reading sent mail back, dumping the database."""
+
+from __future__ import annotations
+
+import email
+import re
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+from sqlalchemy.orm import Session
+
+from bot.context import Context
+from bot.mail import SendGridTransport
+from models import Account, AccountStatus, Base, Employee
+from tests.standins.sendgrid import SendGridStandIn
+
+PASSWORD_LINE = re.compile(r"temporary password:\s+(\S+)")
+SETUP_LINK = re.compile(r"/setup/([A-Za-z0-9_-]+)")
+
+
+def add_employee(
+    session: Session,
+    number: str,
+    first: str = "Ada",
+    last: str = "Lovelace",
+    email_address: str | None = "default",
+    *,
+    account: bool = True,
+    active: bool = True,
+    status: AccountStatus = AccountStatus.PENDING,
+) -> Employee:
+    """An employee (and by default a pending account) committed to the database."""
+    if email_address == "default":
+        email_address = f"{first}.{last}.{number}@example.com".lower()
+    employee = Employee(
+        employee_number=number, first_name=first, last_name=last, email=email_address, active=active
+    )
+    session.add(employee)
+    if account:
+        session.add(Account(employee=employee, username=f"{first[0]}{last}{number}".lower(), status=status))
+    session.commit()
+    return employee
+
+
+def outbox_messages(directory: Path) -> list[EmailMessage]:
+    return [
+        email.message_from_bytes(path.read_bytes(), policy=default)  # type: ignore[misc]
+        for path in sorted(directory.glob("*.eml"))
+    ]
+
+
+def outbox_text(directory: Path, address: str, category: str) -> str:
+    """The plain-text body of the one outbox message of `category` to `address`."""
+    (message,) = [
+        m
+        for m in outbox_messages(directory)
+        if address.lower() in m["To"].lower() and m["X-Credbot-Category"] == category
+    ]
+    return message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def standin_text(standin: SendGridStandIn, address: str, category: str) -> str:
+    """The plain-text content of the newest accepted message of `category` to `address`."""
+    messages = [m for m in standin.sent_to(address) if category in m.get("categories", [])]
+    return messages[-1]["content"][0]["value"]
+
+
+def password_in(text: str) -> str:
+    match = PASSWORD_LINE.search(text)
+    assert match, "no temporary password in the email"
+    return match.group(1)
+
+
+def dump_database(session: Session) -> str:
+    """Every column of every row of every table, as one string."""
+    parts = []
+    for table in Base.metadata.sorted_tables:
+        for row in session.execute(sa.select(table)):
+            parts.append(repr(tuple(row)))
+    return "\n".join(parts)
+
+
+def sendgrid_context(context: Context, standin: SendGridStandIn, **overrides: Any) -> Context:
+    settings = context.settings.model_copy(
+        update={
+            "sendgrid_api_key": SecretStr(standin.api_key),
+            "sendgrid_api_host": standin.url,
+            "sendgrid_timeout_seconds": 0.5,
+            **overrides,
+        }
+    )
+    return Context(settings=settings, sessions=context.sessions)
+
+
+def sendgrid_transport(ctx: Context, attempts: int = 2) -> SendGridTransport:
+    return SendGridTransport(ctx.settings, attempts=attempts, backoff_seconds=0.01, max_backoff_seconds=0.05)

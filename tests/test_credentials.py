@@ -1,0 +1,456 @@
+"""Emailing credentials: previews, batches, sending through both transports, failures and resends."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from bot.audit import AuditAction
+from bot.context import Context
+from bot.credentials import (
+    ADDRESS_CHANGED,
+    DeliveryOutcome,
+    DuplicateBatchError,
+    never_emailed_employee_ids,
+    preview,
+    resolve_employees,
+    run_batch,
+    send_credentials,
+    start_batch,
+)
+from bot.passwords import verify_password
+from models import (
+    Account,
+    AccountStatus,
+    AuditEvent,
+    BatchStatus,
+    CredentialBatch,
+    Delivery,
+    DeliveryStatus,
+    Employee,
+    SetupLink,
+    utcnow,
+)
+from tests.credentials_helpers import (
+    SETUP_LINK,
+    add_employee,
+    dump_database,
+    outbox_messages,
+    outbox_text,
+    password_in,
+    sendgrid_context,
+    sendgrid_transport,
+    standin_text,
+)
+from tests.standins.sendgrid import SendGridStandIn
+
+ACTOR = "cli:tester"
+
+
+def account_of(session: Session, employee: Employee) -> Account:
+    session.expire_all()
+    return session.scalars(sa.select(Account).where(Account.employee_id == employee.id)).one()
+
+
+def delivery_of(session: Session, batch_id: int, employee: Employee) -> Delivery:
+    session.expire_all()
+    return session.scalars(
+        sa.select(Delivery).where(Delivery.batch_id == batch_id, Delivery.employee_id == employee.id)
+    ).one()
+
+
+def actions(session: Session) -> list[str]:
+    return list(session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+# --- who can be mailed -----------------------------------------------------------------------------------
+
+
+def test_preview_gives_reasons_and_normalised_addresses(session: Session) -> None:
+    ok = add_employee(session, "1", email_address="Ada.Lovelace@EXAMPLE.com")
+    no_account = add_employee(session, "2", "Alan", "Turing", account=False)
+    inactive = add_employee(session, "3", "Grace", "Hopper", active=False)
+    disabled = add_employee(session, "4", "Edsger", "Dijkstra", status=AccountStatus.DISABLED)
+    no_email = add_employee(session, "5", "Barbara", "Liskov", email_address=None)
+    bad_email = add_employee(session, "6", "Donald", "Knuth", email_address="knuth at example")
+    ids = [bad_email.id, ok.id, no_account.id, inactive.id, disabled.id, no_email.id, 999_999]
+    recipients = preview(session, ids)
+    assert [r.employee_number for r in recipients] == ["6", "1", "2", "3", "4", "5"]
+    by_number = {r.employee_number: r for r in recipients}
+    assert by_number["1"].problem is None and by_number["1"].address == "Ada.Lovelace@example.com"
+    assert by_number["1"].username == "alovelace1" and by_number["1"].name == "Ada Lovelace"
+    assert by_number["2"].problem == "no account" and by_number["2"].username is None
+    assert by_number["3"].problem == "employee inactive"
+    assert by_number["4"].problem == "account disabled"
+    assert by_number["5"].problem == "no address" and by_number["5"].address is None
+    assert by_number["6"].problem.startswith("invalid address: ") and by_number["6"].address is None
+
+
+def test_resolve_employees_by_number_or_address(session: Session) -> None:
+    ada = add_employee(session, "E-1", email_address="ada@example.com")
+    alan = add_employee(session, "E-2", "Alan", "Turing", email_address="alan@example.com")
+    ids, missing = resolve_employees(session, ["e-2", "ADA@example.com", "nobody", "E-1", "x@y.z"])
+    assert ids == [alan.id, ada.id]
+    assert missing == ["nobody", "x@y.z"]
+
+
+def test_never_emailed_lists_only_active_unsent_accounts(context: Context, session: Session) -> None:
+    fresh = add_employee(session, "1", "Zed", "Zimmer")
+    second = add_employee(session, "2", "Amy", "Adams")
+    add_employee(session, "3", account=False)
+    add_employee(session, "4", "In", "Active", active=False)
+    add_employee(session, "5", "Dis", "Abled", status=AccountStatus.DISABLED)
+    emailed = add_employee(session, "6", "Old", "Hand")
+    account_of(session, emailed).credentials_emailed_at = utcnow()
+    session.commit()
+    assert never_emailed_employee_ids(session) == [second.id, fresh.id]
+
+
+# --- sending through the outbox -------------------------------------------------------------------------
+
+
+def test_outbox_send_leaves_two_emails_whose_password_works(context: Context, session: Session) -> None:
+    employees = [add_employee(session, str(n), "Ada", f"Lovelace{n}") for n in range(3)]
+    progress: list[DeliveryOutcome] = []
+    summary = send_credentials(context, [e.id for e in employees], ACTOR, "cli", on_progress=progress.append)
+
+    assert summary.status == BatchStatus.FINISHED and summary.error is None
+    assert len(summary.sent) == 3 and summary.failed == [] and summary.skipped == []
+    assert sorted(o.delivery_id for o in progress) == sorted(o.delivery_id for o in summary.sent)
+    outbox = context.settings.outbox_dir
+    assert len(outbox_messages(outbox)) == 6
+    for employee in employees:
+        account = account_of(session, employee)
+        welcome = outbox_text(outbox, employee.email, "credbot-welcome")
+        username = outbox_text(outbox, employee.email, "credbot-username")
+        password = password_in(welcome)
+        assert verify_password(password, account.password_hash)
+        assert account.username not in welcome and account.username in username and password not in username
+        assert context.settings.sign_in_url in welcome and context.settings.sign_in_url in username
+        assert account.must_change_password and account.status == AccountStatus.INVITED
+        assert account.pending_password_hash is None and account.pending_password_expires_at is None
+        expected = utcnow() + timedelta(hours=context.settings.temp_password_ttl_hours)
+        assert abs(account.temp_password_expires_at - expected) < timedelta(minutes=1)
+        assert account.credentials_emailed_by == ACTOR and account.credentials_emailed_at is not None
+        delivery = delivery_of(session, summary.batch_id, employee)
+        assert delivery.status == DeliveryStatus.SENT and delivery.attempts == 2
+        assert delivery.email_address == employee.email
+        ids = {m["Message-ID"] for m in outbox_messages(outbox) if employee.email in m["To"]}
+        assert ids == {f"<{delivery.welcome_message_id}>", f"<{delivery.username_message_id}>"}
+    assert never_emailed_employee_ids(session) == []
+    logged = actions(session)
+    assert logged[0] == AuditAction.BATCH_STARTED and logged[-1] == AuditAction.BATCH_FINISHED
+    assert logged.count(AuditAction.CREDENTIALS_SENT) == 3
+
+
+@pytest.mark.parametrize("via", ["outbox", "sendgrid"])
+def test_the_password_is_nowhere_but_in_the_email(
+    context: Context,
+    session: Session,
+    sendgrid_standin: SendGridStandIn,
+    caplog: pytest.LogCaptureFixture,
+    via: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    employee = add_employee(session, "1")
+    ctx = sendgrid_context(context, sendgrid_standin) if via == "sendgrid" else context
+    summary = send_credentials(ctx, [employee.id], ACTOR, "cli")
+    if via == "sendgrid":
+        welcome = standin_text(sendgrid_standin, employee.email, "credbot-welcome")
+    else:
+        welcome = outbox_text(context.settings.outbox_dir, employee.email, "credbot-welcome")
+    password = password_in(welcome)
+    assert len(password) >= 16 and password in welcome
+    assert verify_password(password, account_of(session, employee).password_hash)
+
+    everything = dump_database(session)
+    assert "alovelace1" in everything  # the dump does see the data
+    assert password not in everything
+    logs = "\n".join(record.getMessage() for record in caplog.records)
+    assert "delivery" in logs  # the logs were captured at DEBUG
+    assert password not in logs
+    assert password not in repr(summary)
+
+
+def test_other_employees_are_unaffected_by_one_failure(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employees = [add_employee(session, str(n), "Ada", f"Lovelace{n}") for n in range(6)]
+    bad = employees[3]
+    errors = [{"message": "The to address is on a suppression list.", "field": "personalizations"}]
+    sendgrid_standin.answer(400, to=bad.email, errors=errors, times=None)
+    ctx = sendgrid_context(context, sendgrid_standin, mail_concurrency=3)
+    summary = send_credentials(
+        ctx, [e.id for e in employees], ACTOR, "cli", transport=sendgrid_transport(ctx)
+    )
+
+    assert summary.status == BatchStatus.FINISHED
+    assert [o.employee_number for o in summary.failed] == ["3"] and len(summary.sent) == 5
+    reason = (
+        "welcome email not sent: SendGrid 400: The to address is on a suppression list. (personalizations)"
+    )
+    assert summary.failed[0].error == reason
+    delivery = delivery_of(session, summary.batch_id, bad)
+    assert delivery.status == DeliveryStatus.FAILED and delivery.error == reason and delivery.attempts == 1
+    account = account_of(session, bad)
+    assert account.password_hash is None and account.pending_password_hash is None
+    assert account.status == AccountStatus.PENDING and account.credentials_emailed_at is None
+    assert never_emailed_employee_ids(session) == [bad.id]  # still selectable
+    for employee in employees:
+        if employee is not bad:
+            password = password_in(standin_text(sendgrid_standin, employee.email, "credbot-welcome"))
+            assert verify_password(password, account_of(session, employee).password_hash)
+    assert len(sendgrid_standin.messages) == 10
+    assert sendgrid_standin.invalid == []
+    body = sendgrid_standin.sent_to(employees[0].email)[0]
+    assert body["custom_args"] == {
+        "batch_id": str(summary.batch_id),
+        "delivery_id": str(delivery_of(session, summary.batch_id, employees[0]).id),
+    }
+    assert actions(session).count(AuditAction.CREDENTIALS_FAILED) == 1
+
+
+def test_retries_then_success_are_invisible_to_the_batch(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employee = add_employee(session, "1")
+    sendgrid_standin.answer(429, reset_in=0)
+    sendgrid_standin.answer(500)
+    ctx = sendgrid_context(context, sendgrid_standin)
+    summary = send_credentials(
+        ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx, attempts=3)
+    )
+    assert len(summary.sent) == 1
+    assert [r.status for r in sendgrid_standin.requests] == [429, 500, 202, 202]
+    delivery = delivery_of(session, summary.batch_id, employee)
+    assert delivery.welcome_message_id == sendgrid_standin.messages[0]["message_id"]
+    assert delivery.username_message_id == sendgrid_standin.messages[1]["message_id"]
+
+
+def test_a_hanging_api_fails_the_delivery_with_a_timeout(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employee = add_employee(session, "1")
+    sendgrid_standin.hang_seconds = 1.0
+    sendgrid_standin.answer(202, hang=True, times=None)
+    ctx = sendgrid_context(context, sendgrid_standin, sendgrid_timeout_seconds=0.3)
+    summary = send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    (failed,) = summary.failed
+    assert "did not answer within 0.3 s" in failed.error and "gave up after 2 attempts" in failed.error
+    assert account_of(session, employee).pending_password_hash is None
+
+
+def test_sandbox_mode_sends_with_200(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employee = add_employee(session, "1")
+    ctx = sendgrid_context(context, sendgrid_standin, sendgrid_sandbox=True)
+    summary = send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    assert len(summary.sent) == 1
+    assert [r.status for r in sendgrid_standin.requests] == [200, 200]
+    assert all(m["mail_settings"]["sandbox_mode"]["enable"] is True for m in sendgrid_standin.messages)
+
+
+def test_an_auth_error_stops_the_whole_batch(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employees = [add_employee(session, str(n), "Ada", f"Lovelace{n}") for n in range(8)]
+    sendgrid_standin.answer(
+        401, times=None, errors=[{"message": "The provided authorization grant is invalid"}]
+    )
+    ctx = sendgrid_context(context, sendgrid_standin, mail_concurrency=2)
+    summary = send_credentials(
+        ctx, [e.id for e in employees], ACTOR, "cli", transport=sendgrid_transport(ctx)
+    )
+
+    reason = "SendGrid 401: The provided authorization grant is invalid (check SENDGRID_API_KEY"
+    assert summary.status == BatchStatus.ABORTED and summary.error.startswith(reason)
+    assert summary.sent == [] and 1 <= len(summary.failed) <= 2
+    assert len(summary.failed) + len(summary.skipped) == 8
+    assert all(o.error.startswith("not sent: " + reason) for o in summary.skipped)
+    assert len(sendgrid_standin.requests) == len(summary.failed)  # no API call after the stop
+    for employee in employees:
+        account = account_of(session, employee)
+        assert account.password_hash is None and account.pending_password_hash is None
+    assert actions(session)[-1] == AuditAction.BATCH_ABORTED
+    batch = session.get(CredentialBatch, summary.batch_id)
+    assert batch.status == BatchStatus.ABORTED and batch.finished_at is not None
+
+
+def test_username_email_failure_is_reported_and_the_password_still_works(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employee = add_employee(session, "1")
+    sendgrid_standin.answer(400, category="credbot-username", errors=[{"message": "Invalid to address"}])
+    ctx = sendgrid_context(context, sendgrid_standin)
+    summary = send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    (failed,) = summary.failed
+    assert failed.error == (
+        "the welcome email was sent and its temporary password works, but the username email was not: "
+        "SendGrid 400: Invalid to address; send again to email both"
+    )
+    delivery = delivery_of(session, summary.batch_id, employee)
+    assert delivery.welcome_message_id and delivery.username_message_id is None and delivery.attempts == 2
+    password = password_in(standin_text(sendgrid_standin, employee.email, "credbot-welcome"))
+    account = account_of(session, employee)
+    assert verify_password(password, account.password_hash) and account.status == AccountStatus.INVITED
+
+
+# --- resending --------------------------------------------------------------------------------------------
+
+
+def test_a_failed_resend_keeps_the_earlier_password_and_a_good_one_replaces_it(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employee = add_employee(session, "1")
+    ctx = sendgrid_context(context, sendgrid_standin)
+    send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    first = password_in(standin_text(sendgrid_standin, employee.email, "credbot-welcome"))
+    first_expiry = account_of(session, employee).temp_password_expires_at
+
+    sendgrid_standin.answer(500, times=None)
+    summary = send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    assert summary.failed[0].error.startswith("welcome email not sent: SendGrid 500")
+    account = account_of(session, employee)
+    assert verify_password(first, account.password_hash)
+    assert account.pending_password_hash is None and account.temp_password_expires_at == first_expiry
+
+    sendgrid_standin.clear_answers()
+    summary = send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    assert len(summary.sent) == 1
+    second = password_in(standin_text(sendgrid_standin, employee.email, "credbot-welcome"))
+    account = account_of(session, employee)
+    assert second != first
+    assert verify_password(second, account.password_hash) and not verify_password(
+        first, account.password_hash
+    )
+
+
+def test_the_pending_hash_is_committed_before_the_email_is_handed_off(
+    context: Context, session: Session
+) -> None:
+    employee = add_employee(session, "1")
+    seen: list[str | None] = []
+
+    class Spy:
+        def send(self, email):
+            with context.sessions() as other:
+                account = other.scalars(sa.select(Account).where(Account.employee_id == employee.id)).one()
+                seen.append(account.pending_password_hash if email.category == "credbot-welcome" else "-")
+            if email.category == "credbot-welcome":
+                assert verify_password(password_in(email.text), seen[0])
+            return "id"
+
+    summary = send_credentials(context, [employee.id], ACTOR, "cli", transport=Spy())
+    assert len(summary.sent) == 1 and seen[0] and seen[0].startswith("$argon2id$")
+
+
+# --- batches ----------------------------------------------------------------------------------------------
+
+
+def test_skipped_employees_are_recorded_and_never_mailed(context: Context, session: Session) -> None:
+    ok = add_employee(session, "1")
+    skipped = [
+        add_employee(session, "2", "Alan", "Turing", account=False),
+        add_employee(session, "3", "Grace", "Hopper", active=False),
+        add_employee(session, "4", "Edsger", "Dijkstra", status=AccountStatus.DISABLED),
+        add_employee(session, "5", "Barbara", "Liskov", email_address=None),
+        add_employee(session, "6", "Donald", "Knuth", email_address="@@"),
+    ]
+    summary = send_credentials(context, [e.id for e in [ok, *skipped]], ACTOR, "cli")
+    assert [o.employee_number for o in summary.sent] == ["1"]
+    reasons = [o.error.split(":")[0] for o in summary.skipped]
+    assert reasons == ["no account", "employee inactive", "account disabled", "no address", "invalid address"]
+    assert len(outbox_messages(context.settings.outbox_dir)) == 2
+    assert actions(session).count(AuditAction.CREDENTIALS_SKIPPED) == 5
+    assert account_of(session, skipped[2]).password_hash is None
+
+
+def test_an_address_changed_after_confirmation_is_skipped(context: Context, session: Session) -> None:
+    employee = add_employee(session, "1")
+    batch_id = start_batch(context, [employee.id], ACTOR, "cli")
+    employee.email = "someone.else@example.com"
+    session.commit()
+    summary = run_batch(context, batch_id)
+    assert summary.skipped[0].error == ADDRESS_CHANGED
+    assert outbox_messages(context.settings.outbox_dir) == []
+
+
+def test_the_same_idempotency_key_is_refused(context: Context, session: Session) -> None:
+    employee = add_employee(session, "1")
+    batch_id = start_batch(context, [employee.id], "U1", "slack", channel_id="C1", idempotency_key="k-1")
+    with pytest.raises(DuplicateBatchError) as caught:
+        start_batch(context, [employee.id], "U1", "slack", channel_id="C1", idempotency_key="k-1")
+    assert caught.value.batch_id == batch_id
+    assert session.scalar(sa.select(sa.func.count()).select_from(CredentialBatch)) == 1
+
+
+def test_concurrent_duplicates_start_one_batch(context: Context, session: Session) -> None:
+    employee = add_employee(session, "1")
+    results: list[object] = []
+
+    def start() -> None:
+        try:
+            results.append(start_batch(context, [employee.id], "U1", "slack", idempotency_key="same"))
+        except DuplicateBatchError as error:
+            results.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batch_ids = [r for r in results if isinstance(r, int)]
+    assert len(batch_ids) == 1 and len(results) == 4
+    assert all(r.batch_id == batch_ids[0] for r in results if isinstance(r, DuplicateBatchError))
+
+
+def test_running_a_finished_batch_sends_nothing_again(context: Context, session: Session) -> None:
+    employee = add_employee(session, "1")
+    summary = send_credentials(context, [employee.id], ACTOR, "cli")
+    again = run_batch(context, summary.batch_id)
+    assert again == summary
+    assert len(outbox_messages(context.settings.outbox_dir)) == 2
+
+
+# --- link mode --------------------------------------------------------------------------------------------
+
+
+def test_link_mode_emails_a_link_whose_hash_only_is_stored(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employee = add_employee(session, "1")
+    ctx = sendgrid_context(context, sendgrid_standin, credential_mode="link")
+    summary = send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    assert len(summary.sent) == 1
+    welcome_body = sendgrid_standin.sent_to(employee.email)[0]
+    assert welcome_body["subject"] == "Welcome to Example Corp Self-Service: set your password"
+    welcome = welcome_body["content"][0]["value"]
+    assert "temporary password" not in welcome and "single-use link" in welcome
+    token = SETUP_LINK.search(welcome).group(1)
+    assert ctx.settings.setup_link_url(token) in welcome
+    (link,) = session.scalars(sa.select(SetupLink)).all()
+    assert link.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert link.sent_at is not None and link.used_at is None and link.revoked_at is None
+    expected = utcnow() + timedelta(hours=ctx.settings.temp_password_ttl_hours)
+    assert abs(link.expires_at - expected) < timedelta(minutes=1)
+    assert token not in dump_database(session)
+    account = account_of(session, employee)
+    assert account.status == AccountStatus.INVITED and account.password_hash is None
+    assert session.scalar(sa.select(CredentialBatch.mode)) == "link"
+
+    # A resend revokes the older unused link; a failed one revokes its own link and keeps the older one.
+    send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    sendgrid_standin.answer(400, errors=[{"message": "nope"}])
+    send_credentials(ctx, [employee.id], ACTOR, "cli", transport=sendgrid_transport(ctx))
+    session.expire_all()
+    first, second, failed = session.scalars(sa.select(SetupLink).order_by(SetupLink.id)).all()
+    assert first.revoked_at is not None
+    assert second.revoked_at is None and second.sent_at is not None
+    assert failed.revoked_at is not None and failed.sent_at is None
