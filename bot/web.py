@@ -17,6 +17,7 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
     bolt_app = create_bolt_app(ctx, verify_token=verify_token)
     handler = SlackRequestHandler(bolt_app)
     flask_app = Flask("credbot")
+    flask_app.extensions["credbot_bolt"] = bolt_app
 
     @flask_app.post(SLACK_EVENTS_PATH)
     def slack_events() -> Response:

@@ -18,6 +18,8 @@ BACKENDS = ["sqlite", "postgresql"]
 
 pytest_plugins = [
     "tests.standins.sendgrid",
+    "tests.standins.slack",
+    "tests.slack_requests",
     "tests.portal_helpers",
     "tests.cli_helpers",
 ]
