@@ -17,7 +17,6 @@ from sqlalchemy import select
 from bot.context import Context
 from bot.passwords import hash_password
 from bot.portal import init_portal
-from bot.settings import TEMPLATES_DIR
 from models import Account, AccountStatus, AuditEvent, Employee, Role, SetupLink, utcnow
 
 TEMP_PASSWORD = "TempPassw0rdXyzQ"
@@ -26,7 +25,7 @@ GOOD_PASSWORD = "orbit-lantern-pickle-meadow"
 
 def make_portal_app(ctx: Context) -> Flask:
     """A bare Flask app with only the portal mounted (as `bot.web` does)."""
-    app = Flask(__name__, template_folder=str(TEMPLATES_DIR))
+    app = Flask(__name__)
     init_portal(app, ctx)
     return app
 
@@ -34,6 +33,7 @@ def make_portal_app(ctx: Context) -> Flask:
 @dataclass
 class Person:
     account_id: int
+    employee_id: int
     username: str
     password: str
 
@@ -76,7 +76,7 @@ def add_person(
         )
         session.add(account)
         session.flush()
-        return Person(account.id, username, password or "")
+        return Person(account.id, employee.id, username, password or "")
 
 
 def add_setup_link(ctx: Context, account_id: int, *, expires_in: timedelta = timedelta(hours=72)) -> str:

@@ -34,6 +34,7 @@ portal = Blueprint(
     "portal",
     __name__,
     url_prefix="/portal",
+    template_folder=str(TEMPLATES_DIR),
     static_folder=str(TEMPLATES_DIR / "portal" / "static"),
     static_url_path="/static",
 )
