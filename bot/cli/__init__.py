@@ -8,6 +8,7 @@ import click
 
 from bot.cli.accounts import accounts
 from bot.cli.admins import admins
+from bot.cli.credentials import credentials
 from bot.cli.db import db
 from bot.cli.employees import employees
 from bot.cli.report import audit, report
@@ -27,6 +28,7 @@ main.add_command(db)
 main.add_command(admins)
 main.add_command(employees)
 main.add_command(accounts)
+main.add_command(credentials)
 main.add_command(report)
 main.add_command(audit)
 main.add_command(serve)

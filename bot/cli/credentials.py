@@ -1,0 +1,169 @@
+"""`credbot credentials`: email employees their Self-Service credentials."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+
+import click
+
+from bot.cli.common import cli_actor, context, print_table
+from bot.credentials import (
+    DeliveryOutcome,
+    Recipient,
+    never_emailed_employee_ids,
+    preview,
+    resolve_employees,
+    run_batch,
+    start_batch,
+)
+from bot.mail import make_transport, outbox_notice
+from bot.settings import Settings
+
+
+@click.group()
+def credentials() -> None:
+    """Email employees their Self-Service credentials."""
+
+
+@credentials.command("send")
+@click.argument("keys", nargs=-1, metavar="[EMPLOYEE_NUMBER_OR_EMAIL]...")
+@click.option("--all-pending", is_flag=True, help="Every active employee whose account was never emailed.")
+@click.option("--yes", "-y", is_flag=True, help="Send without asking for confirmation.")
+def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
+    """Email a new temporary password (and, separately, the username) to the given employees.
+
+    Employees are given by employee number or email address, or chosen with --all-pending. The list of
+    who will be mailed, and who cannot be and why, is shown before anything is sent.
+    """
+    if all_pending == bool(keys):
+        raise click.UsageError("give either --all-pending or one or more employee numbers or addresses")
+    ctx = context()
+    settings = ctx.settings
+    with ctx.sessions() as session:
+        if all_pending:
+            employee_ids = never_emailed_employee_ids(session)
+        else:
+            employee_ids, missing = resolve_employees(session, keys)
+            if missing:
+                raise click.ClickException(
+                    f"no employee with number or address {', '.join(missing)}; nothing was sent"
+                )
+        recipients = preview(session, employee_ids)
+    mailable = [r for r in recipients if r.problem is None]
+    unmailable = [r for r in recipients if r.problem is not None]
+
+    if not recipients:
+        click.echo("Nobody to email: every active employee with an account has had credentials emailed.")
+        return
+    if mailable:
+        click.echo(f"Will email {_count(mailable)}:")
+        _recipient_table(mailable)
+    if unmailable:
+        click.echo(f"\nCannot email {_count(unmailable)} (skipped):")
+        print_table(
+            ["EMPLOYEE", "NAME", "USERNAME", "REASON"],
+            ((r.employee_number, r.name, r.username, r.problem) for r in unmailable),
+        )
+    if not mailable:
+        click.echo("\nNothing to send.")
+        return
+
+    click.echo("")
+    click.echo(_transport_line(settings))
+    click.echo(_warning(settings, mailable))
+    if not yes:
+        try:
+            click.confirm(f"Email {_count(mailable)} now?", abort=True)
+        except click.Abort:
+            raise click.ClickException(
+                "not confirmed, nothing was sent (to send without a prompt, pass --yes)"
+            ) from None
+
+    transport = make_transport(settings, announce=False)
+    batch_id = start_batch(ctx, [r.employee_id for r in recipients], cli_actor(), "cli")
+    lock = threading.Lock()
+    with click.progressbar(length=len(mailable), label="Sending", show_pos=True) as bar:
+
+        def advance(_outcome: DeliveryOutcome) -> None:
+            with lock:
+                bar.update(1)
+
+        summary = run_batch(ctx, batch_id, transport, on_progress=advance)
+
+    click.echo(
+        f"\nBatch {summary.batch_id}: sent {len(summary.sent)}, failed {len(summary.failed)}, "
+        f"skipped {len(summary.skipped)}."
+    )
+    if summary.failed:
+        click.echo("Failed:")
+        _outcome_table(summary.failed)
+    if summary.skipped:
+        click.echo("Skipped:")
+        _outcome_table(summary.skipped)
+    if summary.error:
+        click.echo(f"Stopped: {summary.error}", err=True)
+    if settings.uses_outbox and summary.sent:
+        click.echo(f"The emails are in {settings.outbox_dir.resolve()}.")
+    if summary.failed or summary.error:
+        sys.exit(1)
+
+
+def _count(recipients: Sequence[Recipient]) -> str:
+    return f"{len(recipients):,} employee{'s' if len(recipients) != 1 else ''}"
+
+
+def _recipient_table(recipients: Sequence[Recipient]) -> None:
+    print_table(
+        ["EMPLOYEE", "NAME", "USERNAME", "ADDRESS", "LAST EMAILED (UTC)"],
+        (
+            (
+                r.employee_number,
+                r.name,
+                r.username,
+                r.address,
+                f"{r.last_emailed_at:%Y-%m-%d %H:%M}" if r.last_emailed_at else "never",
+            )
+            for r in recipients
+        ),
+    )
+
+
+def _outcome_table(outcomes: Sequence[DeliveryOutcome]) -> None:
+    print_table(
+        ["EMPLOYEE", "NAME", "ADDRESS", "REASON"],
+        ((o.employee_number, o.name, o.address, o.error) for o in outcomes),
+    )
+
+
+def _transport_line(settings: Settings) -> str:
+    if settings.uses_outbox:
+        return outbox_notice(settings)
+    sandbox = (
+        " in sandbox mode: SendGrid checks each message but delivers nothing"
+        if settings.sendgrid_sandbox
+        else ""
+    )
+    return f"Mail goes through SendGrid ({settings.sendgrid_api_host}){sandbox}."
+
+
+def _warning(settings: Settings, mailable: Sequence[Recipient]) -> str:
+    hours = settings.temp_password_ttl_hours
+    if settings.credential_mode == "link":
+        lines = [
+            f"Each of them gets a new single-use link to set their password (valid {hours} h).",
+            "Links are not stored, so they can only be emailed now; sending again later makes a new link "
+            "and the older one stops working.",
+        ]
+    else:
+        lines = [
+            f"Each of them gets a new temporary password (valid {hours} h) and, separately, their username.",
+            "Passwords are not stored, so they can only be emailed now; sending again later makes a new "
+            "password and the older one stops working.",
+        ]
+    before = sum(1 for r in mailable if r.last_emailed_at)
+    if before:
+        what = "unused older links stop" if settings.credential_mode == "link" else "current password stops"
+        lines.append(f"{before:,} of them had credentials emailed before: their {what} working once sent.")
+    return "\n".join(lines)
