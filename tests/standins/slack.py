@@ -172,7 +172,11 @@ class SlackStandIn:
 
     def _take_failure(self, method: str, args: dict[str, Any]) -> _Failure | None:
         for failure in self._failures:
-            if failure.method == method and failure.remaining > 0 and (failure.when is None or failure.when(args)):
+            if (
+                failure.method == method
+                and failure.remaining > 0
+                and (failure.when is None or failure.when(args))
+            ):
                 failure.remaining -= 1
                 return failure
         return None
@@ -188,7 +192,10 @@ class SlackStandIn:
 
     @staticmethod
     def _reply(
-        handler: BaseHTTPRequestHandler, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+        handler: BaseHTTPRequestHandler,
+        body: dict[str, Any],
+        status: int = 200,
+        headers: dict[str, str] | None = None,
     ) -> None:
         data = json.dumps(body).encode()
         handler.send_response(status)
@@ -347,7 +354,9 @@ def check_blocks(blocks: Any, max_blocks: int) -> list[str]:
                 problems += _option_problems(f"{where}.options", element.get("options"), 10)
         elif kind == "actions":
             for j, element in enumerate(block.get("elements") or []):
-                problems += _text_problems(f"{where}.elements[{j}].text", element.get("text"), 75, "plain_text")
+                problems += _text_problems(
+                    f"{where}.elements[{j}].text", element.get("text"), 75, "plain_text"
+                )
         elif kind != "divider":
             problems.append(f"{where}: unexpected block type {kind!r}")
     return problems
