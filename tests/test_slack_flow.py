@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,7 +20,17 @@ from tests.slack_data import add_employee
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
 from tests.standins.sendgrid import SendGridStandIn
-from tests.standins.slack import CHANNEL_ID, SlackStandIn
+from tests.standins.slack import ADMIN_ID, CHANNEL_ID, SlackStandIn, check_view
+
+
+class _AnyText(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText()
 
 
 def audit_actions(app: RunningApp) -> list[str]:
@@ -178,3 +189,181 @@ def test_non_admins_are_refused_everywhere(running_slack_app: RunningApp, sessio
     assert len(app.slack.calls_to("views.open")) == 1  # only the admin's
     with app.ctx.sessions() as check:
         assert check.scalars(select(CredentialBatch)).all() == []
+
+
+def send_all(app: RunningApp, picker: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Review then "Send emails"; returns the answer to the send."""
+    confirm = review(app, picker, values)["view"]
+    return app.requests.submit({**confirm, "id": "VCONFIRM1"}).json()
+
+
+def all_slack_text(app: RunningApp) -> str:
+    return json.dumps([call.args for call in app.slack.calls]) + json.dumps(list(app.slack.messages.values()))
+
+
+def test_user_data_cannot_ping_or_format(mail_app: RunningApp, session: Session) -> None:
+    app = mail_app
+    add_employee(session, "1001", "<!channel>", "<@U123|x> & co", "evil@example.com", "evil")
+    add_employee(session, "1002", "<!here>", "Nomail", None, "nomail")
+    session.commit()
+    picker = open_picker(app, "1001 1002")
+    confirm = review(app, picker, {})["view"]
+    text = json.dumps(confirm)
+    assert "&lt;!channel&gt;" in text and "&lt;@U123|x&gt; &amp; co" in text and "&lt;!here&gt;" in text
+    assert "<!channel>" not in text and "<!here>" not in text and "<@U123" not in text
+    app.requests.submit({**confirm, "id": "VCONFIRM1"})
+    channel, ts = batch_message(app)
+    app.slack.wait_for(lambda: app.slack.thread(channel, ts), what="thread replies")
+    posted = json.dumps(list(app.slack.messages.values()))
+    assert "&lt;!channel&gt;" in posted
+    assert "<!channel>" not in posted and "<!here>" not in posted and "<@U123" not in posted
+    # The picker's options are plain_text, which Slack never interprets: no escaping needed there.
+    option = app.requests.options("evil").json()["options"][0]
+    assert option["text"]["type"] == "plain_text"
+
+
+def test_a_second_submission_sends_nothing_more(
+    mail_app: RunningApp, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    app = mail_app
+    add_employee(session, "1001", email="ada@example.com")
+    session.commit()
+    confirm = review(app, open_picker(app, "1001"), {})["view"]
+    submitted = {**confirm, "id": "VCONFIRM1"}
+    with ThreadPoolExecutor(2) as pool:  # a double click: both arrive at once
+        answers = list(pool.map(lambda _: app.requests.submit(submitted).json(), range(2)))
+    again = app.requests.submit(submitted).json()  # and a retry later
+    titles = sorted(answer["view"]["title"]["text"] for answer in [*answers, again])
+    assert titles == ["Already sent", "Already sent", "Sending started"]
+    batch_message(app)
+    with app.ctx.sessions() as check:
+        assert len(check.scalars(select(CredentialBatch)).all()) == 1
+    assert len(sendgrid_standin.sent_to("ada@example.com")) == 2  # welcome + username, once
+
+
+def test_pending_preselects_everyone_never_emailed(running_slack_app: RunningApp, session: Session) -> None:
+    app = running_slack_app
+    for number in ("1", "2", "3"):
+        add_employee(session, number)
+    add_employee(session, "4", active=False)
+    session.commit()
+    picker = open_picker(app, "pending")
+    presets = picker["blocks"][2]["element"]
+    assert [o["value"] for o in presets["initial_options"]] == [ids.PRESET_NEVER_EMAILED]
+    confirm = review(app, picker, {})["view"]
+    assert "Will be emailed (3)" in json.dumps(confirm)
+
+
+def test_nothing_picked_is_an_error_under_the_picker(running_slack_app: RunningApp, session: Session) -> None:
+    app = running_slack_app
+    add_employee(session, "1")
+    session.commit()
+    answer = review(app, open_picker(app), {})
+    assert answer == {"response_action": "errors", "errors": {ids.EMPLOYEES_BLOCK: ANY_TEXT}}
+
+
+def test_a_thousand_employees_stay_within_block_kit_limits(
+    running_slack_app: RunningApp, session: Session
+) -> None:
+    app = running_slack_app
+    numbers = [f"{n:05d}" for n in range(1000)]
+    for number in numbers:
+        add_employee(session, number, "Ada", "Lovelace" + "x" * 40)
+    add_employee(session, "99999", email=None)
+    session.commit()
+    picker = open_picker(app, " ".join([*numbers, "99999"]))  # too many for the picker itself
+    assert app.slack.problems == []
+    assert "initial_options" not in picker["blocks"][1]["element"]
+    presets = picker["blocks"][2]["element"]
+    assert presets["initial_options"][0]["value"] == ids.PRESET_FROM_COMMAND
+    assert len(picker["private_metadata"]) < 200
+    confirm = review(app, picker, {})["view"]
+    assert check_view(confirm) == []
+    text = json.dumps(confirm)
+    assert "Will be emailed (1,000)" in text and "more." in text and "Cannot be emailed (1)" in text
+
+
+def failures_audited(app: RunningApp) -> list[dict[str, Any]]:
+    with app.ctx.sessions() as check:
+        events = check.scalars(select(AuditEvent).where(AuditEvent.action == "slack.call_failed")).all()
+        return [event.details for event in events]
+
+
+def test_expired_trigger_tells_the_admin_and_is_audited(running_slack_app: RunningApp) -> None:
+    app = running_slack_app
+    app.slack.fail("views.open", "expired_trigger_id")
+    app.slack.fail("chat.postEphemeral", "not_in_channel")  # and the ephemeral fails too: DM instead
+    assert app.requests.command().status == 200
+    dm = app.slack.wait_for_call("chat.postMessage")[0]
+    assert dm.args["channel"] == ADMIN_ID
+    assert "less than 3 seconds" in dm.args["text"] and "type the command again" in dm.args["text"]
+    assert failures_audited(app) == [
+        {"method": "views.open", "error": "expired_trigger_id"},
+        {"method": "chat.postEphemeral", "error": "not_in_channel"},
+    ]
+
+
+def test_rate_limited_calls_are_retried(running_slack_app: RunningApp) -> None:
+    app = running_slack_app
+    app.slack.fail("views.open", status=429, retry_after=1)
+    assert app.requests.command().status == 200
+    app.slack.wait_for_call("views.open", 2)
+    assert app.slack.last_view()["callback_id"] == ids.PICKER_VIEW
+    assert failures_audited(app) == []
+
+
+def test_unusable_channel_moves_the_trail_to_a_dm(mail_app: RunningApp, session: Session) -> None:
+    app = mail_app
+    add_employee(session, "1001", email="ada@example.com")
+    session.commit()
+    before = len(app.slack.calls_to("views.open"))
+    app.requests.command(text="1001", channel_id="CPRIVATE9")  # a channel the bot is not in
+    app.slack.wait_for_call("views.open", before + 1)
+    send_all(app, app.slack.last_view(), {})
+    channel, ts = batch_message(app)
+    assert channel == ADMIN_ID
+    message = app.slack.messages[(channel, ts)]
+    assert "could not post in <#CPRIVATE9>" in json.dumps(message["blocks"])
+    assert "*1 sent*" in message["text"]
+    assert {"method": "chat.postMessage", "error": "channel_not_found"} in failures_audited(app)
+
+
+def test_mail_failures_are_summarised_with_reasons(
+    mail_app: RunningApp, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    app = mail_app
+    add_employee(session, "1001", email="ada@example.com")
+    bad = add_employee(session, "1002", "Alan", "Turing", "alan@example.com")
+    session.commit()
+    sendgrid_standin.answer(400, to="alan@example.com", times=None)
+    send_all(app, open_picker(app, "1001 1002"), {})
+    channel, ts = batch_message(app)
+    message = app.slack.messages[(channel, ts)]
+    assert "*1 sent*" in message["text"] and "*1 failed*" in message["text"]
+    assert "Failed: welcome email not sent" in message["text"]
+    button = message["blocks"][-1]["elements"][0]
+    assert button["action_id"] == ids.RETRY_FAILED_ACTION
+    thread = app.slack.wait_for(lambda: "\n".join(m["text"] for m in app.slack.thread(channel, ts)))
+    assert "Failed (1)" in thread and "alan@example.com" in thread
+
+    # "Pick the failed again" reopens the picker with Alan preselected.
+    before = len(app.slack.calls_to("views.open"))
+    assert app.requests.block_action(ids.RETRY_FAILED_ACTION, button["value"]).status == 200
+    app.slack.wait_for_call("views.open", before + 1)
+    picker = app.slack.last_view()
+    assert [o["value"] for o in picker["blocks"][1]["element"]["initial_options"]] == [str(bad.id)]
+
+
+def test_refused_api_key_stops_the_batch_with_one_clear_error(
+    mail_app: RunningApp, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    app = mail_app
+    for number in ("1", "2", "3"):
+        add_employee(session, number)
+    session.commit()
+    sendgrid_standin.answer(401, times=None)
+    send_all(app, open_picker(app, "1 2 3"), {})
+    channel, ts = batch_message(app)
+    text = app.slack.messages[(channel, ts)]["text"]
+    assert "*0 sent*" in text and "Sending stopped:" in text
+    assert sendgrid_standin.messages == []
