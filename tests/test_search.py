@@ -1,0 +1,79 @@
+"""Employee type-ahead: what matches, in which order, and its bounds."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from bot.directory import make_search_text
+from bot.search import MAX_RESULTS, choices_for, query_terms, search_employees
+from models import Employee, utcnow
+from tests.slack_data import add_employee
+
+
+def names(session: Session, query: str) -> list[str]:
+    return [choice.name for choice in search_employees(session, query)]
+
+
+def test_matches_name_email_username_and_number(session: Session) -> None:
+    add_employee(session, "E100", "Zoë", "Núñez", "zoe.nunez@example.com", "znunez")
+    add_employee(session, "E200", "Alan", "Turing", "alan@example.com", "aturing")
+    session.commit()
+    for query in ("zoe", "ZOË", "nunez", "zoe.nunez@", "znunez", "e100", "Zoë Núñez", "nez zo"):
+        assert names(session, query) == ["Zoë Núñez"], query
+    assert names(session, "zoe turing") == []
+    assert names(session, "") == [] and names(session, "   ") == []
+
+
+def test_order_exact_number_then_word_start_then_name(session: Session) -> None:
+    add_employee(session, "77", "Mark", "Annan", "m@example.com", "mannan")
+    add_employee(session, "78", "Ann", "Smith", "a@example.com", "asmith")
+    add_employee(session, "ann", "Zed", "Zulu", "z@example.com", "zzulu")
+    add_employee(session, "79", "Joanna", "Baker", "j@example.com", "jbaker")
+    session.commit()
+    assert names(session, "ann") == ["Zed Zulu", "Ann Smith", "Mark Annan", "Joanna Baker"]
+
+
+def test_like_wildcards_are_literal(session: Session) -> None:
+    add_employee(session, "1", "Percy", "Fifty", "p@example.com", "p_fifty")
+    add_employee(session, "2", "Other", "Person", "o@example.com", "operson")
+    session.commit()
+    assert names(session, "%") == []
+    assert names(session, "p_f") == ["Percy Fifty"]
+    assert names(session, "_") == ["Percy Fifty"]
+
+
+def test_at_most_a_hundred_results(session: Session) -> None:
+    now = utcnow()
+    rows = [
+        {
+            "employee_number": f"N{n}",
+            "first_name": "Same",
+            "last_name": f"Name{n}",
+            "email": None,
+            "directory_roles": "",
+            "active": True,
+            "search_text": make_search_text("Same", f"Name{n}", None, f"N{n}", None),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(250)
+    ]
+    session.execute(insert(Employee), rows)
+    session.commit()
+    assert len(search_employees(session, "same")) == MAX_RESULTS
+    assert len(search_employees(session, "same", limit=5)) == 5
+
+
+def test_inactive_and_accountless_are_labelled(session: Session) -> None:
+    gone = add_employee(session, "9", "Old", "Timer", "o@example.com", None, active=False)
+    session.commit()
+    [choice] = search_employees(session, "timer")
+    assert choice.label == "Old Timer (9) [inactive]"
+    assert choices_for(session, [gone.id, 12345]) == [choice]
+
+
+def test_query_terms_are_bounded() -> None:
+    assert query_terms("a b c d e f g") == ["a", "b", "c", "d", "e"]
+    assert query_terms("x" * 500) == ["x" * 64]
+    assert query_terms("Ada ada ADA") == ["ada"]
