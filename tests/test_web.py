@@ -1,0 +1,73 @@
+"""The web process: health check, portal mounted next to Slack, and start-up checks of Slack settings."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from pydantic import SecretStr
+
+from bot.context import Context
+from bot.settings import Settings
+from bot.slack_app import SlackSettingsError, check_slack_settings, create_bolt_app
+from tests.slack_requests import RunningApp, slack_settings
+from tests.standins.slack import SIGNING_SECRET, SlackStandIn
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (loopback only)
+        return answer.status, answer.read().decode()
+
+
+def test_health_check_and_portal_share_the_server(running_slack_app: RunningApp) -> None:
+    base = running_slack_app.url.removesuffix("/slack/events")
+    assert get(base + "/healthz") == (200, '{"status":"ok"}\n')
+    status, page = get(base + "/portal/login")
+    assert status == 200 and "<form" in page
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"slack_bot_token": None}, "SLACK_BOT_TOKEN is not set: find it at api.slack.com/apps"),
+        ({"slack_bot_token": SecretStr("xoxp-user")}, "SLACK_BOT_TOKEN is not a bot token"),
+        ({"slack_signing_secret": None}, "SLACK_SIGNING_SECRET is not set: find it at api.slack.com/apps > "),
+        ({"slack_signing_secret": SecretStr("my secret")}, "SLACK_SIGNING_SECRET does not look like"),
+    ],
+)
+def test_missing_or_malformed_settings_are_named(update: dict, message: str) -> None:
+    settings = Settings(
+        _env_file=None, slack_bot_token=SecretStr("xoxb-1"), slack_signing_secret=SecretStr(SIGNING_SECRET)
+    ).model_copy(update=update)
+    with pytest.raises(SlackSettingsError, match=message):
+        check_slack_settings(settings)
+
+
+def test_socket_mode_needs_an_app_token() -> None:
+    settings = Settings(
+        _env_file=None, slack_bot_token=SecretStr("xoxb-1"), slack_signing_secret=SecretStr("ab" * 16)
+    )
+    check_slack_settings(settings)
+    with pytest.raises(SlackSettingsError, match=r"SLACK_APP_TOKEN is not set .*App-Level Tokens"):
+        check_slack_settings(settings, socket_mode=True)
+    with pytest.raises(SlackSettingsError, match="SLACK_APP_TOKEN is not an app-level token"):
+        check_slack_settings(
+            settings.model_copy(update={"slack_app_token": SecretStr("xoxb-2")}), socket_mode=True
+        )
+
+
+def test_a_refused_token_stops_the_app_at_start(context: Context, slack_standin: SlackStandIn) -> None:
+    settings = slack_settings(context.settings, slack_standin, slack_bot_token=SecretStr("xoxb-wrong"))
+    with pytest.raises(SlackSettingsError, match=r"SLACK_BOT_TOKEN was refused by Slack .*invalid_auth"):
+        create_bolt_app(Context(settings, context.sessions))
+    assert [call.method for call in slack_standin.calls] == ["auth.test"]
+
+
+def test_an_unreachable_slack_api_stops_the_app_at_start(
+    context: Context, slack_standin: SlackStandIn
+) -> None:
+    settings = slack_settings(context.settings, slack_standin, slack_api_url="http://127.0.0.1:9/api/")
+    with pytest.raises(
+        SlackSettingsError, match=r"Cannot reach the Slack API at SLACK_API_URL=http://127\.0\.0\.1:9"
+    ):
+        create_bolt_app(Context(settings, context.sessions))
