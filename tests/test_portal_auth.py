@@ -209,9 +209,9 @@ def test_session_marker_changes_with_the_password(context: Context) -> None:
     person = add_person(context)
     before = get_account(context, person.account_id).password_hash
     marker = auth.session_marker(before, "key")
-    assert auth.signed_in_employee(context, person.account_id, marker, "key") is not None
+    assert auth.signed_in_user(context, person.account_id, marker, "key") is not None
     auth.change_password(context, person.account_id, TEMP_PASSWORD, GOOD_PASSWORD, GOOD_PASSWORD)
-    assert auth.signed_in_employee(context, person.account_id, marker, "key") is None
+    assert auth.signed_in_user(context, person.account_id, marker, "key") is None
 
 
 def test_typed_username_is_cleaned_for_the_audit_log(context: Context) -> None:

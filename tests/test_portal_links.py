@@ -189,3 +189,14 @@ def test_setup_tokens_are_redacted_from_access_logs() -> None:
     SetupTokenFilter().filter(record)
     assert record.getMessage() == "GET /portal/setup/[redacted] HTTP/1.1 200"
     assert any(isinstance(f, SetupTokenFilter) for f in logging.getLogger("werkzeug").filters)
+
+
+def test_an_idle_set_password_form_expires(context: Context, browser: Browser) -> None:
+    token = add_setup_link(context, invited(context))
+    browser.get(f"/portal/setup/{token}")
+    browser.post(f"/portal/setup/{token}")
+    with browser.client.session_transaction() as session:
+        session["seen"] -= 31 * 60
+    assert browser.get(FORM).status_code == 410
+    browser.get(f"/portal/setup/{token}")
+    assert browser.post(f"/portal/setup/{token}").headers["Location"] == FORM, "the link itself still works"

@@ -261,7 +261,7 @@ def _view(account: Account) -> PortalUser:
     )
 
 
-def signed_in_employee(
+def signed_in_user(
     ctx: Context, account_id: int, marker: str, key: str | bytes, now: datetime | None = None
 ) -> PortalUser | None:
     """The employee a session belongs to, or None if the session is void.

@@ -65,28 +65,32 @@ def _load_session() -> None:
     if request.method == "POST":
         check_csrf()
     g.user = None
-    account_id, marker = session.get("uid"), session.get("pw")
-    if account_id is None or marker is None:
-        return
     now = time.time()
-    if (
-        now - session.get("since", 0) > SESSION_MAX_SECONDS
-        or now - session.get("seen", 0) > SESSION_IDLE_SECONDS
+    if "since" in session and (
+        now - session["since"] > SESSION_MAX_SECONDS or now - session.get("seen", 0) > SESSION_IDLE_SECONDS
     ):
         session.clear()
         return
-    g.user = auth.signed_in_employee(_ctx(), account_id, marker, current_app.secret_key or "")
-    if g.user is None:
-        session.clear()
-    else:
+    account_id, marker = session.get("uid"), session.get("pw")
+    if account_id is not None and marker is not None:
+        g.user = auth.signed_in_user(_ctx(), account_id, marker, current_app.secret_key or "")
+        if g.user is None:
+            session.clear()
+            return
+    if "since" in session:
         session["seen"] = now
 
 
-def _start_session(account_id: int, password_hash: str | None) -> None:
-    """A fresh session for the signed-in account (the old one, and its CSRF token, are dropped)."""
+def _new_session(**values: Any) -> None:
+    """Replace the session (and its CSRF token) with a fresh one holding `values`."""
     session.clear()
     now = time.time()
-    session.update(uid=account_id, pw=_marker(password_hash), since=now, seen=now)
+    session.update(values, since=now, seen=now)
+
+
+def _start_session(account_id: int, password_hash: str | None) -> None:
+    """A fresh session for the signed-in account; the old one, and its CSRF token, are dropped."""
+    _new_session(uid=account_id, pw=_marker(password_hash))
 
 
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -176,8 +180,7 @@ def setup_open(token: str) -> Response | tuple[str, int]:
     except auth.SetupLinkInvalid:
         session.clear()
         return render_template("portal/link_invalid.html"), 410
-    session.clear()
-    session["setup_link"] = link_id
+    _new_session(setup_link=link_id)
     return redirect(url_for("portal.setup_password"), 303)
 
 
