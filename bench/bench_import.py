@@ -1,4 +1,5 @@
-"""Benchmark the employee CSV import: first import, idempotent re-import, 10% changed rows.
+"""Benchmark the employee CSV import (first import, idempotent re-import, 10% changed rows),
+then `accounts create --all-missing` for everyone.
 
     .venv/bin/python bench/bench_import.py [--rows 100000] [--database-url postgresql://...]
 
@@ -25,7 +26,9 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.accounts import create_accounts
 from bot.directory import import_employees
+from bot.settings import Settings
 from models import make_engine, make_session_factory, upgrade_database
 
 FIRST = ["Anna", "José", "Zoë", "Mark", "Chloé", "Jürgen", "Aiko", "Sven", "Priya", "Łukasz"]
@@ -49,6 +52,7 @@ def run(label: str, url: str, rows: int, files: dict[str, Path]) -> None:
     engine = make_engine(url)
     upgrade_database(engine)
     sessions = make_session_factory(engine)
+    settings = Settings(_env_file=None, database_url=url)
     for name in ("first import", "re-import (no change)", "10% changed"):
         started = time.perf_counter()
         with sessions.begin() as session:
@@ -58,6 +62,13 @@ def run(label: str, url: str, rows: int, files: dict[str, Path]) -> None:
             f"{label:10} {name:22} {rows / elapsed:>9,.0f} rows/s  ({elapsed:5.2f} s; created "
             f"{result.created}, updated {result.updated}, unchanged {result.unchanged})"
         )
+    started = time.perf_counter()
+    with sessions.begin() as session:
+        created = len(create_accounts(session, settings, "bench", all_missing=True).created)
+    elapsed = time.perf_counter() - started
+    print(
+        f"{label:10} {'accounts --all-missing':22} {created / elapsed:>9,.0f} accounts/s ({elapsed:5.2f} s)"
+    )
     engine.dispose()
 
 

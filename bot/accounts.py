@@ -68,14 +68,23 @@ def check_pattern(pattern: str) -> None:
         )
 
 
-def unique_username(base: str, taken: set[str]) -> str:
-    """`base`, or `base2`, `base3`... whichever is not in `taken`; adds the result to `taken`."""
-    username, number = base, 1
-    while username in taken:
-        number += 1
-        username = f"{base}{number}"
-    taken.add(username)
-    return username
+class UsernameAllocator:
+    """Hands out `base`, `base2`, `base3`... skipping names already taken."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+        self._last: dict[str, int] = {}
+        """The highest suffix tried per base, so thousands of "jsmith"s stay linear."""
+
+    def allocate(self, base: str) -> str:
+        number = self._last.get(base, 1)
+        username = base if number == 1 else f"{base}{number}"
+        while username in self.taken:
+            number += 1
+            username = f"{base}{number}"
+        self._last[base] = number
+        self.taken.add(username)
+        return username
 
 
 @dataclass(frozen=True)
@@ -145,14 +154,15 @@ def create_accounts(
     if not todo:
         return result
 
-    taken = set(session.scalars(select(Account.username)))
+    usernames = UsernameAllocator(set(session.scalars(select(Account.username))))
     now = utcnow()
+    default_roles = settings.default_role_names
     new_accounts = []
     for row in todo:
         base = make_username(row.first_name, row.last_name, row.employee_number, settings.username_pattern)
         directory_roles = [role for role in row.directory_roles.split(";") if role]
-        roles = _unique_ignoring_case([*settings.default_role_names, *directory_roles])
-        username = unique_username(base, taken)
+        roles = _unique_ignoring_case([*default_roles, *directory_roles])
+        username = usernames.allocate(base)
         new_accounts.append((row, username, roles))
         result.created.append(
             CreatedAccount(row.employee_number, f"{row.first_name} {row.last_name}", username, roles)
@@ -161,8 +171,8 @@ def create_accounts(
     role_ids = _role_ids(session, {role for _, _, roles in new_accounts for role in roles})
     for _, _, roles in new_accounts:  # the stored spelling, also in result.created
         roles[:] = [role_ids[role.casefold()][0] for role in roles]
-    account_ids = session.execute(
-        insert(Account).returning(Account.id, sort_by_parameter_order=True),
+    session.execute(
+        Account.__table__.insert(),
         [
             {
                 "employee_id": row.id,
@@ -175,9 +185,11 @@ def create_accounts(
             }
             for row, username, _ in new_accounts
         ],
-    ).scalars()
+    )
+    account_ids = dict(session.execute(select(Account.employee_id, Account.id)).all())
     links, events, search = [], [], []
-    for account_id, (row, username, roles) in zip(account_ids, new_accounts, strict=True):
+    for row, username, roles in new_accounts:
+        account_id = account_ids[row.id]
         links += [{"account_id": account_id, "role_id": role_ids[role.casefold()][1]} for role in roles]
         events.append(
             {

@@ -46,6 +46,8 @@ _EXTRA_FOLDS = str.maketrans(
 
 def fold_accents(text: str) -> str:
     """`text` without accents: "Zoë Ñúñez" -> "Zoe Nunez", "Øst" -> "Ost" (other scripts kept)."""
+    if text.isascii():
+        return text
     decomposed = unicodedata.normalize("NFKD", text.translate(_EXTRA_FOLDS))
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 

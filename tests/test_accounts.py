@@ -8,11 +8,11 @@ from sqlalchemy.orm import Session
 
 from bot.accounts import (
     CreateAccountsResult,
+    UsernameAllocator,
     UsernamePatternError,
     create_accounts,
     list_accounts,
     make_username,
-    unique_username,
 )
 from bot.settings import Settings
 from models import Account, AccountStatus, AuditEvent, Employee, Role, utcnow
@@ -47,11 +47,13 @@ def test_bad_patterns_are_refused(pattern: str) -> None:
         make_username("Ann", "Lee", "1", pattern)
 
 
-def test_unique_username_adds_a_number() -> None:
-    taken = {"jsmith", "jsmith2"}
-    assert unique_username("jsmith", taken) == "jsmith3"
-    assert unique_username("ann", taken) == "ann"
-    assert {"jsmith3", "ann"} <= taken
+def test_username_allocator_adds_a_number() -> None:
+    taken = {"jsmith", "jsmith2", "jsmith4", "ann"}
+    allocator = UsernameAllocator(taken)
+    assert [allocator.allocate("jsmith") for _ in range(3)] == ["jsmith3", "jsmith5", "jsmith6"]
+    assert allocator.allocate("ann") == "ann2"
+    assert allocator.allocate("bo") == "bo"
+    assert {"jsmith3", "jsmith5", "jsmith6", "ann2", "bo"} <= taken
 
 
 def add_employees(session: Session, *rows: tuple[str, str, str, str]) -> None:
