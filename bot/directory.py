@@ -110,10 +110,8 @@ def import_employees(
     columns, width, result = _read_header(reader, file_name)
     existing = _existing_employees(session)
 
-    rows: list[_Row] = []
     try:
-        for row in _parse_rows(reader, columns, width, existing, result.errors, progress):
-            rows.append(row)
+        rows = list(_parse_rows(reader, columns, width, existing, result.errors, progress))
     except csv.Error as error:
         raise ImportFileError(f"{file_name}, line {reader.line_num}: broken CSV quoting ({error})") from error
     rows = _drop_duplicates(rows, result.errors)
