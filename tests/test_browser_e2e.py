@@ -91,7 +91,7 @@ def live(context: Context) -> Iterator[tuple[Context, LiveServer]]:
 
 @pytest.fixture
 def console_errors() -> list[str]:
-    """Page errors: resources the Content-Security-Policy blocked, or that failed to load."""
+    """Page errors: resources the CSP blocked or that failed to load, and any Referer sent."""
     return []
 
 
@@ -108,6 +108,9 @@ def page(chromium: Browser, console_errors: list[str]) -> Iterator[Page]:
     def on_response(response: Response) -> None:
         if response.request.resource_type != "document" and response.status >= 400:
             console_errors.append(f"{response.status} for {response.url}")
+        referer = response.request.headers.get("referer")
+        if referer:  # Referrer-Policy: no-referrer, so set-password tokens never leak in a Referer
+            console_errors.append(f"Referer {referer} sent to {response.url}")
 
     page.on("console", on_console)
     page.on("response", on_response)
@@ -280,6 +283,7 @@ def test_link_mode_set_password_once_then_sign_in(live: tuple, page: Page, conso
     assert "This link can no longer be used" in page.inner_text("h1")
     assert "Ask an administrator" in page.inner_text("main")
     shot(page, "link-05-used")
+    assert console_errors == []
 
 
 def test_expired_temporary_password_page(live: tuple, page: Page, console_errors: list[str]) -> None:
