@@ -8,6 +8,7 @@ go to `test-artifacts/browser/`.
 from __future__ import annotations
 
 import email
+import logging
 import os
 import re
 import threading
@@ -229,7 +230,10 @@ def test_password_mode_first_sign_in_forced_change_and_new_password(
     assert "If this wasn't you, contact your administrator" in text_of(notice)
 
 
-def test_link_mode_set_password_once_then_sign_in(live: tuple, page: Page, console_errors: list[str]) -> None:
+def test_link_mode_set_password_once_then_sign_in(
+    live: tuple, page: Page, console_errors: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="werkzeug")
     ctx, server = live
     ctx = Context(ctx.settings.model_copy(update={"credential_mode": "link"}), ctx.sessions)
     server.app = make_portal_app(ctx)
@@ -284,6 +288,10 @@ def test_link_mode_set_password_once_then_sign_in(live: tuple, page: Page, conso
     assert "Ask an administrator" in page.inner_text("main")
     shot(page, "link-05-used")
     assert console_errors == []
+    token = setup_url.rsplit("/", 1)[1]
+    assert "/portal/setup/[redacted]" in caplog.text and token not in caplog.text, (
+        "the access log hides tokens"
+    )
 
 
 def test_expired_temporary_password_page(live: tuple, page: Page, console_errors: list[str]) -> None:
