@@ -294,16 +294,19 @@ def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple
 
 
 def _drop_duplicates(rows: list[_Row], errors: list[tuple[int, str]]) -> list[_Row]:
-    """Reject every row whose employee number appears more than once (which one is right is unknown)."""
-    lines: dict[str, list[int]] = {}
-    for row in rows:
-        lines.setdefault(row.values["employee_number"], []).append(row.line)
-    duplicated = {number: found for number, found in lines.items() if len(found) > 1}
-    for number, found in duplicated.items():
-        for line in found:
-            others = ", ".join(str(other) for other in found if other != line)
-            errors.append((line, f"duplicate employee number {number!r} (also on line {others})"))
-    return [row for row in rows if row.values["employee_number"] not in duplicated]
+    """Reject all rows sharing an employee number or Slack user id: which one is right is unknown."""
+    rejected: set[int] = set()
+    for key, label in (("employee_number", "employee number"), ("slack_user_id", "slack_user_id")):
+        lines: dict[str, list[int]] = {}
+        for row in rows:
+            if row.values.get(key):
+                lines.setdefault(row.values[key], []).append(row.line)
+        for value, found in lines.items():
+            for line in found if len(found) > 1 else ():
+                others = ", ".join(str(other) for other in found if other != line)
+                errors.append((line, f"duplicate {label} {value!r} (also on line {others})"))
+                rejected.add(line)
+    return [row for row in rows if row.line not in rejected]
 
 
 def _new_employee(values: dict[str, Any], now: Any) -> dict[str, Any]:

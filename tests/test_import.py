@@ -151,14 +151,28 @@ def test_several_problems_in_one_row_are_all_reported(session: Session, tmp_path
 
 
 def test_skip_invalid_imports_the_good_rows(session: Session, tmp_path: Path) -> None:
-    text = HEADER + "1,Ann,Lee,bad@,,,\n2,Bo,Ek,bo@example.com,,,\n3,Cy,Ox,,,,\n3,Cy,Ox,,,,\n"
+    text = (
+        HEADER
+        + "1,Ann,Lee,bad@,,,\n"
+        + "2,Bo,Ek,bo@example.com,,,U22\n"
+        + "3,Cy,Ox,,,,\n"
+        + "3,Cy,Ox,,,,\n"
+        + "4,Di,Ng,,,,u77\n"
+        + "5,Ed,Po,,,,U77\n"
+    )
     result = run(session, write(tmp_path, text), skip_invalid=True)
     assert result.written
-    assert [line for line, _ in result.errors] == [2, 4, 5]
+    assert result.errors[1:] == [
+        (4, "duplicate employee number '3' (also on line 5)"),
+        (5, "duplicate employee number '3' (also on line 4)"),
+        (6, "duplicate slack_user_id 'U77' (also on line 7)"),
+        (7, "duplicate slack_user_id 'U77' (also on line 6)"),
+    ]
+    assert result.errors[0][0] == 2
     assert result.created == 1
     assert list(employees(session)) == ["2"]
     audit = session.scalars(select(AuditEvent)).one()
-    assert audit.details["rejected_rows"] == 3
+    assert audit.details["rejected_rows"] == 5
 
 
 def test_header_is_matched_ignoring_case_spaces_and_order(session: Session, tmp_path: Path) -> None:
