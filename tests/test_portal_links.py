@@ -200,3 +200,15 @@ def test_an_idle_set_password_form_expires(context: Context, browser: Browser) -
     assert browser.get(FORM).status_code == 410
     browser.get(f"/portal/setup/{token}")
     assert browser.post(f"/portal/setup/{token}").headers["Location"] == FORM, "the link itself still works"
+
+
+def test_an_unusable_link_leaves_a_signed_in_session_alone(context: Context, browser: Browser) -> None:
+    add_person(
+        context, username="other", password=GOOD_PASSWORD, must_change=False, status=AccountStatus.ACTIVE
+    )
+    browser.sign_in("other", GOOD_PASSWORD)
+    path = "/portal/setup/" + "y" * 43
+    browser.get(path)
+    response = browser.post(path)
+    assert response.status_code == 410 and "Sign out" in response.text
+    assert browser.get("/portal/").status_code == 200

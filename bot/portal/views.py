@@ -126,6 +126,7 @@ def login_submit() -> Response | tuple[str, int]:
     result = auth.sign_in(_ctx(), username, request.form.get("password", ""))
     if result.outcome is auth.SignInOutcome.EXPIRED:
         session.clear()
+        g.user = None
         return render_template("portal/expired.html"), 403
     if result.outcome is auth.SignInOutcome.REFUSED:
         return render_template("portal/login.html", error=REFUSED_MESSAGE, username=username[:100]), 401
@@ -178,7 +179,6 @@ def setup_open(token: str) -> Response | tuple[str, int]:
     try:
         link_id = auth.open_setup_link(_ctx(), token)
     except auth.SetupLinkInvalid:
-        session.clear()
         return render_template("portal/link_invalid.html"), 410
     _new_session(setup_link=link_id)
     return redirect(url_for("portal.setup_password"), 303)
@@ -199,7 +199,7 @@ def setup_password() -> Response | str | tuple[str, int]:
             ctx, link_id, form.get("new_password", ""), form.get("confirm_password", "")
         )
     except auth.SetupLinkInvalid:
-        session.clear()
+        session.pop("setup_link", None)
         return render_template("portal/link_invalid.html"), 410
     if not change.ok:
         return render_template("portal/setup_password.html", user=user, problems=change.problems), 400
