@@ -5,14 +5,15 @@ listener's `ack` function runs on the request's own thread and its answer is the
 Socket Mode envelope reply) as soon as it returns; nothing waits on a polling loop. Work that calls
 Slack or sends mail runs in Bolt lazy listeners, which Bolt starts on `listener_executor` after the ack
 function returned: a bounded thread pool per process, the same under `credbot serve`, gunicorn's
-threaded workers and Socket Mode.
+threaded workers and Socket Mode. Over HTTP, bot.web holds that work back until the ack response has
+been written, so the background thread never competes with it for the GIL.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from urllib.error import URLError
 
 from slack_bolt import App
@@ -84,10 +85,17 @@ def make_web_client(settings: Settings) -> WebClient:
     return client
 
 
-def create_bolt_app(ctx: Context, *, socket_mode: bool = False, verify_token: bool = True) -> App:
+def background_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="credbot-slack")
+
+
+def create_bolt_app(
+    ctx: Context, *, socket_mode: bool = False, verify_token: bool = True, executor: Executor | None = None
+) -> App:
     """The credbot Bolt app with every listener registered.
 
     With `verify_token` (the default) the bot token is checked once with auth.test at start.
+    `executor` runs the lazy listeners (default: a pool of BACKGROUND_THREADS threads).
     """
     from handlers import register_listeners
 
@@ -99,7 +107,7 @@ def create_bolt_app(ctx: Context, *, socket_mode: bool = False, verify_token: bo
             signing_secret=_secret(settings, "SLACK_SIGNING_SECRET"),
             process_before_response=True,
             token_verification_enabled=verify_token,
-            listener_executor=ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="credbot-slack"),
+            listener_executor=executor or background_pool(),
         )
     except BoltError as error:
         raise _problem("SLACK_BOT_TOKEN", f"was refused by Slack ({error})") from error

@@ -2,26 +2,83 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
 from flask import Flask, Response, request
 from slack_bolt.adapter.flask import SlackRequestHandler
 
 from bot.context import Context
 from bot.portal import init_portal
-from bot.slack_app import create_bolt_app
+from bot.slack_app import background_pool, create_bolt_app
 
 SLACK_EVENTS_PATH = "/slack/events"
+
+_Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class AfterResponseExecutor(Executor):
+    """Runs jobs on a thread pool, but holds back jobs submitted while a request is answered until the
+    response has been sent: Bolt starts lazy listeners during dispatch, and a background thread running
+    Python at once would make the ack wait for the GIL (5 ms switch interval) on a busy process."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self._local = threading.local()
+
+    @contextmanager
+    def holding(self) -> Iterator[list[_Job]]:
+        """Collect the jobs submitted by this thread inside the block; pass them to `release` later."""
+        held: list[_Job] = []
+        self._local.held = held
+        try:
+            yield held
+        finally:
+            self._local.held = None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        held: list[_Job] | None = getattr(self._local, "held", None)
+        if held is None:
+            return self.pool.submit(fn, *args, **kwargs)
+        future: Future[Any] = Future()
+        held.append((future, fn, args, kwargs))
+        return future
+
+    def release(self, held: list[_Job]) -> None:
+        """Start the held jobs on the pool."""
+        for future, fn, args, kwargs in held:
+            self.pool.submit(fn, *args, **kwargs).add_done_callback(lambda done, f=future: _copy(done, f))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _copy(source: Future[Any], target: Future[Any]) -> None:
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
 
 
 def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
     """The Flask app: slash commands, interactivity and options all arrive at /slack/events."""
-    bolt_app = create_bolt_app(ctx, verify_token=verify_token)
+    executor = AfterResponseExecutor(background_pool())
+    bolt_app = create_bolt_app(ctx, verify_token=verify_token, executor=executor)
     handler = SlackRequestHandler(bolt_app)
     flask_app = Flask("credbot")
     flask_app.extensions["credbot_bolt"] = bolt_app
 
     @flask_app.post(SLACK_EVENTS_PATH)
     def slack_events() -> Response:
-        return handler.handle(request)
+        with executor.holding() as held:
+            response = handler.handle(request)
+        if held:
+            response.call_on_close(lambda: executor.release(held))
+        return response
 
     @flask_app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,34 @@ def actor(user_id: str | None) -> str:
     return f"slack:{user_id or 'unknown'}"
 
 
+ADMIN_CACHE_SECONDS = 5.0
+
+
+class AdminCheck:
+    """`is_admin`, remembering a "yes" for ADMIN_CACHE_SECONDS (never a "no").
+
+    A slash command must be answered fast, and the database round trip of the check was most of
+    credbot's time before the ack; someone removed from the admins is refused at the latest
+    ADMIN_CACHE_SECONDS later, someone added is allowed at once.
+    """
+
+    def __init__(self, ctx: Context, ttl: float = ADMIN_CACHE_SECONDS) -> None:
+        self.ctx, self.ttl = ctx, ttl
+        self._confirmed: dict[str, float] = {}
+
+    def __call__(self, user_id: str) -> bool:
+        confirmed = self._confirmed.get(user_id)
+        if confirmed is not None and time.monotonic() - confirmed < self.ttl:
+            return True
+        with self.ctx.sessions() as session:
+            allowed = is_admin(session, user_id, self.ctx.settings.bootstrap_admin_ids)
+        if allowed:
+            self._confirmed[user_id] = time.monotonic()
+        else:
+            self._confirmed.pop(user_id, None)
+        return allowed
+
+
 def install(app: App, ctx: Context) -> None:
     """Register the global middleware, in order: the admin check first, then form parsing."""
     app.use(admins_only(app, ctx))
@@ -34,17 +63,15 @@ def install(app: App, ctx: Context) -> None:
 
 def admins_only(app: App, ctx: Context) -> Callable[..., BoltResponse | None]:
     """Refuse every request (command, options, view submission, action) from someone not an admin."""
+    allowed = AdminCheck(ctx)
 
     def check_admin(
         body: dict[str, Any], context: BoltContext, client: WebClient, next: Callable[[], None]
     ) -> BoltResponse | None:
         user_id = context.user_id
-        if user_id:
-            with ctx.sessions() as session:
-                allowed = is_admin(session, user_id, ctx.settings.bootstrap_admin_ids)
-            if allowed:
-                next()
-                return None
+        if user_id and allowed(user_id):
+            next()
+            return None
         kind, name = describe(body)
         record_now(ctx.sessions, actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
         return refusal(app, ctx, client, body, user_id, context.channel_id)

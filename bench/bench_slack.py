@@ -1,0 +1,266 @@
+"""Benchmark the Slack endpoint with 100,000 employees: slash command and options (type-ahead) requests.
+
+    .venv/bin/python bench/bench_slack.py [--employees 100000] [--commands 300] [--searches 60]
+                                          [--database-url postgresql://...]
+
+Serves the real credbot web app and a bare Bolt app that only acks (same signing secret, same Bolt
+settings, same werkzeug threaded server on 127.0.0.1) against the Slack Web API stand-in, and sends
+them the same correctly signed requests, alternating between the two. After each slash command the
+benchmark waits until credbot's background work (views.open) is done, plus --pause, so every request
+is measured on its own, as Slack's sparse traffic arrives. Prints median and 99th percentile in milliseconds.
+
+Targets: options p99 <= 50 ms; slash command p99 <= 1.2 x the bare app's.
+Always measures a fresh SQLite file in a temp dir; with --database-url (or BENCH_DATABASE_URL) also
+that PostgreSQL server, in a throw-away database created next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, request
+from pydantic import SecretStr
+from slack_bolt import Ack, App
+from slack_bolt.adapter.flask import SlackRequestHandler
+from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.admins import add_admin
+from bot.context import Context
+from bot.directory import make_search_text
+from bot.settings import Settings
+from bot.slack_app import make_web_client
+from bot.web import create_web_app
+from handlers import ids
+from models import Account, Employee, make_engine, make_session_factory, upgrade_database, utcnow
+from tests.slack_requests import SlackRequests
+from tests.standins.slack import ADMIN_ID, BOT_TOKEN, SIGNING_SECRET, SlackStandIn
+
+FIRST = ["Anna", "José", "Zoë", "Mark", "Chloé", "Jürgen", "Aiko", "Sven", "Priya", "Łukasz", "Ada", "Alan"]
+LAST = [
+    "Smith",
+    "Núñez",
+    "Müller",
+    "Dubois",
+    "Tanaka",
+    "Østergaard",
+    "Kowalski",
+    "Patel",
+    "Lovelace",
+    "Turing",
+]
+QUERIES = [
+    "anna",  # a common first name
+    "muller",  # accent-folded last name
+    "anna smith",  # two words
+    "e0054321",  # one exact employee number
+    "user777",  # part of an email / username
+    "@example.com",  # matches everyone
+    "zzzz",  # matches nobody: a full scan
+    "nobody here",  # two words, nobody
+]
+
+
+def fill_directory(url: str, employees: int) -> None:
+    engine = make_engine(url)
+    upgrade_database(engine)
+    now = utcnow()
+    with engine.begin() as connection:
+        for start in range(0, employees, 10_000):
+            people, accounts = [], []
+            for i in range(start, min(start + 10_000, employees)):
+                first, last = FIRST[i % len(FIRST)], LAST[i // len(FIRST) % len(LAST)]
+                number, email, username = f"E{i:07d}", f"user{i}@example.com", f"u{i}"
+                people.append(
+                    {
+                        "id": i + 1,
+                        "employee_number": number,
+                        "first_name": first,
+                        "last_name": last,
+                        "email": email,
+                        "directory_roles": "",
+                        "active": True,
+                        "search_text": make_search_text(first, last, email, number, username),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                accounts.append(
+                    {
+                        "id": i + 1,
+                        "employee_id": i + 1,
+                        "username": username,
+                        "status": "pending",
+                        "must_change_password": False,
+                        "failed_login_count": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+            connection.execute(sa.insert(Employee), people)
+            connection.execute(sa.insert(Account), accounts)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM ANALYZE")
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        add_admin(session, ADMIN_ID, "bench")  # checked in the database, not via ADMIN_SLACK_USER_IDS
+    engine.dispose()
+
+
+def bare_app(settings: Settings) -> Flask:
+    """A Bolt app that only acks, with credbot's Bolt settings."""
+    app = App(client=make_web_client(settings), signing_secret=SIGNING_SECRET, process_before_response=True)
+
+    @app.command(ids.COMMAND)
+    def ack_command(ack: Ack) -> None:
+        ack()
+
+    @app.options(ids.EMPLOYEES_ACTION)
+    def ack_options(ack: Ack) -> None:
+        ack(options=[])
+
+    handler = SlackRequestHandler(app)
+    flask_app = Flask("bare")
+    flask_app.add_url_rule("/slack/events", "events", lambda: handler.handle(request), methods=["POST"])
+    return flask_app
+
+
+@contextmanager
+def serving(flask_app: Flask) -> Iterator[SlackRequests]:
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SlackRequests(f"http://127.0.0.1:{server.server_port}/slack/events")
+    finally:
+        server.shutdown()
+
+
+def timed(send: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    answer = send()
+    elapsed = (time.perf_counter() - started) * 1000
+    if answer.status != 200:
+        raise RuntimeError(f"unexpected answer {answer.status}: {answer.body[:200]}")
+    return elapsed
+
+
+def figures(label: str, times: list[float]) -> str:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return f"  {label:<42} n={len(times):>4}  median {statistics.median(times):6.1f} ms  p99 {p99:6.1f} ms"
+
+
+def p99(times: list[float]) -> float:
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def run(label: str, url: str, args: argparse.Namespace) -> None:
+    print(f"\n{label}: building {args.employees:,} employees ...", flush=True)
+    fill_directory(url, args.employees)
+    standin = SlackStandIn().start()
+    settings = Settings(
+        _env_file=None,
+        database_url=url,
+        slack_bot_token=SecretStr(BOT_TOKEN),
+        slack_signing_secret=SecretStr(SIGNING_SECRET),
+        slack_api_url=standin.url,
+    )
+    ctx = Context.from_settings(settings)
+    credbot = create_web_app(ctx)
+    try:
+        with serving(credbot) as real, serving(bare_app(settings)) as bare:
+            for _ in range(20):  # warm up both (connections, caches)
+                timed(lambda: real.options("anna"))
+                timed(lambda: bare.options("anna"))
+            command_times: dict[str, list[float]] = {"credbot": [], "bare": []}
+            for _ in range(args.commands):
+                opened = len(standin.calls_to("views.open"))
+                command_times["credbot"].append(timed(real.command))
+                standin.wait_for_call("views.open", opened + 1, timeout=30)
+                time.sleep(args.pause)  # its background work (after views.open) ends too
+                command_times["bare"].append(timed(bare.command))
+            option_times: dict[str, list[float]] = {query: [] for query in QUERIES}
+            bare_options: list[float] = []
+            for _ in range(args.searches):
+                for query in QUERIES:
+                    option_times[query].append(timed(lambda q=query: real.options(q)))
+                    bare_options.append(timed(lambda q=query: bare.options(q)))
+    finally:
+        credbot.extensions["credbot_bolt"].listener_runner.listener_executor.shutdown(wait=True)
+        standin.stop()
+        ctx.sessions.kw["bind"].dispose()
+
+    print(figures("slash command, credbot", command_times["credbot"]))
+    print(figures("slash command, bare Bolt app (ack only)", command_times["bare"]))
+    ratio = p99(command_times["credbot"]) / p99(command_times["bare"])
+    print(f"  slash command p99 ratio credbot / bare: {ratio:.2f} (target <= 1.20)")
+    every_search: list[float] = []
+    for query, times in option_times.items():
+        print(figures(f"options {query!r}", times))
+        every_search += times
+    print(figures("options, all queries, credbot", every_search))
+    print(figures("options, bare Bolt app (ack only)", bare_options))
+    print(f"  options p99: {p99(every_search):.1f} ms (target <= 50)")
+    if standin.problems:
+        print(f"  Slack stand-in saw invalid views: {standin.problems[:3]}")
+
+
+@contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    admin = sa.create_engine(
+        server_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    name = f"credbot_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def main() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--employees", type=int, default=100_000)
+    parser.add_argument("--commands", type=int, default=300, help="slash commands sent to each app")
+    parser.add_argument("--searches", type=int, default=60, help="rounds of the options queries")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.05,
+        help="seconds between commands, as real ones arrive seconds apart",
+    )
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
+    with tempfile.TemporaryDirectory() as directory:
+        run("SQLite", f"sqlite:///{Path(directory) / 'bench.db'}", args)
+    if args.database_url:
+        with postgres_database(args.database_url) as url:
+            run("PostgreSQL", url, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The admin check in front of every Slack listener."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.orm import Session
+
+from bot.admins import add_admin, remove_admin
+from bot.context import Context
+from handlers.middleware import AdminCheck
+
+
+def test_admins_from_the_table_and_the_bootstrap_setting(context: Context, session: Session) -> None:
+    add_admin(session, "UTABLE001", "test")
+    session.commit()
+    check = AdminCheck(
+        Context(context.settings.model_copy(update={"admin_slack_user_ids": "UBOOT0001"}), context.sessions)
+    )
+    assert check("UTABLE001") and check("UBOOT0001")
+    assert not check("USTRANGER")
+
+
+def test_a_removed_admin_is_refused_once_the_short_cache_expires(context: Context, session: Session) -> None:
+    check = AdminCheck(context, ttl=0.3)
+    assert not check("UNEW00001")
+    add_admin(session, "UNEW00001", "test")
+    session.commit()
+    assert check("UNEW00001")  # allowed at once: refusals are never cached
+    remove_admin(session, "UNEW00001", "test")
+    session.commit()
+    assert check("UNEW00001")  # still remembered...
+    time.sleep(0.35)
+    assert not check("UNEW00001")  # ...but not for long
