@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
@@ -53,6 +53,11 @@ from models import (
 
 log = logging.getLogger(__name__)
 
+# Plain Core tables for the per-employee updates: ORM-enabled UPDATEs cost several times more CPU.
+_ACCOUNTS = Account.__table__
+_LINKS = SetupLink.__table__
+_DELIVERIES = Delivery.__table__
+
 NO_ACCOUNT = "no account"
 NO_ADDRESS = "no address"
 INVALID_ADDRESS = "invalid address"
@@ -64,9 +69,24 @@ WELCOME_CATEGORY = "credbot-welcome"
 USERNAME_CATEGORY = "credbot-username"
 
 _CHUNK = 500
-# Argon2id takes 19 MiB and ~50 ms of CPU per hash: hashing more at once than there are cores only costs
-# memory. The mail pool waits on HTTP far more than it hashes, so it stays larger.
-_hashing = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+_hash_pool_lock = threading.Lock()
+_hash_pool: ThreadPoolExecutor | None = None
+
+
+def _hash(password: str) -> str:
+    """hash_password on a pool of one thread per core.
+
+    Argon2id takes 19 MiB and ~40 ms of CPU per hash: more hashes at once than cores only cost memory,
+    and glibc keeps those 19 MiB resident in each thread's arena once freed. The mail workers mostly
+    wait on HTTP, so there are many more of them.
+    """
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 2, thread_name_prefix="credbot-hash"
+            )
+    return _hash_pool.submit(hash_password, password).result()
 
 
 @dataclass(frozen=True)
@@ -389,15 +409,20 @@ def _outcome(delivery: Delivery, employee: Employee, username: str | None) -> De
 
 @dataclass(frozen=True)
 class _Target:
-    """What a worker needs to know about one employee; no ORM objects cross transactions."""
+    """What a worker knows about one employee; no ORM objects cross transactions."""
 
     delivery_id: int
-    account_id: int
     employee_number: str
     first_name: str
     name: str
-    username: str
-    address: str
+    address: str | None
+    account_id: int | None
+    username: str | None
+
+    def outcome(self, status: DeliveryStatus, error: str | None) -> DeliveryOutcome:
+        return DeliveryOutcome(
+            self.delivery_id, self.employee_number, self.name, self.username, self.address, status, error
+        )
 
 
 class _Sender:
@@ -440,8 +465,18 @@ class _Sender:
                 outcome = self.deliver(delivery_id)
             except Exception:
                 log.exception("delivery %s failed unexpectedly", delivery_id)
-                outcome = self._finish(delivery_id, DeliveryStatus.FAILED, "internal error (see the logs)")
+                outcome = self._fail_unexpectedly(delivery_id)
             self._report(outcome)
+
+    def _fail_unexpectedly(self, delivery_id: int) -> DeliveryOutcome:
+        error = "internal error (see the logs); send again"
+        with self.ctx.sessions.begin() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            delivery.status = DeliveryStatus.FAILED
+            delivery.error = error
+            employee = session.get_one(Employee, delivery.employee_id)
+            username = delivery.account.username if delivery.account else None
+            return _outcome(delivery, employee, username)
 
     def _report(self, outcome: DeliveryOutcome) -> None:
         if self.on_progress is None:
@@ -482,9 +517,7 @@ class _Sender:
     # One employee --------------------------------------------------------------------------------------
 
     def deliver(self, delivery_id: int) -> DeliveryOutcome:
-        target, problem = self._load(delivery_id)
-        if target is None:
-            return self._finish(delivery_id, DeliveryStatus.SKIPPED, problem, AuditAction.CREDENTIALS_SKIPPED)
+        # The credential first: hashing needs no database, and nearly every delivery goes ahead.
         expires_at = utcnow() + timedelta(hours=self.settings.temp_password_ttl_hours)
         if self.mode == "link":
             token = secrets.token_urlsafe(32)
@@ -493,54 +526,46 @@ class _Sender:
             del token
         else:
             password = generate_temporary_password(self.settings.temp_password_length)
-            with _hashing:
-                secret_hash = hash_password(password)
+            secret_hash = _hash(password)
             context = {"mode": "password", "password": password, "setup_url": None}
             del password
-        self._store_pending(target, secret_hash, expires_at)
-
-        if self._stop.is_set():
-            context.clear()
-            self._discard_pending(target, secret_hash)
-            return self._finish(delivery_id, DeliveryStatus.SKIPPED, f"not sent: {self.stopped_because}")
         try:
-            message_id = self._send(target, "welcome", WELCOME_CATEGORY, expires_at=expires_at, **context)
-        except MailError as error:
-            self._discard_pending(target, secret_hash)
-            if isinstance(error, MailAuthError):
-                self.stop(error.reason)
-            return self._finish(
-                delivery_id,
-                DeliveryStatus.FAILED,
-                f"welcome email not sent: {error.reason}",
-                AuditAction.CREDENTIALS_FAILED,
-            )
+            target, problem = self._begin(delivery_id, secret_hash, expires_at)
+            if problem is not None:
+                audited = None if problem.startswith("not sent:") else AuditAction.CREDENTIALS_SKIPPED
+                return self._finish(target, DeliveryStatus.SKIPPED, problem, audited)
+            if self._stop.is_set():
+                error = f"not sent: {self.stopped_because}"
+                return self._finish(target, DeliveryStatus.SKIPPED, error, discard=secret_hash)
+            try:
+                message_id = self._send(target, "welcome", WELCOME_CATEGORY, expires_at=expires_at, **context)
+            except MailError as error:
+                if isinstance(error, MailAuthError):
+                    self.stop(error.reason)
+                reason = f"welcome email not sent: {error.reason}"
+                return self._finish(
+                    target, DeliveryStatus.FAILED, reason, AuditAction.CREDENTIALS_FAILED, discard=secret_hash
+                )
         finally:
             context.clear()  # drop the plaintext password or link as soon as it is handed off
-        self._promote(target, secret_hash, message_id)
+        self._promote(target, secret_hash, expires_at, message_id)
 
-        partial = "the welcome email was sent and its {} works, but the username email was not: {}"
         what = "set-password link" if self.mode == "link" else "temporary password"
+        partial = "the welcome email was sent and its {} works, but the username email was not: {}; {}"
         if self._stop.is_set():
-            error_text = partial.format(what, self.stopped_because) + "; send again to email both"
-            return self._finish(
-                delivery_id, DeliveryStatus.FAILED, error_text, AuditAction.CREDENTIALS_FAILED
-            )
+            error = partial.format(what, self.stopped_because, "send again to email both")
+            return self._finish(target, DeliveryStatus.FAILED, error, AuditAction.CREDENTIALS_FAILED)
         try:
             message_id = self._send(target, "username", USERNAME_CATEGORY, mode=self.mode)
         except MailError as error:
             if isinstance(error, MailAuthError):
                 self.stop(error.reason)
-            error_text = partial.format(what, error.reason) + "; send again to email both"
+            reason = partial.format(what, error.reason, "send again to email both")
             return self._finish(
-                delivery_id,
-                DeliveryStatus.FAILED,
-                error_text,
-                AuditAction.CREDENTIALS_FAILED,
-                username_sent=True,
+                target, DeliveryStatus.FAILED, reason, AuditAction.CREDENTIALS_FAILED, username_sent=True
             )
         return self._finish(
-            delivery_id,
+            target,
             DeliveryStatus.SENT,
             None,
             AuditAction.CREDENTIALS_SENT,
@@ -548,94 +573,95 @@ class _Sender:
             username_message_id=message_id,
         )
 
-    def _load(self, delivery_id: int) -> tuple[_Target | None, str | None]:
-        """The employee to mail, or (None, why not) when they can no longer be mailed."""
-        with self.ctx.sessions() as session:
-            delivery = session.get_one(Delivery, delivery_id)
-            employee = session.get_one(Employee, delivery.employee_id, options=[joinedload(Employee.account)])
+    def _begin(self, delivery_id: int, secret_hash: str, expires_at: datetime) -> tuple[_Target, str | None]:
+        """Re-check the employee; if they can be mailed, commit the credential's hash as pending.
+
+        Returns the target and None, or the target and why it is not sent.
+        """
+        with self.ctx.sessions.begin() as session:
+            delivery, employee = session.execute(
+                select(Delivery, Employee)
+                .join(Employee, Employee.id == Delivery.employee_id)
+                .where(Delivery.id == delivery_id)
+                .options(joinedload(Employee.account))
+            ).one()
             recipient = _recipient(employee)
-            if recipient.problem:
-                return None, recipient.problem
-            if recipient.address != delivery.email_address:
-                return None, ADDRESS_CHANGED
-            assert employee.account is not None and recipient.address is not None
-            return _Target(
+            account = employee.account
+            target = _Target(
                 delivery_id=delivery_id,
-                account_id=employee.account.id,
                 employee_number=employee.employee_number,
                 first_name=employee.first_name,
                 name=employee.full_name,
-                username=employee.account.username,
-                address=recipient.address,
-            ), None
-
-    def _store_pending(self, target: _Target, secret_hash: str, expires_at: datetime) -> None:
-        """Commit the credential's hash before its email goes out."""
-        with self.ctx.sessions.begin() as session:
+                address=delivery.email_address,
+                account_id=account.id if account else None,
+                username=account.username if account else None,
+            )
+            if recipient.problem:
+                return target, recipient.problem
+            if recipient.address != delivery.email_address:
+                return target, ADDRESS_CHANGED
+            if self._stop.is_set():
+                return target, f"not sent: {self.stopped_because}"
+            assert account is not None
             if self.mode == "link":
-                session.add(
-                    SetupLink(account_id=target.account_id, token_hash=secret_hash, expires_at=expires_at)
-                )
+                session.add(SetupLink(account_id=account.id, token_hash=secret_hash, expires_at=expires_at))
             else:
-                account = session.get_one(Account, target.account_id)
                 account.pending_password_hash = secret_hash
                 account.pending_password_expires_at = expires_at
-            delivery = session.get_one(Delivery, target.delivery_id)
-            delivery.account_id = target.account_id
+            delivery.account_id = account.id
             delivery.attempts += 1  # the welcome email is handed over next
+            return target, None
 
-    def _discard_pending(self, target: _Target, secret_hash: str) -> None:
-        """The welcome email did not go out: its credential must not work. The current password stays."""
-        with self.ctx.sessions.begin() as session:
-            if self.mode == "link":
-                link = session.scalar(select(SetupLink).where(SetupLink.token_hash == secret_hash))
-                if link is not None and link.revoked_at is None:
-                    link.revoked_at = utcnow()
-                return
-            account = session.get_one(Account, target.account_id)
-            if account.pending_password_hash == secret_hash:
-                account.pending_password_hash = None
-                account.pending_password_expires_at = None
-
-    def _promote(self, target: _Target, secret_hash: str, welcome_message_id: str) -> None:
+    def _promote(self, target: _Target, secret_hash: str, expires_at: datetime, message_id: str) -> None:
         """The welcome email was accepted: its credential becomes the account's."""
         now = utcnow()
+        values: dict[Any, Any] = {
+            _ACCOUNTS.c.status: case(
+                (_ACCOUNTS.c.status == AccountStatus.DISABLED, _ACCOUNTS.c.status),
+                else_=AccountStatus.INVITED,
+            ),
+            _ACCOUNTS.c.failed_login_count: 0,
+            _ACCOUNTS.c.locked_until: None,
+            _ACCOUNTS.c.credentials_emailed_at: now,
+            _ACCOUNTS.c.credentials_emailed_by: self.actor,
+        }
+        if self.mode != "link":
+            ours = _ACCOUNTS.c.pending_password_hash == secret_hash
+            values |= {
+                _ACCOUNTS.c.password_hash: secret_hash,
+                _ACCOUNTS.c.temp_password_expires_at: expires_at,
+                _ACCOUNTS.c.must_change_password: True,
+                _ACCOUNTS.c.pending_password_hash: case(
+                    (ours, null()), else_=_ACCOUNTS.c.pending_password_hash
+                ),
+                _ACCOUNTS.c.pending_password_expires_at: case(
+                    (ours, null()), else_=_ACCOUNTS.c.pending_password_expires_at
+                ),
+            }
         with self.ctx.sessions.begin() as session:
-            account = session.get_one(Account, target.account_id)
-            current_link_id = None
+            session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == target.account_id).values(values))
             if self.mode == "link":
-                link = session.scalars(select(SetupLink).where(SetupLink.token_hash == secret_hash)).one()
-                link.sent_at = now
-                current_link_id = link.id
-            else:
-                account.password_hash = secret_hash
-                account.temp_password_expires_at = account.pending_password_expires_at
-                account.must_change_password = True
-                if account.pending_password_hash == secret_hash:
-                    account.pending_password_hash = None
-                    account.pending_password_expires_at = None
-            # Older unused links would still work otherwise; the newest credential replaces them.
+                session.execute(update(_LINKS).where(_LINKS.c.token_hash == secret_hash).values(sent_at=now))
+            # Older unused links would still work otherwise: the newest credential replaces them.
             session.execute(
-                update(SetupLink)
+                update(_LINKS)
                 .where(
-                    SetupLink.account_id == account.id,
-                    SetupLink.id != (current_link_id or 0),
-                    SetupLink.used_at.is_(None),
-                    SetupLink.revoked_at.is_(None),
+                    _LINKS.c.account_id == target.account_id,
+                    _LINKS.c.token_hash != secret_hash,
+                    _LINKS.c.used_at.is_(None),
+                    _LINKS.c.revoked_at.is_(None),
                 )
                 .values(revoked_at=now)
             )
-            if account.status != AccountStatus.DISABLED:
-                account.status = AccountStatus.INVITED
-                account.failed_login_count = 0
-                account.locked_until = None
-            account.credentials_emailed_at = now
-            account.credentials_emailed_by = self.actor
-            delivery = session.get_one(Delivery, target.delivery_id)
-            delivery.welcome_message_id = welcome_message_id or None
+            session.execute(
+                update(_DELIVERIES)
+                .where(_DELIVERIES.c.id == target.delivery_id)
+                .values(welcome_message_id=message_id or None)
+            )
 
     def _send(self, target: _Target, template: str, category: str, **context: Any) -> str:
         """Render `template` for `target` and hand it to the transport; the accepted message id."""
+        assert target.address is not None
         subject = (
             self.settings.welcome_link_subject
             if template == "welcome" and self.mode == "link"
@@ -664,36 +690,50 @@ class _Sender:
 
     def _finish(
         self,
-        delivery_id: int,
+        target: _Target,
         status: DeliveryStatus,
         error: str | None,
         action: AuditAction | None = None,
         *,
+        discard: str | None = None,
         username_sent: bool = False,
         username_message_id: str | None = None,
     ) -> DeliveryOutcome:
-        """Record the delivery's final status (and an audit event); its outcome."""
+        """Record the delivery's final status (and an audit event); its outcome.
+
+        `discard`: the hash of a credential whose email did not go out: it must not work. The account's
+        current password is left alone, so an earlier emailed one keeps working.
+        """
+        values: dict[Any, Any] = {_DELIVERIES.c.status: status, _DELIVERIES.c.error: error}
+        if username_sent:
+            values[_DELIVERIES.c.attempts] = _DELIVERIES.c.attempts + 1
+            values[_DELIVERIES.c.username_message_id] = username_message_id or None
         with self.ctx.sessions.begin() as session:
-            delivery = session.get_one(Delivery, delivery_id)
-            employee = session.get_one(Employee, delivery.employee_id)
-            account = session.get(Account, delivery.account_id) if delivery.account_id else None
-            delivery.status = status
-            delivery.error = error
-            if username_sent:
-                delivery.attempts += 1
-                delivery.username_message_id = username_message_id or None
+            if discard and self.mode == "link":
+                session.execute(
+                    update(_LINKS)
+                    .where(_LINKS.c.token_hash == discard, _LINKS.c.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+            elif discard:
+                session.execute(
+                    update(_ACCOUNTS)
+                    .where(_ACCOUNTS.c.id == target.account_id, _ACCOUNTS.c.pending_password_hash == discard)
+                    .values(pending_password_hash=None, pending_password_expires_at=None)
+                )
+            session.execute(update(_DELIVERIES).where(_DELIVERIES.c.id == target.delivery_id).values(values))
             if action is not None:
                 record(
                     session,
                     self.actor,
                     action,
-                    f"employee:{employee.employee_number}",
+                    f"employee:{target.employee_number}",
                     batch_id=self.batch_id,
-                    delivery_id=delivery_id,
-                    username=account.username if account else None,
-                    address=delivery.email_address,
+                    delivery_id=target.delivery_id,
+                    username=target.username,
+                    address=target.address,
                     mode=self.mode,
                     reason=error,
                 )
-            log.info("delivery %s: %s%s", delivery_id, status, f" ({error})" if error else "")
-            return _outcome(delivery, employee, account.username if account else None)
+        log.info("delivery %s: %s%s", target.delivery_id, status, f" ({error})" if error else "")
+        return target.outcome(status, error)

@@ -100,7 +100,8 @@ def test_failures_are_listed_and_exit_non_zero(
     assert "welcome email not sent: SendGrid 400: Mailbox unavailable" in result.output
     password = password_in(standin_text(sendgrid_standin, ada.email, "credbot-welcome"))
     session.expire_all()
-    assert verify_password(password, session.scalars(sa.select(Account.password_hash)).first())
+    stored = session.scalar(sa.select(Account.password_hash).where(Account.employee_id == ada.id))
+    assert verify_password(password, stored)
 
 
 def test_a_refused_api_key_stops_with_one_error(

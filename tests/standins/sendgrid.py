@@ -20,6 +20,11 @@ import pytest
 API_KEY = "SG.standin-key.0123456789"
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default 5 resets connections when 32 senders connect at once
+
+
 @dataclass
 class _Rule:
     status: int
@@ -55,8 +60,7 @@ class SendGridStandIn:
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -257,3 +261,22 @@ def sendgrid_standin() -> Iterator[SendGridStandIn]:
     standin = SendGridStandIn().start()
     yield standin
     standin.stop()
+
+
+def main() -> None:
+    """Serve a stand-in until stdin closes: `python -m tests.standins.sendgrid [--delay S]` (for bench/)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args()
+    standin = SendGridStandIn(delay=args.delay).start()
+    print(standin.url, flush=True)
+    sys.stdin.read()
+    print(f"accepted={len(standin.messages)} invalid={len(standin.invalid)}", flush=True)
+    standin.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Benchmark emailing credentials: send_credentials against a SendGrid stand-in that answers in 150 ms.
+
+    .venv/bin/python bench/bench_send.py [--employees 1000] [--small 200] [--delay 0.15]
+                                         [--concurrency N] [--database-url postgresql://...]
+
+For each database (a fresh SQLite file; with --database-url or BENCH_DATABASE_URL also a throw-away
+PostgreSQL database) it sends to `--employees` employees (two emails each) and prints the time,
+employees per second and peak memory (ru_maxrss), then measures traced memory (tracemalloc) for
+`--small` and `--employees` employees to show how memory grows per employee.
+The stand-in runs in a child process, so its work and memory are not counted.
+Target: 1,000 employees (2,000 emails) in 25 s or less on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.context import Context
+from bot.credentials import send_credentials
+from bot.settings import Settings
+from models import Account, Employee, make_engine, upgrade_database
+from tests.standins.sendgrid import API_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def standin(delay: float) -> Iterator[str]:
+    """A SendGrid stand-in in a child process; yields its URL and prints what it accepted."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.standins.sendgrid", "--delay", str(delay)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        yield child.stdout.readline().strip()
+    finally:
+        child.stdin.close()
+        print(f"  stand-in: {child.stdout.read().strip()}")
+        child.wait(timeout=30)
+
+
+@contextmanager
+def database(kind: str, directory: Path, server_url: str | None) -> Iterator[str]:
+    """A fresh, migrated database: a SQLite file, or a throw-away PostgreSQL database."""
+    if kind == "sqlite":
+        url = f"sqlite:///{directory / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+        engine = make_engine(url)
+        upgrade_database(engine)
+        engine.dispose()
+        yield url
+        return
+    assert server_url
+    admin_url = make_url(server_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"credbot_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = make_engine(url)
+        upgrade_database(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def add_employees(ctx: Context, count: int) -> list[int]:
+    with ctx.sessions.begin() as session:
+        employees = [
+            Employee(
+                employee_number=f"E{i:06d}",
+                first_name="Zoë",
+                last_name=f"Müller{i}",
+                email=f"user{i}@example.com",
+            )
+            for i in range(count)
+        ]
+        session.add_all(employees)
+        session.add_all(Account(employee=e, username=f"zmuller{i}") for i, e in enumerate(employees))
+        session.flush()
+        return [e.id for e in employees]
+
+
+def send(url: str, standin_url: str, count: int, concurrency: int | None, trace: bool) -> tuple[float, int]:
+    """Send to `count` new employees; (seconds, traced peak bytes or 0)."""
+    settings = Settings(
+        _env_file=None,
+        database_url=url,
+        sendgrid_api_key=SecretStr(API_KEY),
+        sendgrid_api_host=standin_url,
+        **({"mail_concurrency": concurrency} if concurrency else {}),
+    )
+    ctx = Context.from_settings(settings)
+    ids = add_employees(ctx, count)
+    if trace:
+        tracemalloc.start()
+    started = time.perf_counter()
+    summary = send_credentials(ctx, ids, "bench", "cli")
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1] if trace else 0
+    tracemalloc.stop()
+    if len(summary.sent) != count:
+        raise SystemExit(f"only {len(summary.sent)} of {count} sent: {summary.failed[:3]} {summary.error}")
+    ctx.sessions.kw["bind"].dispose()
+    return elapsed, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--employees", type=int, default=1000)
+    parser.add_argument("--small", type=int, default=200, help="smaller run for memory growth per employee")
+    parser.add_argument("--delay", type=float, default=0.15, help="stand-in answer time in seconds")
+    parser.add_argument("--concurrency", type=int, help="MAIL_CONCURRENCY (default: the setting's default)")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    kinds = ["sqlite"] + (["postgresql"] if args.database_url else [])
+    print(
+        f"{args.employees:,} employees ({2 * args.employees:,} emails), stand-in answers in "
+        f"{args.delay * 1000:.0f} ms, {os.cpu_count()} CPUs; target <= 25 s for 1,000"
+    )
+    with tempfile.TemporaryDirectory() as tmp, standin(args.delay) as standin_url:
+        for kind in kinds:
+            with database(kind, Path(tmp), args.database_url) as url:
+                elapsed, _ = send(url, standin_url, args.employees, args.concurrency, trace=False)
+            maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(
+                f"{kind:10} {elapsed:6.2f} s  {args.employees / elapsed:6.1f} employees/s  "
+                f"{2 * args.employees / elapsed:6.1f} emails/s  peak RSS {maxrss_mib:,.0f} MiB"
+            )
+            peaks = {}
+            for count in (args.small, args.employees):
+                with database(kind, Path(tmp), args.database_url) as url:
+                    _, peaks[count] = send(url, standin_url, count, args.concurrency, trace=True)
+                print(f"{kind:10} traced peak for {count:>5,} employees: {peaks[count] / 2**20:7.1f} MiB")
+            growth = (peaks[args.employees] - peaks[args.small]) / (args.employees - args.small)
+            print(
+                f"{kind:10} memory growth: {growth / 1024:.1f} KiB per employee (the batch summary's records)"
+            )
+
+
+if __name__ == "__main__":
+    main()
