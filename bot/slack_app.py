@@ -41,6 +41,17 @@ WHERE = {
 SIGNING_SECRET = re.compile(r"^[0-9a-fA-F]{16,}$")
 
 
+class _QuietTokenWarning(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN from the environment is unused when given a client: it is not,
+    the client carries it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+logging.getLogger("slack_bolt.App").addFilter(_QuietTokenWarning())
+
+
 class SlackSettingsError(RuntimeError):
     """A Slack setting is missing or wrong; the message names it and says where to find it."""
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
 
 import pytest
+from click.testing import Result
 from pydantic import SecretStr
 
 from bot.context import Context
@@ -71,3 +73,21 @@ def test_an_unreachable_slack_api_stops_the_app_at_start(
         SlackSettingsError, match=r"Cannot reach the Slack API at SLACK_API_URL=http://127\.0\.0\.1:9"
     ):
         create_bolt_app(Context(settings, context.sessions))
+
+
+def test_serve_names_the_missing_setting(cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "")
+    result = cli("serve")
+    assert result.exit_code == 1
+    assert "SLACK_BOT_TOKEN is not set: find it at api.slack.com/apps" in result.output
+
+
+def test_socket_names_the_missing_app_token(
+    cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    monkeypatch.setenv("SLACK_APP_TOKEN", "")
+    result = cli("socket")
+    assert result.exit_code == 1
+    assert "SLACK_APP_TOKEN is not set (Socket Mode needs it)" in result.output
