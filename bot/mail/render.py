@@ -26,6 +26,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # templates ship with the code; no stat() per email
     )
     environment.filters["time"] = format_time
     return environment

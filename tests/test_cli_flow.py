@@ -1,0 +1,83 @@
+"""The issue's "done when" flow through the CLI: upgrade, import, create accounts, email credentials."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from bot.passwords import verify_password
+from bot.settings import PROJECT_ROOT, Settings
+from models import Account, Delivery, DeliveryStatus, Employee
+from tests.cli_helpers import RunCli
+from tests.credentials_helpers import dump_database, outbox_messages, password_in
+from tests.standins.sendgrid import SendGridStandIn
+
+SAMPLE = PROJECT_ROOT / "samples" / "employees.csv"
+
+
+def run_flow(cli: RunCli) -> str:
+    for args in (
+        ("db", "upgrade"),
+        ("employees", "import", SAMPLE),
+        ("accounts", "create", "--all-missing"),
+        ("credentials", "send", "--all-pending", "--yes"),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+    return result.output
+
+
+def mailable_accounts(session: Session) -> dict[str, Account]:
+    """Accounts of the sample employees with an address, by lower-case address."""
+    session.expire_all()
+    rows = session.execute(
+        sa.select(Employee.email, Account).join(Account, Account.employee_id == Employee.id)
+    )
+    return {email.lower(): account for email, account in rows if email}
+
+
+def test_flow_leaves_two_eml_per_employee_whose_passwords_work(
+    cli: RunCli, session: Session, settings: Settings
+) -> None:
+    output = run_flow(cli)
+    assert "Mei Chen" in output and "no address" in output
+    accounts = mailable_accounts(session)
+    assert len(accounts) == 9
+    messages = outbox_messages(settings.outbox_dir)
+    assert len(messages) == 2 * len(accounts)
+    for address, account in accounts.items():
+        mine = {m["X-Credbot-Category"]: m for m in messages if address in m["To"].lower()}
+        assert set(mine) == {"credbot-welcome", "credbot-username"}
+        password = password_in(mine["credbot-welcome"].get_body(("plain",)).get_content())
+        assert verify_password(password, account.password_hash)
+        assert account.username in mine["credbot-username"].get_body(("plain",)).get_content()
+    statuses = session.scalars(sa.select(Delivery.status)).all()
+    assert sorted(statuses).count(DeliveryStatus.SENT) == 9 and DeliveryStatus.SKIPPED in statuses
+
+
+def test_flow_sends_the_same_mail_to_sendgrid(
+    cli: RunCli,
+    session: Session,
+    settings: Settings,
+    sendgrid_standin: SendGridStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENDGRID_API_KEY", sendgrid_standin.api_key)
+    monkeypatch.setenv("SENDGRID_API_HOST", sendgrid_standin.url)
+    output = run_flow(cli)
+    assert "Mail goes through SendGrid" in output
+    assert outbox_messages(settings.outbox_dir) == []
+    accounts = mailable_accounts(session)
+    assert len(sendgrid_standin.messages) == 2 * len(accounts) == 18 and sendgrid_standin.invalid == []
+    for address, account in accounts.items():
+        sent = {m["categories"][0]: m for m in sendgrid_standin.sent_to(address)}
+        assert set(sent) == {"credbot-welcome", "credbot-username"}
+        password = password_in(sent["credbot-welcome"]["content"][0]["value"])
+        assert verify_password(password, account.password_hash)
+        assert re.search(
+            rf"\b{re.escape(account.username)}\b", sent["credbot-username"]["content"][0]["value"]
+        )
+        assert password not in dump_database(session)
