@@ -153,6 +153,14 @@ def test_outbox_is_thread_safe_with_unique_names(tmp_path: Path) -> None:
     assert len(set(ids)) == 80 and len(list(tmp_path.glob("*.eml"))) == 80
 
 
+def test_an_unwritable_outbox_is_a_mail_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(MailUnavailable, match="could not write to the outbox") as caught:
+        OutboxTransport(blocker / "outbox", "hr@example.com", "HR").send(make_email())
+    assert SECRET not in str(caught.value)
+
+
 def test_make_transport_picks_outbox_and_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = mail_settings(outbox_dir=tmp_path / "box")
     with caplog.at_level(logging.WARNING, logger="bot.mail"):

@@ -9,7 +9,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
-from bot.mail.message import OutgoingEmail
+from bot.mail.message import MailUnavailable, OutgoingEmail
 from models import utcnow
 
 
@@ -42,10 +42,21 @@ class OutboxTransport:
         message.set_content(email.text)
         message.add_alternative(email.html, subtype="html")
 
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{now:%Y%m%dT%H%M%S%f}Z-{email.category}-{unique}.eml"
-        # O_EXCL: never overwrite; 0o600: the file may hold a temporary password.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(message.as_bytes(policy=SMTP))
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # O_EXCL: never overwrite; 0o600: the file may hold a temporary password.
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            raise MailUnavailable(
+                f"could not write to the outbox {self.directory}: {error.strerror}"
+            ) from None
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(message.as_bytes(policy=SMTP))
+        except OSError as error:
+            path.unlink(missing_ok=True)  # no half-written message
+            raise MailUnavailable(
+                f"could not write to the outbox {self.directory}: {error.strerror}"
+            ) from None
         return message_id
