@@ -34,3 +34,9 @@ def failed_employee_ids(session: Session, batch_id: int) -> list[int]:
         .order_by(Delivery.id)
     )
     return list(session.scalars(query))
+
+
+def batch_with_key(session: Session, idempotency_key: str) -> int | None:
+    """The id of the batch started with `idempotency_key`, if any."""
+    query = select(CredentialBatch.id).where(CredentialBatch.idempotency_key == idempotency_key)
+    return session.scalar(query)

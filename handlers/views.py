@@ -1,7 +1,14 @@
-"""Modal submissions: "Review" (picker to confirmation), "Send emails" (confirmation to background send)."""
+"""Modal submissions: "Review" (picker to confirmation), "Send emails" (confirmation to background send).
+
+Both acks take the same short time whatever the selection's size: they answer with a small view at
+once ("Preparing..." / "Sending started") and leave the database work to a lazy listener, which then
+replaces the view (views.update) or sends. Only cheap checks happen before the ack: something chosen,
+the confirmation not already sent.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
@@ -10,100 +17,170 @@ from slack_sdk import WebClient
 from bot.context import Context
 from bot.credentials import DuplicateBatchError, never_emailed_employee_ids, preview, start_batch
 from bot.selections import SelectionNotFound, load_selection, save_selection, selection_id
-from bot.slack_audit import delivery_counts
+from bot.slack_audit import batch_with_key
 from handlers import ids
 from handlers.middleware import actor
+from handlers.notify import SlackCallFailed, call, tell_user
 from handlers.sending import send_in_background
 from handlers.views_credentials import (
     FlowState,
     already_sent_view,
     confirm_view,
     message_view,
+    preparing_view,
     sending_view,
 )
-from models import DeliveryStatus
 
 EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
+NOBODY_TEXT = "Nobody is left to email: everyone you picked has been emailed already. Nothing was sent."
+REVIEW_KEY = "credbot_review"
 BATCH_KEY = "credbot_batch"
-"""Context key through which the "Send emails" ack function hands the started batch to its lazy listener."""
+"""Context keys through which an ack function hands its work to its lazy listener."""
 
 
 def register(app: App, ctx: Context) -> None:
     def review(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-        review_selection(ctx, ack, body, context)
+        acknowledge_review(ack, body, context)
+
+    def show_confirmation(context: BoltContext, client: WebClient) -> None:
+        if context.get(REVIEW_KEY):
+            build_confirmation(ctx, client, **context[REVIEW_KEY])
 
     def confirm(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-        start_sending(ctx, ack, body, context)
+        acknowledge_send(ctx, ack, body, context)
 
     def send(context: BoltContext, client: WebClient) -> None:
-        started = context.get(BATCH_KEY)
-        if started:
-            send_in_background(ctx, client, started["user_id"], started["channel_id"], started["batch_id"])
+        if context.get(BATCH_KEY):
+            start_and_send(ctx, client, **context[BATCH_KEY])
 
-    app.view(ids.PICKER_VIEW)(review)
+    app.view(ids.PICKER_VIEW)(ack=review, lazy=[show_confirmation])
     app.view(ids.CONFIRM_VIEW)(ack=confirm, lazy=[send])
 
 
-def picked_employee_ids(ctx: Context, form: dict[str, Any], state: FlowState, user_id: str) -> list[int]:
-    """The picker's employees, plus "everyone never emailed" and the command's list when ticked."""
+def acknowledge_review(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+    """Refuse an empty choice under the picker; otherwise show "Preparing..." and hand over the choice."""
+    form = context.get("form", {})
     picked = [int(value) for value in form.get(ids.EMPLOYEES_ACTION) or [] if str(value).isdigit()]
-    presets = set(form.get(ids.PRESETS_ACTION) or [])
-    with ctx.sessions() as session:
-        if ids.PRESET_FROM_COMMAND in presets and state.selection:
-            picked += load_selection(session, state.selection, actor(user_id))
-        if ids.PRESET_NEVER_EMAILED in presets:
-            picked += never_emailed_employee_ids(session)
-    return list(dict.fromkeys(picked))
-
-
-def review_selection(ctx: Context, ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-    """Answer "Review" with the confirmation view (or an error under the picker)."""
-    user_id = str(context.user_id)
-    state = FlowState.load(body["view"].get("private_metadata"))
-    try:
-        employee_ids = picked_employee_ids(ctx, context.get("form", {}), state, user_id)
-    except SelectionNotFound:
-        ack(response_action="update", view=message_view("Email credentials", EXPIRED_TEXT))
-        return
-    if not employee_ids:
+    presets = [str(value) for value in form.get(ids.PRESETS_ACTION) or []]
+    if not picked and not presets:
         ack(
             response_action="errors",
             errors={ids.EMPLOYEES_BLOCK: "Pick at least one employee, or tick a box."},
         )
         return
+    context[REVIEW_KEY] = {
+        "user_id": str(context.user_id),
+        "view_id": body["view"]["id"],
+        "metadata": body["view"].get("private_metadata", ""),
+        "picked": picked,
+        "presets": presets,
+    }
+    ack(response_action="update", view=preparing_view(len(picked), presets))
+
+
+def chosen_employee_ids(
+    ctx: Context, user_id: str, state: FlowState, picked: list[int], presets: list[str]
+) -> list[int]:
+    """The picked employees, plus the command's list and "everyone never emailed" when ticked."""
+    chosen = list(picked)
     with ctx.sessions() as session:
-        recipients = preview(session, employee_ids)
-    reference = save_selection(ctx.sessions, actor(user_id), [r.employee_id for r in recipients], "review")
-    state = FlowState(channel_id=state.channel_id, selection=reference)
-    ack(response_action="update", view=confirm_view(recipients, ctx.settings.credential_mode, state))
+        if ids.PRESET_FROM_COMMAND in presets and state.selection:
+            chosen += load_selection(session, state.selection, actor(user_id))
+        if ids.PRESET_NEVER_EMAILED in presets:
+            chosen += never_emailed_employee_ids(session)
+    return list(dict.fromkeys(chosen))
 
 
-def start_sending(ctx: Context, ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-    """Commit the batch (once per reviewed selection), answer "Sending started", leave the rest to `send`."""
+def build_confirmation(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    view_id: str,
+    metadata: str,
+    picked: list[int],
+    presets: list[str],
+) -> None:
+    """Preview every chosen employee, save the list, and replace "Preparing..." with the confirmation."""
+    state = FlowState.load(metadata)
+    try:
+        employee_ids = chosen_employee_ids(ctx, user_id, state, picked, presets)
+    except SelectionNotFound:
+        view = message_view("Email credentials", EXPIRED_TEXT)
+    else:
+        if employee_ids:
+            with ctx.sessions() as session:
+                recipients = preview(session, employee_ids)
+            reference = save_selection(
+                ctx.sessions, actor(user_id), [r.employee_id for r in recipients], "review"
+            )
+            next_state = FlowState(channel_id=state.channel_id, selection=reference)
+            view = confirm_view(recipients, ctx.settings.credential_mode, next_state)
+        else:
+            view = message_view("Email credentials", NOBODY_TEXT)
+    try:
+        call(ctx, actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+    except SlackCallFailed as failure:
+        tell_user(
+            ctx,
+            client,
+            user_id,
+            state.channel_id,
+            f"I could not show the confirmation: {failure.explanation}",
+        )
+
+
+def idempotency_key(state: FlowState) -> str:
+    """One batch per reviewed selection: a double click or a retried request sends once."""
+    return f"slack-selection:{selection_id(state.selection or '')}"
+
+
+def acknowledge_send(ctx: Context, ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+    """Answer "Sending started" (or "Already sent") at once; the batch is committed by `start_and_send`."""
     user_id = str(context.user_id)
     state = FlowState.load(body["view"].get("private_metadata"))
     try:
-        if not state.selection:
-            raise SelectionNotFound("no selection")
         with ctx.sessions() as session:
-            employee_ids = load_selection(session, state.selection, actor(user_id))
+            load_selection(session, state.selection or "", actor(user_id))  # it exists and is theirs
+            existing = batch_with_key(session, idempotency_key(state))
     except SelectionNotFound:
         ack(response_action="update", view=message_view("Email credentials", EXPIRED_TEXT))
         return
+    if existing is not None:
+        ack(response_action="update", view=already_sent_view(existing))
+        return
     channel_id = ctx.settings.audit_channel_id or state.channel_id
+    context[BATCH_KEY] = {
+        "user_id": user_id,
+        "view_id": body["view"]["id"],
+        "channel_id": channel_id,
+        "selection": state.selection,
+    }
+    ack(response_action="update", view=sending_view(channel_id))
+
+
+def start_and_send(
+    ctx: Context, client: WebClient, user_id: str, view_id: str, channel_id: str | None, selection: str
+) -> None:
+    """Commit the batch (once per selection), then send it with its audit trail in the channel."""
+    state = FlowState(channel_id=channel_id, selection=selection)
     try:
+        with ctx.sessions() as session:
+            employee_ids = load_selection(session, selection, actor(user_id))
         batch_id = start_batch(
             ctx,
             employee_ids,
             actor=actor(user_id),
             source="slack",
             channel_id=channel_id,
-            idempotency_key=f"slack-selection:{selection_id(state.selection)}",
+            idempotency_key=idempotency_key(state),
         )
-    except DuplicateBatchError as duplicate:
-        ack(response_action="update", view=already_sent_view(duplicate.batch_id))
+    except DuplicateBatchError as duplicate:  # the other of two simultaneous submissions is sending
+        view = already_sent_view(duplicate.batch_id)
+    except SelectionNotFound:
+        view = message_view("Email credentials", EXPIRED_TEXT)
+    else:
+        send_in_background(ctx, client, user_id, channel_id, batch_id)
         return
-    with ctx.sessions() as session:
-        to_send = delivery_counts(session, batch_id)[DeliveryStatus.PENDING]
-    context[BATCH_KEY] = {"batch_id": batch_id, "user_id": user_id, "channel_id": channel_id}
-    ack(response_action="update", view=sending_view(batch_id, to_send, channel_id))
+    # The modal may be closed by now: a failure is audited, and nothing was sent twice.
+    with contextlib.suppress(SlackCallFailed):
+        call(ctx, actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)

@@ -209,12 +209,26 @@ def message_view(title: str, text: str) -> dict[str, Any]:
     return modal(ids.RESULT_VIEW, title, [section(text)])
 
 
-def sending_view(batch_id: int, count: int, channel_id: str | None) -> dict[str, Any]:
-    where = f" in <#{channel_id}>" if channel_id else ""
+def preparing_view(picked: int, presets: Sequence[str]) -> dict[str, Any]:
+    """Shown at once after "Review", while the list is previewed in the background."""
+    what = [f"{picked:,} picked employee{'s' if picked != 1 else ''}"] if picked else []
+    if ids.PRESET_FROM_COMMAND in presets:
+        what.append("the employees from your command")
+    if ids.PRESET_NEVER_EMAILED in presets:
+        what.append("everyone never emailed")
+    return message_view(
+        "Email credentials",
+        f":hourglass_flowing_sand: Preparing the list for {' and '.join(what)}: every address is checked "
+        "before anything is sent. This takes a moment for large selections.",
+    )
+
+
+def sending_view(channel_id: str | None) -> dict[str, Any]:
+    where = f" in <#{channel_id}>" if channel_id else " in a direct message to you"
     return message_view(
         "Sending started",
-        f":outbox_tray: Sending credentials to *{count:,}* employee{'s' if count != 1 else ''} "
-        f"(batch #{batch_id}). Progress and the summary will be posted{where}. You can close this window.",
+        ":outbox_tray: Sending credentials to the employees you confirmed (those who cannot be emailed are "
+        f"skipped). Progress and the summary will be posted{where}. You can close this window.",
     )
 
 

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.admins import add_admin
 from bot.settings import Settings
 from handlers import ids
 from models import AuditEvent, CredentialBatch
@@ -78,9 +79,14 @@ def open_picker(app: RunningApp, text: str = "") -> dict[str, Any]:
 
 
 def review(app: RunningApp, picker: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Press "Review": "Preparing..." at once, then the confirmation (or a message) through views.update."""
+    before = len(app.slack.calls_to("views.update"))
     answer = app.requests.submit(picker, values)
     assert answer.status == 200, answer.body
-    return answer.json()
+    assert answer.json()["response_action"] == "update"
+    assert "Preparing the list" in json.dumps(answer.json()["view"])
+    app.slack.wait_for_call("views.update", before + 1)
+    return app.slack.last_view()
 
 
 def batch_message(app: RunningApp) -> tuple[str, str]:
@@ -110,9 +116,7 @@ def test_happy_path_from_command_to_mail_and_channel_summary(
     assert [o["value"] for o in options] == [str(ada.id)]
     chosen = [(o["value"], o["text"]["text"]) for o in options]
 
-    answer = review(app, picker, {ids.EMPLOYEES_ACTION: [*chosen, ("2", "Alan Turing")]})
-    assert answer["response_action"] == "update"
-    confirm = answer["view"]
+    confirm = review(app, picker, {ids.EMPLOYEES_ACTION: [*chosen, ("2", "Alan Turing")]})
     text = json.dumps(confirm)
     assert confirm["callback_id"] == ids.CONFIRM_VIEW
     assert "ada@example.com" in text and "alovelace" in text
@@ -121,7 +125,7 @@ def test_happy_path_from_command_to_mail_and_channel_summary(
     assert "`password`" in text
 
     # Slack keeps the view it was answered with; the admin presses "Send emails".
-    sent = app.requests.submit({**confirm, "id": "VCONFIRM1"})
+    sent = app.requests.submit(confirm)
     assert sent.json()["response_action"] == "update"
     assert "Sending started" in json.dumps(sent.json()["view"])
 
@@ -193,8 +197,8 @@ def test_non_admins_are_refused_everywhere(running_slack_app: RunningApp, sessio
 
 def send_all(app: RunningApp, picker: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Review then "Send emails"; returns the answer to the send."""
-    confirm = review(app, picker, values)["view"]
-    return app.requests.submit({**confirm, "id": "VCONFIRM1"}).json()
+    confirm = review(app, picker, values)
+    return app.requests.submit(confirm).json()
 
 
 def all_slack_text(app: RunningApp) -> str:
@@ -207,11 +211,11 @@ def test_user_data_cannot_ping_or_format(mail_app: RunningApp, session: Session)
     add_employee(session, "1002", "<!here>", "Nomail", None, "nomail")
     session.commit()
     picker = open_picker(app, "1001 1002")
-    confirm = review(app, picker, {})["view"]
+    confirm = review(app, picker, {})
     text = json.dumps(confirm)
     assert "&lt;!channel&gt;" in text and "&lt;@U123|x&gt; &amp; co" in text and "&lt;!here&gt;" in text
     assert "<!channel>" not in text and "<!here>" not in text and "<@U123" not in text
-    app.requests.submit({**confirm, "id": "VCONFIRM1"})
+    app.requests.submit(confirm)
     channel, ts = batch_message(app)
     app.slack.wait_for(lambda: app.slack.thread(channel, ts), what="thread replies")
     posted = json.dumps(list(app.slack.messages.values()))
@@ -228,14 +232,18 @@ def test_a_second_submission_sends_nothing_more(
     app = mail_app
     add_employee(session, "1001", email="ada@example.com")
     session.commit()
-    confirm = review(app, open_picker(app, "1001"), {})["view"]
-    submitted = {**confirm, "id": "VCONFIRM1"}
+    confirm = review(app, open_picker(app, "1001"), {})
+    updates = len(app.slack.calls_to("views.update"))
     with ThreadPoolExecutor(2) as pool:  # a double click: both arrive at once
-        answers = list(pool.map(lambda _: app.requests.submit(submitted).json(), range(2)))
-    again = app.requests.submit(submitted).json()  # and a retry later
-    titles = sorted(answer["view"]["title"]["text"] for answer in [*answers, again])
-    assert titles == ["Already sent", "Already sent", "Sending started"]
+        answers = list(pool.map(lambda _: app.requests.submit(confirm).json(), range(2)))
+    titles = sorted(answer["view"]["title"]["text"] for answer in answers)
+    assert "Sending started" in titles
+    if titles == ["Sending started", "Sending started"]:  # both acked before either committed:
+        app.slack.wait_for_call("views.update", updates + 1)  # the loser is corrected in the modal
+        assert app.slack.last_view()["title"]["text"] == "Already sent"
     batch_message(app)
+    again = app.requests.submit(confirm).json()  # and a retry later
+    assert again["view"]["title"]["text"] == "Already sent"
     with app.ctx.sessions() as check:
         assert len(check.scalars(select(CredentialBatch)).all()) == 1
     assert len(sendgrid_standin.sent_to("ada@example.com")) == 2  # welcome + username, once
@@ -250,7 +258,7 @@ def test_pending_preselects_everyone_never_emailed(running_slack_app: RunningApp
     picker = open_picker(app, "pending")
     presets = picker["blocks"][2]["element"]
     assert [o["value"] for o in presets["initial_options"]] == [ids.PRESET_NEVER_EMAILED]
-    confirm = review(app, picker, {})["view"]
+    confirm = review(app, picker, {})
     assert "Will be emailed (3)" in json.dumps(confirm)
 
 
@@ -258,7 +266,7 @@ def test_nothing_picked_is_an_error_under_the_picker(running_slack_app: RunningA
     app = running_slack_app
     add_employee(session, "1")
     session.commit()
-    answer = review(app, open_picker(app), {})
+    answer = app.requests.submit(open_picker(app), {}).json()
     assert answer == {"response_action": "errors", "errors": {ids.EMPLOYEES_BLOCK: ANY_TEXT}}
 
 
@@ -277,8 +285,8 @@ def test_a_thousand_employees_stay_within_block_kit_limits(
     presets = picker["blocks"][2]["element"]
     assert presets["initial_options"][0]["value"] == ids.PRESET_FROM_COMMAND
     assert len(picker["private_metadata"]) < 200
-    confirm = review(app, picker, {})["view"]
-    assert check_view(confirm) == []
+    confirm = review(app, picker, {})
+    assert check_view(confirm) == [] and app.slack.problems == []
     text = json.dumps(confirm)
     assert "Will be emailed (1,000)" in text and "more." in text and "Cannot be emailed (1)" in text
 
@@ -367,3 +375,17 @@ def test_refused_api_key_stops_the_batch_with_one_clear_error(
     text = app.slack.messages[(channel, ts)]["text"]
     assert "*0 sent*" in text and "Sending stopped:" in text
     assert sendgrid_standin.messages == []
+
+
+def test_a_reviewed_selection_belongs_to_its_admin(running_slack_app: RunningApp, session: Session) -> None:
+    app = running_slack_app
+    add_employee(session, "1001")
+    add_admin(session, "UOTHER001", "test")
+    session.commit()
+    confirm = review(app, open_picker(app, "1001"), {})
+    for metadata in (confirm["private_metadata"], '{"selection": "1.forged"}', "garbage"):
+        user = "UOTHER001" if metadata == confirm["private_metadata"] else ADMIN_ID
+        answer = app.requests.submit({**confirm, "private_metadata": metadata}, user_id=user).json()
+        assert "no longer valid" in json.dumps(answer["view"])
+    with app.ctx.sessions() as check:
+        assert check.scalars(select(CredentialBatch)).all() == []
