@@ -389,3 +389,15 @@ def test_a_reviewed_selection_belongs_to_its_admin(running_slack_app: RunningApp
         assert "no longer valid" in json.dumps(answer["view"])
     with app.ctx.sessions() as check:
         assert check.scalars(select(CredentialBatch)).all() == []
+
+
+def test_the_command_is_answered_before_the_modal_is_opened(running_slack_app: RunningApp) -> None:
+    app = running_slack_app
+    release = app.slack.hold("views.open")
+    try:
+        assert app.requests.command().status == 200  # answered while views.open is still waiting
+        app.slack.wait_for_call("views.open")
+        assert app.slack.views == {}
+    finally:
+        release.set()
+    app.slack.wait_for(lambda: app.slack.views, what="the picker to be opened")

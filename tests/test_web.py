@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from click.testing import Result
@@ -12,6 +13,7 @@ from pydantic import SecretStr
 from bot.context import Context
 from bot.settings import Settings
 from bot.slack_app import SlackSettingsError, check_slack_settings, create_bolt_app
+from bot.web import AfterResponseExecutor
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.slack import SIGNING_SECRET, SlackStandIn
 
@@ -91,3 +93,16 @@ def test_socket_names_the_missing_app_token(
     result = cli("socket")
     assert result.exit_code == 1
     assert "SLACK_APP_TOKEN is not set (Socket Mode needs it)" in result.output
+
+
+def test_work_submitted_while_answering_starts_after_the_response() -> None:
+    executor = AfterResponseExecutor(ThreadPoolExecutor(2))
+    ran: list[str] = []
+    with executor.holding() as held:
+        future = executor.submit(ran.append, "held")
+    assert executor.submit(ran.append, "direct").result(timeout=5) is None
+    assert ran == ["direct"] and not future.done()
+    executor.release(held)
+    assert future.result(timeout=5) is None
+    assert ran == ["direct", "held"]
+    executor.shutdown()

@@ -59,6 +59,7 @@ class SlackStandIn:
         self.channels: set[str] = {CHANNEL_ID}
         """Channels the bot can post in, besides DMs (user ids and D... ids)."""
         self._failures: list[_Failure] = []
+        self._holds: dict[str, threading.Event] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -93,6 +94,11 @@ class SlackStandIn:
         """Answer the next `times` calls of `method` (matching `when`) with an error instead."""
         with self._lock:
             self._failures.append(_Failure(method, error, status, times, retry_after, when))
+
+    def hold(self, method: str) -> threading.Event:
+        """Keep calls to `method` waiting (up to 10 s) until the returned event is set."""
+        event = self._holds[method] = threading.Event()
+        return event
 
     def calls_to(self, method: str) -> list[Call]:
         with self._lock:
@@ -157,6 +163,9 @@ class SlackStandIn:
         with self._lock:
             self.calls.append(call)
             failure = self._take_failure(method, args)
+            held = self._holds.get(method)
+        if held is not None:
+            held.wait(10)
         if failure:
             self._reply_failure(handler, failure)
             return
