@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 2.0
 """Seconds between two progress updates of the channel message (chat.update is rate-limited)."""
+THREAD_REPLY_INTERVAL = 1.0
+"""Seconds between two thread replies: Slack allows about one chat.postMessage per second per channel."""
 
 
 class ChannelTrail:
@@ -76,7 +78,9 @@ class ChannelTrail:
             self._update(text, summary_blocks(self.user_id, summary))
         else:
             self.ts = self._post(text, summary_blocks(self.user_id, summary))
-        for chunk in detail_messages(summary):
+        for number, chunk in enumerate(detail_messages(summary)):
+            if number:
+                time.sleep(THREAD_REPLY_INTERVAL)
             if self._post(chunk, thread_ts=self.ts) is None:
                 break
 

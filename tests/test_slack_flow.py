@@ -401,3 +401,18 @@ def test_the_command_is_answered_before_the_modal_is_opened(running_slack_app: R
     finally:
         release.set()
     app.slack.wait_for(lambda: app.slack.views, what="the picker to be opened")
+
+
+def test_audit_channel_setting_wins(
+    settings: Settings, slack_standin: SlackStandIn, session: Session
+) -> None:
+    slack_standin.channels.add("CAUDIT001")
+    add_employee(session, "1001")
+    session.commit()
+    for app in serve_app(
+        slack_settings(settings, slack_standin, audit_channel_id="CAUDIT001"), slack_standin
+    ):
+        answer = send_all(app, open_picker(app, "1001"), {})
+        assert "<#CAUDIT001>" in json.dumps(answer["view"])
+        channel, _ = batch_message(app)
+        assert channel == "CAUDIT001"
