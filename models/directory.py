@@ -30,7 +30,8 @@ class Employee(Base):
     """Roles from the HR export, `;`-separated; given to the account on creation."""
     active: Mapped[bool] = mapped_column(default=True)
     search_text: Mapped[str] = mapped_column(Text, default="")
-    """Lower-case, accent-folded name, email, number and username, for type-ahead search."""
+    """Lower-case, accent-folded name, email, number and username, for type-ahead search.
+    On PostgreSQL the 0001 migration adds a pg_trgm GIN index on it when the extension is available."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

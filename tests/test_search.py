@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+from sqlalchemy import insert, inspect
 from sqlalchemy.orm import Session
 
 from bot.directory import make_search_text
@@ -77,3 +77,11 @@ def test_query_terms_are_bounded() -> None:
     assert query_terms("a b c d e f g") == ["a", "b", "c", "d", "e"]
     assert query_terms("x" * 500) == ["x" * 64]
     assert query_terms("Ada ada ADA") == ["ada"]
+
+
+def test_postgresql_gets_a_trigram_index_for_substring_search(session: Session) -> None:
+    indexes = {index["name"] for index in inspect(session.get_bind()).get_indexes("employees")}
+    if session.get_bind().dialect.name == "postgresql":
+        assert "ix_employees_search_text_trgm" in indexes
+    else:
+        assert "ix_employees_search_text_trgm" not in indexes

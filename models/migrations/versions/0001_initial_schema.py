@@ -5,6 +5,7 @@ Revises:
 Create Date: 2026-11-24 22:49:39.332743
 """
 
+import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -76,6 +77,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("employees", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_employees_slack_user_id"), ["slack_user_id"], unique=False)
+    _add_search_index()
 
     op.create_table(
         "roles",
@@ -182,6 +184,28 @@ def upgrade() -> None:
     _make_audit_log_append_only()
 
 
+def _add_search_index() -> None:
+    """PostgreSQL: a trigram index, so that type-ahead's `search_text LIKE '%term%'` need not scan every
+    employee. It needs the pg_trgm extension (PostgreSQL's contrib); where it cannot be installed the
+    index is left out with a warning, and search still works by scanning."""
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    try:
+        with bind.begin_nested():
+            bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except sa.exc.DBAPIError as error:
+        logging.getLogger("alembic").warning("pg_trgm not available, employee search will scan: %s", error)
+        return
+    op.create_index(
+        "ix_employees_search_text_trgm",
+        "employees",
+        ["search_text"],
+        postgresql_using="gin",
+        postgresql_ops={"search_text": "gin_trgm_ops"},
+    )
+
+
 def _make_audit_log_append_only() -> None:
     """Refuse UPDATE and DELETE on audit_events in the database itself, not only in the ORM."""
     if op.get_bind().dialect.name == "postgresql":
@@ -220,6 +244,8 @@ def downgrade() -> None:
 
     op.drop_table("accounts")
     op.drop_table("roles")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP INDEX IF EXISTS ix_employees_search_text_trgm")
     with op.batch_alter_table("employees", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_employees_slack_user_id"))
 
