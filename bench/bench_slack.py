@@ -182,6 +182,7 @@ def run(label: str, url: str, args: argparse.Namespace) -> None:
         slack_bot_token=SecretStr(BOT_TOKEN),
         slack_signing_secret=SecretStr(SIGNING_SECRET),
         slack_api_url=standin.url,
+        secret_key=SecretStr("bench"),
     )
     ctx = Context.from_settings(settings)
     credbot = create_web_app(ctx)
