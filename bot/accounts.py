@@ -171,20 +171,16 @@ def create_accounts(
     role_ids = _role_ids(session, {role for _, _, roles in new_accounts for role in roles})
     for _, _, roles in new_accounts:  # the stored spelling, also in result.created
         roles[:] = [role_ids[role.casefold()][0] for role in roles]
+    # Values common to every row are bound once, in the statement, not per row.
     session.execute(
-        Account.__table__.insert(),
-        [
-            {
-                "employee_id": row.id,
-                "username": username,
-                "status": AccountStatus.PENDING,
-                "must_change_password": False,
-                "failed_login_count": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for row, username, _ in new_accounts
-        ],
+        Account.__table__.insert().values(
+            status=AccountStatus.PENDING,
+            must_change_password=False,
+            failed_login_count=0,
+            created_at=now,
+            updated_at=now,
+        ),
+        [{"employee_id": row.id, "username": username} for row, username, _ in new_accounts],
     )
     account_ids = dict(session.execute(select(Account.employee_id, Account.id)).all())
     links, events, search = [], [], []
@@ -192,18 +188,17 @@ def create_accounts(
         account_id = account_ids[row.id]
         links += [{"account_id": account_id, "role_id": role_ids[role.casefold()][1]} for role in roles]
         events.append(
-            {
-                "actor": actor,
-                "action": str(AuditAction.ACCOUNT_CREATED),
-                "target": username,
-                "details": {"employee_number": row.employee_number, "roles": roles},
-                "created_at": now,
-            }
+            {"target": username, "details": {"employee_number": row.employee_number, "roles": roles}}
         )
         text = make_search_text(row.first_name, row.last_name, row.email, row.employee_number, username)
         search.append({"b_id": row.id, "search_text": text})
     session.execute(insert(account_roles), links)
-    session.execute(AuditEvent.__table__.insert(), events)
+    session.execute(
+        AuditEvent.__table__.insert().values(
+            actor=actor, action=str(AuditAction.ACCOUNT_CREATED), created_at=now
+        ),
+        events,
+    )
     table = Employee.__table__
     session.execute(update(table).where(table.c.id == bindparam("b_id")), search)
     return result

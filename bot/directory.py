@@ -119,25 +119,24 @@ def import_employees(
     if result.errors and not skip_invalid:
         return result
 
-    now = utcnow()
     inserts, updates = [], []
     for row in rows:
         old = existing.get(row.values["employee_number"])
         if old is None:
-            inserts.append(_new_employee(row.values, now))
+            inserts.append(_new_employee(row.values))
             continue
         merged = {**old, **row.values}
         merged["search_text"] = _search_text(merged)
         if any(merged[key] != old[key] for key in merged):
             merged["b_id"] = merged.pop("id")
             merged.pop("username")
-            merged["updated_at"] = now
             updates.append(merged)
+    # Values common to every row are bound once, in the statement, not per row.
+    now, table = utcnow(), Employee.__table__
     if inserts:
-        session.execute(Employee.__table__.insert(), inserts)
+        session.execute(table.insert().values(created_at=now, updated_at=now), inserts)
     if updates:
-        table = Employee.__table__
-        session.execute(update(table).where(table.c.id == bindparam("b_id")), updates)
+        session.execute(update(table).where(table.c.id == bindparam("b_id")).values(updated_at=now), updates)
     result.created, result.updated = len(inserts), len(updates)
     result.unchanged = len(rows) - len(inserts) - len(updates)
     result.written = True
@@ -309,15 +308,13 @@ def _drop_duplicates(rows: list[_Row], errors: list[tuple[int, str]]) -> list[_R
     return [row for row in rows if row.line not in rejected]
 
 
-def _new_employee(values: dict[str, Any], now: Any) -> dict[str, Any]:
+def _new_employee(values: dict[str, Any]) -> dict[str, Any]:
     employee = {
         "department": None,
         "slack_user_id": None,
         "directory_roles": "",
         "active": True,
         **values,
-        "created_at": now,
-        "updated_at": now,
     }
     employee["search_text"] = _search_text({**employee, "username": None})
     return employee

@@ -77,11 +77,13 @@ def test_same_file_twice_changes_nothing(session: Session, tmp_path: Path) -> No
 
 def test_updates_changed_rows_and_leaves_missing_employees(session: Session, tmp_path: Path) -> None:
     run(session, write(tmp_path, HEADER + "1,Ann,Lee,ann@example.com,HR,,\n2,Bo,Ek,,,,\n"))
+    before = employees(session)["1"].updated_at
     result = run(session, write(tmp_path, HEADER + "1,Ann,Lee-Smith,ann@example.com,Legal,Boss,\n", "b.csv"))
     assert (result.created, result.updated, result.unchanged) == (0, 1, 0)
     people = employees(session)
     assert people["1"].last_name == "Lee-Smith" and people["1"].department == "Legal"
     assert people["1"].directory_roles == "Boss"
+    assert people["1"].updated_at > before and people["1"].created_at < people["1"].updated_at
     assert "lee-smith" in people["1"].search_text
     assert people["2"].first_name == "Bo" and people["2"].active  # not in the file: untouched
 
