@@ -11,6 +11,7 @@ from bot.context import Context
 from bot.slack_audit import failed_employee_ids
 from handlers import ids
 from handlers.commands import open_picker_modal
+from handlers.notify import errors_told
 
 
 def register(app: App, ctx: Context) -> None:
@@ -18,17 +19,18 @@ def register(app: App, ctx: Context) -> None:
         ack()
 
     def reopen_failed(body: dict[str, Any], client: WebClient) -> None:
-        value = str(body["actions"][0].get("value", ""))
-        batch_id = int(value) if value.isdigit() else 0
-        with ctx.sessions() as session:
-            employee_ids = failed_employee_ids(session, batch_id)
-        open_picker_modal(
-            ctx,
-            client,
-            user_id=body["user"]["id"],
-            channel_id=(body.get("channel") or {}).get("id"),
-            trigger_id=body["trigger_id"],
-            employee_ids=employee_ids,
-        )
+        user_id, channel_id = body["user"]["id"], (body.get("channel") or {}).get("id")
+        with errors_told(ctx, client, user_id, channel_id, "opening the credentials window"):
+            value = str(body["actions"][0].get("value", ""))
+            with ctx.sessions() as session:
+                employee_ids = failed_employee_ids(session, int(value) if value.isdigit() else 0)
+            open_picker_modal(
+                ctx,
+                client,
+                user_id=user_id,
+                channel_id=channel_id,
+                trigger_id=body["trigger_id"],
+                employee_ids=employee_ids,
+            )
 
     app.action(ids.RETRY_FAILED_ACTION)(ack=acknowledge, lazy=[reopen_failed])

@@ -15,7 +15,7 @@ from bot.search import choices_for
 from bot.selections import save_selection
 from handlers import ids
 from handlers.middleware import actor
-from handlers.notify import SlackCallFailed, call, tell_user
+from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.views_credentials import PICKER_LIMIT, FlowState, picker_view
 
 PENDING_WORDS = frozenset({"pending", "never-emailed", "all-pending"})
@@ -34,19 +34,21 @@ def register(app: App, ctx: Context) -> None:
         ack()
 
     def open_picker(body: dict[str, Any], client: WebClient) -> None:
-        pending, keys = parse_command_text(body.get("text", ""))
-        with ctx.sessions() as session:
-            employee_ids, unknown = resolve_employees(session, keys) if keys else ([], [])
-        open_picker_modal(
-            ctx,
-            client,
-            user_id=body["user_id"],
-            channel_id=body.get("channel_id"),
-            trigger_id=body["trigger_id"],
-            employee_ids=employee_ids,
-            unknown_keys=unknown,
-            pending=pending,
-        )
+        user_id, channel_id = body["user_id"], body.get("channel_id")
+        with errors_told(ctx, client, user_id, channel_id, "opening the credentials window"):
+            pending, keys = parse_command_text(body.get("text", ""))
+            with ctx.sessions() as session:
+                employee_ids, unknown = resolve_employees(session, keys) if keys else ([], [])
+            open_picker_modal(
+                ctx,
+                client,
+                user_id=user_id,
+                channel_id=channel_id,
+                trigger_id=body["trigger_id"],
+                employee_ids=employee_ids,
+                unknown_keys=unknown,
+                pending=pending,
+            )
 
     app.command(ids.COMMAND)(ack=acknowledge, lazy=[open_picker])
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.error import URLError
 
@@ -89,3 +90,25 @@ def tell_user(ctx: Context, client: WebClient, user_id: str, channel_id: str | N
         return True
     except SlackCallFailed:
         return False
+
+
+@contextmanager
+def errors_told(
+    ctx: Context, client: WebClient, user_id: str, channel_id: str | None, doing: str
+) -> Iterator[None]:
+    """Run background work; if it fails unexpectedly, log it and tell the admin instead of staying silent.
+
+    (Bolt would only log an exception from a lazy listener.)
+    """
+    try:
+        yield
+    except Exception:
+        log.exception("unexpected error while %s", doing)
+        tell_user(
+            ctx,
+            client,
+            user_id,
+            channel_id,
+            f"Something went wrong on credbot's side while {doing}; the details are in its log. "
+            "Nothing was sent. Please try again, or ask whoever runs credbot.",
+        )

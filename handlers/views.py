@@ -20,7 +20,7 @@ from bot.selections import SelectionNotFound, load_selection, save_selection, se
 from bot.slack_audit import batch_with_key
 from handlers import ids
 from handlers.middleware import actor
-from handlers.notify import SlackCallFailed, call, tell_user
+from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.sending import send_in_background
 from handlers.views_credentials import (
     FlowState,
@@ -43,15 +43,18 @@ def register(app: App, ctx: Context) -> None:
         acknowledge_review(ack, body, context)
 
     def show_confirmation(context: BoltContext, client: WebClient) -> None:
-        if context.get(REVIEW_KEY):
-            build_confirmation(ctx, client, **context[REVIEW_KEY])
+        if review := context.get(REVIEW_KEY):
+            channel_id = FlowState.load(review["metadata"]).channel_id
+            with errors_told(ctx, client, review["user_id"], channel_id, "preparing the confirmation"):
+                build_confirmation(ctx, client, **review)
 
     def confirm(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
         acknowledge_send(ctx, ack, body, context)
 
     def send(context: BoltContext, client: WebClient) -> None:
-        if context.get(BATCH_KEY):
-            start_and_send(ctx, client, **context[BATCH_KEY])
+        if batch := context.get(BATCH_KEY):
+            with errors_told(ctx, client, batch["user_id"], batch["channel_id"], "starting to send"):
+                start_and_send(ctx, client, **batch)
 
     app.view(ids.PICKER_VIEW)(ack=review, lazy=[show_confirmation])
     app.view(ids.CONFIRM_VIEW)(ack=confirm, lazy=[send])

@@ -416,3 +416,19 @@ def test_audit_channel_setting_wins(
         assert "<#CAUDIT001>" in json.dumps(answer["view"])
         channel, _ = batch_message(app)
         assert channel == "CAUDIT001"
+
+
+def test_an_unexpected_error_is_told_not_swallowed(
+    running_slack_app: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = running_slack_app
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr("handlers.commands.resolve_employees", broken)
+    app.requests.command(text="1001")
+    ephemeral = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert "Something went wrong on credbot's side" in ephemeral.args["text"]
+    assert "database on fire" not in ephemeral.args["text"]
+    assert app.slack.calls_to("views.open") == []
