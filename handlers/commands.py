@@ -18,11 +18,13 @@ from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.views_credentials import PICKER_LIMIT, FlowState, picker_view
 
+MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 PENDING_WORDS = frozenset({"pending", "never-emailed", "all-pending"})
 
 
 def parse_command_text(text: str) -> tuple[bool, list[str]]:
     """(`pending` was given, the other words): keys are separated by spaces, commas or semicolons."""
+    text = MAILTO.sub(r"\1", text)  # Slack may send an address as <mailto:a@b.example|a@b.example>
     words = [word for word in re.split(r"[\s,;]+", text.strip()) if word]
     pending = any(word.lower() in PENDING_WORDS for word in words)
     keys = [word for word in words if word.lower() not in PENDING_WORDS]

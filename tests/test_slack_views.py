@@ -135,6 +135,7 @@ def test_form_values_flattens_slack_state() -> None:
 def test_command_text_parsing() -> None:
     assert parse_command_text("") == (False, [])
     assert parse_command_text(" Pending ") == (True, [])
+    assert parse_command_text("<mailto:a@b.example|a@b.example>") == (False, ["a@b.example"])
     assert parse_command_text("1001, ada@example.com;1002 1001 pending") == (
         True,
         ["1001", "ada@example.com", "1002"],
