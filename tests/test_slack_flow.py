@@ -432,3 +432,20 @@ def test_an_unexpected_error_is_told_not_swallowed(
     assert "Something went wrong on credbot's side" in ephemeral.args["text"]
     assert "database on fire" not in ephemeral.args["text"]
     assert app.slack.calls_to("views.open") == []
+
+
+def test_progress_updates_the_channel_message(
+    mail_app: RunningApp, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = mail_app
+    monkeypatch.setattr("handlers.sending.PROGRESS_INTERVAL", 0.0)  # every delivery updates the message
+    for number in ("1", "2", "3"):
+        add_employee(session, number)
+    session.commit()
+    send_all(app, open_picker(app, "1 2 3"), {})
+    _, ts = batch_message(app)
+    texts = [call.args["text"] for call in app.slack.calls_to("chat.update") if call.args["ts"] == ts]
+    assert any("of 3 done" in text for text in texts[:-1])
+    assert "*3 sent*" in texts[-1]
+    started = app.slack.calls_to("chat.postMessage")[0].args["text"]
+    assert "emailing Self-Service credentials to *3* employees" in started
