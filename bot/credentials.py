@@ -1,10 +1,11 @@
 """Emailing one-time credentials: who can be mailed, batches, and the concurrent sender.
 
-Per employee (one worker thread, its own short transactions):
+Per employee (one worker thread, three short transactions of its own):
 
-1. Re-check that the employee can be mailed; otherwise the delivery is SKIPPED with the reason.
-2. Make the credential (a temporary password, or in link mode a set-password token), store only its hash
-   as *pending* (or an unsent SetupLink) and COMMIT, so an emailed credential always works.
+1. Make the credential: a temporary password, or in link mode a set-password token.
+2. Re-check that the employee can be mailed (otherwise the delivery is SKIPPED with the reason), store
+   only the credential's hash as *pending* (or an unsent SetupLink) and COMMIT, so that an emailed
+   credential always works.
 3. Hand the welcome email to the transport; drop the plaintext right after.
    Refused: the delivery FAILS with the API's reason, the pending hash is cleared (the link revoked), and
    the current password stays as it was, so an earlier emailed password keeps working.

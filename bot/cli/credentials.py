@@ -104,8 +104,6 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         _outcome_table(summary.skipped)
     if summary.error:
         click.echo(f"Stopped: {summary.error}", err=True)
-    if settings.uses_outbox and summary.sent:
-        click.echo(f"The emails are in {settings.outbox_dir.resolve()}.")
     if summary.failed or summary.error:
         sys.exit(1)
 
