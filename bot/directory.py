@@ -244,17 +244,13 @@ def _parse_rows(
 
 def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     """The row's stored values and a list of problems (empty when the row is good)."""
-    problems = []
+    problems: list[str] = []
     values: dict[str, Any] = {
         "employee_number": raw["employee_number"],
         "first_name": raw["first_name"],
         "last_name": raw["last_name"],
     }
-    for name, label in (("employee_number", "employee number"), ("first_name", "first name")):
-        if not raw[name]:
-            problems.append(f"missing {label}")
-    if not raw["last_name"]:
-        problems.append("missing last name")
+    problems += [f"missing {name.replace('_', ' ')}" for name in REQUIRED_COLUMNS[:3] if not raw[name]]
     if any("\x00" in value for value in raw.values()):
         problems.append("contains a NUL character")
 
