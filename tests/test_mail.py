@@ -26,7 +26,7 @@ from bot.mail import (
 )
 from bot.settings import Settings
 from models import utcnow
-from tests.standins.sendgrid import SendGridStandIn
+from tests.standins.sendgrid import SendGridStandIn, validate_mail_send
 
 SECRET = "Secret7PasswordXyz"
 
@@ -314,3 +314,21 @@ def test_sendgrid_logs_neither_body_nor_key(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "retrying" in logged
     assert SECRET not in logged and sendgrid_standin.api_key not in logged
+
+
+def test_the_standin_refuses_what_sendgrid_would_refuse(sendgrid_standin: SendGridStandIn) -> None:
+    transport = transport_for(sendgrid_standin)
+    good = transport._body(make_email())
+    assert validate_mail_send(good, "application/json") == []
+    html_first = {**good, "content": list(reversed(good["content"]))}
+    no_sender = {key: value for key, value in good.items() if key != "from"}
+    no_recipient = {**good, "personalizations": [{"to": []}]}
+    bad_args = {**good, "custom_args": {"delivery_id": 42}}
+    for body, problem in [
+        (html_first, "content must start with text/plain"),
+        (no_sender, "from.email is required"),
+        (no_recipient, "personalizations[].to must be a non-empty list"),
+        (bad_args, "custom_args must map names to strings"),
+    ]:
+        assert any(problem in found for found in validate_mail_send(body, "application/json")), problem
+    assert validate_mail_send(good, "text/plain") != []
