@@ -10,8 +10,8 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.context import Context
-from bot.credentials import never_emailed_employee_ids, resolve_employees
-from bot.search import choices_for
+from bot.credentials import resolve_employees
+from bot.search import choices_for, count_never_emailed
 from bot.selections import save_selection
 from handlers import ids
 from handlers.middleware import actor
@@ -69,7 +69,7 @@ def open_picker_modal(
     """Open the picker with `employee_ids` preselected; tell the admin (and audit) if Slack refuses."""
     employee_ids = list(dict.fromkeys(employee_ids))
     with ctx.sessions() as session:
-        never_emailed = len(never_emailed_employee_ids(session))
+        never_emailed = count_never_emailed(session)
         preselected = choices_for(session, employee_ids) if len(employee_ids) <= PICKER_LIMIT else []
     reference = None
     if len(employee_ids) > PICKER_LIMIT:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import insert, inspect
 from sqlalchemy.orm import Session
 
+from bot.credentials import never_emailed_employee_ids
 from bot.directory import make_search_text
-from bot.search import MAX_RESULTS, choices_for, query_terms, search_employees
+from bot.search import MAX_RESULTS, choices_for, count_never_emailed, query_terms, search_employees
 from models import Employee, utcnow
 from tests.slack_data import add_employee
 
@@ -85,3 +86,16 @@ def test_postgresql_gets_a_trigram_index_for_substring_search(session: Session) 
         assert "ix_employees_search_text_trgm" in indexes
     else:
         assert "ix_employees_search_text_trgm" not in indexes
+
+
+def test_count_never_emailed_agrees_with_the_credentials_service(session: Session) -> None:
+    add_employee(session, "1")
+    add_employee(session, "2", active=False)
+    add_employee(session, "3", status="disabled")
+    add_employee(session, "4", username=None)
+    emailed = add_employee(session, "5")
+    session.flush()
+    emailed.account.credentials_emailed_at = utcnow()
+    add_employee(session, "6", status="invited")
+    session.commit()
+    assert count_never_emailed(session) == len(never_emailed_employee_ids(session)) == 2
