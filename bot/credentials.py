@@ -551,17 +551,19 @@ class _Sender:
             context.clear()  # drop the plaintext password or link as soon as it is handed off
         self._promote(target, secret_hash, expires_at, message_id)
 
+        # The employee has a working credential now, so it stays; a resend mails both again.
         what = "set-password link" if self.mode == "link" else "temporary password"
-        partial = "the welcome email was sent and its {} works, but the username email was not: {}; {}"
+        partial = f"the welcome email was sent and its {what} works, but the username email was not: {{}}"
+        again = "; send again to email both"
         if self._stop.is_set():
-            error = partial.format(what, self.stopped_because, "send again to email both")
+            error = partial.format(self.stopped_because) + again
             return self._finish(target, DeliveryStatus.FAILED, error, AuditAction.CREDENTIALS_FAILED)
         try:
             message_id = self._send(target, "username", USERNAME_CATEGORY, mode=self.mode)
         except MailError as error:
             if isinstance(error, MailAuthError):
                 self.stop(error.reason)
-            reason = partial.format(what, error.reason, "send again to email both")
+            reason = partial.format(error.reason) + again
             return self._finish(
                 target, DeliveryStatus.FAILED, reason, AuditAction.CREDENTIALS_FAILED, username_sent=True
             )
