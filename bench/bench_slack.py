@@ -1,6 +1,6 @@
 """Benchmark the Slack endpoint with 100,000 employees: slash command and options (type-ahead) requests.
 
-    .venv/bin/python bench/bench_slack.py [--employees 100000] [--commands 300] [--searches 60]
+    .venv/bin/python bench/bench_slack.py [--employees 100000] [--commands 1000] [--searches 60]
                                           [--database-url postgresql://...]
 
 Serves the real credbot web app and a bare Bolt app that only acks (same signing secret, same Bolt
@@ -212,7 +212,8 @@ def run(label: str, url: str, args: argparse.Namespace) -> None:
     print(figures("slash command, credbot", command_times["credbot"]))
     print(figures("slash command, bare Bolt app (ack only)", command_times["bare"]))
     ratio = p99(command_times["credbot"]) / p99(command_times["bare"])
-    print(f"  slash command p99 ratio credbot / bare: {ratio:.2f} (target <= 1.20)")
+    median_ratio = statistics.median(command_times["credbot"]) / statistics.median(command_times["bare"])
+    print(f"  slash command credbot/bare: p99 {ratio:.2f}x (target <= 1.20), median {median_ratio:.2f}x")
     every_search: list[float] = []
     for query, times in option_times.items():
         print(figures(f"options {query!r}", times))
@@ -244,7 +245,7 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--employees", type=int, default=100_000)
-    parser.add_argument("--commands", type=int, default=300, help="slash commands sent to each app")
+    parser.add_argument("--commands", type=int, default=1000, help="slash commands sent to each app")
     parser.add_argument("--searches", type=int, default=60, help="rounds of the options queries")
     parser.add_argument(
         "--pause",
