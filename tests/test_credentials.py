@@ -265,10 +265,13 @@ def test_an_auth_error_stops_the_whole_batch(
         401, times=None, errors=[{"message": "The provided authorization grant is invalid"}]
     )
     ctx = sendgrid_context(context, sendgrid_standin, mail_concurrency=2)
-    summary = send_credentials(
-        ctx, [e.id for e in employees], ACTOR, "cli", transport=sendgrid_transport(ctx)
-    )
+    progress: list[DeliveryOutcome] = []
+    ids = [e.id for e in employees]
+    transport = sendgrid_transport(ctx)
+    summary = send_credentials(ctx, ids, ACTOR, "cli", transport=transport, on_progress=progress.append)
 
+    everyone = summary.failed + summary.skipped
+    assert sorted(o.delivery_id for o in progress) == sorted(o.delivery_id for o in everyone)
     reason = "SendGrid 401: The provided authorization grant is invalid (check SENDGRID_API_KEY"
     assert summary.status == BatchStatus.ABORTED and summary.error.startswith(reason)
     assert summary.sent == [] and 1 <= len(summary.failed) <= 2
