@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltResponse
@@ -34,22 +35,37 @@ class AdminCheck:
     """`is_admin`, remembering a "yes" for ADMIN_CACHE_SECONDS (never a "no").
 
     A slash command must be answered fast, and the database round trip of the check was most of
-    credbot's time before the ack; someone removed from the admins is refused at the latest
-    ADMIN_CACHE_SECONDS later, someone added is allowed at once.
+    credbot's time before the ack. Someone removed from the admins is refused at the latest
+    ADMIN_CACHE_SECONDS later; someone added is allowed at once. A "yes" past half its life is
+    re-checked in the background (on `refresh_with`), so an admin at work is never kept waiting.
     """
 
-    def __init__(self, ctx: Context, ttl: float = ADMIN_CACHE_SECONDS) -> None:
-        self.ctx, self.ttl = ctx, ttl
+    def __init__(
+        self, ctx: Context, ttl: float = ADMIN_CACHE_SECONDS, refresh_with: Executor | None = None
+    ) -> None:
+        self.ctx, self.ttl, self.refresh_with = ctx, ttl, refresh_with
         self._confirmed: dict[str, float] = {}
+        self._refreshing: set[str] = set()
 
     def __call__(self, user_id: str) -> bool:
         confirmed = self._confirmed.get(user_id)
-        if confirmed is not None and time.monotonic() - confirmed < self.ttl:
-            return True
-        with self.ctx.sessions() as session:
-            allowed = is_admin(session, user_id, self.ctx.settings.bootstrap_admin_ids)
+        age = time.monotonic() - confirmed if confirmed is not None else self.ttl
+        if age >= self.ttl:
+            return self._check(user_id)
+        if age >= self.ttl / 2 and self.refresh_with and user_id not in self._refreshing:
+            self._refreshing.add(user_id)
+            self.refresh_with.submit(self._check, user_id)
+        return True
+
+    def _check(self, user_id: str) -> bool:
+        checked_at = time.monotonic()
+        try:
+            with self.ctx.sessions() as session:
+                allowed = is_admin(session, user_id, self.ctx.settings.bootstrap_admin_ids)
+        finally:
+            self._refreshing.discard(user_id)
         if allowed:
-            self._confirmed[user_id] = time.monotonic()
+            self._confirmed[user_id] = checked_at
         else:
             self._confirmed.pop(user_id, None)
         return allowed
@@ -63,7 +79,7 @@ def install(app: App, ctx: Context) -> None:
 
 def admins_only(app: App, ctx: Context) -> Callable[..., BoltResponse | None]:
     """Refuse every request (command, options, view submission, action) from someone not an admin."""
-    allowed = AdminCheck(ctx)
+    allowed = AdminCheck(ctx, refresh_with=app.listener_runner.listener_executor)
 
     def check_admin(
         body: dict[str, Any], context: BoltContext, client: WebClient, next: Callable[[], None]

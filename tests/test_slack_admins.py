@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session
 
@@ -32,3 +33,16 @@ def test_a_removed_admin_is_refused_once_the_short_cache_expires(context: Contex
     assert check("UNEW00001")  # still remembered...
     time.sleep(0.35)
     assert not check("UNEW00001")  # ...but not for long
+
+
+def test_an_admin_at_work_is_rechecked_in_the_background(context: Context, session: Session) -> None:
+    add_admin(session, "UBUSY0001", "test")
+    session.commit()
+    with ThreadPoolExecutor(1) as pool:
+        check = AdminCheck(context, ttl=0.4, refresh_with=pool)
+        assert check("UBUSY0001")
+        remove_admin(session, "UBUSY0001", "test")
+        session.commit()
+        time.sleep(0.25)  # past half the cache's life: answered from the cache, re-checked behind it
+        assert check("UBUSY0001")
+    assert not check("UBUSY0001")  # the background check found them gone
