@@ -134,7 +134,7 @@ def import_employees(
     # Values common to every row are bound once, in the statement, not per row.
     now, table = utcnow(), Employee.__table__
     if inserts:
-        session.execute(table.insert().values(created_at=now, updated_at=now), inserts)
+        _insert(session, inserts, created_at=now, updated_at=now)
     if updates:
         session.execute(update(table).where(table.c.id == bindparam("b_id")).values(updated_at=now), updates)
     result.created, result.updated = len(inserts), len(updates)
@@ -151,6 +151,29 @@ def import_employees(
         rejected_rows=len(result.errors),
     )
     return result
+
+
+def _insert(session: Session, rows: list[dict[str, Any]], **common: Any) -> None:
+    """Insert employee rows, plus the `common` values in each.
+
+    PostgreSQL gets COPY in the session's transaction: psycopg's executemany runs one INSERT per row,
+    about ten times slower.
+    """
+    table = Employee.__table__
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        session.execute(table.insert().values(**common), rows)
+        return
+    from psycopg import sql
+
+    keys = list(rows[0])
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, [*keys, *common]))
+    )
+    extra = list(common.values())
+    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([*(row[key] for key in keys), *extra])
 
 
 def _read_text(source: str | Path | IO[bytes] | IO[str]) -> tuple[str, str]:
