@@ -236,3 +236,12 @@ def test_search_text_includes_the_username_on_update(
     session.commit()
     run(session, write(tmp_path, HEADER + "1,Ann,Lee,ann@example.com,,,\n"))
     assert employees(session)["1"].search_text == "ann lee ann@example.com 1 alee"
+
+
+def test_special_characters_survive(session: Session, tmp_path: Path) -> None:
+    department = 'R&D\\North\t"Lab"\nFloor 2'
+    text = HEADER + '1,Ann,Lee,,"R&D\\North\t""Lab""\nFloor 2",,\n2,Bo,Ek,,,,\n'
+    result = run(session, write(tmp_path, text))
+    assert result.created == 2 and result.errors == []
+    assert employees(session)["1"].department == department
+    assert run(session, write(tmp_path, text)).unchanged == 2
