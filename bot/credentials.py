@@ -373,16 +373,28 @@ def send_credentials(
 
 def _summary(session: Session, batch_id: int) -> BatchSummary:
     batch = session.get_one(CredentialBatch, batch_id)
-    rows = session.execute(
-        select(Delivery, Employee, Account.username)
+    rows = session.execute(  # plain columns, not ORM objects: this is the one per-employee cost
+        select(
+            Delivery.id,
+            Employee.employee_number,
+            Employee.first_name,
+            Employee.last_name,
+            Account.username,
+            Delivery.email_address,
+            Delivery.status,
+            Delivery.error,
+        )
         .join(Employee, Employee.id == Delivery.employee_id)
         .outerjoin(Account, Account.id == Delivery.account_id)
         .where(Delivery.batch_id == batch_id)
         .order_by(Delivery.id)
     )
     outcomes: dict[str, list[DeliveryOutcome]] = {status: [] for status in DeliveryStatus}
-    for delivery, employee, username in rows:
-        outcomes[delivery.status].append(_outcome(delivery, employee, username))
+    for delivery_id, number, first, last, username, address, status, error in rows:
+        name = f"{first} {last}".strip()
+        outcomes[status].append(
+            DeliveryOutcome(delivery_id, number, name, username, address, DeliveryStatus(status), error)
+        )
     return BatchSummary(
         batch_id=batch_id,
         status=BatchStatus(batch.status),
