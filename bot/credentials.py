@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +65,7 @@ INVALID_ADDRESS = "invalid address"
 ACCOUNT_DISABLED = "account disabled"
 EMPLOYEE_INACTIVE = "employee inactive"
 ADDRESS_CHANGED = "address changed since the batch was confirmed"
+INTERRUPTED = "interrupted (Ctrl-C)"
 
 WELCOME_CATEGORY = "credbot-welcome"
 USERNAME_CATEGORY = "credbot-username"
@@ -312,7 +313,8 @@ def run_batch(
     """Send the batch's pending deliveries concurrently (MAIL_CONCURRENCY workers) and finish it.
 
     `on_progress` is called from the worker threads, once per delivery that was pending.
-    A batch that is no longer running is only summarised.
+    A batch that is no longer running is only summarised. Ctrl-C (KeyboardInterrupt) stops the batch
+    like an auth error does: what is in flight finishes, the rest is skipped, the batch ends ABORTED.
     """
     with ctx.sessions() as session:
         batch = session.get(CredentialBatch, batch_id)
@@ -331,8 +333,14 @@ def run_batch(
             return _summary(session, batch_id)
     sender = _Sender(ctx, batch, transport or make_transport(ctx.settings), on_progress, pending)
     workers = max(1, min(ctx.settings.mail_concurrency, len(pending)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
-        futures = [pool.submit(sender.work) for _ in range(workers)]
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail")
+    futures = [pool.submit(sender.work) for _ in range(workers)]
+    try:
+        wait(futures)
+    except KeyboardInterrupt:  # Ctrl-C in the CLI: finish what is in flight, send nothing more
+        sender.stop(INTERRUPTED)
+    finally:
+        pool.shutdown(wait=True)
     crashed = [error for future in futures if (error := future.exception()) is not None]
     if crashed:
         sender.stop(f"internal error: {type(crashed[0]).__name__}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,6 +18,7 @@ from bot.audit import AuditAction
 from bot.context import Context
 from bot.credentials import (
     ADDRESS_CHANGED,
+    INTERRUPTED,
     DeliveryOutcome,
     DuplicateBatchError,
     never_emailed_employee_ids,
@@ -24,6 +28,7 @@ from bot.credentials import (
     send_credentials,
     start_batch,
 )
+from bot.mail import OutgoingEmail
 from bot.passwords import verify_password
 from models import (
     Account,
@@ -284,6 +289,28 @@ def test_an_auth_error_stops_the_whole_batch(
     assert actions(session)[-1] == AuditAction.BATCH_ABORTED
     batch = session.get(CredentialBatch, summary.batch_id)
     assert batch.status == BatchStatus.ABORTED and batch.finished_at is not None
+
+
+def test_ctrl_c_stops_the_batch_cleanly(context: Context, session: Session) -> None:
+    employees = [add_employee(session, str(n), "Ada", f"Lovelace{n}") for n in range(6)]
+
+    class InterruptOnce:
+        calls = 0
+
+        def send(self, email: OutgoingEmail) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+                time.sleep(0.2)
+            return f"id-{self.calls}"
+
+    ctx = Context(context.settings.model_copy(update={"mail_concurrency": 1}), context.sessions)
+    summary = send_credentials(ctx, [e.id for e in employees], ACTOR, "cli", transport=InterruptOnce())
+    assert summary.status == BatchStatus.ABORTED and summary.error == INTERRUPTED
+    (partial,) = summary.failed  # its welcome email was in flight: it went out, the username email did not
+    assert partial.error.startswith("the welcome email was sent") and INTERRUPTED in partial.error
+    assert summary.sent == [] and len(summary.skipped) == 5
+    assert all(o.error == f"not sent: {INTERRUPTED}" for o in summary.skipped)
 
 
 def test_username_email_failure_is_reported_and_the_password_still_works(
