@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.admins import add_admin
+from bot.admins import add_admin, remove_admin
 from bot.settings import Settings
 from handlers import ids
 from models import AuditEvent, CredentialBatch
@@ -389,6 +389,29 @@ def test_a_reviewed_selection_belongs_to_its_admin(running_slack_app: RunningApp
         assert "no longer valid" in json.dumps(answer["view"])
     with app.ctx.sessions() as check:
         assert check.scalars(select(CredentialBatch)).all() == []
+
+
+def test_an_admin_removed_after_review_cannot_send(running_slack_app: RunningApp, session: Session) -> None:
+    app = running_slack_app
+    add_employee(session, "1001", email="ada@example.com")
+    add_admin(session, "UREMOVED1", "test")
+    session.commit()
+    opened = len(app.slack.calls_to("views.open"))
+    assert app.requests.command(user_id="UREMOVED1", text="1001").status == 200
+    app.slack.wait_for_call("views.open", opened + 1)
+    updated = len(app.slack.calls_to("views.update"))
+    assert app.requests.submit(app.slack.last_view(), {}, user_id="UREMOVED1").status == 200
+    app.slack.wait_for_call("views.update", updated + 1)
+    confirm = app.slack.last_view()
+    assert confirm["callback_id"] == ids.CONFIRM_VIEW
+
+    remove_admin(session, "UREMOVED1", "test")  # well inside the admin cache's few seconds
+    session.commit()
+    answer = app.requests.submit(confirm, user_id="UREMOVED1").json()
+    assert answer["view"]["title"]["text"] == "Not allowed"
+    with app.ctx.sessions() as check:
+        assert check.scalars(select(CredentialBatch)).all() == []
+    assert audit_actions(app)[-1] == "access.refused"
 
 
 def test_the_command_is_answered_before_the_modal_is_opened(running_slack_app: RunningApp) -> None:
