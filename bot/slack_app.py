@@ -85,6 +85,14 @@ def check_slack_settings(settings: Settings, socket_mode: bool = False) -> None:
             raise _problem("SLACK_APP_TOKEN", "is not an app-level token (it starts with xapp-)")
 
 
+def slack_wanted(settings: Settings) -> bool:
+    """Serve Slack? Always in production; in development only once a Slack setting is given, so that
+    a fresh checkout can run the portal alone."""
+    if settings.environment == "production":
+        return True
+    return any(_secret(settings, name) for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"))
+
+
 def make_web_client(settings: Settings) -> WebClient:
     """A Web API client for SLACK_API_URL that waits and retries (twice) when Slack rate-limits a call."""
     client = WebClient(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -13,9 +14,15 @@ from slack_bolt.adapter.flask import SlackRequestHandler
 
 from bot.context import Context
 from bot.portal import init_portal
-from bot.slack_app import background_pool, create_bolt_app
+from bot.slack_app import background_pool, create_bolt_app, slack_wanted
 
 SLACK_EVENTS_PATH = "/slack/events"
+NO_SLACK_NOTICE = (
+    "Slack is not configured (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET): serving the portal only. "
+    "See the README's Slack section to connect the app."
+)
+
+log = logging.getLogger(__name__)
 
 _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -65,11 +72,28 @@ def _copy(source: Future[Any], target: Future[Any]) -> None:
 
 
 def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
-    """The Flask app: slash commands, interactivity and options all arrive at /slack/events."""
+    """The Flask app: slash commands, interactivity and options all arrive at /slack/events.
+
+    In development with no Slack setting at all, only the portal and /healthz are served.
+    """
+    flask_app = Flask("credbot")
+    if slack_wanted(ctx.settings):
+        _serve_slack(flask_app, ctx, verify_token)
+    else:
+        log.warning(NO_SLACK_NOTICE)
+
+    @flask_app.get("/healthz")
+    def healthz() -> tuple[dict[str, str], int]:
+        return {"status": "ok"}, 200
+
+    init_portal(flask_app, ctx)
+    return flask_app
+
+
+def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool) -> None:
     executor = AfterResponseExecutor(background_pool())
     bolt_app = create_bolt_app(ctx, verify_token=verify_token, executor=executor)
     handler = SlackRequestHandler(bolt_app)
-    flask_app = Flask("credbot")
     flask_app.extensions["credbot_bolt"] = bolt_app
 
     @flask_app.post(SLACK_EVENTS_PATH)
@@ -79,13 +103,6 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
         if held:
             response.call_on_close(lambda: executor.release(held))
         return response
-
-    @flask_app.get("/healthz")
-    def healthz() -> tuple[dict[str, str], int]:
-        return {"status": "ok"}, 200
-
-    init_portal(flask_app, ctx)
-    return flask_app
 
 
 def create_app() -> Flask:

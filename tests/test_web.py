@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from bot.context import Context
 from bot.settings import Settings
 from bot.slack_app import SlackSettingsError, check_slack_settings, create_bolt_app
-from bot.web import AfterResponseExecutor
+from bot.web import AfterResponseExecutor, create_web_app
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.slack import SIGNING_SECRET, SlackStandIn
 
@@ -79,6 +79,7 @@ def test_an_unreachable_slack_api_stops_the_app_at_start(
 
 def test_serve_names_the_missing_setting(cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", "")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
     result = cli("serve")
     assert result.exit_code == 1
     assert "SLACK_BOT_TOKEN is not set: find it at api.slack.com/apps" in result.output
@@ -106,3 +107,19 @@ def test_work_submitted_while_answering_starts_after_the_response() -> None:
     assert future.result(timeout=5) is None
     assert ran == ["direct", "held"]
     executor.shutdown()
+
+
+def test_without_any_slack_setting_development_serves_the_portal_alone(
+    context: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_web_app(context).test_client()
+    assert app.get("/healthz").status_code == 200
+    assert app.get("/portal/login").status_code == 200
+    assert app.post("/slack/events", data="x").status_code == 404
+    assert "Slack is not configured (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET)" in caplog.text
+
+
+def test_production_without_slack_settings_refuses_to_start(context: Context) -> None:
+    settings = context.settings.model_copy(update={"environment": "production"})
+    with pytest.raises(SlackSettingsError, match="SLACK_BOT_TOKEN is not set"):
+        create_web_app(Context(settings, context.sessions))

@@ -7,6 +7,7 @@ import logging
 import click
 
 from bot.cli.common import context
+from bot.mail import outbox_notice
 from bot.slack_app import SlackSettingsError
 
 
@@ -15,6 +16,8 @@ from bot.slack_app import SlackSettingsError
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def serve(port: int | None, host: str) -> None:
     """Run the Slack endpoint and the portal with Flask's development server.
+
+    In development with no Slack setting at all, only the portal is served.
 
     For production use the Procfile (gunicorn). Slack must reach https://YOUR-HOST/slack/events.
     """
@@ -27,7 +30,10 @@ def serve(port: int | None, host: str) -> None:
         raise click.ClickException(str(error)) from error
     port = port or ctx.settings.port
     _show_info()
-    click.echo(f"credbot listening on http://{host}:{port} (Slack: /slack/events, portal: /portal)")
+    slack = "Slack: /slack/events, " if "credbot_bolt" in app.extensions else ""
+    click.echo(f"credbot listening on http://{host}:{port} ({slack}portal: /portal)")
+    if ctx.settings.uses_outbox:
+        click.echo(outbox_notice(ctx.settings))
     app.run(host=host, port=port, threaded=True)
 
 
