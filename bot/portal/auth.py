@@ -25,7 +25,9 @@ from models import Account, AccountStatus, SetupLink, utcnow
 
 log = logging.getLogger(__name__)
 
-MAX_TYPED_USERNAME = 64
+UNKNOWN_USER_ACTOR = "portal:unknown-user"
+"""The audit actor of a failed sign-in with an unknown username: what was typed is not kept, as it is
+sometimes the password typed into the wrong field."""
 """Typed usernames are cut to this length in the audit log."""
 MAX_USERNAME = 100
 MAX_TYPED_PASSWORD = 1024
@@ -77,12 +79,6 @@ def session_marker(password_hash: str | None, key: str | bytes) -> str:
     return hmac.new(key_bytes, (password_hash or "").encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def clean_typed_username(username: str) -> str:
-    """The typed username as it may appear in the audit log: printable, trimmed, truncated."""
-    printable = "".join(ch if ch.isprintable() else "?" for ch in username.strip())
-    return printable[:MAX_TYPED_USERNAME] or "(empty)"
-
-
 def find_account(session: Session, username: str) -> Account | None:
     """The account with this username (case-insensitive), with its employee and roles."""
     username = username.strip()
@@ -105,27 +101,26 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
     """Check a username and password, applying lockout, expiry and pending-password promotion."""
     now = now or utcnow()
     password = normalize_password(password[:MAX_TYPED_PASSWORD])
-    typed = clean_typed_username(username)
     with ctx.sessions.begin() as session:
         account = find_account(session, username)
         if account is None:
             _verify_twice(password, None, None)
-            return _refuse(session, typed, None, FailureReason.UNKNOWN_USER)
+            return _refuse(session, None, FailureReason.UNKNOWN_USER)
 
         _end_expired_lock(account, now)
         if is_locked(account, now):
             _verify_twice(password, None, None)
-            return _refuse(session, typed, account, FailureReason.LOCKED)
+            return _refuse(session, account, FailureReason.LOCKED)
         if not can_sign_in(account):
             _verify_twice(password, None, None)
-            return _refuse(session, typed, account, FailureReason.DISABLED)
+            return _refuse(session, account, FailureReason.DISABLED)
 
         pending = account.pending_password_hash
         if account.pending_password_expires_at is None or account.pending_password_expires_at <= now:
             pending = None
         current_ok, pending_ok = _verify_twice(password, account.password_hash, pending)
         if not (current_ok or pending_ok):
-            result = _refuse(session, typed, account, FailureReason.WRONG_PASSWORD)
+            result = _refuse(session, account, FailureReason.WRONG_PASSWORD)
             count_failure(ctx, session, account, now)
             return result
         if pending_ok and not current_ok:
@@ -134,7 +129,7 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
         if account.must_change_password and (
             account.temp_password_expires_at is None or account.temp_password_expires_at <= now
         ):
-            return _refuse(session, typed, account, FailureReason.EXPIRED, SignInOutcome.EXPIRED)
+            return _refuse(session, account, FailureReason.EXPIRED, SignInOutcome.EXPIRED)
 
         assert account.password_hash is not None
         if needs_rehash(account.password_hash):
@@ -186,13 +181,12 @@ def _target(account: Account) -> str:
 
 def _refuse(
     session: Session,
-    typed: str,
     account: Account | None,
     reason: FailureReason,
     outcome: SignInOutcome = SignInOutcome.REFUSED,
 ) -> SignInResult:
-    target = _target(account) if account else None
-    record(session, typed, AuditAction.SIGN_IN_FAILED, target, reason=str(reason))
+    actor, target = (account.username, _target(account)) if account else (UNKNOWN_USER_ACTOR, None)
+    record(session, actor, AuditAction.SIGN_IN_FAILED, target, reason=str(reason))
     return SignInResult(outcome, account.id if account else None)
 
 
