@@ -257,41 +257,47 @@ def start_batch(
             )
             session.add(batch)
             session.flush()
-            recipients = _recipients(session, employee_ids)
-            for recipient, account_id in recipients:
-                session.add(
-                    Delivery(
-                        batch_id=batch.id,
-                        employee_id=recipient.employee_id,
-                        account_id=account_id,
-                        email_address=recipient.address,
-                        status=DeliveryStatus.SKIPPED if recipient.problem else DeliveryStatus.PENDING,
-                        error=recipient.problem,
+            batch_id, mode = batch.id, batch.mode
+            employees = skipped = 0
+            # In chunks, letting go of each chunk's objects: memory stays flat however many employees.
+            for chunk in _chunks(list(dict.fromkeys(employee_ids))):
+                for recipient, account_id in _recipients(session, chunk):
+                    employees += 1
+                    skipped += recipient.problem is not None
+                    session.add(
+                        Delivery(
+                            batch_id=batch_id,
+                            employee_id=recipient.employee_id,
+                            account_id=account_id,
+                            email_address=recipient.address,
+                            status=DeliveryStatus.SKIPPED if recipient.problem else DeliveryStatus.PENDING,
+                            error=recipient.problem,
+                        )
                     )
-                )
-                if recipient.problem:
-                    record(
-                        session,
-                        actor,
-                        AuditAction.CREDENTIALS_SKIPPED,
-                        f"employee:{recipient.employee_number}",
-                        batch_id=batch.id,
-                        reason=recipient.problem,
-                    )
-            skipped = sum(1 for r, _ in recipients if r.problem)
+                    if recipient.problem:
+                        record(
+                            session,
+                            actor,
+                            AuditAction.CREDENTIALS_SKIPPED,
+                            f"employee:{recipient.employee_number}",
+                            batch_id=batch_id,
+                            reason=recipient.problem,
+                        )
+                session.flush()
+                session.expunge_all()
             record(
                 session,
                 actor,
                 AuditAction.BATCH_STARTED,
-                f"batch:{batch.id}",
+                f"batch:{batch_id}",
                 source=source,
                 channel_id=channel_id,
-                mode=batch.mode,
-                employees=len(recipients),
-                to_send=len(recipients) - skipped,
+                mode=mode,
+                employees=employees,
+                to_send=employees - skipped,
                 skipped=skipped,
             )
-            return batch.id
+            return batch_id
     except IntegrityError:
         if not idempotency_key:
             raise
