@@ -78,7 +78,7 @@ _hash_pool: ThreadPoolExecutor | None = None
 def _hash(password: str) -> str:
     """hash_password on a pool of one thread per core.
 
-    Argon2id takes 19 MiB and ~40 ms of CPU per hash: more hashes at once than cores only cost memory,
+    Argon2id takes 19 MiB and 25-35 ms of CPU per hash: more hashes at once than cores only cost memory,
     and glibc keeps those 19 MiB resident in each thread's arena once freed. The mail workers mostly
     wait on HTTP, so there are many more of them.
     """
