@@ -57,6 +57,19 @@ def option(text: str, value: str) -> dict[str, Any]:
     return {"text": plain(text, MAX_PLAIN_TEXT_OPTION), "value": value}
 
 
+def person_line(
+    name: str, employee_number: str, username: str | None, address: str | None, note: str | None = None
+) -> str:
+    """`• *Name* (number) · `username` · address: note`, every part escaped; absent parts left out."""
+    parts = [f"*{escape(name)}* ({escape(employee_number)})"]
+    if username:
+        parts.append(f"`{escape(username)}`")
+    if address:
+        parts.append(escape(address))
+    line = "• " + " · ".join(parts)
+    return f"{line}: {escape(note)}" if note else line
+
+
 def pack_lines(lines: Iterable[str], limit: int = MAX_SECTION_TEXT) -> list[str]:
     """Join lines into as few texts of at most `limit` characters as possible (long lines are cut)."""
     chunks: list[str] = []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from bot.credentials import BatchSummary, DeliveryOutcome
 from handlers import ids
-from handlers.blocks import MAX_MESSAGE_TEXT, Block, escape, pack_lines, plain, section
+from handlers.blocks import MAX_MESSAGE_TEXT, Block, escape, pack_lines, person_line, plain, section
 
 TOP_REASONS = 5
 
@@ -79,13 +79,9 @@ def summary_blocks(user_id: str, summary: BatchSummary) -> list[Block]:
 
 
 def outcome_line(outcome: DeliveryOutcome) -> str:
-    parts = [f"*{escape(outcome.name)}* ({escape(outcome.employee_number)})"]
-    if outcome.username:
-        parts.append(f"`{escape(outcome.username)}`")
-    if outcome.address:
-        parts.append(escape(outcome.address))
-    line = "• " + " · ".join(parts)
-    return f"{line}: {escape(outcome.error)}" if outcome.error else line
+    return person_line(
+        outcome.name, outcome.employee_number, outcome.username, outcome.address, outcome.error
+    )
 
 
 def detail_messages(summary: BatchSummary) -> list[str]:

@@ -20,6 +20,7 @@ from handlers.blocks import (
     listed_sections,
     modal,
     option,
+    person_line,
     plain,
     section,
     shorten,
@@ -138,16 +139,11 @@ def picker_view(
 
 
 def recipient_line(recipient: Recipient) -> str:
-    """`• *Name* (number) · `username` · address`, every part escaped."""
-    parts = [f"• *{escape(recipient.name)}* ({escape(recipient.employee_number)})"]
-    if recipient.username:
-        parts.append(f"`{escape(recipient.username)}`")
-    if recipient.address:
-        parts.append(escape(recipient.address))
-    line = " · ".join(parts)
-    if recipient.problem:
-        return f"{line}: {escape(recipient.problem)}"
-    if recipient.last_emailed_at:
+    """The person's line with why they cannot be mailed, or a note that they were emailed before."""
+    line = person_line(
+        recipient.name, recipient.employee_number, recipient.username, recipient.address, recipient.problem
+    )
+    if not recipient.problem and recipient.last_emailed_at:
         return f"{line} _(emailed before, {recipient.last_emailed_at:%Y-%m-%d}: gets a new one)_"
     return line
 
