@@ -10,6 +10,10 @@ benchmark waits until credbot's background work (views.open) is done, plus --pau
 is measured on its own, as Slack's sparse traffic arrives. Prints median and 99th percentile in milliseconds.
 
 Targets: options p99 <= 50 ms; slash command p99 <= 1.2 x the bare app's.
+With --stages, also prints where each slash command's time goes (instrumentation only, off by default):
+the server's part (request received by the app -> response handed to werkzeug) and the part after it
+(-> the benchmark, a thread of this same process, has read the answer), and how many of credbot's
+answers were read only after its background work (the lazy listener) had started running.
 Always measures a fresh SQLite file in a temp dir; with --database-url (or BENCH_DATABASE_URL) also
 that PostgreSQL server, in a throw-away database created next to it.
 """
@@ -152,10 +156,13 @@ def serving(flask_app: Flask) -> Iterator[SlackRequests]:
         server.shutdown()
 
 
-def timed(send: Callable[[], Any]) -> float:
+def timed(send: Callable[[], Any], stamps: list[tuple[float, float]] | None = None) -> float:
     started = time.perf_counter()
     answer = send()
-    elapsed = (time.perf_counter() - started) * 1000
+    ended = time.perf_counter()
+    elapsed = (ended - started) * 1000
+    if stamps is not None:
+        stamps.append((started, ended))
     if answer.status != 200:
         raise RuntimeError(f"unexpected answer {answer.status}: {answer.body[:200]}")
     return elapsed
@@ -172,6 +179,69 @@ def p99(times: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
+class Stages:
+    """--stages: time stamps of each request in the servers and of credbot's background jobs."""
+
+    def __init__(self) -> None:
+        self.client: dict[str, list[tuple[float, float]]] = {"credbot": [], "bare": []}
+        self.server: dict[str, list[tuple[float, float]]] = {"credbot": [], "bare": []}
+        self.job_starts: list[float] = []
+
+    def watch(self, name: str, flask_app: Flask) -> None:
+        """Stamp when the app gets each request and when it hands the response back to werkzeug."""
+        inner = flask_app.wsgi_app
+
+        def stamped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            received = time.perf_counter()
+            body = inner(environ, start_response)
+            self.server[name].append((received, time.perf_counter()))
+            return body
+
+        flask_app.wsgi_app = stamped  # type: ignore[method-assign]
+
+    def watch_jobs(self, credbot: Flask) -> None:
+        """Stamp when each of credbot's background jobs starts running on its pool."""
+        pool = credbot.extensions["credbot_bolt"].listener_runner.listener_executor.pool
+        submit = pool.submit
+
+        def stamped_submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            def job(*job_args: Any, **job_kwargs: Any) -> Any:
+                self.job_starts.append(time.perf_counter())
+                return fn(*job_args, **job_kwargs)
+
+            return submit(job, *args, **kwargs)
+
+        pool.submit = stamped_submit
+
+    def report(self) -> None:
+        print("  stages of the slash commands (--stages); server: received -> response handed to werkzeug,")
+        print("  after: handed -> read by the benchmark's client thread (same process, same GIL)")
+        for name in ("credbot", "bare"):
+            server, after, overlapped, others = [], [], [], []
+            jobs = self.job_starts
+            for sent, answered in self.client[name]:
+                inside = [s for s in self.server[name] if sent <= s[0] <= answered]
+                if not inside:
+                    continue
+                received, handed = inside[0]
+                server.append((handed - received) * 1000)
+                after.append((answered - handed) * 1000)
+                if any(handed <= start <= answered for start in jobs):
+                    overlapped.append(after[-1])
+                else:
+                    others.append(after[-1])
+            print(figures(f"{name}: server", server))
+            print(figures(f"{name}: after", after))
+            print(
+                f"  {name}: {len(overlapped)} of {len(after)} answers read after a credbot background job "
+                "had started"
+            )
+            if overlapped:
+                print(figures(f"{name}: those answers' 'after'", overlapped))
+            if others:
+                print(figures(f"{name}: the other answers' 'after'", others))
+
+
 def run(label: str, url: str, args: argparse.Namespace) -> None:
     print(f"\n{label}: building {args.employees:,} employees ...", flush=True)
     fill_directory(url, args.employees)
@@ -186,18 +256,24 @@ def run(label: str, url: str, args: argparse.Namespace) -> None:
     )
     ctx = Context.from_settings(settings)
     credbot = create_web_app(ctx)
+    bare_flask = bare_app(settings)
+    stages = Stages() if args.stages else None
+    if stages:
+        stages.watch("credbot", credbot)
+        stages.watch("bare", bare_flask)
+        stages.watch_jobs(credbot)
     try:
-        with serving(credbot) as real, serving(bare_app(settings)) as bare:
+        with serving(credbot) as real, serving(bare_flask) as bare:
             for _ in range(20):  # warm up both (connections, caches)
                 timed(lambda: real.options("anna"))
                 timed(lambda: bare.options("anna"))
             command_times: dict[str, list[float]] = {"credbot": [], "bare": []}
             for _ in range(args.commands):
                 opened = len(standin.calls_to("views.open"))
-                command_times["credbot"].append(timed(real.command))
+                command_times["credbot"].append(timed(real.command, stages and stages.client["credbot"]))
                 standin.wait_for_call("views.open", opened + 1, timeout=30)
                 time.sleep(args.pause)  # its background work (after views.open) ends too
-                command_times["bare"].append(timed(bare.command))
+                command_times["bare"].append(timed(bare.command, stages and stages.client["bare"]))
             option_times: dict[str, list[float]] = {query: [] for query in QUERIES}
             bare_options: list[float] = []
             for _ in range(args.searches):
@@ -214,6 +290,8 @@ def run(label: str, url: str, args: argparse.Namespace) -> None:
     ratio = p99(command_times["credbot"]) / p99(command_times["bare"])
     median_ratio = statistics.median(command_times["credbot"]) / statistics.median(command_times["bare"])
     print(f"  slash command credbot/bare: p99 {ratio:.2f}x (target <= 1.20), median {median_ratio:.2f}x")
+    if stages:
+        stages.report()
     every_search: list[float] = []
     for query, times in option_times.items():
         print(figures(f"options {query!r}", times))
@@ -254,6 +332,9 @@ def main() -> None:
         help="seconds between commands, as real ones arrive seconds apart",
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--stages", action="store_true", help="also print where each slash command's time goes"
+    )
     args = parser.parse_args()
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
