@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import case, func, null, or_, select, update
+from sqlalchemy import Select, case, func, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
@@ -194,19 +194,27 @@ def _recipients(session: Session, employee_ids: Sequence[int]) -> list[tuple[Rec
     return [found[i] for i in ordered if i in found]
 
 
+def _never_emailed(query: Select[Any]) -> Select[Any]:
+    """`query` over employees, narrowed to the active ones whose (not disabled) account was never emailed."""
+    return query.join(Account, Account.employee_id == Employee.id).where(
+        Employee.active.is_(True),
+        Account.credentials_emailed_at.is_(None),
+        Account.status != AccountStatus.DISABLED,
+    )
+
+
 def never_emailed_employee_ids(session: Session) -> list[int]:
     """Active employees whose (not disabled) account never had credentials emailed, by name."""
-    query = (
-        select(Employee.id)
-        .join(Account, Account.employee_id == Employee.id)
-        .where(
-            Employee.active.is_(True),
-            Account.credentials_emailed_at.is_(None),
-            Account.status != AccountStatus.DISABLED,
-        )
-        .order_by(Employee.last_name, Employee.first_name, Employee.employee_number)
+    query = _never_emailed(select(Employee.id)).order_by(
+        Employee.last_name, Employee.first_name, Employee.employee_number
     )
     return list(session.scalars(query))
+
+
+def count_never_emailed(session: Session) -> int:
+    """len(never_emailed_employee_ids(session)) as one COUNT, without loading and sorting every id
+    (most of a second at 100,000 employees), for the picker that must open within Slack's 3 seconds."""
+    return session.scalar(_never_emailed(select(func.count()).select_from(Employee))) or 0
 
 
 def resolve_employees(session: Session, keys: Sequence[str]) -> tuple[list[int], list[str]]:

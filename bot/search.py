@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from bot.directory import fold_accents
-from models import Account, AccountStatus, Employee
+from models import Account, Employee
 
 MAX_RESULTS = 100
 """Slack shows at most 100 options; more would be refused."""
@@ -107,22 +107,3 @@ def choices_for(session: Session, employee_ids: list[int]) -> list[EmployeeChoic
     query = _choice_query().where(Employee.id.in_(employee_ids))
     found = {row.id: _choice(row) for row in session.execute(query)}
     return [found[employee_id] for employee_id in employee_ids if employee_id in found]
-
-
-def count_never_emailed(session: Session) -> int:
-    """len(bot.credentials.never_emailed_employee_ids(session)) as one COUNT, for the picker's checkbox.
-
-    The same conditions (a test keeps them equal), without loading and sorting every id: at 100,000
-    employees the list takes most of a second, and the picker must open within Slack's 3 seconds.
-    """
-    query = (
-        select(func.count())
-        .select_from(Employee)
-        .join(Account, Account.employee_id == Employee.id)
-        .where(
-            Employee.active.is_(True),
-            Account.credentials_emailed_at.is_(None),
-            Account.status != AccountStatus.DISABLED,
-        )
-    )
-    return session.scalar(query) or 0

@@ -10,8 +10,8 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.context import Context
-from bot.credentials import resolve_employees
-from bot.search import choices_for, count_never_emailed
+from bot.credentials import count_never_emailed, resolve_employees
+from bot.search import choices_for
 from bot.selections import save_selection
 from handlers import ids
 from handlers.middleware import actor
