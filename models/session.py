@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+OPTIONAL_INDEXES = frozenset({"ix_employees_search_text_trgm"})
+"""Indexes a migration adds only where the database can have them (pg_trgm): the models do not know them."""
 
 
 def make_engine(url: str, pool_size: int = 40) -> Engine:
@@ -42,13 +47,41 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to `revision` on `engine`."""
-    from alembic import command
-    from alembic.config import Config
+def in_models(_object: Any, name: str | None, type_: str, reflected: bool, _compare_to: Any) -> bool:
+    """Alembic's `include_object` for autogenerate: leave out the optional indexes the models do not know."""
+    return not (type_ == "index" and reflected and name in OPTIONAL_INDEXES)
+
+
+def alembic_config(connection: Connection) -> Config:
+    """An Alembic configuration for the migrations in `models/migrations`, run on `connection`."""
+    from alembic.config import Config  # imported on use: most commands never migrate
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_database(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to `revision` on `engine`."""
+    from alembic import command
+
     with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        command.upgrade(alembic_config(connection), revision)
+
+
+def new_migration(engine: Engine, message: str) -> str:
+    """Write a migration with what autogenerate finds between `engine`'s schema and the models; its path."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    numbered = [
+        int(r.revision) for r in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions() if r.revision.isdigit()
+    ]
+    rev_id = f"{max(numbered, default=0) + 1:04d}"  # the project numbers its migrations 0001, 0002...
+    with engine.begin() as connection:
+        script = command.revision(
+            alembic_config(connection), message=message, autogenerate=True, rev_id=rev_id
+        )
+    assert script is not None and not isinstance(script, list)
+    return str(script.path)

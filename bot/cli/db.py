@@ -6,6 +6,7 @@ import click
 
 from bot.cli.common import context
 from models import upgrade_database
+from models.session import new_migration
 
 
 @click.group()
@@ -19,3 +20,11 @@ def upgrade() -> None:
     engine = context().sessions.kw["bind"]
     upgrade_database(engine)
     click.echo(f"Database is up to date ({engine.url.render_as_string(hide_password=True)}).")
+
+
+@db.command()
+@click.option("-m", "--message", required=True, help="What the migration changes, e.g. 'add lease columns'.")
+def revision(message: str) -> None:
+    """Write a new migration from the difference between the models and the database (upgrade it first)."""
+    path = new_migration(context().sessions.kw["bind"], message)
+    click.echo(f"Wrote {path}: read it and adjust it before you commit it.")

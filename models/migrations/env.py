@@ -4,10 +4,17 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from models import Base
+from models.session import in_models
 
 
 def run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=True,
+        compare_type=True,
+        include_object=in_models,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
