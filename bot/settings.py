@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
+"""The source checkout (samples, test artifacts); an installed credbot finds its templates in `templates`."""
 
 
 class Settings(BaseSettings):

@@ -8,7 +8,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from bot.settings import TEMPLATES_DIR
+from templates import TEMPLATES_DIR
 
 
 def format_time(value: datetime) -> str:

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 from bot.context import Context
 from bot.portal import auth
 from bot.portal.csrf import CsrfRefused, check_csrf, csrf_token
-from bot.settings import TEMPLATES_DIR
+from templates import TEMPLATES_DIR
 
 EXTENSION_KEY = "credbot.portal"
 SESSION_IDLE_SECONDS = 30 * 60
