@@ -18,6 +18,11 @@ the server's part (request received by the app -> response handed to werkzeug) a
 answers were read only after its background work (the lazy listener) had started running.
 Always measures a fresh SQLite file in a temp dir; with --database-url (or BENCH_DATABASE_URL) also
 that PostgreSQL server, in a throw-away database created next to it.
+
+With --paced, the slash command is measured as an admin meets it instead: each app is served by gunicorn
+(the Procfile's gthread worker) in a process of its own, and a third process sends --commands commands
+to each, alternating, one every --interval seconds, without waiting for background work. Prints both
+apps' median and p99 and their ratio (target: p99 <= 1.2 x the bare app's).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import argparse
 import logging
 import multiprocessing
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -147,6 +154,89 @@ def bare_app(settings: Settings) -> Flask:
     flask_app = Flask("bare")
     flask_app.add_url_rule("/slack/events", "events", lambda: handler.handle(request), methods=["POST"])
     return flask_app
+
+
+def bare_from_env() -> Flask:
+    """gunicorn's factory for the bare app in --paced mode (settings from the environment)."""
+    return bare_app(Settings())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], cwd: str) -> Iterator[str]:
+    """Serve the WSGI factory `app` with gunicorn as the Procfile does (one gthread worker); its URL."""
+    port = free_port()
+    bench_dir = str(Path(__file__).resolve().parent)
+    command = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        *("--bind", f"127.0.0.1:{port}", "--worker-class", "gthread", "--workers", "1", "--threads", "8"),
+        *("--pythonpath", f"{bench_dir},{Path(bench_dir).parent}", "--log-level", "warning", app),
+    ]
+    server = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn {app} did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/slack/events"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run_paced(label: str, url: str, args: argparse.Namespace) -> None:
+    """--paced: both apps under gunicorn in processes of their own, commands paced --interval apart."""
+    print(f"\n{label}: building {args.employees:,} employees ...", flush=True)
+    fill_directory(url, args.employees)
+    standin = SlackStandIn().start()
+    env = {
+        "DATABASE_URL": url,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": standin.url,
+        "SECRET_KEY": "bench-" + "k" * 32,
+        "SENDGRID_API_KEY": "",
+    }
+    times: dict[str, list[float]] = {"credbot": [], "bare": []}
+    try:
+        with (
+            tempfile.TemporaryDirectory() as cwd,  # no .env is read there
+            gunicorn("bot.web:create_app()", env, cwd) as real,
+            gunicorn("bench_slack:bare_from_env()", env, cwd) as bare,
+            Client({"credbot": real, "bare": bare}) as client,
+        ):
+            for _ in range(20):  # warm up both (connections, caches, the admin check)
+                client.time("credbot", "command")
+                client.time("bare", "command")
+            standin.wait_for_call("views.open", 20, timeout=30)
+            next_at = time.monotonic()
+            for _ in range(args.commands):
+                for name in ("credbot", "bare"):
+                    next_at += args.interval
+                    times[name].append(client.time(name, "command"))
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+            standin.wait_for_call("views.open", 20 + args.commands, timeout=60)
+    finally:
+        standin.stop()
+    print(figures("slash command, credbot (paced)", times["credbot"]))
+    print(figures("slash command, bare Bolt app (paced)", times["bare"]))
+    ratio = p99(times["credbot"]) / p99(times["bare"])
+    median_ratio = statistics.median(times["credbot"]) / statistics.median(times["bare"])
+    print(
+        f"  paced slash command credbot/bare: p99 {ratio:.2f}x (target <= 1.20), median {median_ratio:.2f}x"
+    )
+    if standin.problems:
+        print(f"  Slack stand-in saw invalid views: {standin.problems[:3]}")
 
 
 @contextmanager
@@ -376,14 +466,21 @@ def main() -> None:
     parser.add_argument(
         "--stages", action="store_true", help="also print where each slash command's time goes"
     )
+    parser.add_argument(
+        "--paced",
+        action="store_true",
+        help="slash commands only, each app under gunicorn in a process of its own, paced --interval apart",
+    )
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between two --paced commands")
     args = parser.parse_args()
+    measure = run_paced if args.paced else run
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
     with tempfile.TemporaryDirectory() as directory:
-        run("SQLite", f"sqlite:///{Path(directory) / 'bench.db'}", args)
+        measure("SQLite", f"sqlite:///{Path(directory) / 'bench.db'}", args)
     if args.database_url:
         with postgres_database(args.database_url) as url:
-            run("PostgreSQL", url, args)
+            measure("PostgreSQL", url, args)
 
 
 if __name__ == "__main__":
