@@ -28,6 +28,10 @@ class Settings(BaseSettings):
 
     # Storage
     database_url: str = "sqlite:///credbot.db"
+    redis_url: str | None = None
+    """Dramatiq's Redis broker for background jobs; empty: jobs run on a worker inside each process."""
+    redis_namespace: str = "credbot"
+    worker_threads: int = Field(default=8, ge=1, le=64)
 
     # Mail
     sendgrid_api_key: SecretStr | None = None

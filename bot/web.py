@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, Response, request
 from slack_bolt.adapter.flask import SlackRequestHandler
 
+from bot import jobs
 from bot.context import Context
 from bot.portal import init_portal
 from bot.slack_app import background_pool, create_bolt_app, slack_wanted
@@ -76,6 +77,7 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
 
     In development with no Slack setting at all, only the portal and /healthz are served.
     """
+    jobs.use(ctx)
     flask_app = Flask("credbot")
     if slack_wanted(ctx.settings):
         _serve_slack(flask_app, ctx, verify_token)
@@ -107,4 +109,6 @@ def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool) -> None:
 
 def create_app() -> Flask:
     """Factory for gunicorn: `gunicorn 'bot.web:create_app()'` (settings from the environment and .env)."""
-    return create_web_app(Context.from_settings())
+    ctx = Context.from_settings()
+    jobs.start_background(ctx)
+    return create_web_app(ctx)

@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.slack_requests",
     "tests.portal_helpers",
     "tests.cli_helpers",
+    "tests.jobs_helpers",
 ]
 
 

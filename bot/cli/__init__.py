@@ -13,6 +13,7 @@ from bot.cli.db import db
 from bot.cli.employees import employees
 from bot.cli.report import audit, report
 from bot.cli.serve import serve, socket
+from bot.cli.worker import worker
 
 
 @click.group()
@@ -33,3 +34,4 @@ main.add_command(report)
 main.add_command(audit)
 main.add_command(serve)
 main.add_command(socket)
+main.add_command(worker)

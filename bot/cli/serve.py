@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from bot import jobs
 from bot.cli.common import context
 from bot.mail import outbox_notice
 from bot.slack_app import SlackSettingsError
@@ -28,6 +29,7 @@ def serve(port: int | None, host: str) -> None:
         app = create_web_app(ctx)
     except (SlackSettingsError, RuntimeError) as error:
         raise click.ClickException(str(error)) from error
+    jobs.start_background(ctx)
     port = port or ctx.settings.port
     _show_info()
     slack = "Slack: /slack/events, " if "credbot_bolt" in app.extensions else ""
@@ -51,6 +53,7 @@ def socket() -> None:
         raise click.ClickException(str(error)) from error
     app_token = ctx.settings.slack_app_token
     assert app_token is not None  # checked by create_bolt_app
+    jobs.start_background(ctx)
     _show_info()
     click.echo("credbot connected over Socket Mode; press Ctrl+C to stop.")
     SocketModeHandler(app, app_token.get_secret_value()).start()

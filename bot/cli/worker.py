@@ -1,0 +1,43 @@
+"""`credbot worker`: runs the background jobs (Dramatiq actors) and the periodic-job scheduler."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from bot import jobs
+from bot.cli.common import context
+
+
+@click.command()
+@click.option("--threads", type=int, default=None, help="Worker threads (default: WORKER_THREADS, 8).")
+def worker(threads: int | None) -> None:
+    """Run background jobs until stopped (SIGTERM or Ctrl+C): the Procfile's `worker:` process.
+
+    With REDIS_URL it takes jobs from Redis, which every web process and CLI enqueues to. Without it,
+    each process runs its own jobs in-process, and this worker only runs the scheduled ones.
+    """
+    root = logging.getLogger()
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    ctx = context()
+    jobs.configure(ctx, in_process=False)
+    if not ctx.settings.redis_url:
+        click.echo(
+            "REDIS_URL is not set: jobs run inside the process that enqueues them; this worker "
+            "only runs the scheduled jobs."
+        )
+    threads = threads or ctx.settings.worker_threads
+    jobs.start_worker(threads)
+    scheduler = jobs.Scheduler().start()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"credbot worker running with {threads} threads; stop with Ctrl+C or SIGTERM.")
+    stop.wait()
+    click.echo("Stopping: finishing the jobs in progress...")
+    scheduler.stop()
+    jobs.shutdown()

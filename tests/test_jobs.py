@@ -1,0 +1,135 @@
+"""The background-job layer: actors on the stub and on Redis, retries, the scheduler, `credbot worker`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot import jobs
+from bot.context import Context
+from models import AuditEvent
+
+CREDBOT = str(Path(sys.executable).parent / "credbot")
+seen: list[tuple[str, object]] = []
+failures: dict[str, int] = {}
+gave_up: list[tuple[str, str]] = []
+_lock = threading.Lock()
+
+
+@jobs.job()
+def remember(ctx: Context, label: str, payload: dict) -> None:
+    with _lock:
+        seen.append((label, payload))
+    assert ctx is jobs.context()
+    with ctx.sessions() as session:  # the test's own database
+        session.execute(select(AuditEvent.id)).all()
+
+
+def _record_give_up(ctx: Context, error: Exception, label: str) -> None:
+    with _lock:
+        gave_up.append((label, str(error)))
+
+
+@jobs.job(max_retries=2, min_backoff_ms=10, max_backoff_ms=20, on_give_up=_record_give_up)
+def flaky(ctx: Context, label: str) -> None:
+    with _lock:
+        failures[label] = failures.get(label, 0) + 1
+        count = failures[label]
+    if label == "always" or count == 1:
+        raise RuntimeError(f"attempt {count} failed")
+    seen.append((label, count))
+
+
+@jobs.job()
+def tick(ctx: Context) -> None:
+    with _lock:
+        seen.append(("tick", None))
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    seen.clear()
+    failures.clear()
+    gave_up.clear()
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_job_runs_with_the_configured_context_and_json_arguments(job_broker: str) -> None:
+    remember.send("one", {"ids": [1, 2], "text": "é"})
+    jobs.join()
+    assert seen == [("one", {"ids": [1, 2], "text": "é"})]
+
+
+def test_failures_are_retried_and_given_up_once(job_broker: str) -> None:
+    flaky.send("once")
+    flaky.send("always")
+    wait_until(lambda: len(gave_up) == 1 and ("once", 2) in seen)
+    jobs.join()
+    assert failures == {"once": 2, "always": 3}  # first try + 2 retries
+    assert gave_up == [("always", "attempt 3 failed")]
+
+
+def test_without_redis_the_stub_broker_runs_jobs_in_process(context: Context) -> None:
+    jobs.use(context)
+    assert jobs.redis_client() is None
+    remember.send("stub", {})
+    jobs.join()
+    assert seen == [("stub", {})]
+
+
+def test_a_scheduled_job_is_enqueued_once_per_due_run_across_processes(
+    context: Context, redis_server_url: str, redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "_schedules", {})
+    jobs.every(60)(tick)
+    jobs.configure(context, redis_url=redis_server_url, namespace=redis_namespace, in_process=True)
+    first, second = jobs.Scheduler(), jobs.Scheduler()  # as in two worker processes
+    now = datetime(2026, 11, 25, 9, 0, 30, tzinfo=UTC)
+    assert first.run_due(now) == [tick.name]
+    assert second.run_due(now) == []
+    assert first.run_due(now.replace(second=59)) == []
+    assert second.run_due(now.replace(minute=1)) == [tick.name]
+    jobs.join()
+    assert seen == [("tick", None), ("tick", None)]
+
+
+def test_daily_jobs_fire_once_after_their_time(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "_schedules", {})
+    jobs.daily(at=lambda settings: "07:30")(tick)
+    jobs.configure(context, redis_url="")
+    scheduler = jobs.Scheduler()
+    day = datetime(2026, 11, 25, tzinfo=UTC)
+    assert scheduler.run_due(day.replace(hour=7, minute=29)) == []  # yesterday's is long past
+    assert scheduler.run_due(day.replace(hour=7, minute=30)) == [tick.name]
+    assert scheduler.run_due(day.replace(hour=8, minute=0)) == []
+    assert scheduler.run_due(day.replace(hour=7, minute=31).replace(day=26)) == [tick.name]
+
+
+def test_without_redis_only_one_process_schedules(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "_schedules", {})
+    jobs.every(60)(tick)
+    jobs.configure(context, redis_url="")
+    now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    first = jobs.Scheduler()
+    assert first.run_due(now) == [tick.name]
+    code = (
+        "import fcntl, sys; f = open(sys.argv[1], 'a');\n"
+        "try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError: sys.exit(3)"
+    )
+    assert first._lock_file is not None
+    held = subprocess.run([sys.executable, "-c", code, first._lock_file.name], check=False)
+    assert held.returncode == 3  # another process cannot become the scheduler
+    first.stop()
