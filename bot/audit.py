@@ -35,6 +35,7 @@ class AuditAction(enum.StrEnum):
     PASSWORD_CHANGED = "portal.password_changed"  # noqa: S105 (an action name)
     SETUP_LINK_USED = "portal.setup_link_used"
     PASSWORD_CHANGE_NOTICE_FAILED = "portal.password_change_notice_failed"  # noqa: S105 (an action name)
+    NOTICE_FAILED = "mail.notice_failed"
 
 
 def record(

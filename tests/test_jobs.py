@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -10,11 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import select
 
-from bot import jobs
+from bot import jobs, notices
+from bot.audit import AuditAction
 from bot.context import Context
 from models import AuditEvent
+from tests.credentials_helpers import add_employee, outbox_messages
 
 CREDBOT = str(Path(sys.executable).parent / "credbot")
 seen: list[tuple[str, object]] = []
@@ -133,3 +137,87 @@ def test_without_redis_only_one_process_schedules(context: Context, monkeypatch:
     held = subprocess.run([sys.executable, "-c", code, first._lock_file.name], check=False)
     assert held.returncode == 3  # another process cannot become the scheduler
     first.stop()
+
+
+# --- notice emails --------------------------------------------------------------------------------------
+
+
+def notice_events(context: Context) -> list[tuple[str, str | None, dict]]:
+    with context.sessions() as session:
+        rows = session.execute(select(AuditEvent.action, AuditEvent.target, AuditEvent.details)).all()
+    return [tuple(row) for row in rows if row[0].endswith("notice_failed")]  # type: ignore[misc]
+
+
+def test_a_notice_email_is_rendered_and_sent_by_the_worker(context: Context, job_broker: str) -> None:
+    with context.sessions() as session:
+        employee = add_employee(session, "7", "Grace", "Hopper")
+        account_id = employee.account.id
+    changed = datetime(2026, 11, 27, 14, 5, tzinfo=UTC)
+    notices.enqueue_notice(
+        context, account_id, "password_changed", "Changed at {company}", changed_at=changed
+    )
+    jobs.join()
+    [message] = outbox_messages(context.settings.outbox_dir)
+    assert message["To"] == "Grace Hopper <grace.hopper.7@example.com>"
+    assert message["Subject"] == "Changed at Example Corp"
+    assert message["X-Credbot-Category"] == "credbot-password-changed"
+    assert "Friday 27 November 2026, 14:05 UTC" in message.get_body(("plain",)).get_content()
+    assert notice_events(context) == []
+
+
+def test_an_unreachable_mail_service_is_retried_then_audited(
+    context: Context, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(notices.send_notice.options, "min_backoff", 10)
+    monkeypatch.setitem(notices.send_notice.options, "max_backoff", 20)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the outbox folder should be")
+    ctx = Context(context.settings.model_copy(update={"outbox_dir": blocked}), context.sessions)
+    jobs.configure(ctx, redis_url="")
+    with ctx.sessions() as session:
+        account_id = add_employee(session, "8").account.id
+    notices.enqueue_notice(ctx, account_id, "password_changed", "Changed", changed_at=datetime.now(UTC))
+    wait_until(lambda: notice_events(ctx) != [])
+    jobs.join()
+    [(action, target, details)] = notice_events(ctx)
+    assert action == AuditAction.NOTICE_FAILED and target == "account:alovelace8"
+    assert "could not write to the outbox" in details["error"] and details["template"] == "password_changed"
+
+
+# --- `credbot worker` as a process, on Redis ----------------------------------------------------------
+
+
+def test_credbot_worker_runs_jobs_enqueued_by_another_process(
+    context: Context, redis_server_url: str, redis_namespace: str
+) -> None:
+    with context.sessions() as session:
+        account_id = add_employee(session, "9").account.id
+    jobs.configure(context, redis_url=redis_server_url, namespace=redis_namespace, in_process=False)
+    notices.enqueue_notice(context, account_id, "password_changed", "Changed", changed_at=datetime.now(UTC))
+    outbox = context.settings.outbox_dir
+    assert outbox_messages(outbox) == [] if outbox.exists() else True  # nothing ran here
+    env = {
+        **os.environ,
+        "DATABASE_URL": context.settings.database_url,
+        "OUTBOX_DIR": str(outbox),
+        "SENDGRID_API_KEY": "",
+        "REDIS_URL": redis_server_url,
+        "REDIS_NAMESPACE": redis_namespace,
+    }
+    worker = subprocess.Popen(
+        [CREDBOT, "worker", "--threads", "2"],
+        env=env,
+        cwd=outbox.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: outbox.exists() and len(outbox_messages(outbox)) == 1, timeout=30)
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=30)[0].decode()
+    assert worker.returncode == 0, output
+    assert "credbot worker running with 2 threads" in output
+    client = redis.Redis.from_url(redis_server_url)
+    assert client.llen(f"{redis_namespace}:default") == 0
+    client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import logging
 import re
+import time
 from datetime import timedelta
 from email.policy import default
 from pathlib import Path
@@ -12,11 +13,13 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from bot import jobs, notices
 from bot.context import Context
 from bot.mail import MailUnavailable
 from bot.portal import auth
 from bot.portal.views import REFUSED_MESSAGE
 from models import AccountStatus, utcnow
+from tests.credentials_helpers import sendgrid_context
 from tests.portal_helpers import (
     GOOD_PASSWORD,
     TEMP_PASSWORD,
@@ -26,6 +29,7 @@ from tests.portal_helpers import (
     get_account,
     make_portal_app,
 )
+from tests.standins.sendgrid import SendGridStandIn
 
 CHANGE = "/portal/password"
 
@@ -39,6 +43,7 @@ def change_form(current: str = TEMP_PASSWORD, new: str = GOOD_PASSWORD, confirm:
 
 
 def outbox_messages(ctx: Context) -> list[email.message.EmailMessage]:
+    jobs.join()  # the email is sent by a background job
     directory = Path(ctx.settings.outbox_dir)
     files = sorted(directory.glob("*.eml")) if directory.exists() else []
     return [email.message_from_bytes(path.read_bytes(), policy=default) for path in files]
@@ -334,14 +339,37 @@ def test_a_mail_failure_does_not_undo_the_change(
         def send(self, email: object) -> str:
             raise MailUnavailable("SendGrid unreachable")
 
-    monkeypatch.setattr(auth, "make_transport", lambda settings: Failing())
+    monkeypatch.setattr(notices, "make_transport", lambda settings: Failing())
+    monkeypatch.setitem(notices.send_notice.options, "max_retries", 0)
     browser.sign_in("adoe", TEMP_PASSWORD)
     browser.get(CHANGE)
     assert browser.post(CHANGE, change_form()).status_code == 303
+    jobs.join()
     assert browser.get("/portal/").status_code == 200
     assert not get_account(context, person.account_id).must_change_password
     [(_, _, target, details)] = [e for e in audit_actions(context) if e[0].endswith("notice_failed")]
     assert target == "account:adoe" and "unreachable" in details["error"].lower()
+
+
+def test_a_password_change_answers_at_once_while_sendgrid_hangs(
+    context: Context, sendgrid_standin: SendGridStandIn
+) -> None:
+    sendgrid_standin.hang_seconds = 3.0
+    sendgrid_standin.answer(202, hang=True, times=None)
+    ctx = sendgrid_context(context, sendgrid_standin, sendgrid_timeout_seconds=10)
+    add_person(ctx)
+    app = make_portal_app(ctx)
+    app.config["TESTING"] = True
+    browser = Browser(app.test_client())
+    browser.sign_in("adoe", TEMP_PASSWORD)
+    browser.get(CHANGE)
+    started = time.monotonic()
+    assert browser.post(CHANGE, change_form()).status_code == 303
+    assert time.monotonic() - started < 1.0  # the email waits in the queue, not the employee
+    assert sendgrid_standin.messages == []
+    jobs.join()
+    [message] = sendgrid_standin.messages  # and it does go out once SendGrid answers
+    assert message["categories"] == ["credbot-password-changed"]
 
 
 def test_no_email_address_is_audited(context: Context, browser: Browser) -> None:

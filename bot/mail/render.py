@@ -11,9 +11,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from templates import TEMPLATES_DIR
 
 
-def format_time(value: datetime) -> str:
-    """A time as people read it in an email, e.g. `Friday 27 November 2026, 14:05 UTC`."""
-    return value.astimezone(UTC).strftime("%A %-d %B %Y, %H:%M UTC")
+def format_time(value: datetime | str) -> str:
+    """A time (or its ISO text) as people read it in an email, e.g. `Friday 27 November 2026, 14:05 UTC`."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(UTC).strftime("%A %-d %B %Y, %H:%M UTC")
 
 
 @cache

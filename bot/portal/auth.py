@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.audit import AuditAction, record, record_now
+from bot.audit import AuditAction, record
 from bot.context import Context
-from bot.mail import OutgoingEmail, make_transport, render_email
+from bot.notices import enqueue_notice
 from bot.passwords import hash_password, needs_rehash, verify_password
 from bot.portal.password_rules import normalize_password, password_problems
 from models import Account, AccountStatus, SetupLink, utcnow
@@ -434,53 +434,13 @@ def set_password_with_link(
 # --- The "your password was changed" email ------------------------------------------------------------
 
 
-def notify_password_changed(ctx: Context, account_id: int, now: datetime | None = None) -> bool:
-    """Email the employee that their password changed. Failures are logged and audited, never raised."""
-    settings = ctx.settings
-    now = now or utcnow()
-    with ctx.sessions() as session:
-        account = load_account(session, account_id)
-        if account is None:
-            return False
-        username, employee = account.username, account.employee
-        address, name, first_name = employee.email, employee.full_name, employee.first_name
-    if not address:
-        record_now(
-            ctx.sessions,
-            "portal",
-            AuditAction.PASSWORD_CHANGE_NOTICE_FAILED,
-            f"account:{username}",
-            error="no email address",
-        )
-        return False
-    try:
-        text, html = render_email(
-            "password_changed",
-            first_name=first_name,
-            username=username,
-            company=settings.company_name,
-            changed_at=now,
-            sign_in_url=settings.sign_in_url,
-        )
-        email = OutgoingEmail(
-            to_address=address,
-            to_name=name,
-            subject=f"Your {settings.company_name} Self-Service password was changed",
-            text=text,
-            html=html,
-            category="credbot-password-changed",
-        )
-        message_id = make_transport(settings).send(email)
-    except Exception as error:
-        reason = getattr(error, "reason", type(error).__name__)
-        log.exception("could not send the password-changed email for account %s", account_id)
-        record_now(
-            ctx.sessions,
-            "portal",
-            AuditAction.PASSWORD_CHANGE_NOTICE_FAILED,
-            f"account:{username}",
-            error=str(reason)[:500],
-        )
-        return False
-    log.info("password-changed email for account %s accepted as %s", account_id, message_id)
-    return True
+def notify_password_changed(ctx: Context, account_id: int, now: datetime | None = None) -> None:
+    """Queue the "your password was changed" email; a worker sends it (never inside the request)."""
+    enqueue_notice(
+        ctx,
+        account_id,
+        "password_changed",
+        "Your {company} Self-Service password was changed",
+        failure_action=AuditAction.PASSWORD_CHANGE_NOTICE_FAILED,
+        changed_at=now or utcnow(),
+    )

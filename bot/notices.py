@@ -1,0 +1,130 @@
+"""Notice emails to an employee (e.g. "your password was changed"), sent by a background job.
+
+`enqueue_notice(ctx, account_id, "password_changed", subject, changed_at=now)` renders
+`templates/emails/password_changed.{txt,html}` in a worker and sends it through the normal transport.
+Every template gets `first_name`, `username`, `company` and `sign_in_url`; the keywords add to them
+(JSON values; a datetime is passed as ISO text and the templates' `time` filter reads it).
+A service that cannot be reached is retried with backoff; a refusal, a missing address or the last
+retry failing is audited (`failure_action`) and logged, never raised into the web request.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from bot import jobs
+from bot.audit import AuditAction, record_now
+from bot.context import Context
+from bot.mail import MailError, MailUnavailable, OutgoingEmail, make_transport, render_email
+from models import Account, Employee
+
+log = logging.getLogger(__name__)
+
+RETRIES = 5
+
+
+def enqueue_notice(
+    ctx: Context,
+    account_id: int,
+    template: str,
+    subject: str,
+    *,
+    actor: str = "portal",
+    failure_action: AuditAction = AuditAction.NOTICE_FAILED,
+    **context: Any,
+) -> None:
+    """Queue the notice email `template` to the account's employee; `subject` may use {company}."""
+    values = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in context.items()}
+    jobs.use(ctx)
+    send_notice.send(account_id, template, subject, actor, str(failure_action), values)
+
+
+def _give_up(
+    ctx: Context,
+    error: Exception,
+    account_id: int,
+    template: str,
+    subject: str,
+    actor: str,
+    failure_action: str,
+    context: dict[str, Any],
+) -> None:
+    _audit_failure(ctx, account_id, template, actor, failure_action, getattr(error, "reason", None) or error)
+
+
+@jobs.job(max_retries=RETRIES, on_give_up=_give_up)
+def send_notice(
+    ctx: Context,
+    account_id: int,
+    template: str,
+    subject: str,
+    actor: str,
+    failure_action: str,
+    context: dict[str, Any],
+) -> None:
+    """Render and send one notice email (the job behind `enqueue_notice`)."""
+    settings = ctx.settings
+    with ctx.sessions() as session:
+        row = session.execute(
+            select(Account.username, Employee.email, Employee.first_name, Employee.last_name)
+            .join(Employee, Account.employee_id == Employee.id)
+            .where(Account.id == account_id)
+        ).first()
+    if row is None:
+        log.warning("notice %s: account %s no longer exists", template, account_id)
+        return
+    username, address, first_name, last_name = row
+    if not address:
+        _audit_failure(ctx, account_id, template, actor, failure_action, "no email address", username)
+        return
+    text, html = render_email(
+        template,
+        first_name=first_name,
+        username=username,
+        company=settings.company_name,
+        sign_in_url=settings.sign_in_url,
+        **context,
+    )
+    email = OutgoingEmail(
+        to_address=address,
+        to_name=f"{first_name} {last_name}".strip(),
+        subject=subject.format(company=settings.company_name),
+        text=text,
+        html=html,
+        category=f"credbot-{template.replace('_', '-')}",
+    )
+    try:
+        message_id = make_transport(settings).send(email)
+    except MailUnavailable:
+        raise  # retried by the job layer; audited when the last retry fails
+    except MailError as error:  # refused: trying again would not help
+        _audit_failure(ctx, account_id, template, actor, failure_action, error.reason, username)
+        return
+    log.info("notice %s for account %s accepted as %s", template, account_id, message_id)
+
+
+def _audit_failure(
+    ctx: Context,
+    account_id: int,
+    template: str,
+    actor: str,
+    action: str,
+    reason: object,
+    username: str | None = None,
+) -> None:
+    if username is None:
+        with ctx.sessions() as session:
+            username = session.scalar(select(Account.username).where(Account.id == account_id))
+    log.warning("could not send the %s email for account %s: %s", template, account_id, reason)
+    record_now(
+        ctx.sessions,
+        actor,
+        AuditAction(action),
+        f"account:{username}",
+        error=str(reason)[:500],
+        **({"template": template} if action == AuditAction.NOTICE_FAILED else {}),
+    )
