@@ -24,6 +24,7 @@ from bot.mail import (
     make_transport,
     render_email,
 )
+from bot.mail.sendgrid import recipient_name
 from bot.settings import Settings
 from models import utcnow
 from tests.standins.sendgrid import SendGridStandIn, validate_mail_send
@@ -332,3 +333,57 @@ def test_the_standin_refuses_what_sendgrid_would_refuse(sendgrid_standin: SendGr
     ]:
         assert any(problem in found for found in validate_mail_send(body, "application/json")), problem
     assert validate_mail_send(good, "text/plain") != []
+
+
+# --- recipient names and tracking ---------------------------------------------------------------------------
+
+HR_NAMES = ["Robert Downey, Jr.", "Semi Colon; Name", "Tab\tand\nnew line", "Zoë Ñúñez, PhD", 'Say "hi", Ada']
+
+
+def test_the_standin_drops_what_sendgrid_drops(sendgrid_standin: SendGridStandIn) -> None:
+    """SendGrid answers 202 to a raw `,`/`;` name and then drops the message: so does the stand-in."""
+    transport = transport_for(sendgrid_standin)
+    body = transport._body(make_email())
+    for name in ["Robert Downey, Jr.", "Semi Colon; Name", "Bell\x07"]:
+        raw = {**body, "personalizations": [{"to": [{"email": "ada@example.com", "name": name}]}]}
+        transport._post(raw)  # accepted: no exception
+    assert [r.status for r in sendgrid_standin.requests] == [202, 202, 202]
+    assert sendgrid_standin.messages == [] and len(sendgrid_standin.dropped) == 3
+    events = sendgrid_standin.events()
+    assert [e["event"] for e in events] == ["processed", "dropped"] * 3
+    assert {e["reason"] for e in events if e["event"] == "dropped"} == {"Invalid"}
+
+
+@pytest.mark.parametrize("name", HR_NAMES)
+def test_recipient_names_reach_sendgrid_in_a_form_it_delivers(
+    sendgrid_standin: SendGridStandIn, name: str
+) -> None:
+    transport_for(sendgrid_standin).send(make_email(to_name=name))
+    assert sendgrid_standin.dropped == []
+    (body,) = sendgrid_standin.messages
+    (to,) = body["personalizations"][0]["to"]
+    assert to["email"] == "ada@example.com"
+    sent = to.get("name")
+    assert sent is None or not any(ord(char) < 32 for char in sent)
+    if sent and ("," in sent or ";" in sent):
+        assert sent.startswith('"') and sent.endswith('"') and sent.count('"') == 2
+
+
+def test_recipient_name_rules() -> None:
+    assert recipient_name("Ada Lovelace") == "Ada Lovelace"
+    assert recipient_name("Robert Downey, Jr.") == '"Robert Downey, Jr."'
+    assert recipient_name("Semi Colon; Name") == '"Semi Colon; Name"'
+    assert recipient_name("Tab\tand\r\nnew line") == "Tab and new line"
+    assert recipient_name("O'Brien (HR)") == "O'Brien (HR)"
+    assert recipient_name('Say "hi", Ada') is None  # cannot be quoted safely: no name
+    assert recipient_name("\x00\x1f") is None
+    assert recipient_name("") is None
+
+
+def test_credential_emails_turn_click_and_open_tracking_off(sendgrid_standin: SendGridStandIn) -> None:
+    transport_for(sendgrid_standin).send(make_email())
+    (body,) = sendgrid_standin.messages
+    assert body["tracking_settings"] == {
+        "click_tracking": {"enable": False, "enable_text": False},
+        "open_tracking": {"enable": False},
+    }

@@ -6,6 +6,7 @@ import http.client
 import json
 import logging
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -16,12 +17,15 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
     Category,
+    ClickTracking,
     CustomArg,
     From,
     Mail,
     MailSettings,
+    OpenTracking,
     SandBoxMode,
     To,
+    TrackingSettings,
 )
 from tenacity import (
     RetryCallState,
@@ -103,7 +107,7 @@ class SendGridTransport:
     def _body(self, email: OutgoingEmail) -> dict[str, Any]:
         mail = Mail(
             from_email=From(*self._from),
-            to_emails=To(email.to_address, email.to_name or None),
+            to_emails=To(email.to_address, recipient_name(email.to_name)),
             subject=email.subject,
             plain_text_content=email.text,
             html_content=email.html,
@@ -111,6 +115,11 @@ class SendGridTransport:
         mail.category = Category(email.category)
         for key, value in email.custom_args.items():
             mail.custom_arg = CustomArg(key, str(value))
+        # No rewritten links or tracking pixel: the sign-in and set-password links must reach the
+        # employee as written, and credential emails are not marketing.
+        mail.tracking_settings = TrackingSettings(
+            click_tracking=ClickTracking(False, False), open_tracking=OpenTracking(False)
+        )
         if self.sandbox:
             mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
         return mail.get()
@@ -161,6 +170,29 @@ class SendGridTransport:
         log.warning(
             "%s; retrying in %.1f s (attempt %d of %d)", error, delay, state.attempt_number + 1, self.attempts
         )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def recipient_name(name: str | None) -> str | None:
+    """`name` as SendGrid delivers it in `personalizations[].to[].name`, or None to leave it out.
+
+    SendGrid's v3 API takes a name holding `,` or `;` for a list of addresses: it answers 202 and then
+    drops the message. Such a name is sent as an RFC 5322 quoted-string (`"Downey, Jr., Robert"`), which
+    SendGrid parses as one name. Control characters become spaces. A name that would still need `"` or
+    `\\` escaped inside the quotes is left out: the email still arrives, addressed without a name.
+    """
+    if not name:
+        return None
+    cleaned = " ".join(_CONTROL.sub(" ", name).split())
+    if not cleaned:
+        return None
+    if "," not in cleaned and ";" not in cleaned:
+        return cleaned
+    if '"' in cleaned or "\\" in cleaned:
+        return None
+    return f'"{cleaned}"'
 
 
 def _classify(error: HTTPError) -> MailError:

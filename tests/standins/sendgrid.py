@@ -2,6 +2,11 @@
 
 Tests script its answers (`answer(...)`): a status for the next N calls, or for calls to one address,
 optionally hanging past the client's timeout; every accepted message is kept in `messages`.
+
+Like SendGrid, it answers 202 to a message whose recipient name holds an unquoted `,` or `;` (or a
+control character) and then drops it: such a message goes to `dropped`, never to `messages`.
+`events()` gives the Event Webhook events SendGrid would post for what it accepted (processed, then
+delivered, dropped, or a bounce scripted with `bounce(...)`).
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class SendGridStandIn:
         self.requests: list[Request] = []
         self.invalid: list[list[str]] = []
         """Problems found in bodies that were refused as invalid (a test normally expects none)."""
+        self.dropped: list[dict[str, Any]] = []
+        """Bodies answered 202 and then dropped (a recipient name SendGrid cannot parse)."""
+        self._bounces: dict[str, tuple[str, str, str]] = {}
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -163,7 +171,10 @@ class SendGridStandIn:
         sandbox = bool(body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable"))
         message_id = uuid.uuid4().hex[:22]
         with self._lock:
-            self.messages.append({**body, "message_id": message_id})
+            if any(unparsable_name(to.get("name")) for to in _tos(body)):
+                self.dropped.append({**body, "message_id": message_id})
+            else:
+                self.messages.append({**body, "message_id": message_id})
         if sandbox:  # SendGrid validates but delivers nothing, and answers 200 without an id
             return self._reply(handler, 200, recipients)
         return self._reply(handler, 202, recipients, headers={"X-Message-Id": message_id})
@@ -196,6 +207,74 @@ class SendGridStandIn:
             handler.wfile.write(body)
         except OSError:
             pass  # the client gave up (timeout): nothing to answer to
+
+    def bounce(self, address: str, reason: str, status: str = "5.1.1", kind: str = "bounce") -> None:
+        """Make `events()` report messages to `address` as bounced (`kind="blocked"`: blocked)."""
+        with self._lock:
+            self._bounces[address.lower()] = (reason, status, kind)
+
+    def events(self, start: float | None = None) -> list[dict[str, Any]]:
+        """The Event Webhook events for every message accepted so far, as SendGrid posts them.
+
+        Each message gets `processed`, then `delivered`, `dropped` (reason "Invalid", as SendGrid reports a
+        recipient name it split into bad addresses) or `bounce`. Custom args come back as top-level keys.
+        """
+        at = int(start if start is not None else time.time())
+        with self._lock:
+            accepted = [(m, False) for m in self.messages] + [(m, True) for m in self.dropped]
+            bounces = dict(self._bounces)
+        events = []
+        for body, dropped in accepted:
+            for address in _recipients(body):
+                common = {
+                    "email": address,
+                    "timestamp": at,
+                    "smtp-id": f"<{body['message_id']}@standin>",
+                    "sg_message_id": f"{body['message_id']}.filter0001.16648.5515E0B88.0",
+                    "category": body.get("categories") or [],
+                    **body.get("custom_args", {}),
+                }
+                events.append({**common, "event": "processed", "sg_event_id": uuid.uuid4().hex})
+                final: dict[str, Any]
+                if dropped:
+                    final = {"event": "dropped", "reason": "Invalid"}
+                elif address in bounces:
+                    reason, status, kind = bounces[address]
+                    final = {"event": "bounce", "type": kind, "reason": reason, "status": status}
+                else:
+                    final = {"event": "delivered", "response": "250 OK"}
+                events.append({**common, **final, "timestamp": at + 1, "sg_event_id": uuid.uuid4().hex})
+        return events
+
+
+def unparsable_name(name: Any) -> bool:
+    """True for a recipient name SendGrid splits into addresses: an unquoted `,` or `;`, or a control
+    character (RFC 5322 lets a quoted-string hold `,` and `;`, with `\\` escaping the next character)."""
+    if not isinstance(name, str):
+        return False
+    quoted = escaped = False
+    for char in name:
+        if ord(char) < 32 or ord(char) == 127:
+            return True
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char in ",;" and not quoted:
+            return True
+    return False
+
+
+def _tos(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        to
+        for p in body.get("personalizations") or []
+        if isinstance(p, dict)
+        for to in p.get("to") or []
+        if isinstance(to, dict)
+    ]
 
 
 def _recipients(body: dict[str, Any]) -> list[str]:
@@ -252,6 +331,11 @@ def validate_mail_send(body: Any, content_type: str) -> list[str]:
     sandbox = body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable", False)
     if not isinstance(sandbox, bool):
         problems.append("The sandbox mode enable param should be a boolean value.")
+    tracking = body.get("tracking_settings", {})
+    for name in ("click_tracking", "open_tracking"):
+        enable = tracking.get(name, {}).get("enable", False) if isinstance(tracking, dict) else None
+        if not isinstance(enable, bool):
+            problems.append(f"The {name} enable param should be a boolean value.")
     return problems
 
 
