@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 class AuditAction(enum.StrEnum):
     EMPLOYEES_IMPORTED = "employees.imported"
+    ADDRESS_CHANGED = "employee.address_changed"
     ACCOUNT_CREATED = "account.created"
     ADMIN_ADDED = "admin.added"
     ADMIN_REMOVED = "admin.removed"

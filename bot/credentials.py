@@ -105,6 +105,8 @@ class Recipient:
     problem: str | None
     """Why they cannot be mailed; None when mailable."""
     last_emailed_at: datetime | None
+    address_warning: str | None = None
+    """E.g. `bounced on 25 Nov 2026: the mailbox does not exist`: SendGrid's events flagged this address."""
 
 
 class DuplicateBatchError(Exception):
@@ -169,7 +171,16 @@ def _recipient(employee: Employee) -> Recipient:
         address=address,
         problem=problem,
         last_emailed_at=account.credentials_emailed_at if account else None,
+        address_warning=_address_warning(employee, address),
     )
+
+
+def _address_warning(employee: Employee, address: str | None) -> str | None:
+    """The bounced/dropped flag on the employee, while it is about the address they would be mailed at."""
+    if not address or employee.bad_address != address or employee.bad_address_at is None:
+        return None
+    reason = employee.bad_address_reason or "no reason given"
+    return f"{employee.bad_address_event} on {employee.bad_address_at:%-d %b %Y}: {reason}"
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:

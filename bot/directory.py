@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, bindparam, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bot.audit import AuditAction, record
 from models import Account, Employee, utcnow
@@ -361,3 +361,36 @@ def list_employees(session: Session, search: str | None = None, limit: int = 50)
     if words:
         query = query.where(and_(*(Employee.search_text.contains(word, autoescape=True) for word in words)))
     return list(session.scalars(query))
+
+
+def change_email(
+    sessions: sessionmaker[Session], employee_id: int, address: str, actor: str, why: str
+) -> str | None:
+    """Set an employee's email address (already validated), audited with `why`; the old address.
+
+    A bounced or dropped flag on the old address goes with it.
+    """
+    with sessions.begin() as session:
+        employee = session.get_one(Employee, employee_id, options=[selectinload(Employee.account)])
+        old = employee.email
+        if old != address:
+            employee.email = address
+            employee.search_text = make_search_text(
+                employee.first_name,
+                employee.last_name,
+                address,
+                employee.employee_number,
+                employee.account.username if employee.account else None,
+            )
+            employee.bad_address = employee.bad_address_event = employee.bad_address_reason = None
+            employee.bad_address_at = None
+        record(
+            session,
+            actor,
+            AuditAction.ADDRESS_CHANGED,
+            f"employee:{employee.employee_number}",
+            old_address=old,
+            new_address=address,
+            why=why,
+        )
+        return old

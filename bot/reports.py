@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.delivery_events import state_counts
 from models import Account, AccountStatus, CredentialBatch, Delivery, DeliveryStatus, Employee
 
 
@@ -22,6 +23,8 @@ class BatchLine:
     failed: int
     skipped: int
     pending: int
+    delivery: dict[str, int]
+    """Deliveries by MailState (SendGrid's events)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Report:
     """Accounts of active employees whose credentials were never emailed."""
     batches: list[BatchLine]
     failures: list[FailureLine]
+    delivery_states: dict[str, int]
+    """Deliveries whose welcome email was accepted, by MailState (SendGrid's events), over all batches."""
 
 
 def build_report(session: Session, batches: int = 10, failures: int = 20) -> Report:
@@ -72,6 +77,7 @@ def build_report(session: Session, batches: int = 10, failures: int = 20) -> Rep
         or 0,
         batches=_recent_batches(session, batches),
         failures=_recent_failures(session, failures),
+        delivery_states=state_counts(session),
     )
 
 
@@ -93,6 +99,7 @@ def _recent_batches(session: Session, limit: int) -> list[BatchLine]:
             batch.created_at,
             batch.status,
             *(counts.get((batch.id, status), 0) for status in ("sent", "failed", "skipped", "pending")),
+            state_counts(session, batch.id),
         )
         for batch in batches
     ]

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     welcome_link_subject: str = "Welcome to {company} Self-Service: set your password"
     username_subject: str = "Your {company} Self-Service username"
     mail_concurrency: int = Field(default=32, ge=1, le=128)
+    sendgrid_webhook_public_key: str | None = None
+    """The signed Event Webhook's verification key; unset: POST /sendgrid/events answers 404."""
 
     # Accounts and credentials
     portal_url: str = "http://localhost:3000/portal"

@@ -1,7 +1,9 @@
-"""The web process: Slack's requests at POST /slack/events, a health check, and the portal."""
+"""The web process: Slack's requests at POST /slack/events, SendGrid's events at POST /sendgrid/events,
+a health check, and the portal."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -14,10 +16,19 @@ from slack_bolt.adapter.flask import SlackRequestHandler
 
 from bot import jobs
 from bot.context import Context
+from bot.delivery_events import apply_events
+from bot.mail.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventWebhookVerifier
 from bot.portal import init_portal
 from bot.slack_app import background_pool, create_bolt_app, slack_wanted
 
 SLACK_EVENTS_PATH = "/slack/events"
+SENDGRID_EVENTS_PATH = "/sendgrid/events"
+MAX_EVENTS_BODY = 4 * 1024 * 1024
+"""Largest Event Webhook POST accepted: SendGrid batches its events into posts far below this."""
+NO_WEBHOOK_KEY_NOTICE = (
+    "SENDGRID_WEBHOOK_PUBLIC_KEY is not set: POST /sendgrid/events answers 404 and delivery events are not "
+    "tracked. See the README's section on the Event Webhook."
+)
 NO_SLACK_NOTICE = (
     "Slack is not configured (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET): serving the portal only. "
     "See the README's Slack section to connect the app."
@@ -79,10 +90,12 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
     """
     jobs.use(ctx)
     flask_app = Flask("credbot")
+    executor = AfterResponseExecutor(background_pool())
     if slack_wanted(ctx.settings):
-        _serve_slack(flask_app, ctx, verify_token)
+        _serve_slack(flask_app, ctx, verify_token, executor)
     else:
         log.warning(NO_SLACK_NOTICE)
+    _serve_sendgrid_events(flask_app, ctx, executor if slack_wanted(ctx.settings) else None)
 
     @flask_app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:
@@ -92,8 +105,7 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
     return flask_app
 
 
-def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool) -> None:
-    executor = AfterResponseExecutor(background_pool())
+def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool, executor: AfterResponseExecutor) -> None:
     bolt_app = create_bolt_app(ctx, verify_token=verify_token, executor=executor)
     handler = SlackRequestHandler(bolt_app)
     flask_app.extensions["credbot_bolt"] = bolt_app
@@ -103,6 +115,51 @@ def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool) -> None:
         with executor.holding() as held:
             response = handler.handle(request)
         if held:
+            response.call_on_close(lambda: executor.release(held))
+        return response
+
+
+def _serve_sendgrid_events(flask_app: Flask, ctx: Context, executor: AfterResponseExecutor | None) -> None:
+    """POST /sendgrid/events: SendGrid's signed Event Webhook. Verified, stored, then (after the response)
+    the batches' Slack messages are updated; `executor` None: Slack is not served, events are only stored.
+    """
+    key = ctx.settings.sendgrid_webhook_public_key
+    verifier = EventWebhookVerifier(key) if key and key.strip() else None  # a bad key stops the app here
+    told = threading.Event()
+
+    @flask_app.post(SENDGRID_EVENTS_PATH)
+    def sendgrid_events() -> Response:
+        if verifier is None:
+            if not told.is_set():
+                told.set()
+                log.warning(NO_WEBHOOK_KEY_NOTICE)
+            return Response("Not found\n", 404, mimetype="text/plain")
+        if (request.content_length or 0) > MAX_EVENTS_BODY:
+            return Response("Too large\n", 413, mimetype="text/plain")
+        body = request.stream.read(MAX_EVENTS_BODY + 1)
+        if len(body) > MAX_EVENTS_BODY:
+            return Response("Too large\n", 413, mimetype="text/plain")
+        headers = request.headers
+        problem = verifier.problem(headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER), body)
+        if problem:
+            log.warning("refused a SendGrid event POST: %s", problem)
+            return Response("Forbidden\n", 403, mimetype="text/plain")
+        try:
+            events = json.loads(body)
+        except ValueError:
+            events = None
+        if not isinstance(events, list):
+            log.warning("refused a SendGrid event POST: the body is not a JSON array")
+            return Response("Bad request: a JSON array of events is expected\n", 400, mimetype="text/plain")
+        result = apply_events(ctx.sessions, events)
+        log.info("SendGrid events: %s", result.describe())
+        response = Response("", 200)
+        if executor is not None and result.scheduled:
+            from handlers.delivery_trail import update_delivery_trail
+
+            with executor.holding() as held:
+                for batch_id in result.scheduled:
+                    executor.submit(update_delivery_trail, ctx, batch_id)
             response.call_on_close(lambda: executor.release(held))
         return response
 

@@ -1,4 +1,5 @@
-"""Buttons: "Pick the failed again" on a batch summary reopens the picker with those employees."""
+"""Buttons: "Pick the failed again" on a batch summary reopens the picker with those employees; "Fix address
+and resend" and "Resend" on a bounced, dropped or blocked employee lead to the normal confirmation."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.context import Context
+from bot.delivery_events import delivery_problem
 from bot.slack_audit import failed_employee_ids
 from handlers import ids
 from handlers.commands import open_picker_modal
-from handlers.notify import errors_told
+from handlers.delivery_messages import FixState, fix_address_view
+from handlers.middleware import actor
+from handlers.notify import SlackCallFailed, call, errors_told, tell_user
+from handlers.views import review_view
 
 
 def register(app: App, ctx: Context) -> None:
@@ -33,4 +38,38 @@ def register(app: App, ctx: Context) -> None:
                 employee_ids=employee_ids,
             )
 
+    def fix_address(body: dict[str, Any], client: WebClient) -> None:
+        open_for_delivery(ctx, client, body, fix=True)
+
+    def resend(body: dict[str, Any], client: WebClient) -> None:
+        open_for_delivery(ctx, client, body, fix=False)
+
     app.action(ids.RETRY_FAILED_ACTION)(ack=acknowledge, lazy=[reopen_failed])
+    app.action(ids.FIX_ADDRESS_ACTION)(ack=acknowledge, lazy=[fix_address])
+    app.action(ids.RESEND_ACTION)(ack=acknowledge, lazy=[resend])
+
+
+def open_for_delivery(ctx: Context, client: WebClient, body: dict[str, Any], *, fix: bool) -> None:
+    """Open the fix-address modal (`fix`) or straight the confirmation for the button's employee."""
+    user_id, channel_id = body["user"]["id"], (body.get("channel") or {}).get("id")
+    with errors_told(ctx, client, user_id, channel_id, "opening the window"):
+        value = str(body["actions"][0].get("value", ""))
+        with ctx.sessions() as session:
+            found = delivery_problem(session, int(value)) if value.isdigit() else None
+        if found is None:
+            tell_user(ctx, client, user_id, channel_id, "I cannot find that employee's delivery any more.")
+            return
+        problem, current_address = found
+        if fix:
+            state = FixState(problem.employee_id, channel_id)
+            view = fix_address_view(
+                problem.name, problem.employee_number, current_address, problem.reason, state
+            )
+        else:
+            view = review_view(ctx, user_id, channel_id, [problem.employee_id])
+        try:
+            call(
+                ctx, actor(user_id), "views.open", client.views_open, trigger_id=body["trigger_id"], view=view
+            )
+        except SlackCallFailed as failure:
+            tell_user(ctx, client, user_id, channel_id, f"I could not open the window: {failure.explanation}")

@@ -18,3 +18,12 @@ PRESET_FROM_COMMAND = "from_command"
 
 RETRY_FAILED_ACTION = "retry_failed"
 """Button on a batch's summary message: open the picker with the employees whose mail failed."""
+
+FIX_ADDRESS_ACTION = "fix_address"
+"""Button on a bounced, dropped or blocked employee in a batch's thread: correct the address, then resend."""
+RESEND_ACTION = "resend"
+"""Button next to it: send to the same address again (after the normal confirmation)."""
+FIX_ADDRESS_VIEW = "credbot_fix_address"
+"""The modal with the employee's address to correct."""
+ADDRESS_BLOCK = "address"
+ADDRESS_ACTION = "address_input"

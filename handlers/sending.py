@@ -19,8 +19,11 @@ from slack_sdk import WebClient
 from bot.audit import AuditAction, record_now
 from bot.context import Context
 from bot.credentials import BatchSummary, DeliveryOutcome, run_batch
+from bot.delivery_events import remember_summary, state_counts
 from bot.slack_audit import delivery_counts, remember_message
 from handlers.blocks import Block, context, section
+from handlers.delivery_messages import with_delivery_line
+from handlers.delivery_trail import update_delivery_trail
 from handlers.messages import detail_messages, progress_text, started_text, summary_blocks, summary_text
 from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call
@@ -73,16 +76,30 @@ class ChannelTrail:
             self._update(progress_text(self.user_id, self.batch_id, self.to_send, sent, failed))
 
     def finish(self, summary: BatchSummary) -> None:
-        text = summary_text(self.user_id, summary)
+        text, blocks = summary_text(self.user_id, summary), summary_blocks(self.user_id, summary)
+        posted_now = not self.ts
+        if posted_now:
+            self.ts = self._post(text, blocks)
         if self.ts:
-            self._update(text, summary_blocks(self.user_id, summary))
-        else:
-            self.ts = self._post(text, summary_blocks(self.user_id, summary))
+            posted = {"channel": self.channel, "ts": self.ts, **self._content(text, blocks)}
+            remember_summary(self.ctx.sessions, self.batch_id, posted)
+            if self._tracks_delivery():  # "0 delivered · ... · 20 waiting" until SendGrid's events come
+                with self.ctx.sessions() as session:
+                    text, blocks = with_delivery_line(posted, state_counts(session, self.batch_id))
+                self._update(text, blocks, shown=True)
+            elif not posted_now:
+                self._update(text, blocks)
         for number, chunk in enumerate(detail_messages(summary)):
             if number:
                 time.sleep(THREAD_REPLY_INTERVAL)
             if self._post(chunk, thread_ts=self.ts) is None:
                 break
+        if self.ts:  # events that came while sending: their update waited for the summary
+            update_delivery_trail(self.ctx, self.batch_id, self.client, now_if_due=True)
+
+    def _tracks_delivery(self) -> bool:
+        settings = self.ctx.settings
+        return bool(settings.sendgrid_webhook_public_key) and not settings.uses_outbox
 
     def crashed(self) -> None:
         text = (
@@ -121,7 +138,9 @@ class ChannelTrail:
             return self._post(text, blocks)
         return str(response["ts"])
 
-    def _update(self, text: str, blocks: list[Block] | None = None) -> None:
+    def _update(self, text: str, blocks: list[Block] | None = None, shown: bool = False) -> None:
+        """Update the batch's message (`shown`: `blocks` are complete, note included, as shown)."""
+        content = {"text": text, "blocks": blocks} if shown else self._content(text, blocks)
         # A failure is audited; the next update or the summary tries again.
         with contextlib.suppress(SlackCallFailed):
             call(
@@ -131,7 +150,7 @@ class ChannelTrail:
                 self.client.chat_update,
                 channel=self.channel,
                 ts=self.ts,
-                **self._content(text, blocks),
+                **content,
             )
 
 

@@ -15,10 +15,18 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot.context import Context
-from bot.credentials import DuplicateBatchError, never_emailed_employee_ids, preview, start_batch
+from bot.credentials import (
+    DuplicateBatchError,
+    never_emailed_employee_ids,
+    normalise_address,
+    preview,
+    start_batch,
+)
+from bot.directory import change_email
 from bot.selections import SelectionNotFound, load_selection, save_selection, selection_id
 from bot.slack_audit import batch_with_key
 from handlers import ids
+from handlers.delivery_messages import FixState
 from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.sending import send_in_background
@@ -56,8 +64,12 @@ def register(app: App, ctx: Context) -> None:
             with errors_told(ctx, client, batch["user_id"], batch["channel_id"], "starting to send"):
                 start_and_send(ctx, client, **batch)
 
+    def fix_address(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+        acknowledge_fix_address(ctx, ack, body, context)
+
     app.view(ids.PICKER_VIEW)(ack=review, lazy=[show_confirmation])
     app.view(ids.CONFIRM_VIEW)(ack=confirm, lazy=[send])
+    app.view(ids.FIX_ADDRESS_VIEW)(fix_address)
 
 
 def acknowledge_review(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
@@ -111,13 +123,7 @@ def build_confirmation(
         view = message_view("Email credentials", EXPIRED_TEXT)
     else:
         if employee_ids:
-            with ctx.sessions() as session:
-                recipients = preview(session, employee_ids)
-            reference = save_selection(
-                ctx.sessions, actor(user_id), [r.employee_id for r in recipients], "review"
-            )
-            next_state = FlowState(channel_id=state.channel_id, selection=reference)
-            view = confirm_view(recipients, ctx.settings.credential_mode, next_state)
+            view = review_view(ctx, user_id, state.channel_id, employee_ids)
         else:
             view = message_view("Email credentials", NOBODY_TEXT)
     try:
@@ -130,6 +136,39 @@ def build_confirmation(
             state.channel_id,
             f"I could not show the confirmation: {failure.explanation}",
         )
+
+
+def review_view(
+    ctx: Context, user_id: str, channel_id: str | None, employee_ids: list[int]
+) -> dict[str, Any]:
+    """The confirmation for `employee_ids`, saved as the admin's selection; "Send emails" then sends.
+
+    Every way to send goes through it: the picker's "Review", and "Fix address and resend" and "Resend"
+    on a bounced, dropped or blocked employee.
+    """
+    with ctx.sessions() as session:
+        recipients = preview(session, employee_ids)
+    reference = save_selection(ctx.sessions, actor(user_id), [r.employee_id for r in recipients], "review")
+    state = FlowState(channel_id=channel_id, selection=reference)
+    return confirm_view(recipients, ctx.settings.credential_mode, state)
+
+
+def acknowledge_fix_address(ctx: Context, ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+    """Check the corrected address (an error under the field), update the directory, show the confirmation."""
+    user_id = str(context.user_id)
+    state = FixState.load(body["view"].get("private_metadata"))
+    if state is None:
+        ack(response_action="update", view=message_view("Fix address", EXPIRED_TEXT))
+        return
+    address, problem = normalise_address(context.get("form", {}).get(ids.ADDRESS_ACTION))
+    if problem or address is None:
+        ack(
+            response_action="errors",
+            errors={ids.ADDRESS_BLOCK: f"Not an address credbot can mail: {problem}"},
+        )
+        return
+    change_email(ctx.sessions, state.employee_id, address, actor(user_id), "fix address and resend")
+    ack(response_action="update", view=review_view(ctx, user_id, state.channel_id, [state.employee_id]))
 
 
 def idempotency_key(state: FlowState) -> str:

@@ -143,6 +143,8 @@ def recipient_line(recipient: Recipient) -> str:
     line = person_line(
         recipient.name, recipient.employee_number, recipient.username, recipient.address, recipient.problem
     )
+    if recipient.address_warning:
+        line = f"{line} :warning: {escape(recipient.address_warning)}"
     if not recipient.problem and recipient.last_emailed_at:
         return f"{line} _(emailed before, {recipient.last_emailed_at:%Y-%m-%d}: gets a new one)_"
     return line
@@ -164,6 +166,14 @@ def confirm_view(recipients: Sequence[Recipient], mode: str, state: FlowState) -
         )
         blocks.append(section(_warning(mode, again)))
         blocks.append(context(f"Credential mode: `{escape(mode)}` ({what} in the welcome email)."))
+        flagged = sum(1 for r in mailable if r.address_warning)
+        if flagged:
+            blocks.append(
+                section(
+                    f":warning: *{flagged:,} of these addresses bounced or were dropped before* "
+                    "(marked below): correct them in the directory first, or they will likely fail again."
+                )
+            )
         blocks.append(divider())
         blocks.append(header(f"Will be emailed ({len(mailable):,})"))
         blocks.extend(listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS))

@@ -4,7 +4,7 @@ from models.accounts import Account, AccountStatus, Role, SetupLink, account_rol
 from models.admins import Admin
 from models.audit import AuditEvent
 from models.base import Base, utcnow
-from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryStatus
+from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
 from models.directory import Employee
 from models.session import make_engine, make_session_factory, upgrade_database
 
@@ -17,6 +17,7 @@ __all__ = [
     "BatchStatus",
     "CredentialBatch",
     "Delivery",
+    "DeliveryEvent",
     "DeliveryStatus",
     "Employee",
     "Role",

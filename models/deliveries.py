@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.accounts import Account
@@ -42,6 +43,12 @@ class CredentialBatch(Base):
     status: Mapped[str] = mapped_column(String(16), default=BatchStatus.RUNNING)
     error: Mapped[str | None] = mapped_column(Text)
     slack_message_ts: Mapped[str | None] = mapped_column(String(32))
+    slack_summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The summary message as posted (channel, ts, text, blocks), to add the delivery line to it later."""
+    delivery_update_due_at: Mapped[datetime | None]
+    """When the summary's delivery line is next to be updated; None: nothing new to show."""
+    delivery_updated_at: Mapped[datetime | None]
+    """When the summary's delivery line was last updated in Slack."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -67,6 +74,14 @@ class Delivery(Base):
     username_message_id: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
+    mail_state: Mapped[str | None] = mapped_column(String(16))
+    """What SendGrid's events say happened to the emails (a MailState); None: no event yet."""
+    mail_state_at: Mapped[datetime | None]
+    """When the event that decided `mail_state` happened."""
+    mail_reason: Mapped[str | None] = mapped_column(Text)
+    """Why, in plain words, for a bounce, drop, block or deferral."""
+    problem_posted_at: Mapped[datetime | None]
+    """When the bounce, drop or block was posted in the batch's Slack thread (once)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -76,3 +91,27 @@ class Delivery(Base):
 
     def __repr__(self) -> str:
         return f"<Delivery {self.id} {self.status}>"
+
+
+class DeliveryEvent(Base):
+    """One SendGrid Event Webhook event about a delivery's emails (addresses are not copied here)."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sg_event_id: Mapped[str] = mapped_column(String(100), unique=True)
+    """SendGrid's event id: a retried POST stores nothing twice."""
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    email: Mapped[str] = mapped_column(String(16))
+    """Which of the delivery's emails: `welcome`, `username`, or `` when the event does not say."""
+    event: Mapped[str] = mapped_column(String(32))
+    """processed, deferred, delivered, bounce, blocked (a bounce of type blocked), dropped, spamreport."""
+    occurred_at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    """SendGrid's reason or the mail server's response, as given."""
+    status: Mapped[str | None] = mapped_column(String(32))
+    """The SMTP status of a bounce, e.g. 5.1.1."""
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<DeliveryEvent {self.id} {self.event} delivery={self.delivery_id}>"

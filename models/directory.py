@@ -32,6 +32,12 @@ class Employee(Base):
     search_text: Mapped[str] = mapped_column(Text, default="")
     """Lower-case, accent-folded name, email, number and username, for type-ahead search.
     On PostgreSQL the 0001 migration adds a pg_trgm GIN index on it when the extension is available."""
+    bad_address: Mapped[str | None] = mapped_column(String(320))
+    """An address of theirs that bounced or was dropped (the flag holds while `email` is this address)."""
+    bad_address_event: Mapped[str | None] = mapped_column(String(16))
+    """`bounced` or `dropped`."""
+    bad_address_reason: Mapped[str | None] = mapped_column(Text)
+    bad_address_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -10,6 +10,7 @@ from bot.cli.accounts import accounts
 from bot.cli.admins import admins
 from bot.cli.credentials import credentials
 from bot.cli.db import db
+from bot.cli.deliveries import deliveries
 from bot.cli.employees import employees
 from bot.cli.report import audit, report
 from bot.cli.serve import serve, socket
@@ -31,6 +32,7 @@ main.add_command(employees)
 main.add_command(accounts)
 main.add_command(credentials)
 main.add_command(report)
+main.add_command(deliveries)
 main.add_command(audit)
 main.add_command(serve)
 main.add_command(socket)

@@ -113,8 +113,10 @@ def _count(recipients: Sequence[Recipient]) -> str:
 
 
 def _recipient_table(recipients: Sequence[Recipient]) -> None:
+    warnings = any(r.address_warning for r in recipients)
     print_table(
-        ["EMPLOYEE", "NAME", "USERNAME", "ADDRESS", "LAST EMAILED (UTC)"],
+        ["EMPLOYEE", "NAME", "USERNAME", "ADDRESS", "LAST EMAILED (UTC)"]
+        + (["ADDRESS WARNING"] if warnings else []),
         (
             (
                 r.employee_number,
@@ -123,9 +125,15 @@ def _recipient_table(recipients: Sequence[Recipient]) -> None:
                 r.address,
                 f"{r.last_emailed_at:%Y-%m-%d %H:%M}" if r.last_emailed_at else "never",
             )
+            + ((r.address_warning,) if warnings else ())
             for r in recipients
         ),
     )
+    if warnings:
+        click.echo(
+            "Addresses with a warning bounced or were dropped before: correct them first "
+            "(credbot employees import)."
+        )
 
 
 def _outcome_table(outcomes: Sequence[DeliveryOutcome]) -> None:

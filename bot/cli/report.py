@@ -8,6 +8,7 @@ import click
 
 from bot.audit import AuditAction, recent
 from bot.cli.common import context, print_table
+from bot.delivery_events import MailState, describe_counts
 from bot.reports import BatchLine, build_report
 
 TIME = "%Y-%m-%d %H:%M"
@@ -27,12 +28,22 @@ def report(batches: int, failures: int) -> None:
     click.echo(f"Active employees without an account:   {data.without_account}")
     click.echo(f"Active employees without an email:     {data.without_email}")
     click.echo(f"Accounts never emailed their password: {data.never_emailed}")
+    click.echo(f"Delivery (SendGrid's events):          {describe_counts(data.delivery_states)}")
     click.echo("\nRecent credential batches:")
     if data.batches:
         headers = ["BATCH", "BY", "SOURCE", "WHEN (UTC)", "STATUS", "SENT", "FAILED", "SKIPPED", "PENDING"]
         print_table(headers, (_batch_row(b) for b in data.batches))
     else:
         click.echo("  none")
+    tracked = [b for b in data.batches if any(b.delivery.values())]
+    if tracked:
+        click.echo(
+            "\nDelivery of the recent batches (SendGrid events; `credbot deliveries BATCH` lists employees):"
+        )
+        print_table(
+            ["BATCH", *(state.upper().replace("_", " ") for state in MailState)],
+            ((b.batch_id, *(b.delivery[state] for state in MailState)) for b in tracked),
+        )
     click.echo("\nRecent failed deliveries:")
     if data.failures:
         print_table(

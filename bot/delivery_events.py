@@ -1,0 +1,678 @@
+"""What SendGrid did with each email after accepting it: Event Webhook events, delivery states, bad addresses.
+
+Events are stored per delivery (idempotent by `sg_event_id`, as SendGrid retries) and matched through the
+custom args credbot sets on every email (`batch_id`, `delivery_id`) and its category (which of the two
+emails). Each email's state is the greatest of its events in one fixed order, so duplicates and any
+arrival order end in the same state:
+
+    processed < deferred < (delivered, blocked, dropped, bounce: the latest wins) < spam report
+
+A delivery's state combines its emails: a bounce, block or drop of either shows; delivered once every
+email it sent was delivered; deferred while one is deferred; else waiting. An address that bounced or was
+dropped is flagged on the employee until it is changed or later delivered to.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.credentials import USERNAME_CATEGORY, WELCOME_CATEGORY
+from models import CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus, Employee, utcnow
+
+UPDATE_INTERVAL = timedelta(seconds=3)
+"""At most one update of a batch's delivery line in Slack per this interval, whatever the event rate."""
+STALE_SCHEDULE = timedelta(seconds=60)
+"""A scheduled update this far overdue was lost (its process stopped): the next event schedules anew."""
+_CHUNK = 500
+MAX_REASON = 300
+
+
+class MailState(enum.StrEnum):
+    WAITING = "waiting"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    SPAM_REPORT = "spam_report"
+    BOUNCED = "bounced"
+    BLOCKED = "blocked"
+    DROPPED = "dropped"
+
+
+PROBLEM_STATES = frozenset({MailState.BOUNCED, MailState.BLOCKED, MailState.DROPPED})
+"""Posted in the batch's thread with buttons to fix and resend."""
+BAD_ADDRESS_STATES = frozenset({MailState.BOUNCED, MailState.DROPPED})
+"""Flag the address on the employee."""
+
+# event -> (class, rank within the class, state); the greatest (class, time, rank) decides.
+_ORDER: dict[str, tuple[int, int, MailState]] = {
+    "processed": (0, 0, MailState.WAITING),
+    "deferred": (1, 0, MailState.DEFERRED),
+    "delivered": (2, 0, MailState.DELIVERED),
+    "blocked": (2, 1, MailState.BLOCKED),
+    "dropped": (2, 2, MailState.DROPPED),
+    "bounce": (2, 3, MailState.BOUNCED),
+    "spamreport": (3, 0, MailState.SPAM_REPORT),
+}
+TRACKED_EVENTS = frozenset(_ORDER)
+_EMAILS = {WELCOME_CATEGORY: "welcome", USERNAME_CATEGORY: "username"}
+
+
+# --- parsing ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    """One event about a credbot email (nothing personal kept but SendGrid's reason)."""
+
+    sg_event_id: str
+    batch_id: int
+    delivery_id: int
+    email: str
+    """`welcome`, `username`, or "" when the category does not say."""
+    event: str
+    occurred_at: datetime
+    reason: str | None
+    status: str | None
+    sg_message_id: str
+
+
+def parse_event(raw: Any) -> ParsedEvent | str:
+    """The event, or why it is not a tracked credbot event: `other mail`, `not tracked`, `malformed`."""
+    if not isinstance(raw, dict):
+        return "malformed"
+    batch_id, delivery_id = str(raw.get("batch_id", "")), str(raw.get("delivery_id", ""))
+    if not (batch_id.isdigit() and delivery_id.isdigit()):
+        return "other mail"
+    categories = raw.get("category") or []
+    categories = [categories] if isinstance(categories, str) else categories
+    email = next((_EMAILS[c] for c in categories if isinstance(c, str) and c in _EMAILS), "")
+    name = raw.get("event")
+    if name == "bounce" and raw.get("type") == "blocked":
+        name = "blocked"
+    if name not in TRACKED_EVENTS:
+        return "not tracked"
+    try:
+        occurred_at = datetime.fromtimestamp(int(raw["timestamp"]), UTC)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        return "malformed"
+    reason = raw.get("reason") or raw.get("response")
+    status = raw.get("status")
+    return ParsedEvent(
+        sg_event_id=str(raw.get("sg_event_id") or "") or _content_id(raw),
+        batch_id=int(batch_id),
+        delivery_id=int(delivery_id),
+        email=email,
+        event=name,
+        occurred_at=occurred_at,
+        reason=str(reason)[:2000] if reason else None,
+        status=str(status)[:32] if status else None,
+        sg_message_id=str(raw.get("sg_message_id") or ""),
+    )
+
+
+def _content_id(raw: dict[str, Any]) -> str:
+    """A stable id for an event without `sg_event_id`, so that a retried POST still stores it once."""
+    return "sha256:" + hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:64]
+
+
+# --- states -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmailState:
+    state: MailState
+    at: datetime
+    event: str
+    reason: str | None
+    status: str | None
+
+
+def email_state(events: Iterable[tuple[str, datetime, str | None, str | None]]) -> EmailState | None:
+    """The state of one email from its (event, time, reason, status) events, in any order."""
+    best: tuple[Any, ...] | None = None
+    for event, at, reason, status in events:
+        klass, rank, _ = _ORDER[event]
+        key = (klass, at, rank, reason or "", status or "")
+        if best is None or key > best[0]:
+            best = (key, event, at, reason, status)
+    if best is None:
+        return None
+    _, event, at, reason, status = best
+    return EmailState(_ORDER[event][2], at, event, reason, status)
+
+
+def delivery_state(emails: dict[str, EmailState], username_sent: bool) -> EmailState | None:
+    """A delivery's state from its emails' states (`username_sent`: the username email went out too)."""
+    welcome = emails.get("welcome") or emails.get("")
+    username = emails.get("username")
+    known = [state for state in (welcome, username) if state is not None]
+    if not known:
+        return None
+    for state in known:
+        if state.state in PROBLEM_STATES:
+            return state
+    expected = [welcome, username] if username_sent or username else [welcome]
+    if all(
+        state is not None and state.state in (MailState.DELIVERED, MailState.SPAM_REPORT)
+        for state in expected
+    ):
+        spam = [state for state in known if state.state == MailState.SPAM_REPORT]
+        return spam[0] if spam else max(known, key=lambda state: state.at)
+    for state in known:
+        if state.state == MailState.DEFERRED:
+            return state
+    return EmailState(MailState.WAITING, max(s.at for s in known), "processed", None, None)
+
+
+_NO_MAILBOX = re.compile(
+    r"does ?n[o']t exist|no such (user|mailbox)|user unknown|unknown user|mailbox (unavailable|not found)|"
+    r"recipient (address )?rejected|invalid recipient|address rejected|not a valid mailbox",
+    re.IGNORECASE,
+)
+_FULL = re.compile(r"quota|mailbox (is )?full|over ?quota|insufficient storage", re.IGNORECASE)
+_NO_DOMAIN = re.compile(r"domain (not found|does not exist)|host (unknown|not found)|no mx", re.IGNORECASE)
+_DROPPED = {
+    "bounced address": "this address bounced before, so SendGrid no longer sends to it",
+    "invalid": "SendGrid found the address invalid",
+    "invalid address": "SendGrid found the address invalid",
+    "unsubscribed address": "the address unsubscribed from this sender",
+    "spam reporting address": "the recipient reported earlier mail as spam; SendGrid no longer sends to it",
+}
+
+
+def plain_reason(state: EmailState) -> str:
+    """Why, in plain words, with the mail server's own words in brackets."""
+    reason, status = state.reason or "", state.status or ""
+    detail = f" ({reason[:MAX_REASON]})" if reason else ""
+    if state.state == MailState.BOUNCED:
+        if status.startswith("5.1.1") or _NO_MAILBOX.search(reason):
+            return "the mailbox does not exist" + detail
+        if status.startswith("5.2.2") or _FULL.search(reason):
+            return "the mailbox is full" + detail
+        if status.startswith(("5.1.2", "5.4.4")) or _NO_DOMAIN.search(reason):
+            return "the address's domain does not receive mail" + detail
+        return "the recipient's mail server refused it" + detail
+    if state.state == MailState.BLOCKED:
+        return "the recipient's mail server blocked it (often a spam filter)" + detail
+    if state.state == MailState.DROPPED:
+        return _DROPPED.get(
+            reason.strip().lower(), f"SendGrid did not send it: {reason[:MAX_REASON] or 'no reason given'}"
+        )
+    if state.state == MailState.DEFERRED:
+        return "the recipient's mail server asked to try later; SendGrid keeps trying" + detail
+    if state.state == MailState.SPAM_REPORT:
+        return "delivered, then marked as spam by the recipient"
+    return ""
+
+
+# --- applying a POST ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyResult:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    other_mail: int = 0
+    not_tracked: int = 0
+    malformed: int = 0
+    scheduled: dict[int, datetime] = field(default_factory=dict)
+    """Batches whose Slack delivery line should be updated, and when (newly scheduled only)."""
+
+    def describe(self) -> str:
+        """Counts only: no address, reason or id of any event."""
+        return (
+            f"{self.received} received, {self.stored} stored, {self.duplicates} duplicates, "
+            f"{self.other_mail} for other mail, {self.not_tracked} not tracked, {self.malformed} malformed"
+        )
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def apply_events(sessions: sessionmaker[Session], raw_events: Sequence[Any]) -> ApplyResult:
+    """Store the events of one POST, update the delivery states and address flags, in one transaction."""
+    result = ApplyResult(received=len(raw_events))
+    parsed: dict[str, ParsedEvent] = {}
+    for raw in raw_events:
+        event = parse_event(raw)
+        if isinstance(event, str):
+            setattr(result, event.replace(" ", "_"), getattr(result, event.replace(" ", "_")) + 1)
+        elif event.sg_event_id in parsed:
+            result.duplicates += 1
+        else:
+            parsed[event.sg_event_id] = event
+    if not parsed:
+        return result
+    with sessions.begin() as session:
+        deliveries = _deliveries(session, sorted({event.delivery_id for event in parsed.values()}))
+        ours = []
+        for event in parsed.values():
+            known = deliveries.get(event.delivery_id)
+            if known is None or known["batch_id"] != event.batch_id:
+                result.other_mail += 1
+            else:
+                ours.append(_with_email(event, known))
+        new = _insert(session, ours)
+        result.stored = len(new)
+        result.duplicates += len(ours) - len(new)
+        touched = sorted({event.delivery_id for event in ours if event.sg_event_id in new})
+        if touched:
+            changed_batches = _update_states(session, touched)
+            result.scheduled = _schedule(session, changed_batches)
+    return result
+
+
+def _deliveries(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    columns = (
+        Delivery.id,
+        Delivery.batch_id,
+        Delivery.employee_id,
+        Delivery.email_address,
+        Delivery.status,
+        Delivery.welcome_message_id,
+        Delivery.username_message_id,
+        Delivery.mail_state,
+        Delivery.mail_state_at,
+        Delivery.mail_reason,
+    )
+    for chunk in _chunks(ids):
+        query = select(*columns).where(Delivery.id.in_(chunk)).order_by(Delivery.id)
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(
+                key_share=True
+            )  # FOR NO KEY UPDATE: one POST at a time per delivery
+        for row in session.execute(query).mappings():
+            found[row["id"]] = dict(row)
+    return found
+
+
+def _with_email(event: ParsedEvent, delivery: dict[str, Any]) -> ParsedEvent:
+    """Tell which email an event without a credbot category is about, from SendGrid's message id."""
+    if event.email or not event.sg_message_id:
+        return event
+    message = event.sg_message_id.partition(".")[0]
+    for email in ("welcome", "username"):
+        if message and message == delivery[f"{email}_message_id"]:
+            return replace(event, email=email)
+    return event
+
+
+def _insert(session: Session, events: list[ParsedEvent]) -> set[str]:
+    """Insert the events not stored yet (in sg_event_id order, so concurrent POSTs cannot deadlock)."""
+    if not events:
+        return set()
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    rows = [
+        {
+            "sg_event_id": e.sg_event_id,
+            "delivery_id": e.delivery_id,
+            "email": e.email,
+            "event": e.event,
+            "occurred_at": e.occurred_at,
+            "reason": e.reason,
+            "status": e.status,
+            "received_at": now,
+        }
+        for e in sorted(events, key=lambda e: e.sg_event_id)
+    ]
+    new: set[str] = set()
+    table = DeliveryEvent.__table__
+    for chunk in _chunks(rows):
+        statement = (
+            insert(table)
+            .values(list(chunk))
+            .on_conflict_do_nothing(index_elements=["sg_event_id"])
+            .returning(table.c.sg_event_id)
+        )
+        new.update(session.scalars(statement))
+    return new
+
+
+def _update_states(session: Session, delivery_ids: list[int]) -> set[int]:
+    """Derive the states of `delivery_ids` from all their events; flag bad addresses; the batches changed."""
+    deliveries = _deliveries(session, delivery_ids)  # locked (PostgreSQL) until the transaction ends
+    per_email: dict[int, dict[str, list[tuple[str, datetime, str | None, str | None]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    table = DeliveryEvent.__table__
+    for chunk in _chunks(delivery_ids):
+        query = select(
+            table.c.delivery_id,
+            table.c.email,
+            table.c.event,
+            table.c.occurred_at,
+            table.c.reason,
+            table.c.status,
+        ).where(table.c.delivery_id.in_(chunk))
+        for delivery_id, email, event, at, reason, status in session.execute(query):
+            per_email[delivery_id][email].append((event, _aware(at), reason, status))
+    changes, flags, clears, batches = [], [], [], set()
+    for delivery_id, emails in per_email.items():
+        known = deliveries[delivery_id]
+        states = {email: state for email, events in emails.items() if (state := email_state(events))}
+        state = delivery_state(states, username_sent=known["status"] == DeliveryStatus.SENT)
+        if state is None:
+            continue
+        reason = plain_reason(state) or None
+        if (known["mail_state"], known["mail_reason"]) == (state.state, reason):
+            continue
+        batches.add(known["batch_id"])
+        changes.append({"b_id": delivery_id, "b_state": state.state, "b_at": state.at, "b_reason": reason})
+        address = known["email_address"]
+        if state.state in BAD_ADDRESS_STATES and address:
+            event = "bounced" if state.state == MailState.BOUNCED else "dropped"
+            flags.append(
+                {
+                    "b_employee": known["employee_id"],
+                    "b_address": address,
+                    "b_event": event,
+                    "b_reason": reason,
+                    "b_at": state.at,
+                }
+            )
+        elif state.state == MailState.DELIVERED and address:
+            clears.append({"b_employee": known["employee_id"], "b_address": address, "b_at": state.at})
+    _execute_many(session, _STATE_UPDATE, changes)
+    _execute_many(session, _FLAG, flags)
+    _execute_many(session, _CLEAR_FLAG, clears)
+    return batches
+
+
+_DELIVERIES = Delivery.__table__
+_EMPLOYEES = Employee.__table__
+_STATE_UPDATE = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(
+        mail_state=bindparam("b_state"), mail_state_at=bindparam("b_at"), mail_reason=bindparam("b_reason")
+    )
+)
+_FLAG = (
+    update(_EMPLOYEES)
+    .where(
+        _EMPLOYEES.c.id == bindparam("b_employee"),
+        (_EMPLOYEES.c.bad_address_at.is_(None)) | (_EMPLOYEES.c.bad_address_at <= bindparam("b_at")),
+    )
+    .values(
+        bad_address=bindparam("b_address"),
+        bad_address_event=bindparam("b_event"),
+        bad_address_reason=bindparam("b_reason"),
+        bad_address_at=bindparam("b_at"),
+    )
+)
+_CLEAR_FLAG = (
+    update(_EMPLOYEES)
+    .where(
+        _EMPLOYEES.c.id == bindparam("b_employee"),
+        _EMPLOYEES.c.bad_address == bindparam("b_address"),
+        _EMPLOYEES.c.bad_address_at < bindparam("b_at"),
+    )
+    .values(bad_address=None, bad_address_event=None, bad_address_reason=None, bad_address_at=None)
+)
+
+
+def _execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> None:
+    for chunk in _chunks(rows):
+        session.execute(statement, list(chunk))
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _schedule(session: Session, batch_ids: set[int]) -> dict[int, datetime]:
+    """Mark the batches' delivery lines due; the ones this call newly scheduled, with when."""
+    now = utcnow()
+    scheduled = {}
+    for batch_id in sorted(batch_ids):
+        batch = session.get(CredentialBatch, batch_id, with_for_update=True)
+        if batch is None or batch.source != "slack":
+            continue
+        due = _aware(batch.delivery_update_due_at) if batch.delivery_update_due_at else None
+        if due is not None and due > now - STALE_SCHEDULE:
+            continue  # an update is on its way and will read the new states
+        last = batch.delivery_updated_at
+        batch.delivery_update_due_at = max(now, last + UPDATE_INTERVAL) if last else now
+        scheduled[batch_id] = batch.delivery_update_due_at
+    return scheduled
+
+
+# --- reading back -------------------------------------------------------------------------------------------
+
+
+def state_counts(session: Session, batch_id: int | None = None) -> dict[str, int]:
+    """Deliveries whose welcome email was accepted, by MailState (no event yet counts as waiting).
+
+    For one batch, or for every batch when `batch_id` is None.
+    """
+    counted = (Delivery.status == DeliveryStatus.SENT) | Delivery.mail_state.is_not(None)
+    query = select(Delivery.mail_state, func.count()).where(counted).group_by(Delivery.mail_state)
+    if batch_id is not None:
+        query = query.where(Delivery.batch_id == batch_id)
+    counts = {str(state): 0 for state in MailState}
+    for state, count in session.execute(query):
+        counts[str(state or MailState.WAITING)] += count
+    return counts
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """E.g. `18 delivered · 1 bounced · 1 dropped · 0 waiting` (blocked, deferred, spam only when some)."""
+    delivered = counts.get(MailState.DELIVERED, 0) + counts.get(MailState.SPAM_REPORT, 0)
+    parts = [
+        f"{delivered:,} delivered",
+        f"{counts.get(MailState.BOUNCED, 0):,} bounced",
+        f"{counts.get(MailState.DROPPED, 0):,} dropped",
+    ]
+    if counts.get(MailState.BLOCKED):
+        parts.append(f"{counts[MailState.BLOCKED]:,} blocked")
+    if counts.get(MailState.DEFERRED):
+        parts.append(f"{counts[MailState.DEFERRED]:,} deferred")
+    parts.append(f"{counts.get(MailState.WAITING, 0):,} waiting")
+    if counts.get(MailState.SPAM_REPORT):
+        parts.append(f"{counts[MailState.SPAM_REPORT]:,} marked as spam")
+    return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class SummaryUpdate:
+    """What the Slack trail needs to update a batch's summary: the message as posted, and the counts."""
+
+    batch_id: int
+    requested_by: str
+    message: dict[str, Any]
+    counts: dict[str, int]
+
+
+def claim_summary_update(
+    sessions: sessionmaker[Session], batch_id: int, *, now_if_due: bool = False
+) -> SummaryUpdate | None:
+    """Take the batch's due delivery-line update (at most one caller wins); None when none is due yet.
+
+    `now_if_due`: take it whenever one is scheduled, early (when the summary has just been posted).
+    """
+    now = utcnow()
+    with sessions.begin() as session:
+        batch = session.get(CredentialBatch, batch_id, with_for_update=True)
+        if batch is None or batch.slack_summary is None or batch.delivery_update_due_at is None:
+            return None
+        if not now_if_due and batch.delivery_update_due_at > now + timedelta(milliseconds=50):
+            return None
+        batch.delivery_update_due_at = None
+        batch.delivery_updated_at = now
+        message, requested_by = dict(batch.slack_summary), batch.requested_by
+    with sessions() as session:
+        counts = state_counts(session, batch_id)
+    return SummaryUpdate(batch_id, requested_by, message, counts)
+
+
+def due_at(sessions: sessionmaker[Session], batch_id: int) -> datetime | None:
+    with sessions() as session:
+        value = session.scalar(
+            select(CredentialBatch.delivery_update_due_at).where(CredentialBatch.id == batch_id)
+        )
+    return _aware(value) if value else None
+
+
+def remember_summary(sessions: sessionmaker[Session], batch_id: int, message: dict[str, Any]) -> None:
+    """Keep the batch's summary message as posted (channel, ts, text, blocks), to add the delivery line."""
+    with sessions.begin() as session:
+        session.execute(
+            update(CredentialBatch).where(CredentialBatch.id == batch_id).values(slack_summary=message)
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bounced, dropped or blocked delivery, to post once in the batch's thread."""
+
+    delivery_id: int
+    employee_id: int
+    employee_number: str
+    name: str
+    address: str | None
+    state: MailState
+    reason: str | None
+
+
+def claim_problems(sessions: sessionmaker[Session], batch_id: int) -> list[Problem]:
+    """The batch's bounced, dropped and blocked deliveries not posted yet, each claimed by one caller only."""
+    with sessions() as session:
+        rows = session.execute(
+            select(
+                Delivery.id,
+                Employee.id,
+                Employee.employee_number,
+                Employee.first_name,
+                Employee.last_name,
+                Delivery.email_address,
+                Delivery.mail_state,
+                Delivery.mail_reason,
+            )
+            .join(Employee, Employee.id == Delivery.employee_id)
+            .where(
+                Delivery.batch_id == batch_id,
+                Delivery.mail_state.in_([str(state) for state in PROBLEM_STATES]),
+                Delivery.problem_posted_at.is_(None),
+            )
+            .order_by(Delivery.id)
+        ).all()
+    claimed = []
+    for delivery_id, employee_id, number, first, last, address, state, reason in rows:
+        with sessions.begin() as session:
+            won = session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.problem_posted_at.is_(None))
+                .values(problem_posted_at=utcnow())
+            ).rowcount
+        if won:
+            name = f"{first} {last}".strip()
+            claimed.append(Problem(delivery_id, employee_id, number, name, address, MailState(state), reason))
+    return claimed
+
+
+@dataclass(frozen=True)
+class DeliveryLine:
+    """One employee of a batch for `credbot deliveries`."""
+
+    employee_number: str
+    name: str
+    address: str | None
+    status: str
+    state: str | None
+    reason: str | None
+    last_event: str | None
+    last_event_at: datetime | None
+
+
+def batch_deliveries(session: Session, batch_id: int) -> Iterator[DeliveryLine]:
+    """Every delivery of the batch with its state and last event, in delivery order (streamed)."""
+    events = DeliveryEvent.__table__
+    newest_first = func.row_number().over(
+        partition_by=events.c.delivery_id, order_by=(events.c.occurred_at.desc(), events.c.id.desc())
+    )
+    last = (
+        select(
+            events.c.delivery_id,
+            events.c.event,
+            events.c.email,
+            events.c.occurred_at,
+            newest_first.label("n"),
+        )
+        .join(_DELIVERIES, _DELIVERIES.c.id == events.c.delivery_id)
+        .where(_DELIVERIES.c.batch_id == batch_id)
+        .subquery()
+    )
+    query = (
+        select(
+            Employee.employee_number,
+            Employee.first_name,
+            Employee.last_name,
+            Delivery.email_address,
+            Delivery.status,
+            Delivery.mail_state,
+            Delivery.mail_reason,
+            last.c.event,
+            last.c.email,
+            last.c.occurred_at,
+        )
+        .join(Employee, Employee.id == Delivery.employee_id)
+        .outerjoin(last, (last.c.delivery_id == Delivery.id) & (last.c.n == 1))
+        .where(Delivery.batch_id == batch_id)
+        .order_by(Delivery.id)
+        .execution_options(yield_per=_CHUNK)
+    )
+    for number, first, last_name, address, status, state, reason, event, email, at in session.execute(query):
+        state = state or (MailState.WAITING if status == DeliveryStatus.SENT else None)
+        described = f"{event} ({email})" if event and email else event
+        yield DeliveryLine(
+            number,
+            f"{first} {last_name}".strip(),
+            address,
+            status,
+            state,
+            reason,
+            described,
+            _aware(at) if at else None,
+        )
+
+
+def delivery_problem(session: Session, delivery_id: int) -> tuple[Problem, str | None] | None:
+    """The delivery as a Problem, and the employee's current directory address; None if unknown."""
+    row = session.execute(
+        select(
+            Delivery.id,
+            Employee.id,
+            Employee.employee_number,
+            Employee.first_name,
+            Employee.last_name,
+            Delivery.email_address,
+            Delivery.mail_state,
+            Delivery.mail_reason,
+            Employee.email,
+        )
+        .join(Employee, Employee.id == Delivery.employee_id)
+        .where(Delivery.id == delivery_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    delivery_id, employee_id, number, first, last, address, state, reason, current = row
+    name = f"{first} {last}".strip()
+    state = MailState(state) if state else MailState.WAITING
+    return Problem(delivery_id, employee_id, number, name, address, state, reason), current

@@ -1,0 +1,107 @@
+"""What SendGrid's delivery events add to a batch's trail in Slack, as pure functions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bot.delivery_events import MailState, Problem, describe_counts
+from handlers import ids
+from handlers.blocks import MAX_VIEW_TITLE, Block, context, escape, modal, plain, section
+
+WHAT_HAPPENED = {
+    MailState.BOUNCED: "bounced",
+    MailState.DROPPED: "was dropped by SendGrid",
+    MailState.BLOCKED: "was blocked",
+}
+
+
+def delivery_line(counts: dict[str, int]) -> str:
+    """E.g. `:mailbox_with_mail: Delivery: 18 delivered · 1 bounced · 1 dropped · 0 waiting`."""
+    return f":mailbox_with_mail: Delivery: {describe_counts(counts)}"
+
+
+def with_delivery_line(message: dict[str, Any], counts: dict[str, int]) -> tuple[str, list[Block]]:
+    """The summary message as posted (`text`, `blocks`) with the delivery line under it."""
+    line = delivery_line(counts)
+    return f"{message['text']}\n{line}", [*message["blocks"], context(line)]
+
+
+def problem_message(problem: Problem) -> tuple[str, list[Block]]:
+    """A thread reply for one bounced, dropped or blocked employee, with the two buttons."""
+    what = WHAT_HAPPENED.get(problem.state, str(problem.state))
+    to = f" to {escape(problem.address)}" if problem.address else ""
+    text = (
+        f":warning: *{escape(problem.name)}* ({escape(problem.employee_number)}) did not get their "
+        f"credentials: the email{to} {what}: {escape(problem.reason or 'no reason given')}."
+    )
+    value = str(problem.delivery_id)
+    buttons = [
+        {
+            "type": "button",
+            "action_id": ids.FIX_ADDRESS_ACTION,
+            "text": plain("Fix address and resend", 75),
+            "style": "primary",
+            "value": value,
+        },
+        {"type": "button", "action_id": ids.RESEND_ACTION, "text": plain("Resend", 75), "value": value},
+    ]
+    return text, [section(text), {"type": "actions", "elements": buttons}]
+
+
+@dataclass(frozen=True)
+class FixState:
+    """What travels in the fix-address modal's `private_metadata`."""
+
+    employee_id: int
+    channel_id: str | None
+
+    def dump(self) -> str:
+        return json.dumps({"employee": self.employee_id, "channel": self.channel_id}, separators=(",", ":"))
+
+    @classmethod
+    def load(cls, raw: str | None) -> FixState | None:
+        try:
+            data = json.loads(raw or "{}")
+        except ValueError:
+            return None
+        employee, channel = data.get("employee") if isinstance(data, dict) else None, data.get("channel")
+        if not isinstance(employee, int):
+            return None
+        return cls(employee, channel if isinstance(channel, str) else None)
+
+
+def fix_address_view(
+    name: str, employee_number: str, address: str | None, reason: str | None, state: FixState
+) -> dict[str, Any]:
+    """The modal to correct an employee's address; "Review" leads to the normal confirmation."""
+    element: dict[str, Any] = {
+        "type": "email_text_input",
+        "action_id": ids.ADDRESS_ACTION,
+        "placeholder": plain("name@example.com"),
+    }
+    if address:
+        element["initial_value"] = address
+    blocks: list[Block] = [
+        section(
+            f"*{escape(name)}* ({escape(employee_number)}): the credentials email"
+            f"{' to ' + escape(address) if address else ''} did not arrive"
+            f"{': ' + escape(reason) if reason else ''}."
+        ),
+        {
+            "type": "input",
+            "block_id": ids.ADDRESS_BLOCK,
+            "label": plain("Correct email address"),
+            "element": element,
+            "hint": plain("The directory is updated (and audited). You confirm before anything is sent."),
+        },
+    ]
+    return modal(
+        ids.FIX_ADDRESS_VIEW,
+        "Fix address"[:MAX_VIEW_TITLE],
+        blocks,
+        submit="Review",
+        close="Cancel",
+        private_metadata=state.dump(),
+    )

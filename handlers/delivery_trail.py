@@ -1,0 +1,71 @@
+"""SendGrid's delivery events in a batch's Slack trail: the delivery line on the summary message, and each
+bounced, dropped or blocked employee posted once in the thread with buttons to fix and resend.
+
+`update_delivery_trail(ctx, batch_id)` is started by the web process after it answered SendGrid's POST
+(bot.web). At most one update per batch is scheduled at a time, at most every UPDATE_INTERVAL (the
+database decides, across processes), so Slack sees a few updates whatever the event rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from slack_sdk import WebClient
+
+from bot.context import Context
+from bot.delivery_events import UPDATE_INTERVAL, claim_problems, claim_summary_update, due_at
+from bot.slack_app import make_web_client
+from handlers.delivery_messages import problem_message, with_delivery_line
+from handlers.notify import SlackCallFailed, call
+from models import utcnow
+
+
+def update_delivery_trail(
+    ctx: Context, batch_id: int, client: WebClient | None = None, *, now_if_due: bool = False
+) -> None:
+    """When the batch's update is due: put the current delivery line on its summary, post new problems.
+
+    `now_if_due`: do a scheduled update at once (the summary has just been posted).
+    """
+    if not now_if_due:
+        due = due_at(ctx.sessions, batch_id)
+        if due is None:
+            return
+        wait = (due - utcnow()).total_seconds()
+        if wait > 0:
+            time.sleep(min(wait, UPDATE_INTERVAL.total_seconds()))
+    update = claim_summary_update(ctx.sessions, batch_id, now_if_due=now_if_due)
+    if update is None:
+        return
+    client = client or make_web_client(ctx.settings)
+    message = update.message
+    text, blocks = with_delivery_line(message, update.counts)
+    with contextlib.suppress(SlackCallFailed):  # audited; the next update tries again
+        call(
+            ctx,
+            update.requested_by,
+            "chat.update",
+            client.chat_update,
+            channel=message["channel"],
+            ts=message["ts"],
+            text=text,
+            blocks=blocks,
+        )
+    from handlers.sending import THREAD_REPLY_INTERVAL  # sending imports this module
+
+    for number, problem in enumerate(claim_problems(ctx.sessions, batch_id)):
+        if number:
+            time.sleep(THREAD_REPLY_INTERVAL)
+        text, blocks = problem_message(problem)
+        with contextlib.suppress(SlackCallFailed):
+            call(
+                ctx,
+                update.requested_by,
+                "chat.postMessage",
+                client.chat_postMessage,
+                channel=message["channel"],
+                thread_ts=message["ts"],
+                text=text,
+                blocks=blocks,
+            )
