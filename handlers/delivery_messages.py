@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,12 @@ def with_delivery_line(message: dict[str, Any], counts: dict[str, int]) -> tuple
     return f"{message['text']}\n{line}", [*message["blocks"], context(line)]
 
 
-def problem_message(problem: Problem) -> tuple[str, list[Block]]:
-    """A thread reply for one bounced, dropped or blocked employee, with the two buttons."""
+PROBLEMS_PER_MESSAGE = 20
+"""Employees per thread reply (two blocks each, within Slack's 50), so a mass bounce stays a few posts."""
+
+
+def problem_blocks(problem: Problem) -> tuple[str, list[Block]]:
+    """One bounced, dropped or blocked employee: the reason in plain words, and the two buttons."""
     what = WHAT_HAPPENED.get(problem.state, str(problem.state))
     to = f" to {escape(problem.address)}" if problem.address else ""
     text = (
@@ -48,6 +53,17 @@ def problem_message(problem: Problem) -> tuple[str, list[Block]]:
         {"type": "button", "action_id": ids.RESEND_ACTION, "text": plain("Resend", 75), "value": value},
     ]
     return text, [section(text), {"type": "actions", "elements": buttons}]
+
+
+def problem_messages(problems: Sequence[Problem]) -> list[tuple[str, list[Block]]]:
+    """Thread replies (text, blocks) for these employees, PROBLEMS_PER_MESSAGE to a reply."""
+    messages = []
+    for start in range(0, len(problems), PROBLEMS_PER_MESSAGE):
+        parts = [problem_blocks(problem) for problem in problems[start : start + PROBLEMS_PER_MESSAGE]]
+        messages.append(
+            ("\n".join(text for text, _ in parts), [block for _, blocks in parts for block in blocks])
+        )
+    return messages
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from slack_sdk import WebClient
 from bot.context import Context
 from bot.delivery_events import UPDATE_INTERVAL, claim_problems, claim_summary_update, due_at
 from bot.slack_app import make_web_client
-from handlers.delivery_messages import problem_message, with_delivery_line
+from handlers.delivery_messages import problem_messages, with_delivery_line
 from handlers.notify import SlackCallFailed, call
 from models import utcnow
 
@@ -54,10 +54,9 @@ def update_delivery_trail(
         )
     from handlers.sending import THREAD_REPLY_INTERVAL  # sending imports this module
 
-    for number, problem in enumerate(claim_problems(ctx.sessions, batch_id)):
+    for number, (text, blocks) in enumerate(problem_messages(claim_problems(ctx.sessions, batch_id))):
         if number:
             time.sleep(THREAD_REPLY_INTERVAL)
-        text, blocks = problem_message(problem)
         with contextlib.suppress(SlackCallFailed):
             call(
                 ctx,

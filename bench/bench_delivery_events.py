@@ -1,0 +1,246 @@
+"""Benchmark SendGrid's Event Webhook: signed POSTs of 1,000 events each, verified and applied.
+
+    .venv/bin/python bench/bench_delivery_events.py [--posts 100] [--per-post 1000]
+                                                     [--database-url postgresql://...]
+
+Serves the real credbot web app (werkzeug, threaded) in a process of its own, against a throw-away
+PostgreSQL database (created next to --database-url, default BENCH_DATABASE_URL or the local server)
+holding one Slack batch with posts x per-post / 4 deliveries, and the Slack Web API stand-in in this
+process. Then posts --posts signed batches of --per-post events in a row (processed and delivered for
+each delivery's two emails, every 200th delivery bouncing), each signed with a real P-256 key, as
+SendGrid does. Prints the time per POST (median, 99th percentile: answered, so verified and applied),
+the server's resident memory along the run, and how many times the batch's summary was updated in
+Slack (chat.update), and how many bounces were posted in its thread.
+
+Targets: p99 <= 1 s per POST of 1,000 events; memory flat over 100,000 events; at most one summary
+update every few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot.context import Context
+from bot.settings import Settings
+from bot.web import create_web_app
+from models import make_engine, upgrade_database, utcnow
+from tests.standins.sendgrid_webhook import EventWebhookSender
+from tests.standins.slack import ADMIN_ID, BOT_TOKEN, CHANNEL_ID, SIGNING_SECRET, SlackStandIn
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def fill(url: str, deliveries: int, ts: str) -> int:
+    """Employees, one finished Slack batch with its summary message, its sent deliveries; the batch id."""
+    engine = make_engine(url)
+    upgrade_database(engine)
+    now = utcnow()
+    summary = {
+        "channel": CHANNEL_ID,
+        "ts": ts,
+        "text": "summary",
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "summary"}}],
+    }
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO credential_batches (id, requested_by, source, channel_id, mode, status, "
+                "slack_message_ts, slack_summary, created_at) VALUES (1, :by, 'slack', :channel, 'password', "
+                "'finished', :ts, :summary, :now)"
+            ).bindparams(sa.bindparam("summary", type_=sa.JSON)),
+            {"by": f"slack:{ADMIN_ID}", "channel": CHANNEL_ID, "ts": ts, "summary": summary, "now": now},
+        )
+        for start in range(1, deliveries + 1, 10_000):
+            numbers = range(start, min(start + 10_000, deliveries + 1))
+            connection.execute(
+                sa.text(
+                    "INSERT INTO employees (id, employee_number, first_name, last_name, email, "
+                    "directory_roles, active, search_text, created_at, updated_at) "
+                    "VALUES (:id, :number, 'Ada', 'Lovelace', :email, '', true, '', :now, :now)"
+                ),
+                [
+                    {"id": i, "number": f"E{i:07d}", "email": f"user{i}@example.com", "now": now}
+                    for i in numbers
+                ],
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO deliveries (id, batch_id, employee_id, email_address, status, attempts, "
+                    "created_at, updated_at) VALUES (:id, 1, :id, :email, 'sent', 2, :now, :now)"
+                ),
+                [{"id": i, "email": f"user{i}@example.com", "now": now} for i in numbers],
+            )
+    engine.dispose()
+    return 1
+
+
+def events_for(first: int, count: int, at: int) -> list[dict[str, Any]]:
+    """Four events per delivery (processed, then delivered or bounce, for both emails)."""
+    events = []
+    for delivery in range(first, first + count):
+        for category in ("credbot-welcome", "credbot-username"):
+            common = {
+                "email": f"user{delivery}@example.com",
+                "timestamp": at,
+                "category": [category],
+                "batch_id": "1",
+                "delivery_id": str(delivery),
+                "sg_message_id": f"{uuid.uuid4().hex[:22]}.filter0001.16648.5515E0B88.0",
+            }
+            final: dict[str, Any] = {"event": "delivered", "response": "250 OK"}
+            if delivery % 200 == 0:
+                final = {
+                    "event": "bounce",
+                    "type": "bounce",
+                    "status": "5.1.1",
+                    "reason": "550 5.1.1 user unknown",
+                }
+            events.append({**common, "event": "processed", "sg_event_id": uuid.uuid4().hex})
+            events.append({**common, **final, "timestamp": at + 2, "sg_event_id": uuid.uuid4().hex})
+    return events
+
+
+def serve(settings: dict[str, Any], conn: Connection) -> None:
+    """The credbot web app, in this (child) process, until the parent closes the pipe."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    values = {
+        key: SecretStr(value) if key.startswith(("slack_bot", "slack_signing", "sendgrid_api_key")) else value
+        for key, value in settings.items()
+    }
+    ctx = Context.from_settings(Settings(_env_file=None, **values))
+    server = make_server("127.0.0.1", 0, create_web_app(ctx, verify_token=False), threaded=True)
+    conn.send(server.server_port)
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with suppress(EOFError):
+        conn.recv()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    admin = sa.create_engine(
+        server_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    name = f"credbot_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def run(url: str, posts: int, per_post: int) -> None:
+    slack = SlackStandIn().start()
+    per_delivery = 4
+    deliveries = posts * per_post // per_delivery
+    sender = EventWebhookSender("")
+    from slack_sdk import WebClient
+
+    ts = WebClient(token=BOT_TOKEN, base_url=slack.url).chat_postMessage(channel=CHANNEL_ID, text="summary")[
+        "ts"
+    ]
+    started = time.monotonic()
+    fill(url, deliveries, ts)
+    print(f"filled {deliveries:,} deliveries in {time.monotonic() - started:.1f} s")
+    settings = {
+        "database_url": url,
+        "slack_bot_token": BOT_TOKEN,
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_api_url": slack.url,
+        "sendgrid_api_key": "SG.bench",
+        "sendgrid_webhook_public_key": sender.public_key,
+        "secret_key": "bench",
+    }
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(target=serve, args=(settings, child), daemon=True)
+    process.start()
+    port = parent.recv()
+    sender.url = f"http://127.0.0.1:{port}/sendgrid/events"
+    times, memory = [], {}
+    at = int(time.time())
+    run_started = time.monotonic()
+    for number in range(posts):
+        events = events_for(number * per_post // per_delivery + 1, per_post // per_delivery, at)
+        body = json.dumps(events).encode()
+        begin = time.perf_counter()
+        answer = sender.post(body=body)
+        times.append(time.perf_counter() - begin)
+        assert answer.status == 200, answer
+        if number + 1 in (1, posts // 10, posts // 2, posts):
+            memory[(number + 1) * per_post] = rss_mib(process.pid)
+    elapsed = time.monotonic() - run_started
+    quiet_since, seen = time.monotonic(), len(slack.calls)
+    while time.monotonic() - quiet_since < 4:  # the last scheduled update and thread replies
+        time.sleep(0.2)
+        if len(slack.calls) != seen:
+            quiet_since, seen = time.monotonic(), len(slack.calls)
+    waited = time.monotonic() - run_started
+    updates = [c for c in slack.calls_to("chat.update") if c.args.get("ts") == ts]
+    posted = [c for c in slack.calls_to("chat.postMessage") if c.args.get("thread_ts") == ts]
+    times.sort()
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    print(f"{posts} POSTs of {per_post:,} events ({posts * per_post:,} events) in {elapsed:.1f} s")
+    median = statistics.median(times) * 1000
+    print(f"  per POST: median {median:.0f} ms, p99 {p99 * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms")
+    print(
+        "  server memory (RSS) after "
+        + ", ".join(f"{n:,} events: {mib:.0f} MiB" for n, mib in memory.items())
+    )
+    gaps = [b.at - a.at for a, b in itertools.pairwise(updates)]
+    shortest = f", shortest gap {min(gaps):.1f} s" if gaps else ""
+    employees = sum(str(c.args.get("text", "")).count("did not get their credentials") for c in posted)
+    print(f"  Slack: {len(updates)} summary updates (chat.update) in {waited:.0f} s{shortest}")
+    print(f"  Slack: {employees} bounced employees posted in {len(posted)} thread replies")
+    if updates:
+        print(f"  last delivery line: {updates[-1].args.get('text', '').splitlines()[-1]}")
+    parent.close()
+    process.join(10)
+    slack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--posts", type=int, default=100)
+    parser.add_argument("--per-post", type=int, default=1000)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    args = parser.parse_args()
+    with postgres_database(args.database_url) as url:
+        run(url, args.posts, args.per_post)
+
+
+if __name__ == "__main__":
+    main()
