@@ -551,20 +551,29 @@ class Problem:
     reason: str | None
 
 
+_PROBLEM_COLUMNS = (
+    Delivery.id,
+    Employee.id,
+    Employee.employee_number,
+    Employee.first_name,
+    Employee.last_name,
+    Delivery.email_address,
+    Delivery.mail_state,
+    Delivery.mail_reason,
+)
+
+
+def _problem(row: Sequence[Any]) -> Problem:
+    delivery_id, employee_id, number, first, last, address, state, reason = row[:8]
+    state = MailState(state) if state else MailState.WAITING
+    return Problem(delivery_id, employee_id, number, f"{first} {last}".strip(), address, state, reason)
+
+
 def claim_problems(sessions: sessionmaker[Session], batch_id: int) -> list[Problem]:
     """The batch's bounced, dropped and blocked deliveries not posted yet, each claimed by one caller only."""
     with sessions() as session:
         rows = session.execute(
-            select(
-                Delivery.id,
-                Employee.id,
-                Employee.employee_number,
-                Employee.first_name,
-                Employee.last_name,
-                Delivery.email_address,
-                Delivery.mail_state,
-                Delivery.mail_reason,
-            )
+            select(*_PROBLEM_COLUMNS)
             .join(Employee, Employee.id == Delivery.employee_id)
             .where(
                 Delivery.batch_id == batch_id,
@@ -574,16 +583,15 @@ def claim_problems(sessions: sessionmaker[Session], batch_id: int) -> list[Probl
             .order_by(Delivery.id)
         ).all()
     claimed = []
-    for delivery_id, employee_id, number, first, last, address, state, reason in rows:
+    for row in rows:
         with sessions.begin() as session:
             won = session.execute(
                 update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.problem_posted_at.is_(None))
+                .where(Delivery.id == row[0], Delivery.problem_posted_at.is_(None))
                 .values(problem_posted_at=utcnow())
             ).rowcount
         if won:
-            name = f"{first} {last}".strip()
-            claimed.append(Problem(delivery_id, employee_id, number, name, address, MailState(state), reason))
+            claimed.append(_problem(row))
     return claimed
 
 
@@ -656,23 +664,8 @@ def batch_deliveries(session: Session, batch_id: int) -> Iterator[DeliveryLine]:
 def delivery_problem(session: Session, delivery_id: int) -> tuple[Problem, str | None] | None:
     """The delivery as a Problem, and the employee's current directory address; None if unknown."""
     row = session.execute(
-        select(
-            Delivery.id,
-            Employee.id,
-            Employee.employee_number,
-            Employee.first_name,
-            Employee.last_name,
-            Delivery.email_address,
-            Delivery.mail_state,
-            Delivery.mail_reason,
-            Employee.email,
-        )
+        select(*_PROBLEM_COLUMNS, Employee.email)
         .join(Employee, Employee.id == Delivery.employee_id)
         .where(Delivery.id == delivery_id)
     ).one_or_none()
-    if row is None:
-        return None
-    delivery_id, employee_id, number, first, last, address, state, reason, current = row
-    name = f"{first} {last}".strip()
-    state = MailState(state) if state else MailState.WAITING
-    return Problem(delivery_id, employee_id, number, name, address, state, reason), current
+    return None if row is None else (_problem(row), row[8])
