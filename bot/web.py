@@ -90,12 +90,11 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
     """
     jobs.use(ctx)
     flask_app = Flask("credbot")
-    executor = AfterResponseExecutor(background_pool())
     if slack_wanted(ctx.settings):
-        _serve_slack(flask_app, ctx, verify_token, executor)
+        _serve_slack(flask_app, ctx, verify_token)
     else:
         log.warning(NO_SLACK_NOTICE)
-    _serve_sendgrid_events(flask_app, ctx, executor if slack_wanted(ctx.settings) else None)
+    _serve_sendgrid_events(flask_app, ctx, update_slack=slack_wanted(ctx.settings))
 
     @flask_app.get("/healthz")
     def healthz() -> tuple[dict[str, str], int]:
@@ -105,7 +104,8 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
     return flask_app
 
 
-def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool, executor: AfterResponseExecutor) -> None:
+def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool) -> None:
+    executor = AfterResponseExecutor(background_pool())
     bolt_app = create_bolt_app(ctx, verify_token=verify_token, executor=executor)
     handler = SlackRequestHandler(bolt_app)
     flask_app.extensions["credbot_bolt"] = bolt_app
@@ -119,10 +119,12 @@ def _serve_slack(flask_app: Flask, ctx: Context, verify_token: bool, executor: A
         return response
 
 
-def _serve_sendgrid_events(flask_app: Flask, ctx: Context, executor: AfterResponseExecutor | None) -> None:
-    """POST /sendgrid/events: SendGrid's signed Event Webhook. Verified, stored, then (after the response)
-    the batches' Slack messages are updated; `executor` None: Slack is not served, events are only stored.
+def _serve_sendgrid_events(flask_app: Flask, ctx: Context, update_slack: bool) -> None:
+    """POST /sendgrid/events: SendGrid's signed Event Webhook. Verified and stored; the batches' Slack
+    messages are updated by a job enqueued for when each is due (`update_slack` False: events only stored).
     """
+    from handlers.delivery_trail import enqueue_delivery_update
+
     key = ctx.settings.sendgrid_webhook_public_key
     verifier = EventWebhookVerifier(key) if key and key.strip() else None  # a bad key stops the app here
     told = threading.Event()
@@ -153,15 +155,10 @@ def _serve_sendgrid_events(flask_app: Flask, ctx: Context, executor: AfterRespon
             return Response("Bad request: a JSON array of events is expected\n", 400, mimetype="text/plain")
         result = apply_events(ctx.sessions, events)
         log.info("SendGrid events: %s", result.describe())
-        response = Response("", 200)
-        if executor is not None and result.scheduled:
-            from handlers.delivery_trail import update_delivery_trail
-
-            with executor.holding() as held:
-                for batch_id in result.scheduled:
-                    executor.submit(update_delivery_trail, ctx, batch_id)
-            response.call_on_close(lambda: executor.release(held))
-        return response
+        if update_slack:
+            for batch_id, due in result.scheduled.items():
+                enqueue_delivery_update(ctx, batch_id, due)
+        return Response("", 200)
 
 
 def create_app() -> Flask:

@@ -1,18 +1,21 @@
 """SendGrid's delivery events in a batch's Slack trail: the delivery line on the summary message, and each
 bounced, dropped or blocked employee posted once in the thread with buttons to fix and resend.
 
-`update_delivery_trail(ctx, batch_id)` is started by the web process after it answered SendGrid's POST
-(bot.web). At most one update per batch is scheduled at a time, at most every UPDATE_INTERVAL (the
-database decides, across processes), so Slack sees a few updates whatever the event rate.
+The web process stores SendGrid's events and enqueues the job `refresh_delivery_trail` for when a batch's
+update is due (bot.web). At most one update per batch is scheduled at a time, at most every
+UPDATE_INTERVAL (the database decides, across processes), so Slack sees a few updates whatever the
+event rate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime
 
 from slack_sdk import WebClient
 
+from bot import jobs
 from bot.context import Context
 from bot.delivery_events import UPDATE_INTERVAL, claim_problems, claim_summary_update, due_at
 from bot.slack_app import make_web_client
@@ -68,3 +71,16 @@ def update_delivery_trail(
                 text=text,
                 blocks=blocks,
             )
+
+
+@jobs.job(max_retries=3)
+def refresh_delivery_trail(ctx: Context, batch_id: int) -> None:
+    """The job: the batch's delivery line and new problems, once its update is due."""
+    update_delivery_trail(ctx, batch_id)
+
+
+def enqueue_delivery_update(ctx: Context, batch_id: int, due: datetime) -> None:
+    """Enqueue the batch's update to run at `due` (the web process only answers and enqueues)."""
+    jobs.use(ctx)
+    delay = (due - utcnow()).total_seconds()
+    refresh_delivery_trail.send(batch_id, delay_seconds=delay if delay > 0 else None)

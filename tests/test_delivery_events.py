@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot import jobs
 from bot.delivery_events import EmailState, MailState, delivery_state, email_state, plain_reason
 from bot.passwords import verify_password
 from bot.settings import Settings
@@ -435,3 +436,20 @@ def test_the_summary_is_updated_a_few_times_whatever_the_event_rate(
     updates = len([c for c in app.slack.calls_to("chat.update") if c.args.get("ts") == ts]) - before
     assert 1 <= updates <= elapsed / 3 + 2
     assert "20 delivered · 0 bounced · 0 dropped · 0 waiting" in delivery_text(app, channel, ts)
+
+
+def test_the_slack_update_runs_as_a_job_through_redis(
+    webhook_app: tuple[RunningApp, EventWebhookSender],
+    session: Session,
+    sendgrid_standin: SendGridStandIn,
+    redis_server_url: str,
+    redis_namespace: str,
+) -> None:
+    app, sender = webhook_app
+    jobs.configure(app.ctx, redis_url=redis_server_url, namespace=redis_namespace, in_process=True)
+    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    session.commit()
+    _, channel, ts = send_from_slack(app, "1001")
+    assert sender.post(sendgrid_standin.events()).status == 200
+    app.slack.wait_for(lambda: "1 delivered" in delivery_text(app, channel, ts), what="the job's update")
+    assert jobs.redis_client() is not None
