@@ -334,14 +334,12 @@ def _insert(session: Session, events: list[ParsedEvent]) -> set[str]:
     ]
     new: set[str] = set()
     table = DeliveryEvent.__table__
+    # One cached statement executed for many rows: SQLAlchemy batches them into multi-row INSERTs.
+    statement = (
+        insert(table).on_conflict_do_nothing(index_elements=["sg_event_id"]).returning(table.c.sg_event_id)
+    )
     for chunk in _chunks(rows):
-        statement = (
-            insert(table)
-            .values(list(chunk))
-            .on_conflict_do_nothing(index_elements=["sg_event_id"])
-            .returning(table.c.sg_event_id)
-        )
-        new.update(session.scalars(statement))
+        new.update(session.scalars(statement, list(chunk)))
     return new
 
 
