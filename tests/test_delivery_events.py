@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -453,3 +454,24 @@ def test_the_slack_update_runs_as_a_job_through_redis(
     assert sender.post(sendgrid_standin.events()).status == 200
     app.slack.wait_for(lambda: "1 delivered" in delivery_text(app, channel, ts), what="the job's update")
     assert jobs.redis_client() is not None
+
+
+def test_concurrent_posts_about_the_same_deliveries_end_right(
+    webhook_app: tuple[RunningApp, EventWebhookSender], session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    """SendGrid posts in parallel: one event per POST, all at once, in any order."""
+    app, sender = webhook_app
+    for number in range(1, 6):
+        add_employee(session, str(1000 + number))
+    session.commit()
+    send_from_slack(app, " ".join(str(1000 + n) for n in range(1, 6)))
+    sendgrid_standin.bounce("e1003@example.com", "550 5.2.2 mailbox full")
+    events = sendgrid_standin.events()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda event: sender.post([event]).status, reversed(events)))
+    assert answers == [200] * len(events)
+    assert stored_events(app) == len(events)
+    assert states(app) == {
+        **{f"e{1000 + n}@example.com": "delivered" for n in (1, 2, 4, 5)},
+        "e1003@example.com": "bounced",
+    }
