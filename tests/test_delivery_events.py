@@ -17,9 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot import jobs
+from bot.context import Context
 from bot.delivery_events import EmailState, MailState, delivery_state, email_state, plain_reason
+from bot.mail.webhook import WebhookKeyError
 from bot.passwords import verify_password
 from bot.settings import Settings
+from bot.web import create_web_app
 from handlers import ids
 from models import Account, AuditEvent, CredentialBatch, Delivery, DeliveryEvent, Employee
 from tests.cli_helpers import RunCli
@@ -475,3 +478,10 @@ def test_concurrent_posts_about_the_same_deliveries_end_right(
         **{f"e{1000 + n}@example.com": "delivered" for n in (1, 2, 4, 5)},
         "e1003@example.com": "bounced",
     }
+
+
+@pytest.mark.parametrize("key", ["not a key", EventWebhookSender("").public_key[:40]])
+def test_a_malformed_key_stops_the_app_at_start_and_names_the_setting(context: Context, key: str) -> None:
+    settings = context.settings.model_copy(update={"sendgrid_webhook_public_key": key})
+    with pytest.raises(WebhookKeyError, match="SENDGRID_WEBHOOK_PUBLIC_KEY"):
+        create_web_app(Context(settings=settings, sessions=context.sessions))
