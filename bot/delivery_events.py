@@ -18,7 +18,7 @@ import enum
 import hashlib
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -224,9 +224,8 @@ class ApplyResult:
     received: int = 0
     stored: int = 0
     duplicates: int = 0
-    other_mail: int = 0
-    not_tracked: int = 0
-    malformed: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)
+    """Events not stored, by why: `other mail`, `not tracked`, `malformed`."""
     scheduled: dict[int, datetime] = field(default_factory=dict)
     """Batches whose Slack delivery line should be updated, and when (newly scheduled only)."""
 
@@ -234,7 +233,8 @@ class ApplyResult:
         """Counts only: no address, reason or id of any event."""
         return (
             f"{self.received} received, {self.stored} stored, {self.duplicates} duplicates, "
-            f"{self.other_mail} for other mail, {self.not_tracked} not tracked, {self.malformed} malformed"
+            f"{self.ignored['other mail']} for other mail, {self.ignored['not tracked']} not tracked, "
+            f"{self.ignored['malformed']} malformed"
         )
 
 
@@ -250,7 +250,7 @@ def apply_events(sessions: sessionmaker[Session], raw_events: Sequence[Any]) -> 
     for raw in raw_events:
         event = parse_event(raw)
         if isinstance(event, str):
-            setattr(result, event.replace(" ", "_"), getattr(result, event.replace(" ", "_")) + 1)
+            result.ignored[event] += 1
         elif event.sg_event_id in parsed:
             result.duplicates += 1
         else:
@@ -263,7 +263,7 @@ def apply_events(sessions: sessionmaker[Session], raw_events: Sequence[Any]) -> 
         for event in parsed.values():
             known = deliveries.get(event.delivery_id)
             if known is None or known["batch_id"] != event.batch_id:
-                result.other_mail += 1
+                result.ignored["other mail"] += 1
             else:
                 ours.append(_with_email(event, known))
         new = _insert(session, ours)
@@ -292,10 +292,9 @@ def _deliveries(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any
     )
     for chunk in _chunks(ids):
         query = select(*columns).where(Delivery.id.in_(chunk)).order_by(Delivery.id)
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
-            query = query.with_for_update(
-                key_share=True
-            )  # FOR NO KEY UPDATE: one POST at a time per delivery
+        if session.get_bind().dialect.name == "postgresql":
+            # FOR NO KEY UPDATE: one POST at a time per delivery (SQLite: one writer at a time anyway).
+            query = query.with_for_update(key_share=True)
         for row in session.execute(query).mappings():
             found[row["id"]] = dict(row)
     return found
