@@ -592,6 +592,12 @@ def claim_problems(sessions: sessionmaker[Session], batch_id: int) -> list[Probl
     return claimed
 
 
+def release_problems(sessions: sessionmaker[Session], delivery_ids: Sequence[int]) -> None:
+    """Posting these failed: the next update of the batch posts them again."""
+    with sessions.begin() as session:
+        session.execute(update(Delivery).where(Delivery.id.in_(delivery_ids)).values(problem_posted_at=None))
+
+
 @dataclass(frozen=True)
 class DeliveryLine:
     """One employee of a batch for `credbot deliveries`."""

@@ -55,15 +55,10 @@ def problem_blocks(problem: Problem) -> tuple[str, list[Block]]:
     return text, [section(text), {"type": "actions", "elements": buttons}]
 
 
-def problem_messages(problems: Sequence[Problem]) -> list[tuple[str, list[Block]]]:
-    """Thread replies (text, blocks) for these employees, PROBLEMS_PER_MESSAGE to a reply."""
-    messages = []
-    for start in range(0, len(problems), PROBLEMS_PER_MESSAGE):
-        parts = [problem_blocks(problem) for problem in problems[start : start + PROBLEMS_PER_MESSAGE]]
-        messages.append(
-            ("\n".join(text for text, _ in parts), [block for _, blocks in parts for block in blocks])
-        )
-    return messages
+def problem_message(problems: Sequence[Problem]) -> tuple[str, list[Block]]:
+    """One thread reply (text, blocks) for up to PROBLEMS_PER_MESSAGE employees."""
+    parts = [problem_blocks(problem) for problem in problems[:PROBLEMS_PER_MESSAGE]]
+    return "\n".join(text for text, _ in parts), [block for _, blocks in parts for block in blocks]
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,15 @@ from slack_sdk import WebClient
 
 from bot import jobs
 from bot.context import Context
-from bot.delivery_events import UPDATE_INTERVAL, claim_problems, claim_summary_update, due_at
+from bot.delivery_events import (
+    UPDATE_INTERVAL,
+    claim_problems,
+    claim_summary_update,
+    due_at,
+    release_problems,
+)
 from bot.slack_app import make_web_client
-from handlers.delivery_messages import problem_messages, with_delivery_line
+from handlers.delivery_messages import PROBLEMS_PER_MESSAGE, problem_message, with_delivery_line
 from handlers.notify import SlackCallFailed, call
 from models import utcnow
 
@@ -57,10 +63,13 @@ def update_delivery_trail(
         )
     from handlers.sending import THREAD_REPLY_INTERVAL  # sending imports this module
 
-    for number, (text, blocks) in enumerate(problem_messages(claim_problems(ctx.sessions, batch_id))):
+    problems = claim_problems(ctx.sessions, batch_id)
+    for number, start in enumerate(range(0, len(problems), PROBLEMS_PER_MESSAGE)):
+        chunk = problems[start : start + PROBLEMS_PER_MESSAGE]
         if number:
             time.sleep(THREAD_REPLY_INTERVAL)
-        with contextlib.suppress(SlackCallFailed):
+        text, blocks = problem_message(chunk)
+        try:
             call(
                 ctx,
                 update.requested_by,
@@ -71,6 +80,8 @@ def update_delivery_trail(
                 text=text,
                 blocks=blocks,
             )
+        except SlackCallFailed:  # audited; posted again with the batch's next update
+            release_problems(ctx.sessions, [problem.delivery_id for problem in chunk])
 
 
 @jobs.job(max_retries=3)

@@ -485,3 +485,27 @@ def test_a_malformed_key_stops_the_app_at_start_and_names_the_setting(context: C
     settings = context.settings.model_copy(update={"sendgrid_webhook_public_key": key})
     with pytest.raises(WebhookKeyError, match="SENDGRID_WEBHOOK_PUBLIC_KEY"):
         create_web_app(Context(settings=settings, sessions=context.sessions))
+
+
+def test_a_thread_post_that_failed_is_posted_with_the_next_update(
+    webhook_app: tuple[RunningApp, EventWebhookSender], session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    app, sender = webhook_app
+    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    add_employee(session, "1002", "Alan", "Turing", "alan@example.com")
+    session.commit()
+    _, channel, ts = send_from_slack(app, "1001 1002")
+    sendgrid_standin.bounce("ada@example.com", "550 5.1.1 user unknown")
+    events = sendgrid_standin.events()
+    app.slack.fail("chat.postMessage", "internal_error", when=lambda args: args.get("thread_ts") == ts)
+    sender.post([e for e in events if e["email"] == "ada@example.com"])
+    app.slack.wait_for(lambda: "1 bounced" in delivery_text(app, channel, ts), what="the bounce counted")
+    app.slack.wait_for(lambda: not app.slack._failures[-1].remaining, what="the failed thread post")
+    assert not [m for m in app.slack.thread(channel, ts) if "did not get their credentials" in m["text"]]
+
+    sender.post([e for e in events if e["email"] == "alan@example.com"])  # the next update
+    posted = app.slack.wait_for(
+        lambda: [m for m in app.slack.thread(channel, ts) if "did not get their credentials" in m["text"]],
+        what="the bounce posted again",
+    )
+    assert len(posted) == 1 and "Ada Lovelace" in posted[0]["text"]
