@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from bot import jobs
 from bot.context import Context
-from bot.delivery_events import EmailState, MailState, delivery_state, email_state, plain_reason
+from bot.credentials import preview, send_credentials
+from bot.delivery_events import EmailState, MailState, apply_events, delivery_state, email_state, plain_reason
 from bot.mail.webhook import WebhookKeyError
 from bot.passwords import verify_password
 from bot.settings import Settings
@@ -26,7 +27,7 @@ from bot.web import create_web_app
 from handlers import ids
 from models import Account, AuditEvent, CredentialBatch, Delivery, DeliveryEvent, Employee
 from tests.cli_helpers import RunCli
-from tests.credentials_helpers import password_in, standin_text
+from tests.credentials_helpers import password_in, sendgrid_context, sendgrid_transport, standin_text
 from tests.slack_data import add_employee
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
@@ -509,3 +510,26 @@ def test_a_thread_post_that_failed_is_posted_with_the_next_update(
         what="the bounce posted again",
     )
     assert len(posted) == 1 and "Ada Lovelace" in posted[0]["text"]
+
+
+def test_a_later_delivery_to_the_flagged_address_clears_the_flag(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    ctx = sendgrid_context(context, sendgrid_standin)
+    ada = add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    session.commit()
+    sendgrid_standin.bounce("ada@example.com", "452 4.2.2 mailbox full", status="5.2.2")
+    send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))
+    assert apply_events(ctx.sessions, sendgrid_standin.events(time.time() - 60)).stored == 4
+    session.expire_all()
+    assert (ada.bad_address, ada.bad_address_event) == ("ada@example.com", "bounced")
+    assert ada.bad_address_reason.startswith("the mailbox is full")
+    (recipient,) = preview(session, [ada.id])
+    assert recipient.address_warning.startswith("bounced on ")
+
+    sendgrid_standin._bounces.clear()  # the mailbox was emptied: delivered now
+    sendgrid_standin.messages.clear()
+    send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))
+    apply_events(ctx.sessions, sendgrid_standin.events())
+    session.expire_all()
+    assert ada.bad_address is None and preview(session, [ada.id])[0].address_warning is None
