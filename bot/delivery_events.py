@@ -386,9 +386,10 @@ def _update_states(session: Session, delivery_ids: list[int]) -> set[int]:
             )
         elif state.state == MailState.DELIVERED and address:
             clears.append({"b_employee": known["employee_id"], "b_address": address, "b_at": state.at})
-    _execute_many(session, _STATE_UPDATE, changes)
-    _execute_many(session, _FLAG, flags)
-    _execute_many(session, _CLEAR_FLAG, clears)
+    # Rows in id order, so that two POSTs flagging the same employees cannot deadlock.
+    _execute_many(session, _STATE_UPDATE, sorted(changes, key=lambda row: row["b_id"]))
+    _execute_many(session, _FLAG, sorted(flags, key=lambda row: row["b_employee"]))
+    _execute_many(session, _CLEAR_FLAG, sorted(clears, key=lambda row: row["b_employee"]))
     return batches
 
 
