@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.audit import AuditAction
+from bot.audit import AuditAction, wrote_events
 from bot.directory import fold_accents, make_search_text
 from bot.settings import Settings
 from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, utcnow
@@ -199,6 +199,7 @@ def create_accounts(
         ),
         events,
     )
+    wrote_events(session)
     table = Employee.__table__
     session.execute(update(table).where(table.c.id == bindparam("b_id")), search)
     return result

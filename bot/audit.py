@@ -6,9 +6,10 @@ import enum
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.audit_chain import request_seal
 from models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,25 @@ def record(
     session: Session, actor: str, action: AuditAction, target: str | None = None, **details: Any
 ) -> AuditEvent:
     """Add an audit event to `session`; it is written with the caller's transaction."""
-    event = AuditEvent(actor=actor, action=str(action), target=target, details=details)
-    session.add(event)
+    audit_event = AuditEvent(actor=actor, action=str(action), target=target, details=details)
+    session.add(audit_event)
+    wrote_events(session)
     log.info("audit %s actor=%s target=%s", action, actor, target)
-    return event
+    return audit_event
+
+
+def wrote_events(session: Session) -> None:
+    """Note that `session` added audit events, so that they are sealed once it commits."""
+    session.info["audit_unsealed"] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _seal_after_commit(session: Session) -> None:
+    if session.info.pop("audit_unsealed", False):
+        try:
+            request_seal(session.get_bind())
+        except Exception:  # the events are committed; the next seal (or `audit verify`) seals them
+            log.exception("could not seal the audit log")
 
 
 def record_now(

@@ -66,6 +66,8 @@ class Account(Base):
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
     password_changed_at: Mapped[datetime | None]
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Portal sessions carry the version they started under; raising it ends every one of them."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -12,7 +12,10 @@ from models.base import Base, utcnow
 
 
 class AuditEvent(Base):
-    """Something an actor did (or was refused). Rows are never updated or deleted."""
+    """Something an actor did (or was refused). Rows are never updated or deleted, only sealed once.
+
+    Sealing (see `bot.audit_chain`) sets `seq`, `prev_hash` and `hash` of an event written without them.
+    """
 
     __tablename__ = "audit_events"
 
@@ -22,6 +25,11 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seq: Mapped[int | None] = mapped_column(index=True)
+    """Position in the hash chain; empty until sealed."""
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 over `prev_hash` and this event's content."""
 
     def __repr__(self) -> str:
         return f"<AuditEvent {self.id} {self.action}>"

@@ -7,6 +7,7 @@ import json
 import click
 
 from bot.audit import AuditAction, recent
+from bot.audit_chain import verify_chain
 from bot.cli.common import context, print_table
 from bot.delivery_events import MailState, describe_counts
 from bot.reports import BatchLine, build_report
@@ -62,11 +63,14 @@ def _batch_row(b: BatchLine) -> tuple[object, ...]:
     return (b.batch_id, b.requested_by, b.source, when, b.status, b.sent, b.failed, b.skipped, b.pending)
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--action", type=click.Choice([a.value for a in AuditAction]), help="Only this action.")
-def audit(limit: int, action: str | None) -> None:
-    """List the newest audit events, newest first."""
+@click.pass_context
+def audit(click_ctx: click.Context, limit: int, action: str | None) -> None:
+    """List the newest audit events, newest first (or `audit verify`: check the hash chain)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
     with context().sessions() as session:
         rows = [
             (
@@ -79,3 +83,19 @@ def audit(limit: int, action: str | None) -> None:
             for event in recent(session, limit, action)
         ]
     print_table(["WHEN (UTC)", "ACTOR", "ACTION", "TARGET", "DETAILS"], rows)
+
+
+@audit.command("verify")
+def verify_command() -> None:
+    """Check that no audit event was changed, removed or inserted since it was sealed.
+
+    Seals any unsealed events first, then checks every link of the hash chain. Exits with 1 and names
+    the first event that does not fit when the log was tampered with.
+    """
+    chain = verify_chain(context().sessions.kw["bind"])
+    if chain.problem is not None:
+        raise click.ClickException(
+            f"the audit log was tampered with: {chain.problem.message} ({chain.problem.kind})"
+        )
+    click.echo(f"Audit log intact: {chain.events:,} events in the chain.")
+    click.echo(f"Head: position {chain.head_seq}, hash {chain.head_hash} (keep it to compare later).")
