@@ -6,12 +6,13 @@ import re
 import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.audit import AuditAction, wrote_events
+from bot.audit import AuditAction, record, wrote_events
 from bot.directory import fold_accents, make_search_text
 from bot.settings import Settings
 from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, utcnow
@@ -234,8 +235,31 @@ def _role_ids(session: Session, names: set[str]) -> dict[str, tuple[str, int]]:
     return roles
 
 
+# --- Locks: the one place that says whether an account is locked --------------------------------------
+
+
+def is_locked(account: Account, now: datetime | None = None) -> bool:
+    """True while the account waits after failed sign-ins (`locked_until` is in the future)."""
+    now = now or utcnow()
+    waiting = account.locked_until is not None and account.locked_until > now
+    return waiting or account.status == AccountStatus.LOCKED
+
+
+def shown_status(account: Account, now: datetime | None = None) -> str:
+    """The status to show an administrator: "locked" while a (not disabled) account is locked."""
+    if account.status != AccountStatus.DISABLED and is_locked(account, now):
+        return AccountStatus.LOCKED
+    return account.status
+
+
+def status_column(now: datetime | None = None) -> ColumnElement[str]:
+    """`shown_status` in SQL, to filter and count by."""
+    waiting = and_(Account.status != AccountStatus.DISABLED, Account.locked_until > (now or utcnow()))
+    return case((waiting, AccountStatus.LOCKED.value), else_=Account.status)
+
+
 def list_accounts(session: Session, status: str | None = None, limit: int | None = None) -> list[Account]:
-    """Accounts by username, with their employee and roles loaded; optionally of one status."""
+    """Accounts by username, with their employee and roles loaded; optionally of one shown status."""
     query = (
         select(Account)
         .options(selectinload(Account.employee), selectinload(Account.roles))
@@ -243,5 +267,40 @@ def list_accounts(session: Session, status: str | None = None, limit: int | None
         .limit(limit)
     )
     if status:
-        query = query.where(Account.status == status)
+        query = query.where(status_column() == status)
     return list(session.scalars(query))
+
+
+@dataclass
+class UnlockResult:
+    """What `unlock_accounts` did, as (employee number, username) pairs."""
+
+    unlocked: list[tuple[str, str]] = field(default_factory=list)
+    not_locked: list[tuple[str, str]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    """Employee numbers without an account."""
+
+
+def unlock_accounts(
+    session: Session, actor: str, employee_numbers: Sequence[str], now: datetime | None = None
+) -> UnlockResult:
+    """End the lock of each given employee's account, in the caller's transaction (audited)."""
+    now = now or utcnow()
+    result = UnlockResult()
+    wanted = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
+    query = select(Account, Employee.employee_number).join(Employee, Account.employee_id == Employee.id)
+    found = {number: account for account, number in _in_chunks(session, query, wanted)}
+    for number in wanted:
+        account = found.get(number)
+        if account is None:
+            result.unknown.append(number)
+        elif not is_locked(account, now):
+            result.not_locked.append((number, account.username))
+        else:
+            account.locked_until = None
+            account.failed_login_count = 0
+            if account.status == AccountStatus.LOCKED:
+                account.status = AccountStatus.ACTIVE
+            record(session, actor, AuditAction.ACCOUNT_UNLOCKED, f"account:{account.username}")
+            result.unlocked.append((number, account.username))
+    return result

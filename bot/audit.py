@@ -19,6 +19,7 @@ class AuditAction(enum.StrEnum):
     EMPLOYEES_IMPORTED = "employees.imported"
     ADDRESS_CHANGED = "employee.address_changed"
     ACCOUNT_CREATED = "account.created"
+    ACCOUNT_UNLOCKED = "account.unlocked"
     ADMIN_ADDED = "admin.added"
     ADMIN_REMOVED = "admin.removed"
     ACCESS_REFUSED = "access.refused"

@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     # Storage
     database_url: str = "sqlite:///credbot.db"
     redis_url: str | None = None
-    """Dramatiq's Redis broker for background jobs; empty: jobs run on a worker inside each process."""
+    """Dramatiq's Redis broker for background jobs and the portal's rate-limit counters; empty: jobs run
+    on a worker inside each process and rate limits are counted in memory."""
     redis_namespace: str = "credbot"
     worker_threads: int = Field(default=8, ge=1, le=64)
 
@@ -63,7 +64,14 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     password_min_length: int = Field(default=12, ge=8, le=128)
     lockout_threshold: int = Field(default=5, ge=1)
+    """Consecutive failed sign-ins allowed before each further one makes the account wait."""
+    lockout_delay_seconds: int = Field(default=30, ge=1)
+    """The first wait; it doubles with each further failure, up to LOCKOUT_MINUTES."""
     lockout_minutes: int = Field(default=15, ge=1)
+    sign_in_rate_limit: str = "10/minute;100/hour"
+    """Sign-in and set-password attempts allowed per client address (Flask-Limiter's notation)."""
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
+    """Reverse proxies in front of the web server whose X-Forwarded-For names the client."""
 
     # Web server
     port: int = 3000

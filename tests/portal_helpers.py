@@ -23,9 +23,10 @@ TEMP_PASSWORD = "TempPassw0rdXyzQ"
 GOOD_PASSWORD = "orbit-lantern-pickle-meadow"
 
 
-def make_portal_app(ctx: Context) -> Flask:
-    """A bare Flask app with only the portal mounted (as `bot.web` does)."""
+def make_portal_app(ctx: Context, **config: object) -> Flask:
+    """A bare Flask app with only the portal mounted (as `bot.web` does), with `config` set first."""
     app = Flask(__name__)
+    app.config.update(config)
     init_portal(app, ctx)
     return app
 

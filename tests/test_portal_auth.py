@@ -88,30 +88,39 @@ def test_disabled_employee_cannot_sign_in(context: Context) -> None:
     assert failures(context) == ["disabled"]
 
 
-def test_lockout_after_threshold_and_reset_after_expiry(context: Context) -> None:
+def test_failures_past_the_threshold_make_the_account_wait_longer_each_time(context: Context) -> None:
     person = add_person(context)
     for _ in range(4):
         assert sign_in(context, "adoe", "wrong-password-123").outcome is SignInOutcome.REFUSED
     assert get_account(context, person.account_id).locked_until is None
-    sign_in(context, "adoe", "wrong-password-123")
+    now = utcnow()
+    sign_in(context, "adoe", "wrong-password-123", now=now)
     account = get_account(context, person.account_id)
     assert account.failed_login_count == 5
-    assert account.locked_until is not None
-    assert timedelta(minutes=14) < account.locked_until - utcnow() <= timedelta(minutes=15)
+    assert account.locked_until == now + timedelta(seconds=30)
     assert [a for a, *_ in audit_actions(context)].count("portal.account_locked") == 1
 
-    # The right password does not help while locked.
-    assert sign_in(context, "adoe", TEMP_PASSWORD).outcome is SignInOutcome.REFUSED
-    assert failures(context)[-1] == "locked"
-
-    # After the lock expires the counter starts again from zero.
-    after = utcnow() + timedelta(minutes=15, seconds=1)
-    assert sign_in(context, "adoe", "wrong-password-123", now=after).outcome is SignInOutcome.REFUSED
+    # During the wait even the right password is refused, and neither it nor a wrong one is counted.
+    assert sign_in(context, "adoe", TEMP_PASSWORD, now=now).outcome is SignInOutcome.REFUSED
+    sign_in(context, "adoe", "wrong-password-123", now=now + timedelta(seconds=29))
+    assert failures(context)[-2:] == ["locked", "locked"]
     account = get_account(context, person.account_id)
-    assert account.locked_until is None
-    assert account.failed_login_count == 1
+    assert (account.failed_login_count, account.locked_until) == (5, now + timedelta(seconds=30))
+
+    # Each further failure doubles the wait, up to LOCKOUT_MINUTES.
+    waits = []
+    for _ in range(7):
+        now = account.locked_until
+        sign_in(context, "adoe", "wrong-password-123", now=now)
+        account = get_account(context, person.account_id)
+        waits.append((account.locked_until - now).total_seconds())
+    assert waits == [60, 120, 240, 480, 900, 900, 900]
+
+    # After the wait, the right password signs in and the count starts again.
+    after = account.locked_until
     assert sign_in(context, "adoe", TEMP_PASSWORD, now=after).outcome is SignInOutcome.MUST_CHANGE
-    assert get_account(context, person.account_id).failed_login_count == 0
+    account = get_account(context, person.account_id)
+    assert (account.failed_login_count, account.locked_until) == (0, None)
 
 
 def test_success_resets_the_failure_counter(context: Context) -> None:
@@ -205,13 +214,15 @@ def test_change_password_problems(context: Context) -> None:
     assert get_account(context, person.account_id).must_change_password
 
 
-def test_session_marker_changes_with_the_password(context: Context) -> None:
+def test_a_password_change_ends_older_sessions(context: Context) -> None:
     person = add_person(context)
-    before = get_account(context, person.account_id).password_hash
-    marker = auth.session_marker(before, "key")
-    assert auth.signed_in_user(context, person.account_id, marker, "key") is not None
-    auth.change_password(context, person.account_id, TEMP_PASSWORD, GOOD_PASSWORD, GOOD_PASSWORD)
-    assert auth.signed_in_user(context, person.account_id, marker, "key") is None
+    version = sign_in(context, "adoe", TEMP_PASSWORD).session_version
+    assert version is not None
+    assert auth.signed_in_user(context, person.account_id, version) is not None
+    change = auth.change_password(context, person.account_id, TEMP_PASSWORD, GOOD_PASSWORD, GOOD_PASSWORD)
+    assert auth.signed_in_user(context, person.account_id, version) is None
+    assert change.session_version is not None
+    assert auth.signed_in_user(context, person.account_id, change.session_version) is not None
 
 
 def test_an_unknown_username_is_not_kept_in_the_audit_log(context: Context) -> None:

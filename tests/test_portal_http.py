@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from pydantic import SecretStr
 
 from bot import jobs, notices
 from bot.context import Context
@@ -248,6 +249,7 @@ def test_cookie_flags_in_development(context: Context, browser: Browser) -> None
     [{"environment": "production"}, {"portal_url": "https://selfservice.example.com/portal"}],
 )
 def test_cookie_is_secure_in_production_or_behind_https(context: Context, update: dict) -> None:
+    update = {**update, "secret_key": SecretStr("k" * 32)}
     ctx = Context(context.settings.model_copy(update=update), context.sessions)
     response = make_portal_app(ctx).test_client().get("/portal/login")
     [cookie] = set_cookie_headers(response)
@@ -261,8 +263,20 @@ def test_production_refuses_to_start_without_a_secret_key(context: Context) -> N
         context.settings.model_copy(update={"environment": "production", "secret_key": None}),
         context.sessions,
     )
-    with pytest.raises(RuntimeError, match="SECRET_KEY must be set when ENVIRONMENT=production"):
+    with pytest.raises(RuntimeError, match="SECRET_KEY is not set: when ENVIRONMENT=production"):
         make_portal_app(ctx)
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 31, "é" * 15])
+def test_production_refuses_a_short_secret_key_and_says_how_to_make_one(context: Context, key: str) -> None:
+    settings = context.settings.model_copy(update={"environment": "production", "secret_key": SecretStr(key)})
+    with pytest.raises(RuntimeError) as refused:
+        make_portal_app(Context(settings, context.sessions))
+    message = str(refused.value)
+    assert f"SECRET_KEY is only {len(key.encode())} bytes long" in message
+    assert "at least 32 bytes" in message and "secrets.token_urlsafe(32)" in message
+    settings = settings.model_copy(update={"secret_key": SecretStr("x" * 32)})
+    assert make_portal_app(Context(settings, context.sessions)).secret_key == "x" * 32
 
 
 def test_development_without_a_secret_key_uses_a_random_one(

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.context import Context
+from bot.portal import auth
 from bot.portal.auth import SignInOutcome, set_password_with_link, sign_in
 from bot.portal.security import SetupTokenFilter, redact_setup_tokens
 from models import AccountStatus, SetupLink, utcnow
@@ -18,6 +19,7 @@ from tests.portal_helpers import (
     add_setup_link,
     audit_actions,
     get_account,
+    make_portal_app,
 )
 
 FORM = "/portal/setup/password"
@@ -188,7 +190,29 @@ def test_setup_tokens_are_redacted_from_access_logs() -> None:
     record.args = atoms
     SetupTokenFilter().filter(record)
     assert record.getMessage() == "GET /portal/setup/[redacted] HTTP/1.1 200"
-    assert any(isinstance(f, SetupTokenFilter) for f in logging.getLogger("werkzeug").filters)
+
+
+def test_a_failing_set_password_page_keeps_the_token_out_of_the_error_log(
+    context: Context, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flask logs "Exception on /portal/setup/<token> [POST]" with the traceback: redacted too."""
+    token = add_setup_link(context, invited(context))
+    app = make_portal_app(context)  # not TESTING: errors are logged and answered with the error page
+    browser = Browser(app.test_client())
+
+    def broken(_ctx: Context, typed: str) -> int:
+        raise RuntimeError(f"database unavailable while opening /portal/setup/{typed}")
+
+    monkeypatch.setattr(auth, "open_setup_link", broken)
+    browser.get(f"/portal/setup/{token}")
+    with caplog.at_level(logging.INFO):
+        response = browser.post(f"/portal/setup/{token}")
+        logging.getLogger("elsewhere").warning("visited /portal/setup/%s", token)
+    assert response.status_code == 500 and "Something went wrong on our side" in response.text
+    assert "Exception on /portal/setup/[redacted] [POST]" in caplog.text
+    assert "RuntimeError: database unavailable while opening /portal/setup/[redacted]" in caplog.text
+    assert "visited /portal/setup/[redacted]" in caplog.text
+    assert token not in caplog.text
 
 
 def test_an_idle_set_password_form_expires(context: Context, browser: Browser) -> None:

@@ -1,26 +1,36 @@
 """Portal sign-in, password change and set-password links, without any web framework.
 
-Every sign-in attempt costs the same two password verifications, whether the user exists, is locked,
-is disabled or typed a wrong password, so that neither the message nor the timing tells them apart.
+Every sign-in attempt does the same work whether the user exists, is locked, is disabled or typed a
+wrong password: one conditional UPDATE that counts the attempt, one SELECT, two password
+verifications and one audit INSERT, so that neither the message nor the timing tells them apart.
+
+Failed attempts are throttled, as OWASP's authentication guidance recommends, rather than locked out
+for long: from LOCKOUT_THRESHOLD consecutive failures on, each failure makes the account wait
+LOCKOUT_DELAY_SECONDS, doubling with every further failure up to LOCKOUT_MINUTES. Attempts during a
+wait are refused without being checked or counted, so a stranger cannot extend it by hammering; the
+per-client rate limit (bot.portal.limits) stops one source from trying many accounts. An attempt is
+counted *before* its password is verified, in one atomic UPDATE that also starts the wait, so
+parallel attempts cannot slip past the threshold.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import ColumnElement, case, func, or_, select, update
+from sqlalchemy.orm import Session, joinedload, selectinload
 
+from bot.accounts import is_locked
 from bot.audit import AuditAction, record
 from bot.context import Context
 from bot.notices import enqueue_notice
 from bot.passwords import hash_password, needs_rehash, verify_password
 from bot.portal.password_rules import normalize_password, password_problems
+from bot.settings import Settings
 from models import Account, AccountStatus, SetupLink, utcnow
 
 log = logging.getLogger(__name__)
@@ -28,8 +38,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_USER_ACTOR = "portal:unknown-user"
 """The audit actor of a failed sign-in with an unknown username: what was typed is not kept, as it is
 sometimes the password typed into the wrong field."""
-"""Typed usernames are cut to this length in the audit log."""
 MAX_USERNAME = 100
+"""Typed usernames longer than this cannot exist."""
 MAX_TYPED_PASSWORD = 1024
 """Longer input cannot be a valid password (at most 128 characters); it is cut before hashing."""
 
@@ -56,8 +66,8 @@ class FailureReason(enum.StrEnum):
 class SignInResult:
     outcome: SignInOutcome
     account_id: int | None = None
-    password_hash: str | None = None
-    """The hash that signed in, to derive the session marker (see `session_marker`)."""
+    session_version: int | None = None
+    """The account's session version after this sign-in, for the session cookie."""
 
 
 @dataclass(frozen=True)
@@ -65,30 +75,82 @@ class PasswordChange:
     """Result of a password change: `problems` says what to fix; empty means it was changed."""
 
     problems: list[str]
-    password_hash: str | None = None
-    """The new hash, to derive the new session marker."""
+    session_version: int | None = None
+    """The account's new session version: every older session has ended."""
+    fields: set[str] = field(default_factory=set)
+    """The form fields the problems are about: current_password, new_password, confirm_password."""
+    locked_until: datetime | None = None
+    """Set when this attempt's wrong current password made the account wait."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def session_marker(password_hash: str | None, key: str | bytes) -> str:
-    """A keyed digest of the current password hash: sessions carrying an older one are void."""
-    key_bytes = key.encode() if isinstance(key, str) else key
-    return hmac.new(key_bytes, (password_hash or "").encode(), hashlib.sha256).hexdigest()[:32]
+def lock_delay(settings: Settings, failures: int) -> timedelta | None:
+    """How long an account waits after `failures` consecutive failures (None: not at all)."""
+    over = failures - settings.lockout_threshold
+    if over < 0:
+        return None
+    cap = timedelta(minutes=settings.lockout_minutes)
+    return min(timedelta(seconds=settings.lockout_delay_seconds * 2 ** min(over, 30)), cap)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What counting an attempt found: None fields when the account was waiting (or is unknown)."""
+
+    failures: int | None
+    locked_until: datetime | None
+
+
+def _count_attempt(
+    session: Session, where: ColumnElement[bool], settings: Settings, now: datetime
+) -> _Attempt:
+    """Count one attempt and start the account's wait when due, in one atomic conditional UPDATE.
+
+    Accounts already waiting are left alone (the attempt is refused unchecked). The count is reset
+    when the password turns out right. Starting a wait ends the account's sessions.
+    """
+    failures = Account.failed_login_count + 1
+    steps: list[tuple[ColumnElement[bool], datetime | None]] = [(failures < settings.lockout_threshold, None)]
+    n, cap = settings.lockout_threshold, timedelta(minutes=settings.lockout_minutes)
+    while (delay := lock_delay(settings, n)) is not None and delay < cap:
+        steps.append((failures == n, now + delay))
+        n += 1
+    locked_until = case(*steps, else_=now + cap)
+    row = session.execute(
+        update(Account)
+        .where(where, or_(Account.locked_until.is_(None), Account.locked_until <= now))
+        .values(
+            failed_login_count=failures,
+            locked_until=locked_until,
+            session_version=case(
+                (failures >= settings.lockout_threshold, Account.session_version + 1),
+                else_=Account.session_version,
+            ),
+        )
+        .returning(Account.failed_login_count, Account.locked_until)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return _Attempt(row.failed_login_count, row.locked_until) if row else _Attempt(None, None)
+
+
+def _username_matches(username: str) -> ColumnElement[bool]:
+    return func.lower(Account.username) == username.lower()
+
+
+def _typed_username(username: str) -> str:
+    """The typed username, or "" when it cannot be one (PostgreSQL refuses NUL characters)."""
+    username = username.strip()
+    if not username or len(username) > MAX_USERNAME or not username.isprintable():
+        return ""
+    return username
 
 
 def find_account(session: Session, username: str) -> Account | None:
-    """The account with this username (case-insensitive), with its employee and roles."""
-    username = username.strip()
-    if not username or len(username) > MAX_USERNAME or not username.isprintable():
-        return None  # cannot be a username (and PostgreSQL refuses NUL characters)
-    query = (
-        select(Account)
-        .where(func.lower(Account.username) == username.lower())
-        .options(selectinload(Account.employee), selectinload(Account.roles))
-    )
+    """The account with this username (case-insensitive), with its employee (one query)."""
+    query = select(Account).where(_username_matches(username)).options(joinedload(Account.employee))
     return session.scalars(query).first()
 
 
@@ -98,31 +160,36 @@ def can_sign_in(account: Account) -> bool:
 
 
 def sign_in(ctx: Context, username: str, password: str, now: datetime | None = None) -> SignInResult:
-    """Check a username and password, applying lockout, expiry and pending-password promotion."""
+    """Check a username and password, applying throttling, expiry and pending-password promotion."""
     now = now or utcnow()
     password = normalize_password(password[:MAX_TYPED_PASSWORD])
+    username = _typed_username(username)
     with ctx.sessions.begin() as session:
+        attempt = _count_attempt(session, _username_matches(username), ctx.settings, now)
         account = find_account(session, username)
+        snapshot = _Snapshot.of(account, now)
+    current_ok, pending_ok = _verify_twice(password, snapshot.password_hash, snapshot.pending_hash)
+
+    with ctx.sessions.begin() as session:
         if account is None:
-            _verify_twice(password, None, None)
             return _refuse(session, None, FailureReason.UNKNOWN_USER)
-
-        _end_expired_lock(account, now)
-        if is_locked(account, now):
-            _verify_twice(password, None, None)
+        if attempt.failures is None or account.status == AccountStatus.LOCKED:
             return _refuse(session, account, FailureReason.LOCKED)
-        if not can_sign_in(account):
-            _verify_twice(password, None, None)
+        if not snapshot.can_sign_in:
             return _refuse(session, account, FailureReason.DISABLED)
-
-        pending = account.pending_password_hash
-        if account.pending_password_expires_at is None or account.pending_password_expires_at <= now:
-            pending = None
-        current_ok, pending_ok = _verify_twice(password, account.password_hash, pending)
         if not (current_ok or pending_ok):
             result = _refuse(session, account, FailureReason.WRONG_PASSWORD)
-            count_failure(ctx, session, account, now)
+            _audit_wait(ctx, session, account, attempt)
             return result
+        account = session.get(Account, account.id, with_for_update=True, populate_existing=True)
+        if (
+            account is None
+            or account.password_hash != snapshot.password_hash
+            or (not current_ok and account.pending_password_hash != snapshot.pending_hash)
+        ):
+            return _refuse(session, account, FailureReason.WRONG_PASSWORD)  # changed meanwhile
+        account.failed_login_count = 0
+        account.locked_until = None
         if pending_ok and not current_ok:
             _promote_pending(account)
 
@@ -136,24 +203,30 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
             account.password_hash = hash_password(password)
         _mark_signed_in(session, account, now)
         outcome = SignInOutcome.MUST_CHANGE if account.must_change_password else SignInOutcome.OK
-        return SignInResult(outcome, account.id, account.password_hash)
+        return SignInResult(outcome, account.id, account.session_version)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the verification needs, read in the counting transaction (dummies for unknown users)."""
+
+    password_hash: str | None = None
+    pending_hash: str | None = None
+    can_sign_in: bool = False
+
+    @classmethod
+    def of(cls, account: Account | None, now: datetime) -> _Snapshot:
+        if account is None:
+            return cls()
+        pending = account.pending_password_hash
+        if account.pending_password_expires_at is None or account.pending_password_expires_at <= now:
+            pending = None
+        return cls(account.password_hash, pending, can_sign_in(account))
 
 
 def _verify_twice(password: str, first: str | None, second: str | None) -> tuple[bool, bool]:
     """Verify against both hashes (a dummy hash stands in for a missing one): the same work every time."""
     return verify_password(password, first), verify_password(password, second)
-
-
-def _end_expired_lock(account: Account, now: datetime) -> None:
-    if account.locked_until is not None and account.locked_until <= now:
-        account.locked_until = None
-        account.failed_login_count = 0
-
-
-def is_locked(account: Account, now: datetime) -> bool:
-    """True while a lockout runs, or when the status says locked."""
-    running = account.locked_until is not None and account.locked_until > now
-    return running or account.status == AccountStatus.LOCKED
 
 
 def _promote_pending(account: Account) -> None:
@@ -190,31 +263,21 @@ def _refuse(
     return SignInResult(outcome, account.id if account else None)
 
 
-def count_failure(ctx: Context, session: Session, account: Account, now: datetime) -> None:
-    """Count a failed attempt (atomically) and lock the account when it reaches LOCKOUT_THRESHOLD."""
-    settings = ctx.settings
-    session.flush()
-    count = session.execute(
-        update(Account)
-        .where(Account.id == account.id)
-        .values(failed_login_count=Account.failed_login_count + 1)
-        .returning(Account.failed_login_count)
-        .execution_options(synchronize_session=False)
-    ).scalar_one()
-    account.failed_login_count = count
-    if count >= settings.lockout_threshold:
-        account.locked_until = now + timedelta(minutes=settings.lockout_minutes)
-        record(
-            session,
-            "portal",
-            AuditAction.ACCOUNT_LOCKED,
-            _target(account),
-            failed_attempts=count,
-            locked_until=account.locked_until.isoformat(),
-        )
-        log.warning(
-            "account %s locked for %s minutes after %s failures", account.id, settings.lockout_minutes, count
-        )
+def _audit_wait(ctx: Context, session: Session, account: Account, attempt: _Attempt) -> None:
+    """Audit the wait a failed attempt started, if it did."""
+    if attempt.locked_until is None:
+        return
+    record(
+        session,
+        "portal",
+        AuditAction.ACCOUNT_LOCKED,
+        _target(account),
+        failed_attempts=attempt.failures,
+        locked_until=attempt.locked_until.isoformat(),
+    )
+    log.warning(
+        "account %s waits until %s after %s failures", account.id, attempt.locked_until, attempt.failures
+    )
 
 
 # --- The signed-in employee ---------------------------------------------------------------------------
@@ -230,7 +293,6 @@ class PortalUser:
     last_name: str
     roles: list[str]
     must_change_password: bool
-    password_hash: str | None
 
     @property
     def full_name(self) -> str:
@@ -251,38 +313,43 @@ def _view(account: Account) -> PortalUser:
         last_name=account.employee.last_name,
         roles=[role.name for role in account.roles],
         must_change_password=account.must_change_password,
-        password_hash=account.password_hash,
     )
 
 
 def signed_in_user(
-    ctx: Context, account_id: int, marker: str, key: str | bytes, now: datetime | None = None
+    ctx: Context, account_id: int, session_version: int, now: datetime | None = None
 ) -> PortalUser | None:
     """The employee a session belongs to, or None if the session is void.
 
-    A session is void once the account is disabled or locked, or its password changed since sign-in.
+    A session is void once the account's session version moved on (sign-out, password change, a wait
+    after failed attempts, an administrator ending its sessions), or while it is disabled or waiting.
     """
     now = now or utcnow()
     with ctx.sessions() as session:
         account = load_account(session, account_id)
-        if account is None or not can_sign_in(account):
+        if account is None or account.session_version != session_version or not can_sign_in(account):
             return None
         if is_locked(account, now):
-            return None
-        if not hmac.compare_digest(marker, session_marker(account.password_hash, key)):
             return None
         return _view(account)
 
 
-def record_sign_out(ctx: Context, account_id: int) -> None:
-    """Audit a sign-out."""
+def sign_out(ctx: Context, account_id: int, session_version: int) -> None:
+    """End every session of the account (each copy of every cookie), and audit the sign-out."""
     with ctx.sessions.begin() as session:
-        account = session.get(Account, account_id)
-        if account is not None:
-            record(session, account.username, AuditAction.SIGN_OUT, _target(account))
+        ended = session.execute(
+            update(Account)
+            .where(Account.id == account_id, Account.session_version == session_version)
+            .values(session_version=Account.session_version + 1)
+            .returning(Account.username)
+        ).first()
+        if ended is not None:
+            record(session, ended.username, AuditAction.SIGN_OUT, f"account:{ended.username}")
 
 
 # --- Changing the password ----------------------------------------------------------------------------
+
+WRONG_CURRENT_PASSWORD = "Your current password is not correct. Type the password you signed in with."  # noqa: S105
 
 
 def change_password(
@@ -293,14 +360,24 @@ def change_password(
     confirmation: str,
     now: datetime | None = None,
 ) -> PasswordChange:
-    """Replace the password after checking the current one and the rules; ends the temporary password."""
+    """Replace the password after checking the current one and the rules; ends the temporary password.
+
+    A wrong current password counts as a failed sign-in; when it makes the account wait, the result
+    says until when (`locked_until`) and the account's sessions have ended.
+    """
     now = now or utcnow()
     current = normalize_password(current_password[:MAX_TYPED_PASSWORD])
     with ctx.sessions.begin() as session:
+        attempt = _count_attempt(session, Account.id == account_id, ctx.settings, now)
         account = load_account(session, account_id)
-        if account is None:
-            return PasswordChange(["Your session has ended. Sign in again."])
-        if not verify_password(current, account.password_hash):
+        password_hash = account.password_hash if account else None
+    if account is None or attempt.failures is None:
+        return PasswordChange(["Your session has ended. Sign in again."], fields={"current_password"})
+    current_ok = verify_password(current, password_hash)
+    with ctx.sessions.begin() as session:
+        account = load_account(session, account_id)
+        assert account is not None
+        if not current_ok:
             record(
                 session,
                 account.username,
@@ -308,20 +385,24 @@ def change_password(
                 _target(account),
                 reason="wrong_current_password",
             )
-            count_failure(ctx, session, account, now)
+            _audit_wait(ctx, session, account, attempt)
             return PasswordChange(
-                ["Your current password is not correct. Type the password you signed in with."]
+                [WRONG_CURRENT_PASSWORD], fields={"current_password"}, locked_until=attempt.locked_until
             )
-        problems = _new_password_problems(ctx, account, new_password, confirmation, current)
+        account.failed_login_count = 0
+        account.locked_until = None
+        problems, fields = _new_password_problems(ctx, account, new_password, confirmation, current)
         if problems:
-            return PasswordChange(problems)
+            return PasswordChange(problems, fields=fields)
         _set_password(session, account, new_password, now)
-        return PasswordChange([], account.password_hash)
+        session.flush()
+        return PasswordChange([], account.session_version)
 
 
 def _new_password_problems(
     ctx: Context, account: Account, new_password: str, confirmation: str, current: str | None
-) -> list[str]:
+) -> tuple[list[str], set[str]]:
+    """The problems with the new password, and the fields they are about."""
     problems = password_problems(
         new_password,
         min_length=ctx.settings.password_min_length,
@@ -331,9 +412,11 @@ def _new_password_problems(
         current_password=current,
         extra_words=[ctx.settings.company_name],
     )
+    fields = {"new_password"} if problems else set()
     if normalize_password(new_password) != normalize_password(confirmation):
         problems.append("The two new passwords do not match. Type the same password in both fields.")
-    return problems
+        fields.add("confirm_password")
+    return problems, fields
 
 
 def _set_password(session: Session, account: Account, new_password: str, now: datetime) -> None:
@@ -347,6 +430,7 @@ def _set_password(session: Session, account: Account, new_password: str, now: da
     account.failed_login_count = 0
     account.locked_until = None
     account.status = AccountStatus.ACTIVE
+    account.session_version = Account.session_version + 1  # every session before this one ends
     session.execute(
         update(SetupLink)
         .where(
@@ -412,11 +496,12 @@ def set_password_with_link(
     with ctx.sessions.begin() as session:
         link = _usable_link(session, session.get(SetupLink, link_id), now)
         account = link.account
-        problems = _new_password_problems(ctx, account, new_password, confirmation, None)
+        problems, fields = _new_password_problems(ctx, account, new_password, confirmation, None)
         if not problems and verify_password(normalize_password(new_password), account.password_hash):
             problems.append("Choose a password different from your current password.")
+            fields.add("new_password")
         if problems:
-            return PasswordChange(problems)
+            return PasswordChange(problems, fields=fields)
         used = session.execute(
             update(SetupLink)
             .where(SetupLink.id == link.id, SetupLink.used_at.is_(None), SetupLink.revoked_at.is_(None))
@@ -428,7 +513,8 @@ def set_password_with_link(
         record(session, account.username, AuditAction.SETUP_LINK_USED, _target(account), link_id=link.id)
         _set_password(session, account, new_password, now)
         _mark_signed_in(session, account, now)
-        return PasswordChange([], account.password_hash)
+        session.flush()
+        return PasswordChange([], account.session_version)
 
 
 # --- The "your password was changed" email ------------------------------------------------------------

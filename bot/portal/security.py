@@ -1,9 +1,10 @@
-"""Security headers for portal responses, and keeping set-password tokens out of access logs."""
+"""Security headers for portal responses, and keeping set-password tokens out of every log record."""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from werkzeug.wrappers import Response
 
@@ -36,29 +37,36 @@ def redact_setup_tokens(text: str) -> str:
 
 
 class SetupTokenFilter(logging.Filter):
-    """Redacts set-password tokens from log records (werkzeug's and gunicorn's access logs)."""
+    """Redacts set-password tokens from a log record: its message (arguments included) and traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact_setup_tokens(record.msg)
-        if isinstance(record.args, dict):  # gunicorn's atoms (a dict subclass): change in place
-            for key, value in list(record.args.items()):
-                record.args[key] = _redact(value)
-        elif isinstance(record.args, tuple):
-            record.args = tuple(_redact(value) for value in record.args)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging's own error report
+            return True
+        redacted = redact_setup_tokens(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_setup_tokens(_FORMATTER.formatException(record.exc_info))
         return True
 
 
-def _redact(value: object) -> object:
-    return redact_setup_tokens(value) if isinstance(value, str) else value
-
-
-ACCESS_LOGGERS = ("werkzeug", "gunicorn.access")
+_FORMATTER = logging.Formatter()
 
 
 def install_log_filter() -> None:
-    """Add the token filter to the access loggers (once)."""
-    for name in ACCESS_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, SetupTokenFilter) for existing in logger.filters):
-            logger.addFilter(SetupTokenFilter())
+    """Redact set-password tokens from every log record the process makes, whatever its logger or
+    handler (Flask's "Exception on /portal/setup/<token>", access logs, tracebacks), once."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacts_setup_tokens", False):
+        return
+    token_filter = SetupTokenFilter()
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        token_filter.filter(record)
+        return record
+
+    make_record.redacts_setup_tokens = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)

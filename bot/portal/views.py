@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
@@ -23,6 +25,7 @@ from werkzeug.wrappers import Response
 from bot.context import Context
 from bot.portal import auth
 from bot.portal.csrf import CsrfRefused, check_csrf, csrf_token
+from models import utcnow
 from templates import TEMPLATES_DIR
 
 EXTENSION_KEY = "credbot.portal"
@@ -42,10 +45,6 @@ portal = Blueprint(
 
 def _ctx() -> Context:
     return current_app.extensions[EXTENSION_KEY]
-
-
-def _marker(password_hash: str | None) -> str:
-    return auth.session_marker(password_hash, current_app.secret_key or "")
 
 
 @portal.app_context_processor
@@ -71,9 +70,9 @@ def _load_session() -> None:
     ):
         session.clear()
         return
-    account_id, marker = session.get("uid"), session.get("pw")
-    if account_id is not None and marker is not None:
-        g.user = auth.signed_in_user(_ctx(), account_id, marker, current_app.secret_key or "")
+    account_id, version = session.get("uid"), session.get("sv")
+    if account_id is not None:
+        g.user = auth.signed_in_user(_ctx(), account_id, version) if isinstance(version, int) else None
         if g.user is None:
             session.clear()
             return
@@ -88,9 +87,9 @@ def _new_session(**values: Any) -> None:
     session.update(values, since=now, seen=now)
 
 
-def _start_session(account_id: int, password_hash: str | None) -> None:
+def _start_session(account_id: int, session_version: int | None) -> None:
     """A fresh session for the signed-in account; the old one, and its CSRF token, are dropped."""
-    _new_session(uid=account_id, pw=_marker(password_hash))
+    _new_session(uid=account_id, sv=session_version)
 
 
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -131,7 +130,7 @@ def login_submit() -> Response | tuple[str, int]:
     if result.outcome is auth.SignInOutcome.REFUSED:
         return render_template("portal/login.html", error=REFUSED_MESSAGE, username=username[:100]), 401
     assert result.account_id is not None
-    _start_session(result.account_id, result.password_hash)
+    _start_session(result.account_id, result.session_version)
     if result.outcome is auth.SignInOutcome.MUST_CHANGE:
         return redirect(url_for("portal.change_password"), 303)
     return redirect(url_for("portal.home"), 303)
@@ -151,9 +150,16 @@ def change_password() -> Response | str | tuple[str, int]:
         form.get("new_password", ""),
         form.get("confirm_password", ""),
     )
+    if change.locked_until is not None:
+        session.clear()
+        g.user = None
+        flash(_locked_message(change.locked_until))
+        return redirect(url_for("portal.login"), 303)
     if not change.ok:
-        return render_template("portal/change_password.html", user=user, problems=change.problems), 400
-    _start_session(user.account_id, change.password_hash)
+        return render_template(
+            "portal/change_password.html", user=user, problems=change.problems, invalid=change.fields
+        ), 400
+    _start_session(user.account_id, change.session_version)
     auth.notify_password_changed(_ctx(), user.account_id)
     flash("Your password was changed. Use the new password from now on.")
     return redirect(url_for("portal.home"), 303)
@@ -162,7 +168,7 @@ def change_password() -> Response | str | tuple[str, int]:
 @portal.post("/logout")
 def logout() -> Response:
     if g.user is not None:
-        auth.record_sign_out(_ctx(), g.user.account_id)
+        auth.sign_out(_ctx(), g.user.account_id, session["sv"])
     session.clear()
     flash("You have signed out.")
     return redirect(url_for("portal.login"), 303)
@@ -202,11 +208,23 @@ def setup_password() -> Response | str | tuple[str, int]:
         session.pop("setup_link", None)
         return render_template("portal/link_invalid.html"), 410
     if not change.ok:
-        return render_template("portal/setup_password.html", user=user, problems=change.problems), 400
-    _start_session(user.account_id, change.password_hash)
+        return render_template(
+            "portal/setup_password.html", user=user, problems=change.problems, invalid=change.fields
+        ), 400
+    _start_session(user.account_id, change.session_version)
     auth.notify_password_changed(ctx, user.account_id)
     flash("Your password is set. You are signed in.")
     return redirect(url_for("portal.home"), 303)
+
+
+def _locked_message(locked_until: datetime) -> str:
+    minutes = max(1, math.ceil((locked_until - utcnow()).total_seconds() / 60))
+    wait = "a minute" if minutes == 1 else f"{minutes} minutes"
+    return (
+        "Your current password was not correct, and after too many wrong passwords your account is "
+        f"locked for now. You have been signed out: wait {wait}, then sign in again with the password "
+        "from your email. If you do not have it any more, ask an administrator to send new credentials."
+    )
 
 
 @portal.errorhandler(CsrfRefused)
