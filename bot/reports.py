@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.accounts import status_column
 from bot.delivery_events import state_counts
 from models import Account, AccountStatus, CredentialBatch, Delivery, DeliveryStatus, Employee
 
@@ -42,7 +43,7 @@ class Report:
     employees: int
     active_employees: int
     accounts_by_status: dict[str, int]
-    """Every AccountStatus, zero included."""
+    """Every AccountStatus, zero included; "locked" counts accounts locked now (see `status_column`)."""
     without_account: int
     """Active employees without an account."""
     without_email: int
@@ -59,7 +60,8 @@ def build_report(session: Session, batches: int = 10, failures: int = 20) -> Rep
     """The report, with the `batches` newest batches and the `failures` newest failed deliveries."""
     active = Employee.active.is_(True)
     count = select(func.count()).select_from(Employee)
-    by_status = dict(session.execute(select(Account.status, func.count()).group_by(Account.status)).all())
+    shown = status_column()
+    by_status = dict(session.execute(select(shown, func.count()).group_by(shown)).all())
     return Report(
         employees=session.scalar(count) or 0,
         active_employees=session.scalar(count.where(active)) or 0,

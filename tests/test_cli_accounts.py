@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from sqlalchemy.orm import Session
 
 from bot.settings import PROJECT_ROOT
+from models import Account, AuditEvent, utcnow
 from tests.cli_helpers import RunCli
 
 SAMPLE = PROJECT_ROOT / "samples" / "employees.csv"
@@ -71,3 +74,37 @@ def test_list_accounts(cli: RunCli) -> None:
     assert len(cli("accounts", "list", "--status", "pending", "--limit", "1").output.splitlines()) == 3
     assert len(cli("accounts", "list", "--status", "active").output.splitlines()) == 2
     assert cli("accounts", "list", "--status", "sleeping").exit_code == 2
+
+
+def lock(session: Session, *usernames: str, minutes: float = 10) -> None:
+    """Lock accounts as failed sign-ins do (only `locked_until` is set)."""
+    for username in usernames:
+        session.query(Account).filter_by(username=username).one().locked_until = utcnow() + timedelta(
+            minutes=minutes
+        )
+    session.commit()
+
+
+def test_locked_accounts_show_as_locked_and_can_be_unlocked(cli: RunCli, session: Session) -> None:
+    cli("employees", "import", SAMPLE)
+    cli("accounts", "create", "1001", "1002", "1003")
+    lock(session, "jsmith", "znunez-obrien")
+    lock(session, "jsmith2", minutes=-1)  # a lock that is over
+    locked = cli("accounts", "list", "--status", "locked").output.splitlines()[2:]
+    assert [line.split()[0] for line in locked] == ["jsmith", "znunez-obrien"]
+    assert all(re.split(r"\s{2,}", line)[3] == "locked" for line in locked)
+    assert "0 locked" not in cli("report").output and "2 locked" in cli("report").output
+
+    result = cli("accounts", "unlock", "1001", "1002", "9999")
+    assert result.exit_code == 1
+    assert "Unlocked 1001 (jsmith)." in result.output
+    assert "Not locked: 1002 (jsmith2)." in result.output
+    assert "No account for employee number(s): 9999" in result.stderr
+    assert [
+        line.split()[0] for line in cli("accounts", "list", "--status", "locked").output.splitlines()[2:]
+    ] == ["znunez-obrien"]
+    session.expire_all()
+    jsmith = session.query(Account).filter_by(username="jsmith").one()
+    assert (jsmith.locked_until, jsmith.failed_login_count) == (None, 0)
+    unlocked = session.query(AuditEvent).filter_by(action="account.unlocked").one()
+    assert unlocked.target == "account:jsmith" and unlocked.actor.startswith("cli:")

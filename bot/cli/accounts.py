@@ -6,7 +6,13 @@ import sys
 
 import click
 
-from bot.accounts import UsernamePatternError, create_accounts, list_accounts
+from bot.accounts import (
+    UsernamePatternError,
+    create_accounts,
+    list_accounts,
+    shown_status,
+    unlock_accounts,
+)
 from bot.cli.common import cli_actor, context, print_table
 from models import AccountStatus
 
@@ -61,10 +67,26 @@ def list_command(status: str | None, limit: int | None) -> None:
                 a.username,
                 a.employee.employee_number,
                 a.employee.full_name,
-                a.status,
+                shown_status(a),
                 ", ".join(role.name for role in a.roles),
                 f"{a.credentials_emailed_at:%Y-%m-%d %H:%M}" if a.credentials_emailed_at else "never",
             )
             for a in list_accounts(session, status, limit)
         ]
     print_table(["USERNAME", "EMPLOYEE", "NAME", "STATUS", "ROLES", "LAST EMAILED (UTC)"], rows)
+
+
+@accounts.command("unlock")
+@click.argument("employee_numbers", nargs=-1, required=True)
+def unlock_command(employee_numbers: tuple[str, ...]) -> None:
+    """End the lock that failed sign-ins put on the accounts of EMPLOYEE_NUMBERS (audited)."""
+    ctx = context()
+    with ctx.sessions.begin() as session:
+        result = unlock_accounts(session, cli_actor(), employee_numbers)
+    for number, username in result.unlocked:
+        click.echo(f"Unlocked {number} ({username}).")
+    for number, username in result.not_locked:
+        click.echo(f"Not locked: {number} ({username}).")
+    if result.unknown:
+        click.echo(f"No account for employee number(s): {', '.join(result.unknown)}", err=True)
+        sys.exit(1)
