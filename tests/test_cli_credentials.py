@@ -120,3 +120,16 @@ def test_a_refused_api_key_stops_with_one_error(
     assert "sent 0, failed 1, skipped 2" in result.output
     assert result.output.count("Stopped: SendGrid 401") == 1
     assert len(sendgrid_standin.requests) == 1
+
+
+def test_terminal_escapes_in_names_are_shown_escaped(cli: RunCli, session: Session) -> None:
+    """Names stored before the importer refused control characters (or written by other tools)."""
+    add_employee(session, "1", "Eve\x1b[2K\x1b[1A", "Hacker\x1b]0;pwned\x07")
+    add_employee(session, "2", "Mallory\u202e", "Tab\tNew\nLine", email_address=None)
+    result = cli("credentials", "send", "--all-pending", input="n\n")
+    out = result.output
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out and "\t" not in out
+    assert "Eve\\x1b[2K\\x1b[1A Hacker\\x1b]0;pwned\\x07" in out
+    assert "Mallory\\u202e Tab\\tNew\\nLine" in out
+    listed = cli("employees", "list").output
+    assert "\x1b" not in listed and "Eve\\x1b[2K" in listed

@@ -13,7 +13,7 @@ from bot.accounts import (
     shown_status,
     unlock_accounts,
 )
-from bot.cli.common import cli_actor, context, print_table
+from bot.cli.common import cli_actor, context, print_table, printable
 from models import AccountStatus
 
 
@@ -47,12 +47,14 @@ def create_command(employee_numbers: tuple[str, ...], all_missing: bool) -> None
         )
     click.echo(f"Created {len(result.created)} account(s).")
     if result.existing:
-        existing = ", ".join(f"{number} ({username})" for number, username in result.existing)
+        existing = ", ".join(
+            f"{printable(number)} ({printable(username)})" for number, username in result.existing
+        )
         click.echo(f"Already had an account: {existing}")
     for number, reason in result.skipped:
-        click.echo(f"Skipped {number}: {reason}")
+        click.echo(f"Skipped {printable(number)}: {reason}")
     if result.unknown:
-        click.echo(f"Unknown employee number(s): {', '.join(result.unknown)}", err=True)
+        click.echo(f"Unknown employee number(s): {printable(', '.join(result.unknown))}", err=True)
         sys.exit(1)
 
 
@@ -84,9 +86,9 @@ def unlock_command(employee_numbers: tuple[str, ...]) -> None:
     with ctx.sessions.begin() as session:
         result = unlock_accounts(session, cli_actor(), employee_numbers)
     for number, username in result.unlocked:
-        click.echo(f"Unlocked {number} ({username}).")
+        click.echo(f"Unlocked {printable(number)} ({printable(username)}).")
     for number, username in result.not_locked:
-        click.echo(f"Not locked: {number} ({username}).")
+        click.echo(f"Not locked: {printable(number)} ({printable(username)}).")
     if result.unknown:
-        click.echo(f"No account for employee number(s): {', '.join(result.unknown)}", err=True)
+        click.echo(f"No account for employee number(s): {printable(', '.join(result.unknown))}", err=True)
         sys.exit(1)

@@ -25,9 +25,28 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(value: object) -> str:
+    """`value` as text with every non-printable character escaped (`\\x1b`, `\\n`, `\\u202e`...), so
+    that data from the directory cannot move the cursor, erase lines or retitle the terminal."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Print rows as a plain, aligned text table."""
-    text_rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    """Print rows as a plain, aligned text table, non-printable characters escaped."""
+    text_rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in text_rows)]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     click.echo(line.rstrip())

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from bot.cli.common import cli_actor, context, print_table
+from bot.cli.common import cli_actor, context, print_table, printable
 from bot.credentials import (
     DeliveryOutcome,
     Recipient,
@@ -48,7 +48,7 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
             employee_ids, missing = resolve_employees(session, keys)
             if missing:
                 raise click.ClickException(
-                    f"no employee with number or address {', '.join(missing)}; nothing was sent"
+                    f"no employee with number or address {printable(', '.join(missing))}; nothing was sent"
                 )
         recipients = preview(session, employee_ids)
     mailable = [r for r in recipients if r.problem is None]
@@ -103,7 +103,7 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         click.echo("Skipped:")
         _outcome_table(summary.skipped)
     if summary.error:
-        click.echo(f"Stopped: {summary.error}", err=True)
+        click.echo(f"Stopped: {printable(summary.error)}", err=True)
     if summary.failed or summary.error:
         sys.exit(1)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bot.cli.common import cli_actor, context, print_table
+from bot.cli.common import cli_actor, context, print_table, printable
 from bot.directory import ImportFileError, ImportResult, import_employees, list_employees
 
 PROGRESS_BAR_BYTES = 1_000_000
@@ -37,7 +37,7 @@ def import_command(file: Path, skip_invalid: bool) -> None:
             else:
                 result = import_employees(session, file, cli_actor(), skip_invalid)
     except ImportFileError as error:
-        raise click.ClickException(str(error)) from error
+        raise click.ClickException(printable(error)) from error
     _print_result(result)
     if result.errors and not result.written:
         sys.exit(1)
@@ -51,21 +51,21 @@ def _count_rows(file: Path) -> int:
 
 def _print_result(result: ImportResult) -> None:
     if result.ignored_columns:
-        click.echo(f"Ignored unknown column(s): {', '.join(result.ignored_columns)}")
+        click.echo(f"Ignored unknown column(s): {printable(', '.join(result.ignored_columns))}")
     if result.errors:
         verdict = "skipped" if result.written else "nothing was written; fix them or use --skip-invalid"
         click.echo(f"{len(result.errors)} bad row(s) ({verdict}):", err=not result.written)
         for line, reason in result.errors[:MAX_ERRORS_SHOWN]:
-            click.echo(f"  line {line}: {reason}", err=not result.written)
+            click.echo(f"  line {line}: {printable(reason)}", err=not result.written)
         if len(result.errors) > MAX_ERRORS_SHOWN:
             click.echo(f"  ... and {len(result.errors) - MAX_ERRORS_SHOWN} more", err=not result.written)
     if not result.written:
         return
     counts = f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
     if result.changed:
-        click.echo(f"{result.file_name}: {counts}.")
+        click.echo(f"{printable(result.file_name)}: {counts}.")
     else:
-        click.echo(f"{result.file_name}: nothing changed ({counts}).")
+        click.echo(f"{printable(result.file_name)}: nothing changed ({counts}).")
 
 
 @employees.command("list")
