@@ -20,6 +20,46 @@ from models import Account, Employee, utcnow
 
 REQUIRED_COLUMNS = ("employee_number", "first_name", "last_name", "email")
 OPTIONAL_COLUMNS = ("department", "roles", "slack_user_id", "active")
+COLUMN_ALIASES = {
+    "employee_number": (
+        "employee_id",
+        "employee_no",
+        "employee_num",
+        "employee",
+        "emp_id",
+        "emp_no",
+        "emp_number",
+        "staff_id",
+        "staff_number",
+        "staff_no",
+        "personnel_number",
+        "personnel_no",
+        "worker_id",
+        "id",
+    ),
+    "first_name": ("firstname", "first", "given_name", "givenname", "forename", "first_names"),
+    "last_name": ("lastname", "last", "surname", "family_name", "familyname"),
+    "email": (
+        "e_mail",
+        "email_address",
+        "e_mail_address",
+        "emailaddress",
+        "mail",
+        "work_email",
+        "work_email_address",
+        "business_email",
+        "company_email",
+    ),
+    "department": ("dept", "department_name", "division"),
+    "roles": ("role",),
+    "slack_user_id": ("slack_id", "slack_user", "slack_member_id", "slack"),
+    "active": ("is_active", "enabled"),
+}
+"""Other header names (as normalised by `_column_key`) that common HR exports use for each column."""
+_COLUMN_NAMES = {alias: name for name, aliases in COLUMN_ALIASES.items() for alias in (name, *aliases)}
+_FORBIDDEN_CHARACTERS = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Besides control characters: line and paragraph separators, and bidirectional overrides and isolates
+(which make text display in an order other than it is stored)."""
 MAX_LENGTHS = {
     "employee_number": 64,
     "first_name": 200,
@@ -110,10 +150,7 @@ def import_employees(
     columns, width, result = _read_header(reader, file_name)
     existing = _existing_employees(session)
 
-    try:
-        rows = list(_parse_rows(reader, columns, width, existing, result.errors, progress))
-    except csv.Error as error:
-        raise ImportFileError(f"{file_name}, line {reader.line_num}: broken CSV quoting ({error})") from error
+    rows = list(_parse_rows(reader, file_name, columns, width, existing, result.errors, progress))
     rows = _drop_duplicates(rows, result.errors)
     result.errors.sort()
     if result.errors and not skip_invalid:
@@ -202,21 +239,31 @@ def _read_header(reader: Iterator[list[str]], file_name: str) -> tuple[dict[str,
     result = ImportResult(file_name=file_name)
     columns: dict[str, int] = {}
     for index, raw in enumerate(header):
-        name = re.sub(r"[\s-]+", "_", raw.strip().lower())
-        if name in REQUIRED_COLUMNS or name in OPTIONAL_COLUMNS:
+        name = _COLUMN_NAMES.get(_column_key(raw))
+        if name is not None:
             if name in columns:
-                raise ImportFileError(f"{file_name}: column {name!r} appears twice in the header")
+                raise ImportFileError(
+                    f"{file_name}: columns {header[columns[name]].strip()!r} and {raw.strip()!r} "
+                    f"both give the {name}; keep one of them"
+                )
             columns[name] = index
-        elif name:
+        elif raw.strip():
             result.ignored_columns.append(raw.strip())
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         hint = " (is the file comma-separated?)" if len(header) == 1 and re.search("[;\t]", header[0]) else ""
+        found = ", ".join(repr(raw.strip()) for raw in header if raw.strip()) or "none"
         raise ImportFileError(
-            f"{file_name}: missing required column(s) {', '.join(missing)}{hint}; "
-            f"expected {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}"
+            f"{file_name}: missing required column(s) {', '.join(missing)}{hint}. "
+            f"Columns found: {found}. Expected {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)} "
+            "(common names such as 'Employee ID', 'E-mail' or 'Surname' work too)"
         )
     return columns, len(header), result
+
+
+def _column_key(header: str) -> str:
+    """A header as looked up in COLUMN_ALIASES: "E-mail address" -> "e_mail_address"."""
+    return re.sub(r"[^a-z0-9]+", "_", fold_accents(header).strip().lower()).strip("_")
 
 
 def _existing_employees(session: Session) -> dict[str, dict[str, Any]]:
@@ -239,6 +286,7 @@ def _existing_employees(session: Session) -> dict[str, dict[str, Any]]:
 
 def _parse_rows(
     reader: Any,
+    file_name: str,
     columns: dict[str, int],
     width: int,
     existing: dict[str, dict[str, Any]],
@@ -246,7 +294,17 @@ def _parse_rows(
     progress: Callable[[int], None] | None,
 ) -> Iterator[_Row]:
     last_line, count = 1, 0
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            # Reported where the broken record starts: an unclosed quote only fails at the end of the file.
+            raise ImportFileError(
+                f"{file_name}, line {last_line + 1}: broken CSV quoting ({error}); check that every "
+                'field opened with " on this line is closed, and that quotes inside a field are doubled ("")'
+            ) from error
         line, last_line = last_line + 1, reader.line_num
         count += 1
         if progress and count % PROGRESS_EVERY == 0:
@@ -256,7 +314,9 @@ def _parse_rows(
         if len(cells) != width:
             errors.append((line, f"has {len(cells)} fields but the header has {width} (unquoted comma?)"))
             continue
-        values, problems = _validate({name: cells[i].strip() for name, i in columns.items()}, existing)
+        raw = {name: cells[i] for name, i in columns.items()}
+        values, problems = _validate({name: value.strip() for name, value in raw.items()}, existing)
+        problems = _control_character_problems(raw) + problems
         if problems:
             errors.append((line, "; ".join(problems)))
         else:
@@ -274,8 +334,6 @@ def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple
         "last_name": raw["last_name"],
     }
     problems += [f"missing {name.replace('_', ' ')}" for name in REQUIRED_COLUMNS[:3] if not raw[name]]
-    if any("\x00" in value for value in raw.values()):
-        problems.append("contains a NUL character")
 
     email = raw["email"]
     if not email:
@@ -309,6 +367,22 @@ def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple
         if value and len(value) > limit:
             problems.append(f"{name} is longer than {limit} characters")
     return values, problems
+
+
+def _control_character_problems(raw: dict[str, str]) -> list[str]:
+    """One problem per field holding a control character (tab and line breaks included)."""
+    problems = []
+    for name, value in raw.items():
+        if value.isprintable():
+            continue
+        for position, char in enumerate(value, start=1):
+            if unicodedata.category(char) == "Cc" or char in _FORBIDDEN_CHARACTERS:
+                problems.append(
+                    f"{name} contains a control character (U+{ord(char):04X}) at character {position}; "
+                    "remove it (names and addresses cannot hold tabs, line breaks or terminal codes)"
+                )
+                break
+    return problems
 
 
 def _drop_duplicates(rows: list[_Row], errors: list[tuple[int, str]]) -> list[_Row]:

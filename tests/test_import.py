@@ -129,7 +129,8 @@ def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_written(
     lines = {line: reason for line, reason in result.errors}
     assert sorted(lines) == [2, 3, 5, 6, 7, 8, 9, 10, 11, 13]
     assert lines[2].startswith("invalid email 'not-an-email'")
-    assert lines[3] == "missing employee number"
+    assert lines[3].startswith("first_name contains a control character (U+000A) at character 6; remove it")
+    assert lines[3].endswith("; missing employee number")
     assert lines[5] == "missing first name"
     assert lines[6] == "missing last name"
     assert lines[7] == "invalid slack_user_id 'bad id' (expected e.g. U012AB3CD)"
@@ -137,7 +138,7 @@ def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_written(
     assert lines[10] == "duplicate employee number '6' (also on line 8)"
     assert lines[9] == "has 6 fields but the header has 7 (unquoted comma?)"
     assert lines[11] == "first_name is longer than 200 characters"
-    assert lines[13] == "contains a NUL character"
+    assert lines[13].startswith("last_name contains a control character (U+0000) at character 5")
     assert not result.written and result.created == 0
     assert employees(session) == {}
     assert session.scalars(select(AuditEvent)).all() == []
@@ -205,8 +206,9 @@ def test_streams_of_bytes_and_text(session: Session) -> None:
         (b"employee_number;first_name;last_name;email\n", "(is the file comma-separated?)"),
         (HEADER.encode() + b"1,Zo\xeb,M\xfcller,,,,\n", "is not UTF-8 text (undecodable byte on line 2)"),
         (b"", "is empty"),
-        (b"employee_number,first_name,last_name,email,EMAIL\n", "column 'email' appears twice"),
-        (HEADER.encode() + b'1,"unclosed,B,,,,\n', "broken CSV quoting"),
+        (b"employee_number,first_name,last_name,email,EMAIL\n", "columns 'email' and 'EMAIL' both give"),
+        (b"Employee ID,Given name,Surname,E-mail,Mail\n", "columns 'E-mail' and 'Mail' both give the email"),
+        (HEADER.encode() + b'1,"unclosed,B,,,,\n', "line 2: broken CSV quoting"),
     ],
 )
 def test_unusable_files_raise_a_clear_error(
@@ -239,9 +241,73 @@ def test_search_text_includes_the_username_on_update(
 
 
 def test_special_characters_survive(session: Session, tmp_path: Path) -> None:
-    department = 'R&D\\North\t"Lab"\nFloor 2'
-    text = HEADER + '1,Ann,Lee,,"R&D\\North\t""Lab""\nFloor 2",,\n2,Bo,Ek,,,,\n'
+    department = 'R&D\\North "Lab", Floor 2 \u200d'
+    text = HEADER + '1,Ann,Lee,,"R&D\\North ""Lab"", Floor 2 \u200d",,\n2,Bo,Ek,,,,\n'
     result = run(session, write(tmp_path, text))
     assert result.created == 2 and result.errors == []
     assert employees(session)["1"].department == department
     assert run(session, write(tmp_path, text)).unchanged == 2
+
+
+@pytest.mark.parametrize(
+    ("cells", "field", "code"),
+    [
+        ('"Eve\r\nBcc: attacker@evil.example",Smith,eve@example.com,,,', "first_name", "U+000D"),
+        ('Eve,"Smith\nJones",eve@example.com,,,', "last_name", "U+000A"),
+        ("Eve\tTab,Smith,eve@example.com,,,", "first_name", "U+0009"),
+        ("Eve,Smith\x1b[2K\x1b[1A,eve@example.com,,,", "last_name", "U+001B"),
+        ("Eve,Smith,eve@example.com,Sales\x00,,", "department", "U+0000"),
+        ("Eve,Smith,eve@example.com,,Payroll\x85,", "roles", "U+0085"),
+        ("Eve\u202e,Smith,eve@example.com,,,", "first_name", "U+202E"),
+        ("Eve,Smith,eve@example.com,\u2028,,", "department", "U+2028"),
+    ],
+)
+def test_control_characters_are_refused_with_the_line_and_field(
+    session: Session, tmp_path: Path, cells: str, field: str, code: str
+) -> None:
+    text = HEADER + "1,Ann,Lee,ann@example.com,,,\n" + f"2,{cells}\n" + "3,Bo,Ek,bo@example.com,,,\n"
+    result = run(session, write(tmp_path, text))
+    [(line, reason)] = result.errors
+    assert line == 3
+    assert reason.startswith(f"{field} contains a control character ({code}) at character ")
+    assert not result.written and employees(session) == {}
+    assert run(session, write(tmp_path, text), skip_invalid=True).created == 2
+    assert "2" not in employees(session)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Employee ID,First Name,Last Name,E-mail",
+        "Employee Number,Given name,Surname,Email address",
+        "Emp No,Forename,Family Name,Work Email",
+        "Staff ID,FirstName,LastName,E-Mail Address",
+    ],
+)
+def test_common_export_headers_are_accepted(session: Session, tmp_path: Path, header: str) -> None:
+    result = run(session, write(tmp_path, f"{header},Dept,Role\n7,Ann,Lee,ann@example.com,HR,Payroll\n"))
+    assert result.created == 1 and result.ignored_columns == []
+    ann = employees(session)["7"]
+    assert (ann.first_name, ann.last_name, ann.email, ann.department) == (
+        "Ann",
+        "Lee",
+        "ann@example.com",
+        "HR",
+    )
+    assert ann.directory_roles == "Payroll"
+
+
+def test_a_missing_column_lists_the_columns_found(session: Session, tmp_path: Path) -> None:
+    with pytest.raises(ImportFileError) as raised:
+        run(session, write(tmp_path, "Personnel No,Name,Surname,Phone\n1,Ann,Lee,123\n"))
+    message = str(raised.value)
+    assert "missing required column(s) first_name, email" in message
+    assert "Columns found: 'Personnel No', 'Name', 'Surname', 'Phone'" in message
+
+
+def test_broken_quoting_is_reported_where_the_quote_opened(session: Session, tmp_path: Path) -> None:
+    rows = "".join(f"{i},A,B,,,,\n" for i in range(1, 40))
+    text = HEADER + rows + '40,"Ann,Lee,,,,\n' + rows.replace(",A,", ",C,")
+    with pytest.raises(ImportFileError) as raised:
+        run(session, write(tmp_path, text))
+    assert "line 41: broken CSV quoting" in str(raised.value)
