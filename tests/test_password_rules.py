@@ -108,3 +108,18 @@ def test_unicode_is_normalised() -> None:
     assert problems(fullwidth_t + "empPassw0rdXyzQ") == [
         "Choose a password different from your current (temporary) password."
     ]
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["Zoe-Nunez-springtime", "zoë-orbit-lantern-meadow", "orbit-OBRIEN-lantern", "NUÑEZ-orbit-lantern"],
+)
+def test_names_are_compared_with_accents_folded_and_case_ignored(password: str) -> None:
+    result = problems(password, username="znunez-obrien", first_name="Zoë", last_name="Ñúñez-O'Brien")
+    assert result and all(problem.startswith("Do not include your") for problem in result)
+    assert problems(
+        "Zoe-Nunez-springtime", username="znunez-obrien", first_name="Zoë", last_name="Ñúñez"
+    ) == [
+        'Do not include your name ("Zoë") in the password.',
+        'Do not include your name ("Ñúñez") in the password.',
+    ]

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from zxcvbn import zxcvbn
 
+from bot.directory import fold_accents
+
 MAX_LENGTH = 128
 MIN_SCORE = 3
 """zxcvbn score (0-4) a password needs; 3 = "safely unguessable: moderate protection from offline attacks"."""
@@ -49,17 +51,22 @@ def password_problems(
         return [f"Use at most {MAX_LENGTH} characters; this password has {length}."]
 
     problems = []
-    folded = password.casefold()
+    folded = _fold(password)
     if current_password is not None and password == normalize_password(current_password):
         problems.append("Choose a password different from your current (temporary) password.")
-    if username and username.casefold() in folded:
+    if username and _fold(username) in folded:
         problems.append("Do not include your username in the password.")
     for part in _name_parts(first_name, last_name):
-        if part.casefold() in folded:
+        if _fold(part) in folded:
             problems.append(f'Do not include your name ("{part}") in the password.')
     if not problems:
         problems.extend(_guessability_problems(password, [username, first_name, last_name, *extra_words]))
     return problems
+
+
+def _fold(text: str) -> str:
+    """`text` with accents folded and case ignored, as usernames are made: "Ñúñez" -> "nunez"."""
+    return fold_accents(text).casefold()
 
 
 def _name_parts(first_name: str, last_name: str) -> list[str]:
@@ -70,7 +77,8 @@ def _name_parts(first_name: str, last_name: str) -> list[str]:
 def _guessability_problems(password: str, user_inputs: list[str]) -> list[str]:
     inputs = []
     for phrase in filter(None, user_inputs):
-        inputs += [phrase, phrase.replace(" ", ""), *phrase.split()]
+        for variant in dict.fromkeys([phrase, fold_accents(phrase)]):
+            inputs += [variant, variant.replace(" ", ""), *variant.split()]
     result = zxcvbn(password, user_inputs=inputs, max_length=MAX_LENGTH)
     if result["score"] >= MIN_SCORE:
         return []
