@@ -732,6 +732,7 @@ class _Sender:
             html=html,
             category=category,
             custom_args={"batch_id": str(self.batch_id), "delivery_id": str(target.delivery_id)},
+            employee_number=target.employee_number,
         )
         del text, html
         return self.transport.send(email)

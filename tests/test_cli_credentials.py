@@ -133,3 +133,14 @@ def test_terminal_escapes_in_names_are_shown_escaped(cli: RunCli, session: Sessi
     assert "Mallory\\u202e Tab\\tNew\\nLine" in out
     listed = cli("employees", "list").output
     assert "\x1b" not in listed and "Eve\\x1b[2K" in listed
+
+
+def test_outbox_file_names_say_whose_message_it_is(cli: RunCli, session: Session, settings: Settings) -> None:
+    add_employee(session, "E-1042")
+    add_employee(session, "../7 x", "Alan", "Turing", "alan@example.com")
+    assert cli("credentials", "send", "--all-pending", "--yes").exit_code == 0
+    names = sorted(path.name for path in settings.outbox_dir.iterdir())
+    assert len(names) == 4
+    assert sum("-credbot-welcome-E_1042-" in name for name in names) == 1
+    assert sum("-credbot-username-E_1042-" in name for name in names) == 1
+    assert sum("-credbot-welcome-.._7_x-" in name for name in names) == 1

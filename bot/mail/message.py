@@ -19,6 +19,8 @@ class OutgoingEmail:
     """E.g. `credbot-welcome`, `credbot-username`; lets delivery events be matched later."""
     custom_args: dict[str, str] = field(default_factory=dict)
     """E.g. `batch_id`, `delivery_id`; travel with the message and come back in delivery events."""
+    employee_number: str = ""
+    """Whose message it is, for people reading the outbox (not sent to the mail API)."""
 
 
 class MailTransport(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -12,9 +13,12 @@ from pathlib import Path
 from bot.mail.message import MailUnavailable, OutgoingEmail
 from models import utcnow
 
+_FILE_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
+"""Anything else in an employee number becomes `_` in the file name (no `/`, no leading `-`)."""
+
 
 class OutboxTransport:
-    """Writes `OUTBOX_DIR/<timestamp>-<category>-<id>.eml` (readable by the owner only)."""
+    """Writes `OUTBOX_DIR/<timestamp>-<category>-<employee number>-<id>.eml` (readable by the owner only)."""
 
     def __init__(self, directory: Path, from_address: str, from_name: str) -> None:
         self.directory = Path(directory)
@@ -42,7 +46,9 @@ class OutboxTransport:
         message.set_content(email.text)
         message.add_alternative(email.html, subtype="html")
 
-        path = self.directory / f"{now:%Y%m%dT%H%M%S%f}Z-{email.category}-{unique}.eml"
+        whose = _FILE_NAME_UNSAFE.sub("_", email.employee_number)[:64]
+        name = "-".join(filter(None, [f"{now:%Y%m%dT%H%M%S%f}Z", email.category, whose, unique]))
+        path = self.directory / f"{name}.eml"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             # O_EXCL: never overwrite; 0o600: the file may hold a temporary password.
