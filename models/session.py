@@ -62,12 +62,15 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
-def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to `revision` on `engine`."""
+def upgrade_database(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Run the Alembic migrations up to `revision` on `engine`; the revisions before and after."""
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
 
     with engine.begin() as connection:
+        before = MigrationContext.configure(connection).get_current_revision()
         command.upgrade(alembic_config(connection), revision)
+        return before, MigrationContext.configure(connection).get_current_revision()
 
 
 def new_migration(engine: Engine, message: str) -> str:

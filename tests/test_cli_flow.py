@@ -80,3 +80,12 @@ def test_flow_sends_the_same_mail_to_sendgrid(
             rf"\b{re.escape(account.username)}\b", sent["credbot-username"]["content"][0]["value"]
         )
         assert password not in dump_database(session)
+
+
+def test_db_upgrade_says_what_it_did(cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    first = cli("db", "upgrade").output
+    assert first.startswith("Created the database schema (revision ")
+    assert "tables account_roles, accounts, admins, audit_events" in first and "up to date" not in first
+    again = cli("db", "upgrade").output
+    assert again.startswith("Database is up to date (revision ")

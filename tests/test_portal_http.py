@@ -307,6 +307,8 @@ def test_security_headers(browser: Browser, path: str) -> None:
 def test_portal_error_pages_and_static_files(browser: Browser) -> None:
     missing = browser.get("/portal/nowhere")
     assert missing.status_code == 404 and "Go to sign-in" in missing.text
+    assert "There is no page at this address" in missing.text
+    assert "requested URL was not found on the server" not in missing.text, "not Werkzeug's stock text"
     css = browser.get("/portal/static/portal.css")
     assert css.status_code == 200 and css.mimetype == "text/css"
     assert css.headers.get("Cache-Control") != "no-store"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bot.cli.common import context
-from models import upgrade_database
+from models import Base, upgrade_database
 from models.session import new_migration
 
 
@@ -18,8 +18,15 @@ def db() -> None:
 def upgrade() -> None:
     """Create or upgrade the schema to the newest migration."""
     engine = context().sessions.kw["bind"]
-    upgrade_database(engine)
-    click.echo(f"Database is up to date ({engine.url.render_as_string(hide_password=True)}).")
+    before, after = upgrade_database(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if before is None:
+        tables = ", ".join(sorted(Base.metadata.tables))
+        click.echo(f"Created the database schema (revision {after}) in {where}: tables {tables}.")
+    elif before != after:
+        click.echo(f"Upgraded the database schema from revision {before} to {after} ({where}).")
+    else:
+        click.echo(f"Database is up to date (revision {after}, {where}).")
 
 
 @db.command()
