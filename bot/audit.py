@@ -6,7 +6,7 @@ import enum
 import logging
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit_chain import request_seal
@@ -59,9 +59,10 @@ def wrote_events(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _seal_after_commit(session: Session) -> None:
-    if session.info.pop("audit_unsealed", False):
+    bind = session.get_bind()
+    if session.info.pop("audit_unsealed", False) and isinstance(bind, Engine):
         try:
-            request_seal(session.get_bind())
+            request_seal(bind)
         except Exception:  # the events are committed; the next seal (or `audit verify`) seals them
             log.exception("could not seal the audit log")
 

@@ -287,3 +287,11 @@ def test_locking_yourself_out_on_the_change_page_says_so(context: Context, brows
     assert "wait a minute, then sign in again" in page.text
     assert browser.get("/portal/").headers["Location"] == "/portal/login", "signed out"
     assert get_account(context, person.account_id).locked_until is not None
+
+
+def test_an_unreachable_redis_falls_back_to_counting_in_memory(context: Context) -> None:
+    ctx = with_settings(context, sign_in_rate_limit="2/minute", redis_url="redis://127.0.0.1:1/0")
+    browser = Browser(
+        make_portal_app(ctx, RATELIMIT_KEY_PREFIX=f"credbot-test-{uuid.uuid4().hex}").test_client()
+    )
+    assert [browser.sign_in("nobody", "x").status_code for _ in range(3)] == [401, 401, 429]

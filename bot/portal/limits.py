@@ -1,6 +1,7 @@
 """Per-client rate limits on the portal's password forms, with Flask-Limiter.
 
-Counters live in Redis when REDIS_URL is set (shared by every web process), in memory otherwise.
+Counters live in Redis when REDIS_URL is set (shared by every web process), in memory otherwise (and
+while Redis cannot be reached).
 The limit is per client address (behind reverse proxies set TRUSTED_PROXIES so that the address is
 the client's, not the proxy's) and applies to POSTs only: sign-in, password change and set-password.
 """
@@ -35,6 +36,7 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         storage_uri=settings.redis_url or "memory://",
         key_prefix=app.config.get(KEY_PREFIX_CONFIG) or f"{settings.redis_namespace}:portal",
         strategy="moving-window",
+        in_memory_fallback_enabled=True,  # Redis down: count in this process rather than fail sign-ins
     )
     limit = limiter.shared_limit(
         settings.sign_in_rate_limit, scope="portal-passwords", methods=["POST"], error_message=TOO_MANY
