@@ -296,3 +296,17 @@ def test_an_unreachable_redis_falls_back_to_counting_in_memory(context: Context)
         make_portal_app(ctx, RATELIMIT_KEY_PREFIX=f"credbot-test-{uuid.uuid4().hex}").test_client()
     )
     assert [browser.sign_in("nobody", "x").status_code for _ in range(3)] == [401, 401, 429]
+
+
+def test_the_right_current_password_at_the_threshold_keeps_the_session(
+    context: Context, browser: Browser
+) -> None:
+    add_person(context)
+    browser.sign_in("adoe", TEMP_PASSWORD)
+    browser.get(CHANGE)
+    wrong = {"current_password": "not-it", "new_password": GOOD_PASSWORD, "confirm_password": GOOD_PASSWORD}
+    for _ in range(context.settings.lockout_threshold - 1):
+        browser.post(CHANGE, wrong)
+    mismatch = {**wrong, "current_password": TEMP_PASSWORD, "confirm_password": "something-else-entirely"}
+    assert browser.post(CHANGE, mismatch).status_code == 400
+    assert browser.get(CHANGE).status_code == 200, "still signed in"

@@ -110,7 +110,7 @@ def _count_attempt(
     """Count one attempt and start the account's wait when due, in one atomic conditional UPDATE.
 
     Accounts already waiting are left alone (the attempt is refused unchecked). The count is reset
-    when the password turns out right. Starting a wait ends the account's sessions.
+    when the password turns out right; when it turns out wrong, `_start_wait` ends the sessions.
     """
     failures = Account.failed_login_count + 1
     steps: list[tuple[ColumnElement[bool], datetime | None]] = [(failures < settings.lockout_threshold, None)]
@@ -125,10 +125,6 @@ def _count_attempt(
         .values(
             failed_login_count=failures,
             locked_until=locked_until,
-            session_version=case(
-                (failures >= settings.lockout_threshold, Account.session_version + 1),
-                else_=Account.session_version,
-            ),
         )
         .returning(Account.failed_login_count, Account.locked_until)
         .execution_options(synchronize_session=False)
@@ -179,7 +175,7 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
             return _refuse(session, account, FailureReason.DISABLED)
         if not (current_ok or pending_ok):
             result = _refuse(session, account, FailureReason.WRONG_PASSWORD)
-            _audit_wait(ctx, session, account, attempt)
+            _start_wait(session, account, attempt)
             return result
         account = session.get(Account, account.id, with_for_update=True, populate_existing=True)
         if (
@@ -263,10 +259,17 @@ def _refuse(
     return SignInResult(outcome, account.id if account else None)
 
 
-def _audit_wait(ctx: Context, session: Session, account: Account, attempt: _Attempt) -> None:
-    """Audit the wait a failed attempt started, if it did."""
+def _start_wait(session: Session, account: Account, attempt: _Attempt) -> None:
+    """When a failed attempt made the account wait: end its sessions (every copy of every cookie)
+    and audit the wait."""
     if attempt.locked_until is None:
         return
+    session.execute(
+        update(Account)
+        .where(Account.id == account.id)
+        .values(session_version=Account.session_version + 1)
+        .execution_options(synchronize_session=False)
+    )
     record(
         session,
         "portal",
@@ -385,7 +388,7 @@ def change_password(
                 _target(account),
                 reason="wrong_current_password",
             )
-            _audit_wait(ctx, session, account, attempt)
+            _start_wait(session, account, attempt)
             return PasswordChange(
                 [WRONG_CURRENT_PASSWORD], fields={"current_password"}, locked_until=attempt.locked_until
             )
