@@ -296,13 +296,14 @@ def shutdown() -> None:
 @dataclass(frozen=True)
 class _Schedule:
     job: Job[Any, Any]
-    seconds: float | None = None
+    seconds: float | Callable[[Settings], float] | None = None
     at: str | Callable[[Settings], str] | None = None
 
     def due_slot(self, settings: Settings, now: datetime) -> str | None:
         """An id for the run due at `now` (None: nothing due): a time slot, or today's date."""
         if self.seconds is not None:
-            return str(int(now.timestamp() // self.seconds))
+            seconds = self.seconds(settings) if callable(self.seconds) else self.seconds
+            return f"{seconds:g}:{int(now.timestamp() // seconds)}"
         at = self.at(settings) if callable(self.at) else self.at
         assert at is not None
         hours, minutes = (int(part) for part in at.split(":"))
@@ -313,16 +314,15 @@ class _Schedule:
             return None  # missed by more than an hour (worker down): wait for the next one
         return occurrence.date().isoformat()
 
-    @property
-    def claim_seconds(self) -> int:
-        return int(max(self.seconds or 0, 2 * 86_400)) + 60
+    claim_seconds = 2 * 86_400 + 60
+    """How long a claimed due run is remembered in Redis (longer than any period or day)."""
 
 
 _schedules: dict[str, _Schedule] = {}
 
 
-def every(seconds: float) -> Callable[[Job[Any, Any]], Job[Any, Any]]:
-    """Register a job (no arguments) to run every `seconds`, on one worker."""
+def every(seconds: float | Callable[[Settings], float]) -> Callable[[Job[Any, Any]], Job[Any, Any]]:
+    """Register a job (no arguments) to run every `seconds` (or a function of settings), on one worker."""
 
     def register(declared: Job[Any, Any]) -> Job[Any, Any]:
         _schedules[declared.name] = _Schedule(declared, seconds=seconds)

@@ -221,3 +221,14 @@ def test_credbot_worker_runs_jobs_enqueued_by_another_process(
     client = redis.Redis.from_url(redis_server_url)
     assert client.llen(f"{redis_namespace}:default") == 0
     client.close()
+
+
+def test_a_period_may_come_from_the_settings(context: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "_schedules", {})
+    jobs.every(lambda settings: settings.temp_password_ttl_hours)(tick)  # any setting: 72 s here
+    jobs.configure(context, redis_url="")
+    scheduler = jobs.Scheduler()
+    start = datetime(2026, 11, 25, 9, 0, 0, tzinfo=UTC)
+    assert scheduler.run_due(start) == [tick.name]
+    assert scheduler.run_due(start.replace(second=50)) == []
+    assert scheduler.run_due(start.replace(minute=1, second=20)) == [tick.name]
