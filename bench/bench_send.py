@@ -34,7 +34,8 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.context import Context
-from bot.credentials import run_batch, start_batch
+from bot.sending.batches import start_batch
+from bot.sending.sender import run_batch
 from bot.settings import Settings
 from models import Account, Employee, make_engine, upgrade_database
 from tests.standins.sendgrid import API_KEY

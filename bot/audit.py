@@ -29,6 +29,8 @@ class AuditAction(enum.StrEnum):
     CREDENTIALS_SENT = "credentials.sent"
     CREDENTIALS_FAILED = "credentials.failed"
     CREDENTIALS_SKIPPED = "credentials.skipped"
+    CREDENTIALS_IN_DOUBT = "credentials.in_doubt"
+    BATCH_RESUMED = "credentials.batch_resumed"
     SLACK_CALL_FAILED = "slack.call_failed"
     SELECTION_SAVED = "credentials.selection_saved"
     SIGN_IN = "portal.sign_in"

@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.credentials import USERNAME_CATEGORY, WELCOME_CATEGORY
+from bot.sending.sender import USERNAME_CATEGORY, WELCOME_CATEGORY
 from models import CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus, Employee, utcnow
 
 UPDATE_INTERVAL = timedelta(seconds=3)

@@ -51,7 +51,7 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-JOB_MODULES = ["bot.notices", "handlers.delivery_trail"]
+JOB_MODULES = ["bot.notices", "handlers.delivery_trail", "bot.sending.jobs", "handlers.sending"]
 """Modules that declare jobs; `credbot worker` (and the in-process worker) imports them all."""
 
 IN_PROCESS_THREADS = 4

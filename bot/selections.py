@@ -9,7 +9,7 @@ Only the admin who saved a selection can load it, and only with the nonce.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,10 +22,16 @@ class SelectionNotFound(LookupError):
 
 
 def save_selection(
-    sessions: sessionmaker[Session], actor: str, employee_ids: Sequence[int], purpose: str
+    sessions: sessionmaker[Session],
+    actor: str,
+    employee_ids: Sequence[int],
+    purpose: str,
+    addresses: Mapping[int, str | None] | None = None,
 ) -> str:
-    """Store `employee_ids` (order kept) and return the reference to put in the modal."""
+    """Store `employee_ids` (order kept), and the address shown for each when given; the reference
+    to put in the modal."""
     nonce = secrets.token_urlsafe(12)
+    shown = {"addresses": {str(k): v for k, v in addresses.items()}} if addresses is not None else {}
     with sessions.begin() as session:
         event = record(
             session,
@@ -35,6 +41,7 @@ def save_selection(
             nonce=nonce,
             count=len(employee_ids),
             employee_ids=list(employee_ids),
+            **shown,
         )
         session.flush()
         return f"{event.id}.{nonce}"
@@ -42,6 +49,17 @@ def save_selection(
 
 def load_selection(session: Session, reference: str, actor: str) -> list[int]:
     """The employee ids saved under `reference` by `actor`."""
+    event = _saved(session, reference, actor)
+    return [int(employee_id) for employee_id in event.details.get("employee_ids", [])]
+
+
+def confirmed_addresses(session: Session, reference: str, actor: str) -> dict[int, str | None] | None:
+    """The address shown per employee id when the selection was saved (None if none were saved)."""
+    addresses = _saved(session, reference, actor).details.get("addresses")
+    return None if addresses is None else {int(k): v for k, v in addresses.items()}
+
+
+def _saved(session: Session, reference: str, actor: str) -> AuditEvent:
     event_id, _, nonce = reference.partition(".")
     if not event_id.isdigit() or not nonce:
         raise SelectionNotFound(reference)
@@ -53,7 +71,7 @@ def load_selection(session: Session, reference: str, actor: str) -> list[int]:
         or not secrets.compare_digest(str(event.details.get("nonce", "")), nonce)
     ):
         raise SelectionNotFound(reference)
-    return [int(employee_id) for employee_id in event.details.get("employee_ids", [])]
+    return event
 
 
 def selection_id(reference: str) -> str:

@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 
 from bot.context import Context
 from bot.delivery_events import delivery_problem
-from bot.slack_audit import failed_employee_ids
+from bot.sending.batches import failed_employee_ids
 from handlers import ids
 from handlers.commands import open_picker_modal
 from handlers.delivery_messages import FixState, fix_address_view

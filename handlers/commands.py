@@ -10,9 +10,9 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.context import Context
-from bot.credentials import count_never_emailed, resolve_employees
 from bot.search import choices_for
 from bot.selections import save_selection
+from bot.sending.recipients import count_never_emailed, resolve_employees
 from handlers import ids
 from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from bot.credentials import BatchSummary, DeliveryOutcome
+from bot.sending.batches import BatchSummary, DeliveryOutcome
 from handlers import ids
 from handlers.blocks import MAX_MESSAGE_TEXT, Block, escape, pack_lines, person_line, plain, section
 
 TOP_REASONS = 5
+IN_DOUBT_ADVICE = (
+    "the mail service may have accepted these; the password in that email works if it arrived. "
+    "Ask the employee before sending again: a new send replaces it"
+)
 
 
 def started_text(user_id: str, batch_id: int, to_send: int, skipped: int) -> str:
@@ -28,6 +32,14 @@ def progress_text(user_id: str, batch_id: int, to_send: int, sent: int, failed: 
     )
 
 
+def resumed_text(batch_id: int, left: int) -> str:
+    return (
+        f":arrows_counterclockwise: Batch #{batch_id} resumed: the worker sending it stopped. "
+        f"{left:,} employee{'s' if left != 1 else ''} left to email; nobody is emailed twice "
+        "except those whose email was in flight."
+    )
+
+
 def _reasons(outcomes: Sequence[DeliveryOutcome]) -> str:
     counts = Counter(outcome.error or "no reason given" for outcome in outcomes)
     parts = [f"{escape(reason)} ({count:,})" for reason, count in counts.most_common(TOP_REASONS)]
@@ -39,10 +51,12 @@ def _reasons(outcomes: Sequence[DeliveryOutcome]) -> str:
 def summary_text(user_id: str, summary: BatchSummary) -> str:
     """The final state of the batch message: counts, and the reasons for failures and skips."""
     sent, failed, skipped = len(summary.sent), len(summary.failed), len(summary.skipped)
-    icon = ":white_check_mark:" if not failed and not summary.error else ":warning:"
+    doubt = len(summary.in_doubt)
+    icon = ":white_check_mark:" if not failed and not doubt and not summary.error else ":warning:"
+    in_doubt = f", *{doubt:,} in doubt*" if doubt else ""
     lines = [
         f"{icon} <@{user_id}> emailed Self-Service credentials (batch #{summary.batch_id}): "
-        f"*{sent:,} sent*, *{failed:,} failed*, *{skipped:,} skipped*."
+        f"*{sent:,} sent*, *{failed:,} failed*{in_doubt}, *{skipped:,} skipped*."
     ]
     if summary.error:
         lines.append(
@@ -51,9 +65,11 @@ def summary_text(user_id: str, summary: BatchSummary) -> str:
         )
     if failed:
         lines.append(f"Failed: {_reasons(summary.failed)}.")
+    if doubt:
+        lines.append(f"In doubt ({IN_DOUBT_ADVICE}): {_reasons(summary.in_doubt)}.")
     if skipped:
         lines.append(f"Skipped: {_reasons(summary.skipped)}.")
-    if sent or failed or skipped:
+    if sent or failed or skipped or doubt:
         lines.append("Every employee is listed in the thread.")
     return "\n".join(lines)
 
@@ -87,7 +103,12 @@ def outcome_line(outcome: DeliveryOutcome) -> str:
 def detail_messages(summary: BatchSummary) -> list[str]:
     """Thread replies listing every employee (failed, skipped, then sent), each within Slack's limits."""
     lines: list[str] = []
-    for title, outcomes in (("Failed", summary.failed), ("Skipped", summary.skipped), ("Sent", summary.sent)):
+    for title, outcomes in (
+        ("Failed", summary.failed),
+        ("In doubt", summary.in_doubt),
+        ("Skipped", summary.skipped),
+        ("Sent", summary.sent),
+    ):
         if outcomes:
             lines.append(f"*{title} ({len(outcomes):,})*")
             lines.extend(outcome_line(outcome) for outcome in outcomes)

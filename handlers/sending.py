@@ -1,9 +1,12 @@
-"""A batch sent in the background, with its audit trail in the channel.
+"""The job that sends a batch started in Slack, keeping its audit trail in the channel.
 
-One message when sending starts, updated at most every PROGRESS_INTERVAL seconds while it runs, then
-replaced by the summary; every employee listed in thread replies. When the channel cannot be used
-(channel_not_found, not_in_channel...) the trail goes to the admin's DM instead, with a note why; every
-failed Slack call is audited, and the batch itself is always in the database.
+It runs in a worker (`credbot worker`, or the in-process worker without REDIS_URL), with a Web API
+client built from settings. One message when sending starts, updated at most every PROGRESS_INTERVAL
+seconds while it runs, then replaced by the summary; every employee listed in thread replies. A batch
+taken up again after its worker stopped says so in the thread and carries on updating the same message.
+When the channel cannot be used (channel_not_found, not_in_channel...) the trail goes to the admin's DM
+instead, with a note why; every failed Slack call is audited, and the batch itself is always in the
+database.
 """
 
 from __future__ import annotations
@@ -16,18 +19,28 @@ from typing import Any
 
 from slack_sdk import WebClient
 
+from bot import jobs
 from bot.audit import AuditAction, record_now
 from bot.context import Context
-from bot.credentials import BatchSummary, DeliveryOutcome, run_batch
 from bot.delivery_events import remember_summary, state_counts
-from bot.slack_audit import delivery_counts, remember_message
+from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, remember_message
+from bot.sending.jobs import BATCH_TIME_LIMIT_MS, register_runner
+from bot.sending.sender import BatchRunner
+from bot.slack_app import make_web_client
 from handlers.blocks import Block, context, section
 from handlers.delivery_messages import with_delivery_line
 from handlers.delivery_trail import update_delivery_trail
-from handlers.messages import detail_messages, progress_text, started_text, summary_blocks, summary_text
+from handlers.messages import (
+    detail_messages,
+    progress_text,
+    resumed_text,
+    started_text,
+    summary_blocks,
+    summary_text,
+)
 from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call
-from models import DeliveryStatus
+from models import CredentialBatch, DeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +73,25 @@ class ChannelTrail:
         if self.ts:
             remember_message(self.ctx.sessions, self.batch_id, self.ts)
 
+    def resume(self, ts: str | None, counts: dict[str, int]) -> None:
+        """Carry on the trail of a batch whose worker stopped: say so in its thread."""
+        done = counts[DeliveryStatus.SENT] + counts[DeliveryStatus.FAILED] + counts[DeliveryStatus.IN_DOUBT]
+        self.to_send = done + counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]
+        self._sent, self._failed = counts[DeliveryStatus.SENT], done - counts[DeliveryStatus.SENT]
+        self._last_update = time.monotonic()
+        self.ts = ts
+        text = resumed_text(self.batch_id, self.to_send - done)
+        if ts is None or self._post(text, thread_ts=ts) is None:
+            self.ts = self._post(text)
+            if self.ts:
+                remember_message(self.ctx.sessions, self.batch_id, self.ts)
+
     def progress(self, outcome: DeliveryOutcome) -> None:
         """Count one finished delivery; called from the mail worker threads."""
         with self._lock:
             if outcome.status == DeliveryStatus.SENT:
                 self._sent += 1
-            elif outcome.status == DeliveryStatus.FAILED:
+            elif outcome.status in (DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT):
                 self._failed += 1
             now = time.monotonic()
             due = now - self._last_update >= PROGRESS_INTERVAL
@@ -154,25 +180,44 @@ class ChannelTrail:
             )
 
 
-def send_in_background(
-    ctx: Context, client: WebClient, user_id: str, channel_id: str | None, batch_id: int
-) -> None:
-    """Run a started batch (in a lazy listener thread) and keep its channel trail current."""
-    trail = ChannelTrail(ctx, client, user_id, channel_id, batch_id)
+def _trail_crashed(ctx: Context, error: Exception, batch_id: int, resumed: bool = False) -> None:
+    """The batch job gave up (the database away for minutes): say so; the sweeper resumes it later."""
+    trail, _ = _trail(ctx, batch_id)
+    record_now(
+        ctx.sessions,
+        trail.actor,
+        AuditAction.BATCH_ABORTED,
+        f"batch:{batch_id}",
+        error=type(error).__name__,
+    )
+    trail.crashed()
+
+
+@jobs.job(max_retries=5, time_limit_ms=BATCH_TIME_LIMIT_MS, on_give_up=_trail_crashed)
+def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) -> None:
+    """Run a batch started in Slack and keep its channel trail current."""
+    trail, ts = _trail(ctx, batch_id)
     with ctx.sessions() as session:
         counts = delivery_counts(session, batch_id)
-    trail.start(counts[DeliveryStatus.PENDING], counts[DeliveryStatus.SKIPPED])
+    if resumed or ts:
+        trail.resume(ts, counts)
+    else:
+        trail.start(counts[DeliveryStatus.PENDING], counts[DeliveryStatus.SKIPPED])
     try:
-        summary = run_batch(ctx, batch_id, on_progress=trail.progress)
-    except Exception as error:
+        summary, ended_here = BatchRunner(ctx, batch_id, on_progress=trail.progress).run()
+    except Exception:
         log.exception("batch %s stopped unexpectedly", batch_id)
-        record_now(
-            ctx.sessions,
-            trail.actor,
-            AuditAction.BATCH_ABORTED,
-            f"batch:{batch_id}",
-            error=type(error).__name__,
-        )
-        trail.crashed()
-        return
-    trail.finish(summary)
+        raise
+    if ended_here:
+        trail.finish(summary)
+
+
+def _trail(ctx: Context, batch_id: int) -> tuple[ChannelTrail, str | None]:
+    with ctx.sessions() as session:
+        batch = session.get_one(CredentialBatch, batch_id)
+        user_id = batch.requested_by.removeprefix("slack:")
+        channel_id, ts = batch.channel_id, batch.slack_message_ts
+    return ChannelTrail(ctx, make_web_client(ctx.settings), user_id, channel_id, batch_id), ts
+
+
+register_runner("slack", send_batch_with_trail)

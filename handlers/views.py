@@ -15,21 +15,21 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot.context import Context
-from bot.credentials import (
-    DuplicateBatchError,
-    never_emailed_employee_ids,
-    normalise_address,
-    preview,
-    start_batch,
-)
 from bot.directory import change_email
-from bot.selections import SelectionNotFound, load_selection, save_selection, selection_id
-from bot.slack_audit import batch_with_key
+from bot.selections import (
+    SelectionNotFound,
+    confirmed_addresses,
+    load_selection,
+    save_selection,
+    selection_id,
+)
+from bot.sending.batches import DuplicateBatchError, batch_with_key, start_batch
+from bot.sending.jobs import enqueue_batch
+from bot.sending.recipients import never_emailed_employee_ids, normalise_address, preview
 from handlers import ids
 from handlers.delivery_messages import FixState
 from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
-from handlers.sending import send_in_background
 from handlers.views_credentials import (
     FlowState,
     already_sent_view,
@@ -148,7 +148,13 @@ def review_view(
     """
     with ctx.sessions() as session:
         recipients = preview(session, employee_ids)
-    reference = save_selection(ctx.sessions, actor(user_id), [r.employee_id for r in recipients], "review")
+    reference = save_selection(
+        ctx.sessions,
+        actor(user_id),
+        [r.employee_id for r in recipients],
+        "review",
+        addresses={r.employee_id: r.address for r in recipients},  # what the admin confirms
+    )
     state = FlowState(channel_id=channel_id, selection=reference)
     return confirm_view(recipients, ctx.settings.credential_mode, state)
 
@@ -203,11 +209,13 @@ def acknowledge_send(ctx: Context, ack: Ack, body: dict[str, Any], context: Bolt
 def start_and_send(
     ctx: Context, client: WebClient, user_id: str, view_id: str, channel_id: str | None, selection: str
 ) -> None:
-    """Commit the batch (once per selection), then send it with its audit trail in the channel."""
+    """Commit the batch (once per selection) with the addresses the admin confirmed, and hand it to a
+    worker, which sends it with its audit trail in the channel."""
     state = FlowState(channel_id=channel_id, selection=selection)
     try:
         with ctx.sessions() as session:
             employee_ids = load_selection(session, selection, actor(user_id))
+            confirmed = confirmed_addresses(session, selection, actor(user_id))
         batch_id = start_batch(
             ctx,
             employee_ids,
@@ -215,13 +223,14 @@ def start_and_send(
             source="slack",
             channel_id=channel_id,
             idempotency_key=idempotency_key(state),
+            confirmed=confirmed,
         )
     except DuplicateBatchError as duplicate:  # the other of two simultaneous submissions is sending
         view = already_sent_view(duplicate.batch_id)
     except SelectionNotFound:
         view = message_view("Email credentials", EXPIRED_TEXT)
     else:
-        send_in_background(ctx, client, user_id, channel_id, batch_id)
+        enqueue_batch(ctx, batch_id, "slack")
         return
     # The modal may be closed by now: a failure is audited, and nothing was sent twice.
     with contextlib.suppress(SlackCallFailed):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.credentials import Recipient
 from bot.search import EmployeeChoice
+from bot.sending.recipients import Recipient
 from handlers import ids
 from handlers.blocks import (
     MAX_PLAIN_TEXT_OPTION,

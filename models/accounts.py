@@ -59,6 +59,10 @@ class Account(Base):
     pending_password_hash: Mapped[str | None] = mapped_column(String(255))
     """Hash of a temporary password being handed to the mail API; promoted once accepted."""
     pending_password_expires_at: Mapped[datetime | None]
+    sending_delivery_id: Mapped[int | None]
+    """The delivery whose credential email is in flight (claimed under a lease), if any."""
+    sending_until: Mapped[datetime | None]
+    """When that claim's lease runs out: after it, another delivery may claim the account."""
 
     credentials_emailed_at: Mapped[datetime | None]
     credentials_emailed_by: Mapped[str | None] = mapped_column(String(100))

@@ -22,9 +22,13 @@ class BatchStatus(enum.StrEnum):
 
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
+    SENDING = "sending"
+    """Claimed by a worker under a lease (`lease_until`); taken up again when the lease runs out."""
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
+    IN_DOUBT = "in_doubt"
+    """The mail API may have accepted the welcome email: its credential stays valid until it expires."""
 
 
 class CredentialBatch(Base):
@@ -49,6 +53,12 @@ class CredentialBatch(Base):
     """When the summary's delivery line is next to be updated; None: nothing new to show."""
     delivery_updated_at: Mapped[datetime | None]
     """When the summary's delivery line was last updated in Slack."""
+    heartbeat_at: Mapped[datetime | None]
+    """Last sign of life of a worker running the batch; a running batch without one is resumed."""
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    """Set to stop a running batch (Ctrl-C in the CLI): deliveries not started are skipped with it."""
+    resumed: Mapped[int] = mapped_column(default=0)
+    """How many times the batch was taken up again after its worker stopped."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -68,8 +78,13 @@ class Delivery(Base):
     employee_id: Mapped[int] = mapped_column(ForeignKey("employees.id"), index=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     email_address: Mapped[str | None] = mapped_column(String(320))
-    """The address used at send time."""
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    """The address the admin confirmed; an employee whose address changed since is skipped."""
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING, index=True)
+    lease_until: Mapped[datetime | None]
+    """While SENDING: when the claim runs out unless its worker renews it."""
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    welcome_sent_at: Mapped[datetime | None]
+    """When the mail API accepted the welcome email (its credential promoted)."""
     welcome_message_id: Mapped[str | None] = mapped_column(String(255))
     username_message_id: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)

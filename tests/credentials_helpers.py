@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import re
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
@@ -14,7 +15,9 @@ from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
 from bot.context import Context
-from bot.mail import SendGridTransport
+from bot.mail import MailTransport, SendGridTransport
+from bot.sending.batches import BatchSummary, DeliveryOutcome, start_batch
+from bot.sending.sender import run_batch
 from models import Account, AccountStatus, Base, Employee
 from tests.standins.sendgrid import SendGridStandIn
 
@@ -82,6 +85,20 @@ def dump_database(session: Session) -> str:
         for row in session.execute(sa.select(table)):
             parts.append(repr(tuple(row)))
     return "\n".join(parts)
+
+
+def send_credentials(
+    ctx: Context,
+    employee_ids: Sequence[int],
+    actor: str,
+    source: str,
+    transport: MailTransport | None = None,
+    on_progress: Callable[[DeliveryOutcome], None] | None = None,
+    **start: Any,
+) -> BatchSummary:
+    """Start a batch and run it in this thread, as a worker does (start_batch + run_batch)."""
+    batch_id = start_batch(ctx, employee_ids, actor, source, **start)
+    return run_batch(ctx, batch_id, transport=transport, on_progress=on_progress)
 
 
 def sendgrid_context(context: Context, standin: SendGridStandIn, **overrides: Any) -> Context:

@@ -24,9 +24,9 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Response, sync_pl
 from werkzeug.serving import make_server
 
 from bot.context import Context
-from bot.credentials import send_credentials
 from bot.settings import PROJECT_ROOT
 from models import AccountStatus, DeliveryStatus
+from tests.credentials_helpers import send_credentials
 from tests.portal_helpers import add_person, make_portal_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]

@@ -18,16 +18,22 @@ from sqlalchemy.orm import Session
 
 from bot import jobs
 from bot.context import Context
-from bot.credentials import preview, send_credentials
 from bot.delivery_events import EmailState, MailState, apply_events, delivery_state, email_state, plain_reason
 from bot.mail.webhook import WebhookKeyError
 from bot.passwords import verify_password
+from bot.sending.recipients import preview
 from bot.settings import Settings
 from bot.web import create_web_app
 from handlers import ids
 from models import Account, AuditEvent, CredentialBatch, Delivery, DeliveryEvent, Employee
 from tests.cli_helpers import RunCli
-from tests.credentials_helpers import password_in, sendgrid_context, sendgrid_transport, standin_text
+from tests.credentials_helpers import (
+    password_in,
+    send_credentials,
+    sendgrid_context,
+    sendgrid_transport,
+    standin_text,
+)
 from tests.slack_data import add_employee
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY

@@ -283,16 +283,14 @@ def test_sendgrid_unreachable_host_is_unavailable() -> None:
         transport.send(make_email())
 
 
-def test_sendgrid_uses_one_client_per_thread(sendgrid_standin: SendGridStandIn) -> None:
+def test_sendgrid_sends_from_many_threads_at_once(sendgrid_standin: SendGridStandIn) -> None:
     transport = transport_for(sendgrid_standin)
-    clients: list[object] = []
     errors: list[BaseException] = []
 
     def work(index: int) -> None:
         try:
             for n in range(5):
                 transport.send(make_email(to=f"user{index}.{n}@example.com"))
-            clients.append(transport._client())
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -302,8 +300,7 @@ def test_sendgrid_uses_one_client_per_thread(sendgrid_standin: SendGridStandIn) 
     for thread in threads:
         thread.join()
     assert errors == [] and len(sendgrid_standin.messages) == 30
-    assert len({id(c) for c in clients}) == 6
-    assert all(c.client.timeout == 0.5 for c in clients)  # type: ignore[attr-defined]
+    assert sendgrid_standin.invalid == []
 
 
 def test_sendgrid_logs_neither_body_nor_key(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import insert, inspect
 from sqlalchemy.orm import Session
 
-from bot.credentials import count_never_emailed, never_emailed_employee_ids
 from bot.directory import make_search_text
 from bot.search import MAX_RESULTS, choices_for, query_terms, search_employees
+from bot.sending.recipients import count_never_emailed, never_emailed_employee_ids
 from models import Employee, utcnow
 from tests.slack_data import add_employee
 

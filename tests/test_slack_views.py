@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.credentials import BatchSummary, DeliveryOutcome, Recipient
 from bot.search import EmployeeChoice
+from bot.sending.batches import BatchSummary, DeliveryOutcome
+from bot.sending.recipients import Recipient
 from handlers import ids
 from handlers.blocks import MAX_MESSAGE_TEXT, escape, listed_sections, modal, pack_lines, section
 from handlers.commands import parse_command_text

@@ -8,6 +8,7 @@ import click
 
 from bot.cli.accounts import accounts
 from bot.cli.admins import admins
+from bot.cli.batches import batches
 from bot.cli.credentials import credentials
 from bot.cli.db import db
 from bot.cli.deliveries import deliveries
@@ -31,6 +32,7 @@ main.add_command(admins)
 main.add_command(employees)
 main.add_command(accounts)
 main.add_command(credentials)
+main.add_command(batches)
 main.add_command(report)
 main.add_command(deliveries)
 main.add_command(audit)

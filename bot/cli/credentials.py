@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import sys
-import threading
+import time
 from collections.abc import Sequence
 
 import click
 
+from bot import jobs
 from bot.cli.common import cli_actor, context, print_table, printable
-from bot.credentials import (
+from bot.context import Context
+from bot.mail import outbox_notice
+from bot.sending.batches import (
+    MAY_HAVE_ARRIVED,
+    BatchSummary,
     DeliveryOutcome,
-    Recipient,
-    never_emailed_employee_ids,
-    preview,
-    resolve_employees,
-    run_batch,
+    delivery_counts,
+    request_stop,
     start_batch,
+    summarise,
 )
-from bot.mail import make_transport, outbox_notice
+from bot.sending.jobs import enqueue_batch
+from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview, resolve_employees
+from bot.sending.sender import INTERRUPTED
 from bot.settings import Settings
+from models import BatchStatus, CredentialBatch, DeliveryStatus
+
+POLL_SECONDS = 0.2
+NO_WORKER_HINT_SECONDS = 15.0
 
 
 @click.group()
@@ -81,30 +90,74 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
                 "not confirmed, nothing was sent (to send without a prompt, pass --yes)"
             ) from None
 
-    transport = make_transport(settings, announce=False)
-    batch_id = start_batch(ctx, [r.employee_id for r in recipients], cli_actor(), "cli")
-    lock = threading.Lock()
-    with click.progressbar(length=len(mailable), label="Sending", show_pos=True) as bar:
+    confirmed = {r.employee_id: r.address for r in recipients}  # what was shown, fixed for the batch
+    batch_id = start_batch(ctx, [r.employee_id for r in recipients], cli_actor(), "cli", confirmed=confirmed)
+    enqueue_batch(ctx, batch_id, "cli")
+    summary = follow_batch(ctx, batch_id, "Sending")
+    print_summary(summary)
 
-        def advance(_outcome: DeliveryOutcome) -> None:
-            with lock:
-                bar.update(1)
 
-        summary = run_batch(ctx, batch_id, transport, on_progress=advance)
+def follow_batch(ctx: Context, batch_id: int, label: str) -> BatchSummary:
+    """Show a batch's progress until it ends (a worker runs it); Ctrl-C asks it to stop. Its summary."""
+    settings = ctx.settings
+    with ctx.sessions() as session:
+        counts = delivery_counts(session, batch_id)
+    total = sum(counts[s] for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)) + _done(counts)
+    started, hinted = time.monotonic(), False
+    try:
+        with click.progressbar(length=total, label=label, show_pos=True) as bar:
+            while True:
+                try:
+                    with ctx.sessions() as session:
+                        counts = delivery_counts(session, batch_id)
+                        status = session.get_one(CredentialBatch, batch_id).status
+                    bar.update(_done(counts) - bar.pos)
+                    if status != BatchStatus.RUNNING:
+                        break
+                    if (
+                        not hinted
+                        and settings.redis_url
+                        and time.monotonic() - started > NO_WORKER_HINT_SECONDS
+                    ):
+                        if _done(counts) == 0:
+                            click.echo("\nNo worker has taken the batch yet: is `credbot worker` running?")
+                        hinted = True
+                    time.sleep(POLL_SECONDS)
+                except KeyboardInterrupt:
+                    request_stop(ctx.sessions, batch_id, INTERRUPTED)
+                    click.echo("\nStopping: emails in flight finish, the rest are not sent...", err=True)
+    finally:
+        jobs.shutdown()  # without Redis, the in-process worker ran it
+    with ctx.sessions() as session:
+        return summarise(session, batch_id)
 
+
+def _done(counts: dict[str, int]) -> int:
+    return (
+        sum(counts[s] for s in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT))
+        + (counts[DeliveryStatus.SKIPPED])
+    )
+
+
+def print_summary(summary: BatchSummary) -> None:
+    """The summary of an ended batch; exits with 1 if anything failed, is in doubt, or it stopped."""
+    doubt = f", in doubt {len(summary.in_doubt)}" if summary.in_doubt else ""
     click.echo(
-        f"\nBatch {summary.batch_id}: sent {len(summary.sent)}, failed {len(summary.failed)}, "
+        f"\nBatch {summary.batch_id}: sent {len(summary.sent)}, failed {len(summary.failed)}{doubt}, "
         f"skipped {len(summary.skipped)}."
     )
     if summary.failed:
         click.echo("Failed:")
         _outcome_table(summary.failed)
+    if summary.in_doubt:
+        click.echo(f"In doubt: the mail service {MAY_HAVE_ARRIVED}. Ask before sending again:")
+        _outcome_table(summary.in_doubt)
     if summary.skipped:
         click.echo("Skipped:")
         _outcome_table(summary.skipped)
     if summary.error:
         click.echo(f"Stopped: {printable(summary.error)}", err=True)
-    if summary.failed or summary.error:
+    if summary.failed or summary.in_doubt or summary.error:
         sys.exit(1)
 
 

@@ -32,11 +32,16 @@ class MailTransport(Protocol):
 
 
 class MailError(Exception):
-    """A message was not accepted. `reason` says why and never contains the message body."""
+    """A message was not accepted. `reason` says why and never contains the message body.
 
-    def __init__(self, reason: str) -> None:
+    `in_doubt`: the service may have accepted it anyway (a timeout or a lost connection after the request
+    was written, or 5xx answers): a credential in it must stay valid until it expires.
+    """
+
+    def __init__(self, reason: str, *, in_doubt: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.in_doubt = in_doubt
 
 
 class MailRejected(MailError):

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import random
 import re
+import socket
+import ssl
 import threading
 import time
-import urllib.error
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from python_http_client.exceptions import HTTPError
-from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
     Category,
     ClickTracking,
@@ -42,29 +43,28 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class _DropAll(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
-# python_http_client logs every request body (the password) and header (the API key) at DEBUG.
-logging.getLogger("python_http_client.client").addFilter(_DropAll())
-
-
 class _Temporary(MailError):
     """A failure worth retrying; `reset_at` is SendGrid's X-RateLimit-Reset (epoch seconds) on a 429."""
 
-    def __init__(self, reason: str, reset_at: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, reset_at: float | None = None, *, in_doubt: bool = False) -> None:
+        super().__init__(reason, in_doubt=in_doubt)
         self.reset_at = reset_at
 
 
-class SendGridTransport:
-    """Sends through SendGrid's v3 Mail Send API; one API client per thread.
+MAIL_SEND_PATH = "/v3/mail/send"
 
-    Retries 429 (waiting until X-RateLimit-Reset, at most `max_rate_limit_wait` seconds), 5xx,
-    connection errors and timeouts, `attempts` times in all with exponential backoff and jitter.
-    Other 4xx answers fail at once: 401/403 as MailAuthError, the rest as MailRejected.
+
+class SendGridTransport:
+    """Sends through SendGrid's v3 Mail Send API (bodies built with the `sendgrid` package's helpers).
+
+    Each call is one HTTPS request on a connection of its own, bounded as a whole (connect, send, read)
+    by SENDGRID_TIMEOUT_SECONDS: a watchdog shuts the socket at the deadline, so a server that drips
+    its answer cannot hold a send. Retries 429 (waiting until X-RateLimit-Reset, at most
+    `max_rate_limit_wait` seconds), 5xx, connection errors and timeouts, `attempts` times in all with
+    exponential backoff and jitter, resending the same body. Other 4xx answers fail at once: 401/403 as
+    MailAuthError, the rest as MailRejected. When the retries run out after an attempt that may have
+    been accepted (timeout or connection lost after the request was written, or a 5xx), the
+    MailUnavailable raised is `in_doubt`.
     """
 
     def __init__(
@@ -81,6 +81,11 @@ class SendGridTransport:
             raise ValueError("SENDGRID_API_KEY is not set")
         self._api_key = settings.sendgrid_api_key
         self.host = settings.sendgrid_api_host.rstrip("/")
+        url = urllib.parse.urlsplit(self.host)
+        self._https = url.scheme == "https"
+        self._netloc = url.hostname or ""
+        self._port = url.port
+        self._path = url.path.rstrip("/") + MAIL_SEND_PATH
         self.timeout = settings.sendgrid_timeout_seconds
         self.sandbox = settings.sendgrid_sandbox
         self._from = (settings.email_from, settings.email_from_name)
@@ -90,19 +95,9 @@ class SendGridTransport:
         )
         self.max_rate_limit_wait = max_rate_limit_wait
         self._sleep = sleep
-        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"<SendGridTransport {self.host}{' sandbox' if self.sandbox else ''}>"
-
-    def _client(self) -> SendGridAPIClient:
-        # The client's request headers are a dict it mutates on each call: never share one between threads.
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = SendGridAPIClient(api_key=self._api_key.get_secret_value(), host=self.host)
-            client.client.timeout = self.timeout
-            self._local.client = client
-        return client
 
     def _body(self, email: OutgoingEmail) -> dict[str, Any]:
         mail = Mail(
@@ -126,7 +121,16 @@ class SendGridTransport:
 
     def send(self, email: OutgoingEmail) -> str:
         """Send `email`; return SendGrid's X-Message-Id ("" if it gave none, as in sandbox mode)."""
-        body = self._body(email)
+        payload = json.dumps(self._body(email)).encode()
+        doubt: list[bool] = []
+
+        def attempt() -> str:
+            try:
+                return self._post(payload)
+            except _Temporary as error:
+                doubt.append(error.in_doubt)
+                raise
+
         retrying = Retrying(
             retry=retry_if_exception_type(_Temporary),
             stop=stop_after_attempt(self.attempts),
@@ -136,26 +140,54 @@ class SendGridTransport:
             reraise=True,
         )
         try:
-            return retrying(self._post, body)
+            return retrying(attempt)
         except _Temporary as error:
-            raise MailUnavailable(f"{error.reason} (gave up after {self.attempts} attempts)") from error
+            reason = f"{error.reason} (gave up after {self.attempts} attempts)"
+            raise MailUnavailable(reason, in_doubt=any(doubt)) from error
 
-    def _post(self, body: dict[str, Any]) -> str:
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            context = ssl.create_default_context()
+            return http.client.HTTPSConnection(
+                self._netloc, self._port, timeout=self.timeout, context=context
+            )
+        return http.client.HTTPConnection(self._netloc, self._port, timeout=self.timeout)
+
+    def _post(self, payload: bytes) -> str:
+        """One request, ended by the watchdog at the deadline whatever the server does."""
+        headers = {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "credbot",
+        }
+        connection = self._connection()
+        expired = threading.Event()
+        watchdog = threading.Timer(self.timeout, _abort, (connection, expired))
+        watchdog.daemon = True
+        written = False
+        watchdog.start()
         try:
-            response = self._client().send(body)
-        except HTTPError as error:
-            raise _classify(error) from error
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
-            raise _Temporary(self._connection_reason(error)) from error
-        if response.status_code not in (200, 202):
-            raise _Temporary(f"SendGrid answered {response.status_code}")
-        return response.headers.get("X-Message-Id") or ""
-
-    def _connection_reason(self, error: Exception) -> str:
-        cause = getattr(error, "reason", error)
-        if isinstance(error, TimeoutError) or isinstance(cause, TimeoutError):
-            return f"SendGrid did not answer within {self.timeout:g} s ({self.host})"
-        return f"could not reach SendGrid at {self.host}: {cause}"
+            connection.request("POST", self._path, body=payload, headers=headers)
+            written = True
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            if expired.is_set() or isinstance(error, TimeoutError):
+                reason = f"SendGrid did not answer within {self.timeout:g} s ({self.host})"
+            elif written:
+                reason = (
+                    f"the connection to SendGrid at {self.host} was lost: {error or type(error).__name__}"
+                )
+            else:
+                reason = f"could not reach SendGrid at {self.host}: {error}"
+            raise _Temporary(reason, in_doubt=written) from None
+        finally:
+            watchdog.cancel()
+            connection.close()
+        if response.status in (200, 202):
+            return response.getheader("X-Message-Id") or ""
+        raise _classify(response.status, response.reason, body, response.headers)
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -195,17 +227,27 @@ def recipient_name(name: str | None) -> str | None:
     return f'"{cleaned}"'
 
 
-def _classify(error: HTTPError) -> MailError:
-    """The MailError for an HTTP error answer, with SendGrid's own reasons from its `errors` JSON."""
-    status = int(error.status_code)
-    reason = f"SendGrid {status}: {_api_reasons(error.body) or error.reason}"
+def _abort(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """The deadline passed: shut the socket, which ends whatever read or write is waiting on it."""
+    expired.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _classify(status: int, text: str, body: bytes, headers: Any) -> MailError:
+    """The MailError for an HTTP answer, with SendGrid's own reasons from its `errors` JSON."""
+    reason = f"SendGrid {status}: {_api_reasons(body) or text}"
     if status in (401, 403):
         return MailAuthError(reason + " (check SENDGRID_API_KEY and its Mail Send permission)")
     if status == 429:
-        return _Temporary(reason, _reset_at(error.headers))
+        return _Temporary(reason, _reset_at(headers))
     if status >= 500:
-        return _Temporary(reason)
-    return MailRejected(reason)
+        return _Temporary(reason, in_doubt=True)
+    if status >= 400:
+        return MailRejected(reason)
+    return _Temporary(f"SendGrid answered {status}", in_doubt=True)
 
 
 def _api_reasons(body: bytes | str | None) -> str:

@@ -16,7 +16,6 @@ parallel attempts cannot slip past the threshold.
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from bot import credentials
 from bot.accounts import is_locked
 from bot.audit import AuditAction, record
 from bot.context import Context
@@ -187,7 +187,12 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
         account.failed_login_count = 0
         account.locked_until = None
         if pending_ok and not current_ok:
-            _promote_pending(account)
+            # The mail API accepted the email (the employee has it), but the send did not get to promote.
+            pending, expires_at = account.pending_password_hash, account.pending_password_expires_at
+            assert pending is not None
+            credentials.promote(session, account.id, "password", pending, expires_at, now=now)
+            session.refresh(account)
+            log.info("promoted the pending temporary password of account %s at sign-in", account.id)
 
         if account.must_change_password and (
             account.temp_password_expires_at is None or account.temp_password_expires_at <= now
@@ -214,27 +219,13 @@ class _Snapshot:
     def of(cls, account: Account | None, now: datetime) -> _Snapshot:
         if account is None:
             return cls()
-        pending = account.pending_password_hash
-        if account.pending_password_expires_at is None or account.pending_password_expires_at <= now:
-            pending = None
+        pending = credentials.usable_pending(account, now)
         return cls(account.password_hash, pending, can_sign_in(account))
 
 
 def _verify_twice(password: str, first: str | None, second: str | None) -> tuple[bool, bool]:
     """Verify against both hashes (a dummy hash stands in for a missing one): the same work every time."""
     return verify_password(password, first), verify_password(password, second)
-
-
-def _promote_pending(account: Account) -> None:
-    """The mail API accepted the temporary password but the send did not get to promote it: do it now."""
-    account.password_hash = account.pending_password_hash
-    account.temp_password_expires_at = account.pending_password_expires_at
-    account.must_change_password = True
-    if account.status == AccountStatus.PENDING:
-        account.status = AccountStatus.INVITED
-    account.pending_password_hash = None
-    account.pending_password_expires_at = None
-    log.info("promoted the pending temporary password of account %s at sign-in", account.id)
 
 
 def _mark_signed_in(session: Session, account: Account, now: datetime) -> None:
@@ -424,24 +415,8 @@ def _new_password_problems(
 
 def _set_password(session: Session, account: Account, new_password: str, now: datetime) -> None:
     """Store the new password; the temporary password, pending password and open links stop working."""
-    account.password_hash = hash_password(normalize_password(new_password))
-    account.must_change_password = False
-    account.temp_password_expires_at = None
-    account.pending_password_hash = None
-    account.pending_password_expires_at = None
-    account.password_changed_at = now
-    account.failed_login_count = 0
-    account.locked_until = None
-    account.status = AccountStatus.ACTIVE
-    account.session_version = Account.session_version + 1  # every session before this one ends
-    session.execute(
-        update(SetupLink)
-        .where(
-            SetupLink.account_id == account.id, SetupLink.used_at.is_(None), SetupLink.revoked_at.is_(None)
-        )
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    credentials.set_password(session, account.id, hash_password(normalize_password(new_password)), now)
+    session.refresh(account)
     record(session, account.username, AuditAction.PASSWORD_CHANGED, _target(account))
 
 
@@ -450,11 +425,6 @@ def _set_password(session: Session, account: Account, new_password: str, now: da
 
 class SetupLinkInvalid(Exception):
     """The link is unknown, used, revoked or expired, or its account cannot sign in."""
-
-
-def setup_token_hash(token: str) -> str:
-    """What `SetupLink.token_hash` holds for `token`."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _usable_link(session: Session, link: SetupLink | None, now: datetime) -> SetupLink:
@@ -471,7 +441,7 @@ def open_setup_link(ctx: Context, token: str, now: datetime | None = None) -> in
     now = now or utcnow()
     with ctx.sessions() as session:
         link = session.scalars(
-            select(SetupLink).where(SetupLink.token_hash == setup_token_hash(token))
+            select(SetupLink).where(SetupLink.token_hash == credentials.token_hash(token))
         ).first()
         try:
             return _usable_link(session, link, now).id

@@ -1,0 +1,65 @@
+"""`credbot batches`: credential batches with their counts, and resuming one by hand."""
+
+from __future__ import annotations
+
+import click
+
+from bot.cli.common import cli_actor, context, print_table
+from bot.cli.credentials import follow_batch, print_summary
+from bot.sending.batches import list_batches, summarise
+from bot.sending.jobs import resume_batch
+from models import DeliveryStatus
+
+
+@click.group(invoke_without_command=True)
+@click.option("--limit", default=20, show_default=True, help="How many of the newest batches to list.")
+@click.pass_context
+def batches(click_ctx: click.Context, limit: int) -> None:
+    """List credential batches, newest first, with how many deliveries are in each state."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    with context().sessions() as session:
+        rows = list_batches(session, limit)
+    if not rows:
+        click.echo("No batches yet.")
+        return
+    print_table(
+        ["BATCH", "STARTED (UTC)", "BY", "FROM", "STATUS", "SENT", "FAILED", "IN DOUBT", "SKIPPED", "LEFT"],
+        (
+            (
+                row.batch_id,
+                f"{row.created_at:%Y-%m-%d %H:%M}",
+                row.requested_by,
+                row.source,
+                row.status + (f" (resumed {row.resumed}x)" if row.resumed else ""),
+                row.counts[DeliveryStatus.SENT],
+                row.counts[DeliveryStatus.FAILED],
+                row.counts[DeliveryStatus.IN_DOUBT],
+                row.counts[DeliveryStatus.SKIPPED],
+                row.counts[DeliveryStatus.PENDING] + row.counts[DeliveryStatus.SENDING],
+            )
+            for row in rows
+        ),
+    )
+
+
+@batches.command("resume")
+@click.argument("batch_id", type=int)
+def resume_command(batch_id: int) -> None:
+    """Take up a running batch whose worker stopped, and follow it to its end.
+
+    Workers resume such batches by themselves once their lease runs out (SEND_LEASE_SECONDS); this
+    does it now. Employees whose email was in flight may get it again; nobody else does.
+    """
+    ctx = context()
+    try:
+        resumed = resume_batch(ctx, batch_id, cli_actor())
+    except LookupError as error:
+        raise click.ClickException(str(error)) from None
+    if not resumed:
+        with ctx.sessions() as session:
+            summary = summarise(session, batch_id)
+        click.echo(f"Batch {batch_id} is {summary.status}: nothing to resume.")
+        print_summary(summary)
+        return
+    print_summary(follow_batch(ctx, batch_id, "Resuming"))

@@ -1,0 +1,14 @@
+"""Emailing one-time credentials: who can be mailed, batches, and the sender that keeps credbot's promise.
+
+The invariant (kept by `bot.sending.sender`, tested in tests/test_send_engine.py):
+
+- At most one delivery in flight per account across all processes.
+- A credential becomes the account's password only once the mail API accepted the email carrying it.
+- A pending credential that may have reached the employee stays valid until it expires.
+- Every delivery ends as sent, failed, skipped or in doubt, each with its reason.
+
+Modules: `recipients` (who can be mailed, the confirmation list), `batches` (starting, counting,
+listing and summarising batches), `sender` (claims, leases and the two emails per employee), `jobs`
+(the background jobs that run and resume batches). Credential changes themselves live in
+`bot.credentials`, shared with the portal.
+"""

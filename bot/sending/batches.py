@@ -1,0 +1,260 @@
+"""Credential batches: starting one with the addresses the admin confirmed, counting, listing, summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.audit import AuditAction, record
+from bot.context import Context
+from bot.sending.recipients import chunks, recipients_with_accounts
+from models import Account, BatchStatus, CredentialBatch, Delivery, DeliveryStatus, Employee, utcnow
+
+ADDRESS_CHANGED = "address changed since the batch was confirmed"
+IN_PROGRESS = "a send for this employee is in progress"
+MAY_HAVE_ARRIVED = "may have been delivered; the password in that email works if it arrived"
+MAY_HAVE_ARRIVED_LINK = "may have been delivered; the link in that email works if it arrived"
+
+
+class DuplicateBatchError(Exception):
+    """A batch with this idempotency key exists already."""
+
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(f"credential batch {batch_id} was already started with this idempotency key")
+        self.batch_id = batch_id
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    delivery_id: int
+    employee_number: str
+    name: str
+    username: str | None
+    address: str | None
+    status: DeliveryStatus
+    error: str | None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: int
+    status: BatchStatus
+    sent: list[DeliveryOutcome]
+    failed: list[DeliveryOutcome]
+    skipped: list[DeliveryOutcome]
+    error: str | None
+    """Batch-level error, e.g. the mail API refused the API key."""
+    in_doubt: list[DeliveryOutcome] = field(default_factory=list)
+    """The mail API may have accepted the welcome email (timeout, connection lost, 5xx)."""
+    unfinished: int = 0
+    """Deliveries still pending or in flight (the batch is still running elsewhere)."""
+
+
+def start_batch(
+    ctx: Context,
+    employee_ids: Sequence[int],
+    actor: str,
+    source: str,
+    channel_id: str | None = None,
+    idempotency_key: str | None = None,
+    confirmed: Mapping[int, str | None] | None = None,
+) -> int:
+    """Commit a batch and one delivery per employee (unmailable ones SKIPPED with the reason); its id.
+
+    `confirmed`: the address the admin was shown per employee id. Each delivery keeps it, and an employee
+    whose address is different now is skipped with ADDRESS_CHANGED (also checked again at send time).
+    """
+    try:
+        with ctx.sessions.begin() as session:
+            if idempotency_key:
+                existing = batch_with_key(session, idempotency_key)
+                if existing is not None:
+                    raise DuplicateBatchError(existing)
+            batch = CredentialBatch(
+                requested_by=actor,
+                source=source,
+                channel_id=channel_id,
+                idempotency_key=idempotency_key,
+                mode=ctx.settings.credential_mode,
+                status=BatchStatus.RUNNING,
+                heartbeat_at=utcnow(),
+            )
+            session.add(batch)
+            session.flush()
+            batch_id, mode = batch.id, batch.mode
+            employees = skipped = 0
+            # In chunks, letting go of each chunk's objects: memory stays flat however many employees.
+            for chunk in chunks(list(dict.fromkeys(employee_ids))):
+                for recipient, account_id in recipients_with_accounts(session, chunk):
+                    employees += 1
+                    address, problem = recipient.address, recipient.problem
+                    if confirmed is not None and problem is None:
+                        shown = confirmed.get(recipient.employee_id)
+                        if shown != address:
+                            address, problem = shown, ADDRESS_CHANGED
+                    skipped += problem is not None
+                    session.add(
+                        Delivery(
+                            batch_id=batch_id,
+                            employee_id=recipient.employee_id,
+                            account_id=account_id,
+                            email_address=address,
+                            status=DeliveryStatus.SKIPPED if problem else DeliveryStatus.PENDING,
+                            error=problem,
+                        )
+                    )
+                    if problem:
+                        record(
+                            session,
+                            actor,
+                            AuditAction.CREDENTIALS_SKIPPED,
+                            f"employee:{recipient.employee_number}",
+                            batch_id=batch_id,
+                            reason=problem,
+                        )
+                session.flush()
+                session.expunge_all()
+            record(
+                session,
+                actor,
+                AuditAction.BATCH_STARTED,
+                f"batch:{batch_id}",
+                source=source,
+                channel_id=channel_id,
+                mode=mode,
+                employees=employees,
+                to_send=employees - skipped,
+                skipped=skipped,
+            )
+            return batch_id
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        with ctx.sessions() as session:  # a concurrent call with the same key won the race
+            existing = batch_with_key(session, idempotency_key)
+        if existing is None:
+            raise
+        raise DuplicateBatchError(existing) from None
+
+
+def batch_with_key(session: Session, idempotency_key: str) -> int | None:
+    """The id of the batch started with `idempotency_key`, if any."""
+    query = select(CredentialBatch.id).where(CredentialBatch.idempotency_key == idempotency_key)
+    return session.scalar(query)
+
+
+def delivery_counts(session: Session, batch_id: int) -> dict[str, int]:
+    """How many deliveries of the batch are in each status."""
+    query = (
+        select(Delivery.status, func.count()).where(Delivery.batch_id == batch_id).group_by(Delivery.status)
+    )
+    counts = {str(status): 0 for status in DeliveryStatus}
+    counts.update({str(status): count for status, count in session.execute(query)})
+    return counts
+
+
+def remember_message(sessions: sessionmaker[Session], batch_id: int, ts: str) -> None:
+    """Keep the timestamp of the batch's channel message, so it can be found from the batch."""
+    with sessions.begin() as session:
+        session.execute(
+            update(CredentialBatch).where(CredentialBatch.id == batch_id).values(slack_message_ts=ts)
+        )
+
+
+def failed_employee_ids(session: Session, batch_id: int) -> list[int]:
+    """Employees whose delivery failed in a batch, to offer them again."""
+    query = (
+        select(Delivery.employee_id)
+        .where(Delivery.batch_id == batch_id, Delivery.status == DeliveryStatus.FAILED)
+        .order_by(Delivery.id)
+    )
+    return list(session.scalars(query))
+
+
+def request_stop(sessions: sessionmaker[Session], batch_id: int, reason: str) -> None:
+    """Ask every worker running the batch to stop: deliveries not started are skipped with `reason`."""
+    with sessions.begin() as session:
+        session.execute(
+            update(CredentialBatch)
+            .where(CredentialBatch.id == batch_id, CredentialBatch.stop_reason.is_(None))
+            .values(stop_reason=reason)
+        )
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One line of `credbot batches`."""
+
+    batch_id: int
+    created_at: datetime
+    requested_by: str
+    source: str
+    status: str
+    resumed: int
+    counts: dict[str, int]
+
+
+def list_batches(session: Session, limit: int = 20) -> list[BatchRow]:
+    """The newest batches with their delivery counts per status."""
+    batches = session.execute(
+        select(
+            CredentialBatch.id,
+            CredentialBatch.created_at,
+            CredentialBatch.requested_by,
+            CredentialBatch.source,
+            CredentialBatch.status,
+            CredentialBatch.resumed,
+        )
+        .order_by(CredentialBatch.id.desc())
+        .limit(limit)
+    ).all()
+    ids = [row[0] for row in batches]
+    counts: dict[int, dict[str, int]] = {i: {str(s): 0 for s in DeliveryStatus} for i in ids}
+    for batch_id, status, count in session.execute(
+        select(Delivery.batch_id, Delivery.status, func.count())
+        .where(Delivery.batch_id.in_(ids))
+        .group_by(Delivery.batch_id, Delivery.status)
+    ):
+        counts[batch_id][str(status)] = count
+    return [BatchRow(*row, counts=counts[row[0]]) for row in batches]
+
+
+def summarise(session: Session, batch_id: int) -> BatchSummary:
+    batch = session.get_one(CredentialBatch, batch_id)
+    rows = session.execute(  # plain columns, not ORM objects: this is the one per-employee cost
+        select(
+            Delivery.id,
+            Employee.employee_number,
+            Employee.first_name,
+            Employee.last_name,
+            Account.username,
+            Delivery.email_address,
+            Delivery.status,
+            Delivery.error,
+        )
+        .join(Employee, Employee.id == Delivery.employee_id)
+        .outerjoin(Account, Account.id == Delivery.account_id)
+        .where(Delivery.batch_id == batch_id)
+        .order_by(Delivery.id)
+    )
+    outcomes: dict[str, list[DeliveryOutcome]] = {status: [] for status in DeliveryStatus}
+    for delivery_id, number, first, last, username, address, status, error in rows:
+        name = f"{first} {last}".strip()
+        outcomes[status].append(
+            DeliveryOutcome(delivery_id, number, name, username, address, DeliveryStatus(status), error)
+        )
+    return BatchSummary(
+        batch_id=batch_id,
+        status=BatchStatus(batch.status),
+        sent=outcomes[DeliveryStatus.SENT],
+        failed=outcomes[DeliveryStatus.FAILED],
+        skipped=outcomes[DeliveryStatus.SKIPPED],
+        error=batch.error,
+        in_doubt=outcomes[DeliveryStatus.IN_DOUBT],
+        unfinished=len(outcomes[DeliveryStatus.PENDING]) + len(outcomes[DeliveryStatus.SENDING]),
+    )
