@@ -279,8 +279,37 @@ def test_sendgrid_unreachable_host_is_unavailable() -> None:
         port = probe.getsockname()[1]
     settings = mail_settings(sendgrid_api_key="SG.x", sendgrid_api_host=f"http://127.0.0.1:{port}")
     transport = SendGridTransport(settings, attempts=2, sleep=Sleeps())
-    with pytest.raises(MailUnavailable, match="could not reach SendGrid"):
+    with pytest.raises(MailUnavailable, match="could not reach SendGrid") as caught:
         transport.send(make_email())
+    assert not caught.value.in_doubt  # nothing was written: it cannot have been accepted
+
+
+def test_sendgrid_bounds_the_whole_call_when_the_answer_drips(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.answer(202, drip=True, times=None)  # a byte every 0.25 s: each read is quick
+    started = time.monotonic()
+    with pytest.raises(MailUnavailable, match=r"did not answer within 0.5 s") as caught:
+        transport_for(sendgrid_standin).send(make_email())
+    assert time.monotonic() - started < 3 * 0.5 + 1.0  # three attempts, each ended at its deadline
+    assert caught.value.in_doubt
+    bodies = sendgrid_standin.messages
+    assert len(bodies) == 3 and all(b["content"] == bodies[0]["content"] for b in bodies)  # the same message
+
+
+def test_sendgrid_connection_lost_after_the_request_is_in_doubt(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.answer(202, drop=True, times=None)
+    with pytest.raises(MailUnavailable, match="was lost") as caught:
+        transport_for(sendgrid_standin).send(make_email())
+    assert caught.value.in_doubt and len(sendgrid_standin.messages) == 3
+
+
+@pytest.mark.parametrize(("status", "in_doubt"), [(503, True), (429, False)])
+def test_sendgrid_server_errors_are_in_doubt_rate_limits_are_not(
+    sendgrid_standin: SendGridStandIn, status: int, in_doubt: bool
+) -> None:
+    sendgrid_standin.answer(status, times=None, reset_in=0)
+    with pytest.raises(MailUnavailable) as caught:
+        transport_for(sendgrid_standin).send(make_email())
+    assert caught.value.in_doubt is in_doubt
 
 
 def test_sendgrid_sends_from_many_threads_at_once(sendgrid_standin: SendGridStandIn) -> None:

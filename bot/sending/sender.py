@@ -187,6 +187,9 @@ class BatchRunner:
         workers = max(1, min(self.settings.mail_concurrency, left or 1))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
             futures = [pool.submit(self._work) for _ in range(workers)]
+            crashed = [error for future in futures if (error := future.exception()) is not None]
+            if not crashed and self._release_orphans():  # claims whose commit answer was lost
+                futures = [pool.submit(self._work) for _ in range(workers)]
         self._done.set()
         heartbeat.join()
         crashed = [error for future in futures if (error := future.exception()) is not None]
@@ -286,6 +289,23 @@ class BatchRunner:
             )
 
     # Claims ----------------------------------------------------------------------------------------
+
+    @db_retry
+    def _release_orphans(self) -> int:
+        """Deliveries this run claimed without knowing it (the connection dropped as the claim committed,
+        and the retry claimed another): nothing was sent for them, so they go back to pending."""
+        with self.ctx.sessions.begin() as session:
+            released = session.execute(
+                update(_DELIVERIES)
+                .where(
+                    _DELIVERIES.c.batch_id == self.batch_id,
+                    _DELIVERIES.c.claimed_by == self.runner_id,
+                    _DELIVERIES.c.status == DeliveryStatus.SENDING,
+                    _DELIVERIES.c.welcome_sent_at.is_(None),
+                )
+                .values(status=DeliveryStatus.PENDING, lease_until=None)
+            )
+            return released.rowcount
 
     @db_retry
     def _claim_next(self) -> tuple[int, bool] | DeliveryOutcome | None:

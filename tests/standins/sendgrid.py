@@ -1,7 +1,9 @@
 """A SendGrid v3 Mail Send stand-in: a real threaded HTTP server on 127.0.0.1 that checks requests.
 
 Tests script its answers (`answer(...)`): a status for the next N calls, or for calls to one address,
-optionally hanging past the client's timeout; every accepted message is kept in `messages`.
+optionally hanging past the client's timeout (and then accepting: "accepted, but answered late"),
+dripping the answer one byte at a time, or dropping the connection without an answer after accepting;
+every accepted message is kept in `messages`.
 
 Like SendGrid, it answers 202 to a message whose recipient name holds an unquoted `,` or `;` (or a
 control character) and then drops it: such a message goes to `dropped`, never to `messages`.
@@ -12,6 +14,7 @@ delivered, dropped, or a bounce scripted with `bounce(...)`).
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -39,6 +42,8 @@ class _Rule:
     hang: bool
     errors: list[dict[str, Any]] | None
     reset_in: float | None
+    drip: bool = False
+    drop: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class SendGridStandIn:
         self.api_key = api_key
         self.delay = delay
         self.hang_seconds = hang_seconds
+        self.drip_seconds = 0.25
+        """Pause between two bytes of a dripped answer."""
         self.messages: list[dict[str, Any]] = []
         """Accepted request bodies, with the id answered under the key `message_id`."""
         self.requests: list[Request] = []
@@ -95,14 +102,19 @@ class SendGridStandIn:
         hang: bool = False,
         errors: list[dict[str, Any]] | None = None,
         reset_in: float | None = None,
+        drip: bool = False,
+        drop: bool = False,
     ) -> None:
         """Answer the next `times` calls (None: all) with `status`, only those to `to` / in `category`.
 
         `hang` sleeps `hang_seconds` before answering; `errors` is SendGrid's `errors` list (a default
         one is made up for 4xx/5xx); `reset_in` sets X-RateLimit-Reset to now + `reset_in` seconds.
+        With a 2xx status, `drip` sends the answer one byte every `drip_seconds`, and `drop` closes the
+        connection without answering; both after accepting the message.
         """
+        rule = _Rule(status, times, to and to.lower(), category, hang, errors, reset_in, drip, drop)
         with self._lock:
-            self._rules.append(_Rule(status, times, to and to.lower(), category, hang, errors, reset_in))
+            self._rules.append(rule)
 
     def clear_answers(self) -> None:
         """Forget every scripted answer: valid requests get 202 again."""
@@ -175,6 +187,14 @@ class SendGridStandIn:
                 self.dropped.append({**body, "message_id": message_id})
             else:
                 self.messages.append({**body, "message_id": message_id})
+        if rule is not None and rule.drop:  # accepted, then the connection is lost before the answer
+            with self._lock:
+                self.requests.append(Request(recipients, 0, time.time()))
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return None
+        if rule is not None and rule.drip:
+            return self._reply(handler, 202, recipients, headers={"X-Message-Id": message_id}, drip=True)
         if sandbox:  # SendGrid validates but delivers nothing, and answers 200 without an id
             return self._reply(handler, 200, recipients)
         return self._reply(handler, 202, recipients, headers={"X-Message-Id": message_id})
@@ -187,9 +207,12 @@ class SendGridStandIn:
         errors: list[dict[str, Any]] | None = None,
         reset_in: float | None = None,
         headers: dict[str, str] | None = None,
+        drip: bool = False,
     ) -> None:
         with self._lock:
             self.requests.append(Request(recipients, status, time.time()))
+        if drip:
+            return self._drip(handler, status, headers or {})
         headers = dict(headers or {})
         body = b""
         if status >= 400:
@@ -207,6 +230,23 @@ class SendGridStandIn:
             handler.wfile.write(body)
         except OSError:
             pass  # the client gave up (timeout): nothing to answer to
+
+    def _drip(self, handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:
+        """The whole answer, one byte at a time: a client that bounds each read only never ends."""
+        lines = [
+            f"HTTP/1.1 {status} Accepted",
+            *(f"{k}: {v}" for k, v in headers.items()),
+            "Content-Length: 0",
+        ]
+        answer = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        try:
+            for index in range(len(answer)):
+                handler.wfile.write(answer[index : index + 1])
+                handler.wfile.flush()
+                if self._release.wait(self.drip_seconds):
+                    return
+        except OSError:
+            pass  # the client gave up
 
     def bounce(self, address: str, reason: str, status: str = "5.1.1", kind: str = "bounce") -> None:
         """Make `events()` report messages to `address` as bounced (`kind="blocked"`: blocked)."""

@@ -1,0 +1,328 @@
+"""The send engine keeps its promise under concurrency, crashes, outages and half-broken mail servers.
+
+The promise, checked employee by employee: the password in the newest welcome email the mail API
+accepted works (as the password, or as a pending one that signs in), no other emailed password does,
+and every delivery of every batch ended as sent, failed, skipped or in doubt with its reason.
+Processes are real: `credbot` subprocesses, a worker killed with SIGKILL, a TCP proxy that drops the
+database's connections.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bot import jobs
+from bot.context import Context
+from bot.passwords import verify_password
+from bot.portal.auth import SignInOutcome, sign_in
+from bot.sending.batches import IN_PROGRESS, MAY_HAVE_ARRIVED, start_batch
+from bot.sending.jobs import enqueue_batch
+from bot.sending.sender import run_batch
+from models import Account, BatchStatus, CredentialBatch, Delivery, DeliveryStatus, Employee, make_engine
+from models.session import make_session_factory
+from tests.credentials_helpers import (
+    add_employee,
+    password_in,
+    send_credentials,
+    sendgrid_context,
+    sendgrid_transport,
+)
+from tests.standins.sendgrid import SendGridStandIn
+from tests.tcp_proxy import TcpProxy
+
+CREDBOT = str(Path(sys.executable).parent / "credbot")
+FINAL = {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED, DeliveryStatus.IN_DOUBT}
+
+
+def add_employees(session: Session, count: int) -> list[Employee]:
+    return [add_employee(session, f"{n:04d}", "Emp", f"Loyee{n:04d}") for n in range(count)]
+
+
+def welcome_passwords(standin: SendGridStandIn, address: str) -> list[str]:
+    """Passwords of the welcome emails the stand-in accepted for `address`, oldest first."""
+    return [
+        password_in(m["content"][0]["value"])
+        for m in standin.sent_to(address)
+        if "credbot-welcome" in m.get("categories", [])
+    ]
+
+
+def works(password: str, account: Account) -> bool:
+    """Signs in: the account's password, or its pending password (promoted at sign-in)."""
+    pending = account.pending_password_hash
+    return verify_password(password, account.password_hash) or (
+        pending is not None and verify_password(password, pending)
+    )
+
+
+def check_promise(ctx: Context, standin: SendGridStandIn, employees: list[Employee]) -> dict[str, int]:
+    """Assert the promise for every employee; how many welcome emails each got (by address)."""
+    copies = {}
+    with ctx.sessions() as session:
+        statuses = session.execute(sa.select(Delivery.status, Delivery.error)).all()
+        assert {status for status, _ in statuses} <= FINAL, "a delivery did not end"
+        assert all(error for status, error in statuses if status != DeliveryStatus.SENT)
+        for employee in employees:
+            account = session.scalars(sa.select(Account).where(Account.employee_id == employee.id)).one()
+            passwords = welcome_passwords(standin, employee.email)
+            copies[employee.email] = len(passwords)
+            if not passwords:
+                assert account.password_hash is None and account.pending_password_hash is None
+                continue
+            newest = passwords[-1]
+            assert works(newest, account), f"the newest emailed password of {employee.email} does not work"
+            for older in set(passwords) - {newest}:
+                assert not works(older, account), f"{employee.email} has two working passwords"
+    return copies
+
+
+def cli_env(ctx: Context, standin: SendGridStandIn, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "SENDGRID", "DATABASE"))}
+    return {
+        **env,
+        "DATABASE_URL": ctx.settings.database_url,
+        "OUTBOX_DIR": str(ctx.settings.outbox_dir),
+        "SENDGRID_API_KEY": standin.api_key,
+        "SENDGRID_API_HOST": standin.url,
+        "SENDGRID_TIMEOUT_SECONDS": "5",
+        **extra,
+    }
+
+
+def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+# --- two sends at once ------------------------------------------------------------------------------------
+
+
+def test_two_concurrent_cli_sends_for_the_same_100_employees(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn, tmp_path: Path
+) -> None:
+    employees = add_employees(session, 100)
+    sendgrid_standin.delay = 0.05
+    env = cli_env(context, sendgrid_standin, MAIL_CONCURRENCY="8")
+    command = [CREDBOT, "credentials", "send", "--all-pending", "--yes"]
+    sends = [
+        subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [send.communicate(timeout=240)[0].decode() for send in sends]
+    for send, output in zip(sends, outputs, strict=True):
+        assert send.returncode == 0, output
+    copies = check_promise(context, sendgrid_standin, employees)
+    assert all(count >= 1 for count in copies.values())
+    with context.sessions() as check:
+        rows = check.execute(sa.select(Delivery.employee_id, Delivery.status, Delivery.error)).all()
+    busy = [row for row in rows if row.error == IN_PROGRESS]
+    sent = [row for row in rows if row.status == DeliveryStatus.SENT]
+    assert len(sent) + len(busy) == len(rows) >= 100  # the second may list fewer: some were emailed
+    assert len({row.employee_id for row in sent}) == 100
+    assert sum(copies.values()) == len(sent)  # an employee mailed twice was mailed one batch after the other
+
+
+def test_a_second_batch_skips_an_employee_whose_send_is_in_flight(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    employee = add_employee(session, "1")
+    sendgrid_standin.hang_seconds = 1.0
+    sendgrid_standin.answer(202, hang=True, category="credbot-welcome")
+    ctx = sendgrid_context(context, sendgrid_standin, sendgrid_timeout_seconds=5)
+    first = start_batch(ctx, [employee.id], "cli:a", "cli")
+    second = start_batch(ctx, [employee.id], "cli:b", "cli")
+    slow = threading.Thread(target=run_batch, args=(ctx, first, sendgrid_transport(ctx)))
+    slow.start()
+
+    def in_flight() -> bool:
+        with ctx.sessions() as check:
+            return check.scalar(sa.select(Account.sending_delivery_id)) is not None
+
+    wait_until(in_flight, 10, "the first send")
+    summary = run_batch(ctx, second, sendgrid_transport(ctx))
+    slow.join()
+    assert [o.error for o in summary.skipped] == [IN_PROGRESS]
+    check_promise(ctx, sendgrid_standin, [employee])
+
+
+# --- a worker killed mid-batch ----------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_batch_is_replaced_and_nobody_is_lost(
+    context: Context,
+    session: Session,
+    sendgrid_standin: SendGridStandIn,
+    redis_server_url: str,
+    redis_namespace: str,
+    tmp_path: Path,
+) -> None:
+    employees = add_employees(session, 60)
+    sendgrid_standin.delay = 0.1
+    env = cli_env(
+        context,
+        sendgrid_standin,
+        REDIS_URL=redis_server_url,
+        REDIS_NAMESPACE=redis_namespace,
+        MAIL_CONCURRENCY="6",
+        SEND_LEASE_SECONDS="2",
+    )
+    jobs.configure(context, redis_url=redis_server_url, namespace=redis_namespace, in_process=False)
+    batch_id = start_batch(context, [e.id for e in employees], "cli:tester", "cli")
+    enqueue_batch(context, batch_id, "cli")
+
+    def worker(name: str) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        return subprocess.Popen(
+            [CREDBOT, "worker", "--threads", "2"], env=env, cwd=tmp_path, stdout=log, stderr=log
+        )
+
+    first = worker("first")
+    try:
+        wait_until(lambda: len(sendgrid_standin.messages) >= 40, 60, "the first worker to send")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.kill()
+    with context.sessions() as check:
+        assert check.get(CredentialBatch, batch_id).status == BatchStatus.RUNNING
+    second = worker("second")
+    try:
+
+        def ended() -> bool:
+            with context.sessions() as check:
+                return check.get(CredentialBatch, batch_id).status != BatchStatus.RUNNING
+
+        wait_until(ended, 90, "the batch to end after the first worker was killed")
+    finally:
+        second.terminate()
+        second.wait(30)
+    with context.sessions() as check:
+        batch = check.get(CredentialBatch, batch_id)
+        assert batch.status == BatchStatus.FINISHED and batch.resumed >= 1
+        statuses = check.scalars(sa.select(Delivery.status).where(Delivery.batch_id == batch_id)).all()
+    assert set(statuses) == {DeliveryStatus.SENT} and len(statuses) == 60
+    copies = check_promise(context, sendgrid_standin, employees)
+    twice = [address for address, count in copies.items() if count > 1]
+    assert all(copies.values()) and len(twice) <= 6  # at most the ones in flight got a second copy
+
+
+# --- the database away for 5 seconds ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def outage_context(context: Context) -> Iterator[tuple[Context, Callable[[float], None]]]:
+    """A context on the test's database and a function that takes that database away for N seconds.
+
+    PostgreSQL is reached through a TCP proxy that resets every connection and refuses new ones;
+    SQLite is held under an exclusive lock (every other connection waits or gets "database is locked").
+    """
+    url = make_url(context.settings.database_url)
+    if not url.drivername.startswith("postgresql"):
+
+        def lock_sqlite(seconds: float) -> None:
+            engine = sa.create_engine(context.settings.database_url)
+            with engine.connect() as connection:
+                connection.exec_driver_sql("BEGIN EXCLUSIVE")
+                time.sleep(seconds)
+                connection.exec_driver_sql("COMMIT")
+            engine.dispose()
+
+        yield context, lock_sqlite
+        return
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    settings = context.settings.model_copy(update={"database_url": proxied})
+    engine = make_engine(proxied, pool_size=settings.mail_concurrency + 8)
+
+    def cut(seconds: float) -> None:
+        proxy.outage()
+        time.sleep(seconds)
+        proxy.restore()
+
+    yield Context(settings, make_session_factory(engine)), cut
+    engine.dispose()
+    proxy.close()
+
+
+def test_a_five_second_database_outage_mid_batch_loses_nothing(
+    outage_context: tuple[Context, Callable[[float], None]],
+    session: Session,
+    sendgrid_standin: SendGridStandIn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx, outage = outage_context
+    employees = add_employees(session, 80)
+    sendgrid_standin.delay = 0.05
+    ctx = sendgrid_context(ctx, sendgrid_standin, mail_concurrency=8, sendgrid_timeout_seconds=5)
+    batch_id = start_batch(ctx, [e.id for e in employees], "cli:tester", "cli")
+    result: list[object] = []
+    runner = threading.Thread(target=lambda: result.append(run_batch(ctx, batch_id, sendgrid_transport(ctx))))
+    runner.start()
+    wait_until(lambda: len(sendgrid_standin.messages) >= 40, 60, "sending to start")
+    before = len(sendgrid_standin.messages)
+    outage(5.0)
+    assert len(sendgrid_standin.messages) < before + 20  # the outage did hold the batch up
+    runner.join(180)
+    assert not runner.is_alive() and result, "the batch did not end"
+    summary = result[0]
+    assert summary.status == BatchStatus.FINISHED and len(summary.sent) == 80, summary  # type: ignore[attr-defined]
+    check_promise(ctx, sendgrid_standin, employees)
+    if ctx.settings.database_url.startswith("postgresql"):
+        assert "database unavailable" in caplog.text  # the retries did happen
+
+
+# --- half-broken mail servers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["late", "drip"])
+def test_a_late_or_dripping_server_ends_at_the_deadline_and_the_emailed_password_works(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn, server: str
+) -> None:
+    employee = add_employee(session, "1")
+    if server == "late":  # accepts after 1.3 s, with a 1 s timeout
+        sendgrid_standin.hang_seconds = 1.3
+        sendgrid_standin.answer(202, hang=True, times=None, category="credbot-welcome")
+    else:  # accepts at once, then answers one byte every 0.3 s
+        sendgrid_standin.drip_seconds = 0.3
+        sendgrid_standin.answer(202, drip=True, times=None, category="credbot-welcome")
+    ctx = sendgrid_context(context, sendgrid_standin, sendgrid_timeout_seconds=1.0)
+    started = time.monotonic()
+    summary = send_credentials(ctx, [employee.id], "cli:tester", "cli", transport=sendgrid_transport(ctx))
+    assert time.monotonic() - started < 2 * 1.0 + 2.0  # two attempts, each ended at its deadline
+    (doubt,) = summary.in_doubt
+    assert MAY_HAVE_ARRIVED in doubt.error and "did not answer within 1 s" in doubt.error
+    time.sleep(0.5 if server == "late" else 0)
+    passwords = welcome_passwords(sendgrid_standin, employee.email)
+    assert len(passwords) == 2 and len(set(passwords)) == 1  # the retry resent the same message
+    check_promise(ctx, sendgrid_standin, [employee])
+    with ctx.sessions() as check:
+        username = check.scalars(sa.select(Account.username)).one()
+    assert sign_in(ctx, username, passwords[-1]).outcome == SignInOutcome.MUST_CHANGE
+
+
+def test_a_name_the_outbox_cannot_write_fails_with_its_reason_and_leaves_no_credential(
+    context: Context, session: Session
+) -> None:
+    employee = add_employee(session, "1", "Ada", "Lovelace\nBcc: all@example.com", "ada@example.com")
+    summary = send_credentials(context, [employee.id], "cli:tester", "cli")
+    (failed,) = summary.failed
+    assert failed.error == "welcome email not sent: internal error (ValueError; see the logs)"
+    with context.sessions() as check:
+        account = check.scalars(sa.select(Account)).one()
+        assert account.pending_password_hash is None and account.password_hash is None
+        reasons = check.scalars(sa.text("SELECT action FROM audit_events")).all()
+    assert "credentials.failed" in reasons
