@@ -80,11 +80,13 @@ class ChannelTrail:
         self._sent, self._failed = counts[DeliveryStatus.SENT], done - counts[DeliveryStatus.SENT]
         self._last_update = time.monotonic()
         self.ts = ts
-        text = resumed_text(self.batch_id, self.to_send - done)
-        if ts is None or self._post(text, thread_ts=ts) is None:
-            self.ts = self._post(text)
+        if ts is None:  # the stopped worker had not posted the batch message yet
+            progress = progress_text(self.user_id, self.batch_id, self.to_send, self._sent, self._failed)
+            self.ts = self._post(progress)
             if self.ts:
                 remember_message(self.ctx.sessions, self.batch_id, self.ts)
+        if self.ts:
+            self._post(resumed_text(self.batch_id, self.to_send - done), thread_ts=self.ts)
 
     def progress(self, outcome: DeliveryOutcome) -> None:
         """Count one finished delivery; called from the mail worker threads."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import click
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -144,3 +145,47 @@ def test_outbox_file_names_say_whose_message_it_is(cli: RunCli, session: Session
     assert sum("-credbot-welcome-E_1042-" in name for name in names) == 1
     assert sum("-credbot-username-E_1042-" in name for name in names) == 1
     assert sum("-credbot-welcome-.._7_x-" in name for name in names) == 1
+
+
+def test_an_address_changed_between_the_preview_and_yes_is_skipped(
+    cli: RunCli, session: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada = add_employee(session, "1", email_address="ada@example.com")
+    add_employee(session, "2", "Alan", "Turing")
+
+    def import_then_yes(*args: object, **kwargs: object) -> bool:
+        ada.email = "ada.new@example.com"  # an import while the admin reads the list
+        session.commit()
+        return True
+
+    monkeypatch.setattr(click, "confirm", import_then_yes)
+    result = cli("credentials", "send", "--all-pending")
+    assert result.exit_code == 0, result.output
+    assert "ada@example.com" in result.output.split("Email 2")[0]
+    assert "sent 1, failed 0, skipped 1" in result.output
+    assert "address changed since the batch was confirmed" in result.output
+    assert all("ada" not in m["To"] for m in outbox_messages(settings.outbox_dir))
+
+
+def test_batches_lists_counts_and_resume_takes_up_a_stalled_batch(
+    cli: RunCli, session: Session, settings: Settings
+) -> None:
+    from bot.cli.common import context
+    from bot.sending.batches import start_batch
+
+    add_employee(session, "1")
+    assert "sent 1" in cli("credentials", "send", "--all-pending", "--yes").output
+    stalled = start_batch(context(), [add_employee(session, "2", "Alan", "Turing").id], "cli:gone", "cli")
+    listing = cli("batches").output
+    assert "BATCH" in listing and "IN DOUBT" in listing
+    lines = {line.split()[0]: line for line in listing.splitlines()[2:]}
+    assert " finished " in lines["1"] and lines["1"].split()[-5:] == ["1", "0", "0", "0", "0"]
+    assert " running " in lines[str(stalled)] and lines[str(stalled)].split()[-1] == "1"
+
+    resumed = cli("batches", "resume", str(stalled))
+    assert resumed.exit_code == 0, resumed.output
+    assert f"Batch {stalled}: sent 1, failed 0, skipped 0." in resumed.output
+    assert "resumed 1x" in cli("batches").output
+    again = cli("batches", "resume", str(stalled))
+    assert "is finished: nothing to resume" in again.output
+    assert "no credential batch 99" in cli("batches", "resume", "99").output

@@ -14,9 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.admins import add_admin, remove_admin
+from bot.sending.batches import start_batch
 from bot.settings import Settings
 from handlers import ids
-from models import AuditEvent, CredentialBatch
+from models import AuditEvent, CredentialBatch, Employee
 from tests.slack_data import add_employee
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
@@ -472,3 +473,45 @@ def test_progress_updates_the_channel_message(
     assert "*3 sent*" in texts[-1]
     started = app.slack.calls_to("chat.postMessage")[0].args["text"]
     assert "emailing Self-Service credentials to *3* employees" in started
+
+
+def test_an_address_changed_after_the_confirmation_is_skipped_not_mailed(
+    mail_app: RunningApp, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    app = mail_app
+    ada = add_employee(session, "1001", email="ada@example.com")
+    add_employee(session, "1002", "Alan", "Turing", "alan@example.com")
+    session.commit()
+    confirm = review(app, open_picker(app, "1001 1002"), {})
+    assert "ada@example.com" in json.dumps(confirm)
+    ada.email = "ada.new@example.com"  # an import between Review and Send
+    session.commit()
+    app.requests.submit(confirm)
+    channel, ts = batch_message(app)
+    text = app.slack.messages[(channel, ts)]["text"]
+    assert "*1 sent*" in text and "*1 skipped*" in text
+    assert "Skipped: address changed since the batch was confirmed (1)" in text
+    assert [m["personalizations"][0]["to"][0]["email"] for m in sendgrid_standin.messages] == [
+        "alan@example.com",
+        "alan@example.com",
+    ]
+
+
+def test_a_resumed_batch_says_so_in_its_thread_and_ends_with_the_summary(
+    mail_app: RunningApp, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    from bot.sending.jobs import resume_batch
+
+    app = mail_app
+    add_employee(session, "1001", email="ada@example.com")
+    session.commit()
+    batch_id = start_batch(
+        app.ctx, [e.id for e in session.scalars(select(Employee))], "slack:" + ADMIN_ID, "slack"
+    )
+    with app.ctx.sessions.begin() as change:  # as a worker killed after posting the start would leave it
+        change.get(CredentialBatch, batch_id).channel_id = CHANNEL_ID
+    assert resume_batch(app.ctx, batch_id, "cli:tester")
+    channel, ts = batch_message(app)
+    assert "*1 sent*" in app.slack.messages[(channel, ts)]["text"]
+    thread = "\n".join(m["text"] for m in app.slack.thread(channel, ts))
+    assert f"Batch #{batch_id} resumed: the worker sending it stopped. 1 employee left" in thread

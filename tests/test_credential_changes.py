@@ -1,0 +1,142 @@
+"""bot.credentials: every credential change, one test each; the sender and the portal share them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from bot import credentials
+from bot.context import Context
+from bot.credentials import Pending
+from bot.passwords import verify_password
+from bot.portal.auth import SignInOutcome, sign_in
+from models import Account, AccountStatus, SetupLink, utcnow
+from tests.credentials_helpers import add_employee
+
+
+def account(session: Session) -> Account:
+    session.expire_all()
+    return session.scalars(sa.select(Account)).one()
+
+
+def links(session: Session) -> list[SetupLink]:
+    session.expire_all()
+    return list(session.scalars(sa.select(SetupLink).order_by(SetupLink.id)))
+
+
+def test_make_credential_hashes_the_password_and_hands_out_the_plaintext_once(context: Context) -> None:
+    made = credentials.make_credential(context.settings, "password")
+    assert verify_password(made.email["password"], made.secret_hash)
+    assert made.email["password"] not in repr(made)
+    link = credentials.make_credential(context.settings, "link")
+    token = link.email["setup_url"].rsplit("/", 1)[1]
+    assert credentials.token_hash(token) == link.secret_hash and link.email["password"] is None
+
+
+def test_store_pending_keeps_the_hash_and_says_what_was_pending(context: Context, session: Session) -> None:
+    account_id = add_employee(session, "1").account.id
+    first = credentials.make_credential(context.settings, "password")
+    second = credentials.make_credential(context.settings, "password")
+    assert credentials.store_pending(session, account_id, first) == Pending(None, None)
+    before = credentials.store_pending(session, account_id, second)
+    assert before.secret_hash == first.secret_hash
+    session.commit()
+    assert account(session).pending_password_hash == second.secret_hash
+    assert account(session).password_hash is None  # nothing works until the mail API accepted it
+
+
+@pytest.mark.parametrize(
+    ("status", "after"),
+    [
+        (AccountStatus.PENDING, AccountStatus.INVITED),
+        (AccountStatus.INVITED, AccountStatus.INVITED),
+        (AccountStatus.ACTIVE, AccountStatus.INVITED),
+        (AccountStatus.LOCKED, AccountStatus.LOCKED),
+        (AccountStatus.DISABLED, AccountStatus.DISABLED),
+    ],
+)
+def test_promote_makes_the_credential_the_password_with_one_status_rule(
+    context: Context, session: Session, status: AccountStatus, after: AccountStatus
+) -> None:
+    account_id = add_employee(session, "1", status=status).account.id
+    old_link = credentials.make_credential(context.settings, "link")
+    credentials.store_pending(session, account_id, old_link)
+    made = credentials.make_credential(context.settings, "password")
+    credentials.store_pending(session, account_id, made)
+    credentials.promote(
+        session, account_id, "password", made.secret_hash, made.expires_at, emailed_by="cli:x"
+    )
+    session.commit()
+    promoted = account(session)
+    assert promoted.status == after and promoted.must_change_password
+    assert verify_password(made.email["password"], promoted.password_hash)
+    assert promoted.pending_password_hash is None and promoted.temp_password_expires_at == made.expires_at
+    assert promoted.credentials_emailed_by == "cli:x" and promoted.credentials_emailed_at is not None
+    assert links(session)[0].revoked_at is not None  # an older unused link stops working
+
+
+def test_promote_leaves_a_newer_pending_credential_alone(context: Context, session: Session) -> None:
+    account_id = add_employee(session, "1").account.id
+    older = credentials.make_credential(context.settings, "password")
+    newer = credentials.make_credential(context.settings, "password")
+    credentials.store_pending(session, account_id, newer)
+    credentials.promote(session, account_id, "password", older.secret_hash, older.expires_at)
+    session.commit()
+    assert account(session).pending_password_hash == newer.secret_hash
+    assert account(session).credentials_emailed_at is None  # no emailed_by: not recorded as emailed
+
+
+def test_discard_puts_back_what_was_pending_unless_it_expired(context: Context, session: Session) -> None:
+    account_id = add_employee(session, "1").account.id
+    earlier = credentials.make_credential(context.settings, "password")
+    refused = credentials.make_credential(context.settings, "password")
+    credentials.store_pending(session, account_id, earlier)
+    before = credentials.store_pending(session, account_id, refused)
+    credentials.discard(session, account_id, "password", refused.secret_hash, before)
+    session.commit()
+    assert account(session).pending_password_hash == earlier.secret_hash  # it may have reached them
+    again = credentials.store_pending(session, account_id, refused)
+    expired = Pending(again.secret_hash, utcnow() - timedelta(minutes=1))
+    credentials.discard(session, account_id, "password", refused.secret_hash, expired)
+    session.commit()
+    assert account(session).pending_password_hash is None
+
+
+def test_discard_revokes_a_link(context: Context, session: Session) -> None:
+    account_id = add_employee(session, "1").account.id
+    link = credentials.make_credential(context.settings, "link")
+    credentials.store_pending(session, account_id, link)
+    credentials.discard(session, account_id, "link", link.secret_hash, None)
+    session.commit()
+    assert links(session)[0].revoked_at is not None
+
+
+def test_set_password_ends_every_temporary_credential(context: Context, session: Session) -> None:
+    account_id = add_employee(session, "1", status=AccountStatus.INVITED).account.id
+    credentials.store_pending(session, account_id, credentials.make_credential(context.settings, "link"))
+    credentials.store_pending(session, account_id, credentials.make_credential(context.settings, "password"))
+    credentials.set_password(session, account_id, "$argon2id$new", utcnow())
+    session.commit()
+    changed = account(session)
+    assert changed.password_hash == "$argon2id$new" and changed.status == AccountStatus.ACTIVE
+    assert changed.pending_password_hash is None and not changed.must_change_password
+    assert all(link.revoked_at is not None for link in links(session))
+
+
+def test_the_portal_promotes_a_pending_password_with_the_same_rule(
+    context: Context, session: Session
+) -> None:
+    employee = add_employee(session, "1", status=AccountStatus.ACTIVE)
+    made = credentials.make_credential(context.settings, "password")
+    credentials.store_pending(session, employee.account.id, made)
+    session.commit()
+    assert (
+        sign_in(context, employee.account.username, made.email["password"]).outcome
+        == SignInOutcome.MUST_CHANGE
+    )
+    promoted = account(session)
+    assert promoted.status == AccountStatus.INVITED and promoted.pending_password_hash is None
+    assert verify_password(made.email["password"], promoted.password_hash)
