@@ -39,14 +39,14 @@ _hash_pool_lock = threading.Lock()
 _hash_pool: ThreadPoolExecutor | None = None
 
 
-def hash_threads() -> int:
+def hash_threads(settings: Settings) -> int:
     """Threads hashing at once: one per core, one fewer when HASH_THREADS_SPARE_CORE leaves one to the web."""
     cores = os.cpu_count() or 2
-    return max(1, cores - 1) if os.environ.get("HASH_THREADS_SPARE_CORE") else cores
+    return max(1, cores - 1) if settings.hash_threads_spare_core else cores
 
 
-def _hash(password: str) -> str:
-    """hash_password on a pool of one thread per core.
+def _hash(settings: Settings, password: str) -> str:
+    """hash_password on a pool of one thread per core (see `hash_threads`).
 
     Argon2id takes 19 MiB and 25-35 ms of CPU per hash: more hashes at once than cores only cost memory,
     and glibc keeps those 19 MiB resident in each thread's arena once freed. The mail workers mostly
@@ -55,7 +55,7 @@ def _hash(password: str) -> str:
     global _hash_pool
     with _hash_pool_lock:
         if _hash_pool is None:
-            _hash_pool = ThreadPoolExecutor(max_workers=hash_threads(), thread_name_prefix="credbot-hash")
+            _hash_pool = ThreadPoolExecutor(hash_threads(settings), thread_name_prefix="credbot-hash")
     return _hash_pool.submit(hash_password, password).result()
 
 
@@ -85,7 +85,7 @@ def make_credential(settings: Settings, mode: str) -> Credential:
         return Credential(mode, token_hash(token), expires_at, values)
     password = generate_temporary_password(settings.temp_password_length)
     values = {"mode": "password", "password": password, "setup_url": None, "expires_at": expires_at}
-    return Credential(mode, _hash(password), expires_at, values)
+    return Credential(mode, _hash(settings, password), expires_at, values)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     mail_concurrency: int = Field(default=32, ge=1, le=128)
     sendgrid_webhook_public_key: str | None = None
     """The signed Event Webhook's verification key; unset: POST /sendgrid/events answers 404."""
+    hash_threads_spare_core: bool = False
+    """Hash on one thread fewer than cores, leaving one to a web process on the same machine."""
     send_lease_seconds: float = Field(default=60.0, ge=1.0)
     """How long a worker's claim on a delivery lasts unless renewed (every second while it runs)."""
 

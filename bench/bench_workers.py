@@ -1,0 +1,154 @@
+"""Benchmark a batch sent by `credbot worker` processes on PostgreSQL and Redis, against the hashing floor.
+
+    .venv/bin/python bench/bench_workers.py --database-url postgresql://postgres@127.0.0.1:5432/test \
+        [--redis-url redis://127.0.0.1:6379/0] [--employees 10000] [--workers 1] [--delay 0.15]
+
+Starts a SendGrid stand-in (answering in `--delay` s) and `--workers` worker processes (niced by
+`--nice`, default 5) on a throw-away PostgreSQL database and a Redis namespace of its own, starts a
+batch for `--employees` employees and enqueues it as the CLI does, and times it until it ends.
+Printed beside it: the hashing floor measured in the same run (argon2id hashes of `--sample`
+passwords on one thread per core, scaled to the batch: employees x seconds per hash / cores), and
+the peak resident memory (VmHWM) of each worker process. Target: at most 1.2x the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+from pydantic import SecretStr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_send import add_employees, database, standin
+
+from bot import jobs
+from bot.context import Context
+from bot.passwords import generate_temporary_password, hash_password
+from bot.sending.batches import delivery_counts, start_batch
+from bot.sending.jobs import enqueue_batch
+from bot.settings import Settings
+from models import BatchStatus, CredentialBatch
+from tests.standins.sendgrid import API_KEY
+
+CREDBOT = str(Path(sys.executable).parent / "credbot")
+
+
+def hashing_floor(employees: int, sample: int) -> tuple[float, float]:
+    """(seconds per hash on one core, the floor for `employees` hashes over every core)."""
+    cores = os.cpu_count() or 2
+    passwords = [generate_temporary_password() for _ in range(sample)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(hash_password, passwords))
+    per_hash = (time.perf_counter() - started) * cores / sample
+    return per_hash, employees * per_hash / cores
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--employees", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1, help="credbot worker processes")
+    parser.add_argument("--delay", type=float, default=0.15, help="stand-in answer time in seconds")
+    parser.add_argument("--sample", type=int, default=200, help="hashes timed for the floor")
+    parser.add_argument("--nice", type=int, default=5, help="niceness of the worker processes")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"), required=False)
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = parser.parse_args()
+    if not args.database_url:
+        raise SystemExit("--database-url (PostgreSQL) is required")
+    namespace = f"credbot-bench-{uuid.uuid4().hex[:8]}"
+    print(
+        f"{args.employees:,} employees ({2 * args.employees:,} emails), stand-in {args.delay * 1000:.0f} ms, "
+        f"{args.workers} worker process(es) at nice {args.nice}, {os.cpu_count()} CPUs"
+    )
+    per_hash, floor = hashing_floor(args.employees, args.sample)
+    print(f"hashing floor: {per_hash * 1000:.1f} ms per argon2id hash -> {floor:.1f} s for the batch")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        standin(args.delay) as standin_url,
+        database("postgresql", Path(tmp), args.database_url) as url,
+    ):
+        settings = Settings(
+            _env_file=None,
+            database_url=url,
+            redis_url=args.redis_url,
+            redis_namespace=namespace,
+            sendgrid_api_key=SecretStr(API_KEY),
+            sendgrid_api_host=standin_url,
+        )
+        ctx = Context.from_settings(settings)
+        ids = add_employees(ctx, args.employees)
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "REDIS_URL": args.redis_url,
+            "REDIS_NAMESPACE": namespace,
+            "SENDGRID_API_KEY": API_KEY,
+            "SENDGRID_API_HOST": standin_url,
+        }
+        workers = [
+            subprocess.Popen(
+                ["nice", "-n", str(args.nice), CREDBOT, "worker"],
+                env=env,
+                cwd=tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(args.workers)
+        ]
+        try:
+            jobs.configure(ctx, in_process=False)
+            started = time.perf_counter()
+            batch_id = start_batch(ctx, ids, "bench", "cli")
+            enqueue_batch(ctx, batch_id, "cli")
+            while True:
+                time.sleep(0.5)
+                with ctx.sessions() as session:
+                    if session.get_one(CredentialBatch, batch_id).status != BatchStatus.RUNNING:
+                        counts = delivery_counts(session, batch_id)
+                        break
+            elapsed = time.perf_counter() - started
+            peaks = [peak_rss_mib(worker.pid) for worker in workers]
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(60)
+            jobs.shutdown()
+            client = redis.Redis.from_url(args.redis_url)
+            for key in client.scan_iter(match=f"{namespace}*"):
+                client.delete(key)
+            client.close()
+            ctx.sessions.kw["bind"].dispose()
+    sent = counts["sent"]
+    print(
+        f"batch: {elapsed:.1f} s for {sent:,} sent "
+        f"({counts['failed']} failed, {counts['in_doubt']} in doubt) "
+        f"= {elapsed / floor:.2f}x the hashing floor (target <= 1.2x)"
+    )
+    print("peak RSS per worker process: " + ", ".join(f"{peak:,.0f} MiB" for peak in peaks))
+    if sent != args.employees:
+        raise SystemExit(f"only {sent} of {args.employees} sent")
+
+
+if __name__ == "__main__":
+    main()
