@@ -1,7 +1,7 @@
 """The send engine: delivery claims under a lease, in-doubt deliveries, resumable batches.
 
 Revision ID: 0002
-Revises: 0001
+Revises: 0003
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
