@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import json
 import logging
 import socket
 import stat
@@ -372,7 +373,7 @@ def test_the_standin_drops_what_sendgrid_drops(sendgrid_standin: SendGridStandIn
     body = transport._body(make_email())
     for name in ["Robert Downey, Jr.", "Semi Colon; Name", "Bell\x07"]:
         raw = {**body, "personalizations": [{"to": [{"email": "ada@example.com", "name": name}]}]}
-        transport._post(raw)  # accepted: no exception
+        transport._post(json.dumps(raw).encode())  # accepted: no exception
     assert [r.status for r in sendgrid_standin.requests] == [202, 202, 202]
     assert sendgrid_standin.messages == [] and len(sendgrid_standin.dropped) == 3
     events = sendgrid_standin.events()
