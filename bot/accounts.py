@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, insert, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from bot.audit import AuditAction, record, wrote_events
@@ -303,4 +303,310 @@ def unlock_accounts(
                 account.status = AccountStatus.ACTIVE
             record(session, actor, AuditAction.ACCOUNT_UNLOCKED, f"account:{account.username}")
             result.unlocked.append((number, account.username))
+    return result
+
+
+# --- changing accounts: lock state, status, username, roles -------------------------------------------
+
+USERNAME_RULES = (
+    "1 to 100 characters: lower-case letters a-z, digits, `.`, `_` and `-`, "
+    "starting and ending with a letter or digit"
+)
+_USERNAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,98}[a-z0-9])?$")
+
+
+class AccountChangeError(ValueError):
+    """A change to accounts that cannot be made; the message says why, in words for the admin."""
+
+
+@dataclass
+class AccountsChanged:
+    """What an unlock, disable or enable did."""
+
+    changed: list[tuple[str, str]] = field(default_factory=list)
+    """(employee number, username) of the accounts changed."""
+    unchanged: list[tuple[str, str]] = field(default_factory=list)
+    """(employee number, why not) of the employees left as they were."""
+    unknown: list[str] = field(default_factory=list)
+    """Employee numbers not in the directory."""
+
+
+def resting_status(account: Account) -> AccountStatus:
+    """The status an account has when nothing holds it (lock, disable): from its funnel step."""
+    if account.password_changed_at is not None:
+        return AccountStatus.ACTIVE
+    if account.credentials_emailed_at is not None:
+        return AccountStatus.INVITED
+    return AccountStatus.PENDING
+
+
+def employee_numbers_for(session: Session, employee_ids: Sequence[int]) -> list[str]:
+    """Employee numbers of the given employee ids, in their order (unknown ids left out)."""
+    ids = list(dict.fromkeys(employee_ids))
+    found: dict[int, str] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        found.update(
+            session.execute(select(Employee.id, Employee.employee_number).where(Employee.id.in_(chunk)))
+        )
+    return [found[i] for i in ids if i in found]
+
+
+def _accounts_by_number(
+    session: Session, employee_numbers: Sequence[str], result: AccountsChanged
+) -> list[tuple[str, Account]]:
+    """(employee number, account) for each number, in order; unknown numbers and employees without an
+    account are noted in `result`."""
+    wanted = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
+    found: dict[str, Account | None] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        query = (
+            select(Employee.employee_number, Account)
+            .outerjoin(Account, Account.employee_id == Employee.id)
+            .where(Employee.employee_number.in_(wanted[start : start + _CHUNK]))
+        )
+        found.update((number, account) for number, account in session.execute(query))
+    pairs = []
+    for number in wanted:
+        if number not in found:
+            result.unknown.append(number)
+        elif (account := found[number]) is None:
+            result.unchanged.append((number, "no account"))
+        else:
+            pairs.append((number, account))
+    return pairs
+
+
+def disable_accounts(session: Session, actor: str, employee_numbers: Sequence[str]) -> AccountsChanged:
+    """Disable each given account: it can no longer sign in, nor be emailed credentials; audited."""
+    result = AccountsChanged()
+    for number, account in _accounts_by_number(session, employee_numbers, result):
+        if account.status == AccountStatus.DISABLED:
+            result.unchanged.append((number, "already disabled"))
+            continue
+        previous = account.status
+        account.status = AccountStatus.DISABLED
+        record(
+            session,
+            actor,
+            AuditAction.ACCOUNT_DISABLED,
+            f"account:{account.username}",
+            employee_number=number,
+            previous_status=str(previous),
+        )
+        result.changed.append((number, account.username))
+    return result
+
+
+def enable_accounts(session: Session, actor: str, employee_numbers: Sequence[str]) -> AccountsChanged:
+    """Enable each given disabled account again, back at its funnel step; audited."""
+    result = AccountsChanged()
+    for number, account in _accounts_by_number(session, employee_numbers, result):
+        if account.status != AccountStatus.DISABLED:
+            result.unchanged.append((number, "not disabled"))
+            continue
+        account.status = resting_status(account)
+        record(
+            session,
+            actor,
+            AuditAction.ACCOUNT_ENABLED,
+            f"account:{account.username}",
+            employee_number=number,
+            status=str(account.status),
+        )
+        result.changed.append((number, account.username))
+    return result
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A renamed account, with what the notice email to the employee needs."""
+
+    account_id: int
+    employee_number: str
+    old_username: str
+    new_username: str
+
+
+def check_username(session: Session, username: str, account_id: int | None = None) -> str | None:
+    """Why `username` cannot be given to the account `account_id` (None: it can)."""
+    if not _USERNAME.match(username):
+        return f"A username must be {USERNAME_RULES}."
+    taken = session.scalar(
+        select(Account.id).where(func.lower(Account.username) == username, Account.id != (account_id or 0))
+    )
+    return f"The username {username} is already taken." if taken is not None else None
+
+
+def rename_account(session: Session, actor: str, employee_number: str, new_username: str) -> Renamed:
+    """Give the employee's account a new username (audited); sign-in then accepts only the new one.
+
+    Raises AccountChangeError when the employee has no account or the name breaks the rules or is taken.
+    """
+    new_username = new_username.strip().lower()
+    row = session.execute(
+        select(Employee, Account)
+        .join(Account, Account.employee_id == Employee.id)
+        .where(Employee.employee_number == employee_number.strip())
+    ).first()
+    if row is None:
+        raise AccountChangeError(f"Employee {employee_number.strip()} has no account.")
+    employee, account = row
+    if account.username == new_username:
+        raise AccountChangeError(f"The account's username is {new_username} already.")
+    problem = check_username(session, new_username, account.id)
+    if problem:
+        raise AccountChangeError(problem)
+    old = account.username
+    account.username = new_username
+    employee.search_text = make_search_text(
+        employee.first_name, employee.last_name, employee.email, employee.employee_number, new_username
+    )
+    record(
+        session,
+        actor,
+        AuditAction.ACCOUNT_RENAMED,
+        f"account:{new_username}",
+        employee_number=employee.employee_number,
+        old_username=old,
+        new_username=new_username,
+    )
+    session.flush()  # a concurrent rename to the same name fails here, on the unique constraint
+    return Renamed(account.id, employee.employee_number, old, new_username)
+
+
+@dataclass
+class RolesEdited:
+    """What `edit_roles` did."""
+
+    group: int
+    """The audit event that groups the per-employee events."""
+    changed: int = 0
+    unchanged: int = 0
+    without_account: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+
+def edit_roles(
+    session: Session,
+    actor: str,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    employee_numbers: Sequence[str] = (),
+    department: str | None = None,
+) -> RolesEdited:
+    """Add and remove roles on many accounts at once: the given employees, or a whole department.
+
+    One ROLES_EDITED audit event for the action, and one ACCOUNT_ROLES_CHANGED per account that
+    changed, pointing at it (`group`). Roles to add are created on demand; roles to remove must exist.
+    """
+    add = _unique_ignoring_case([name.strip() for name in add if name.strip()])
+    remove = _unique_ignoring_case([name.strip() for name in remove if name.strip()])
+    if not add and not remove:
+        raise AccountChangeError("Give at least one role to add or to remove.")
+    both = {name.casefold() for name in add} & {name.casefold() for name in remove}
+    if both:
+        raise AccountChangeError(f"A role cannot be both added and removed: {', '.join(sorted(both))}.")
+    if bool(employee_numbers) == bool(department and department.strip()):
+        raise AccountChangeError("Pick employees, or give a department (not both).")
+    known = {
+        name.casefold(): (name, role_id) for name, role_id in session.execute(select(Role.name, Role.id))
+    }
+    missing = [name for name in remove if name.casefold() not in known]
+    if missing:
+        raise AccountChangeError(f"No such role to remove: {', '.join(missing)}.")
+
+    query = select(Employee.employee_number, Account.id, Account.username).outerjoin(
+        Account, Account.employee_id == Employee.id
+    )
+    result_rows: list[tuple[str, int | None, str | None]]
+    unknown: list[str] = []
+    if department and department.strip():
+        wanted = department.strip().casefold()
+        result_rows = [
+            tuple(row)  # type: ignore[misc]
+            for row in session.execute(
+                query.where(func.lower(Employee.department) == wanted, Employee.active.is_(True)).order_by(
+                    Employee.employee_number
+                )
+            )
+        ]
+        if not result_rows:
+            raise AccountChangeError(f"Nobody active is in the department {department.strip()}.")
+    else:
+        numbers = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
+        found = {row.employee_number: tuple(row) for row in _in_chunks(session, query, numbers)}
+        unknown = [number for number in numbers if number not in found]
+        result_rows = [found[number] for number in numbers if number in found]  # type: ignore[misc]
+
+    role_ids = _role_ids(session, set(add)) if add else known
+    add_ids = {role_ids[name.casefold()][1]: role_ids[name.casefold()][0] for name in add}
+    remove_ids = {known[name.casefold()][1]: known[name.casefold()][0] for name in remove}
+    group = record(
+        session,
+        actor,
+        AuditAction.ROLES_EDITED,
+        f"department:{department.strip()}" if department and department.strip() else None,
+        add=list(add_ids.values()),
+        remove=list(remove_ids.values()),
+        employees=len(result_rows),
+    )
+    session.flush()
+    result = RolesEdited(group=group.id, unknown=unknown)
+    targets = []
+    for number, account_id, username in result_rows:
+        if account_id is None:
+            result.without_account.append(number)
+        else:
+            targets.append((number, account_id, username))
+    now = utcnow()
+    for start in range(0, len(targets), _CHUNK):
+        chunk = targets[start : start + _CHUNK]
+        current: dict[int, set[int]] = {}
+        links = select(account_roles.c.account_id, account_roles.c.role_id).where(
+            account_roles.c.account_id.in_([account_id for _, account_id, _ in chunk])
+        )
+        for account_id, role_id in session.execute(links):
+            current.setdefault(account_id, set()).add(role_id)
+        inserts, deletes, events = [], [], []
+        for number, account_id, username in chunk:
+            has = current.get(account_id, set())
+            added = [role_id for role_id in add_ids if role_id not in has]
+            removed = [role_id for role_id in remove_ids if role_id in has]
+            if not added and not removed:
+                result.unchanged += 1
+                continue
+            result.changed += 1
+            inserts += [{"account_id": account_id, "role_id": role_id} for role_id in added]
+            deletes += [(account_id, role_id) for role_id in removed]
+            events.append(
+                {
+                    "target": f"account:{username}",
+                    "details": {
+                        "group": group.id,
+                        "employee_number": number,
+                        "added": [add_ids[role_id] for role_id in added],
+                        "removed": [remove_ids[role_id] for role_id in removed],
+                    },
+                }
+            )
+        if inserts:
+            session.execute(insert(account_roles), inserts)
+        for role_id in remove_ids:
+            accounts = [account_id for account_id, removed in deletes if removed == role_id]
+            if accounts:
+                session.execute(
+                    account_roles.delete().where(
+                        account_roles.c.role_id == role_id, account_roles.c.account_id.in_(accounts)
+                    )
+                )
+        if events:
+            session.execute(
+                AuditEvent.__table__.insert().values(
+                    actor=actor, action=str(AuditAction.ACCOUNT_ROLES_CHANGED), created_at=now
+                ),
+                events,
+            )
+            wrote_events(session)
+    session.expire_all()
     return result

@@ -39,6 +39,14 @@ class AuditAction(enum.StrEnum):
     ACCOUNT_LOCKED = "portal.account_locked"
     PASSWORD_CHANGED = "portal.password_changed"  # noqa: S105 (an action name)
     SETUP_LINK_USED = "portal.setup_link_used"
+    ACCOUNT_DISABLED = "account.disabled"
+    ACCOUNT_ENABLED = "account.enabled"
+    ACCOUNT_RENAMED = "account.renamed"
+    RENAME_NOTICE_FAILED = "account.rename_notice_failed"
+    ROLES_EDITED = "account.roles_edited"
+    ACCOUNT_ROLES_CHANGED = "account.roles_changed"
+    ACCOUNTS_REPORTED = "report.accounts_exported"
+    DIGEST_POSTED = "digest.posted"
     PASSWORD_CHANGE_NOTICE_FAILED = "portal.password_change_notice_failed"  # noqa: S105 (an action name)
     NOTICE_FAILED = "mail.notice_failed"
 

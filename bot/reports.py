@@ -77,13 +77,13 @@ def build_report(session: Session, batches: int = 10, failures: int = 20) -> Rep
             )
         )
         or 0,
-        batches=_recent_batches(session, batches),
+        batches=recent_batches(session, batches),
         failures=_recent_failures(session, failures),
         delivery_states=state_counts(session),
     )
 
 
-def _recent_batches(session: Session, limit: int) -> list[BatchLine]:
+def recent_batches(session: Session, limit: int) -> list[BatchLine]:
     batches = list(session.scalars(select(CredentialBatch).order_by(CredentialBatch.id.desc()).limit(limit)))
     counts: dict[tuple[int, str], int] = {}
     if batches:

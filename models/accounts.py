@@ -69,6 +69,8 @@ class Account(Base):
     failed_login_count: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
+    first_sign_in_at: Mapped[datetime | None]
+    """The activation funnel's middle step: emailed -> first sign-in -> password changed."""
     password_changed_at: Mapped[datetime | None]
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     """Portal sessions carry the version they started under; raising it ends every one of them."""

@@ -232,6 +232,8 @@ def _mark_signed_in(session: Session, account: Account, now: datetime) -> None:
     account.failed_login_count = 0
     account.locked_until = None
     account.last_login_at = now
+    if account.first_sign_in_at is None:
+        account.first_sign_in_at = now
     record(session, account.username, AuditAction.SIGN_IN, _target(account))
 
 
