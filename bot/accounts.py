@@ -346,9 +346,8 @@ def employee_numbers_for(session: Session, employee_ids: Sequence[int]) -> list[
     found: dict[int, str] = {}
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        found.update(
-            session.execute(select(Employee.id, Employee.employee_number).where(Employee.id.in_(chunk)))
-        )
+        query = select(Employee.id, Employee.employee_number).where(Employee.id.in_(chunk))
+        found.update((employee_id, number) for employee_id, number in session.execute(query))
     return [found[i] for i in ids if i in found]
 
 

@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import jobs
+from bot.accounts import Renamed
 from bot.audit import AuditAction, record_now
 from bot.context import Context
 from bot.mail import MailError, MailUnavailable, OutgoingEmail, make_transport, render_email
-from models import Account, Employee
+from models import Account, Employee, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -127,4 +128,18 @@ def _audit_failure(
         f"account:{username}",
         error=str(reason)[:500],
         **({"template": template} if action == AuditAction.NOTICE_FAILED else {}),
+    )
+
+
+def notify_renamed(ctx: Context, renamed: Renamed, actor: str) -> None:
+    """Queue the email telling the employee their new username (and that the old one stopped working)."""
+    enqueue_notice(
+        ctx,
+        renamed.account_id,
+        "username_changed",
+        "Your {company} Self-Service username was changed",
+        actor=actor,
+        failure_action=AuditAction.RENAME_NOTICE_FAILED,
+        old_username=renamed.old_username,
+        changed_at=utcnow(),
     )

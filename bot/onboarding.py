@@ -157,9 +157,14 @@ def expired_since(session: Session, since: datetime, now: datetime, limit: int) 
     return _people(session, Stage.EXPIRED, now, 0, limit, since=since)
 
 
+def stage_people(session: Session, stage: Stage, now: datetime | None = None) -> list[Person]:
+    """Everyone in a stage, in the list's order."""
+    return _people(session, stage, now or utcnow(), 0, None)
+
+
 def stage_employee_ids(session: Session, stage: Stage, now: datetime | None = None) -> list[int]:
     """Every employee in a stage, in the list's order."""
-    return [person.employee_id for person in _people(session, stage, now or utcnow(), 0, None)]
+    return [person.employee_id for person in stage_people(session, stage, now)]
 
 
 def stage_count(session: Session, stage: Stage, now: datetime | None = None) -> int:

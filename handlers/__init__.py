@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.context import Context
-from handlers import actions, commands, middleware, options, views
+from handlers import actions, commands, home, middleware, options, views, views_accounts
 
 
 def register_listeners(app: App, ctx: Context) -> None:
@@ -15,3 +15,5 @@ def register_listeners(app: App, ctx: Context) -> None:
     options.register(app, ctx)
     views.register(app, ctx)
     actions.register(app, ctx)
+    home.register(app, ctx)
+    views_accounts.register(app, ctx)

@@ -1,4 +1,4 @@
-"""`/email-credentials [pending | employee numbers or emails]`: ack at once, then open the picker."""
+"""`/email-credentials [pending | employee numbers or emails | report | help]`: ack at once, then act."""
 
 from __future__ import annotations
 
@@ -16,10 +16,20 @@ from bot.sending.recipients import count_never_emailed, resolve_employees
 from handlers import ids
 from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
+from handlers.report_upload import send_account_report
 from handlers.views_credentials import PICKER_LIMIT, FlowState, picker_view
 
 MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 PENDING_WORDS = frozenset({"pending", "never-emailed", "all-pending"})
+HELP_TEXT = """*`/email-credentials`* (credbot admins only) accepts:
+• nothing: opens the window to pick employees and email them their Self-Service credentials
+• `pending`: the same, with everyone never emailed ticked
+• employee numbers or email addresses, separated by spaces or commas: the same, with them picked
+• `report`: sends you the account report as a CSV file in a direct message
+• `help`: this list
+Open credbot's *Home* tab for the state of onboarding: who needs an account, an email, a resend or an \
+unlock, renames, roles and the report."""
+REPORT_TEXT = ":hourglass_flowing_sand: Building the account report; it arrives in a direct message from me."
 
 
 def parse_command_text(text: str) -> tuple[bool, list[str]]:
@@ -31,12 +41,30 @@ def parse_command_text(text: str) -> tuple[bool, list[str]]:
     return pending, list(dict.fromkeys(keys))
 
 
+def subcommand(text: str) -> str | None:
+    """`help` or `report` when the command's text is just that word."""
+    word = text.strip().lower()
+    return word if word in ("help", "report") else None
+
+
 def register(app: App, ctx: Context) -> None:
-    def acknowledge(ack: Ack) -> None:
-        ack()
+    def acknowledge(ack: Ack, body: dict[str, Any]) -> None:
+        match subcommand(body.get("text", "")):
+            case "help":
+                ack(response_type="ephemeral", text=HELP_TEXT)
+            case "report":
+                ack(response_type="ephemeral", text=REPORT_TEXT)
+            case _:
+                ack()
 
     def open_picker(body: dict[str, Any], client: WebClient) -> None:
         user_id, channel_id = body["user_id"], body.get("channel_id")
+        if subcommand(body.get("text", "")) == "report":
+            with errors_told(ctx, client, user_id, channel_id, "building the account report"):
+                send_account_report(ctx, client, user_id, channel_id)
+            return
+        if subcommand(body.get("text", "")):
+            return
         with errors_told(ctx, client, user_id, channel_id, "opening the credentials window"):
             pending, keys = parse_command_text(body.get("text", ""))
             with ctx.sessions() as session:

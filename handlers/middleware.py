@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.request.payload_utils import (
     is_block_actions,
+    is_event,
     is_options,
     is_slash_command,
     is_view_submission,
@@ -29,6 +30,7 @@ def actor(user_id: str | None) -> str:
 
 
 ADMIN_CACHE_SECONDS = 5.0
+HOME_OPENED = "app_home_opened"
 
 
 class AdminCheck:
@@ -81,7 +83,11 @@ def install(app: App, ctx: Context) -> None:
 
 
 def admins_only(app: App, ctx: Context) -> Callable[..., BoltResponse | None]:
-    """Refuse every request (command, options, view submission, action) from someone not an admin."""
+    """Refuse every request (command, options, view submission, action) from someone not an admin.
+
+    The one exception: anyone may open App Home (`app_home_opened`); the listener shows a non-admin a
+    short view saying whom to ask, and `context["admin"]` tells it which view to show.
+    """
     allowed = AdminCheck(ctx, refresh_with=app.listener_runner.listener_executor)
 
     def check_admin(
@@ -89,8 +95,9 @@ def admins_only(app: App, ctx: Context) -> Callable[..., BoltResponse | None]:
     ) -> BoltResponse | None:
         user_id = context.user_id
         # Only the read-only requests that must answer fastest may use a remembered "yes".
-        cached = is_slash_command(body) or is_options(body)
-        if user_id and allowed(user_id, cached=cached):
+        cached = is_slash_command(body) or is_options(body) or is_event(body)
+        context["admin"] = bool(user_id) and allowed(str(user_id), cached=cached)
+        if context["admin"] or (is_event(body) and body["event"].get("type") == HOME_OPENED):
             next()
             return None
         kind, name = describe(body)

@@ -19,3 +19,4 @@ def register(app: App, ctx: Context) -> None:
         ack(options=[employee_option(choice) for choice in choices])
 
     app.options(ids.EMPLOYEES_ACTION)(suggest_employees)
+    app.options(ids.RENAME_EMPLOYEE_ACTION)(suggest_employees)

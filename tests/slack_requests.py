@@ -48,10 +48,17 @@ class SlackRequests:
         self.verifier = SignatureVerifier(signing_secret)
         self._triggers = 0
 
-    def post(self, body: str, *, timestamp: int | None = None, signature: str | None = None) -> Response:
+    def post(
+        self,
+        body: str,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> Response:
         timestamp = int(time.time()) if timestamp is None else timestamp
         headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Type": content_type,
             "X-Slack-Request-Timestamp": str(timestamp),
             "X-Slack-Signature": signature
             or self.verifier.generate_signature(timestamp=str(timestamp), body=body),
@@ -125,15 +132,47 @@ class SlackRequests:
         }
         return self.interactive(payload)
 
+    def event(self, event: dict[str, Any]) -> Response:
+        """An Events API request (JSON, signed) carrying `event`."""
+        body = {
+            "token": "deprecated-verification-token",
+            "team_id": TEAM_ID,
+            "api_app_id": "ACREDBOT1",
+            "event": {"event_ts": str(time.time()), **event},
+            "type": "event_callback",
+            "event_id": f"Ev{time.time_ns()}",
+            "event_time": int(time.time()),
+        }
+        return self.post(json.dumps(body), content_type="application/json")
+
+    def home_opened(self, user_id: str = ADMIN_ID) -> Response:
+        """`app_home_opened` for the Home tab, as Slack sends it when `user_id` opens it."""
+        return self.event({"type": "app_home_opened", "user": user_id, "channel": "D0ADMIN01", "tab": "home"})
+
     def block_action(
-        self, action_id: str, value: str, user_id: str = ADMIN_ID, channel_id: str = CHANNEL_ID
+        self,
+        action_id: str,
+        value: str,
+        user_id: str = ADMIN_ID,
+        channel_id: str = CHANNEL_ID,
+        view: dict[str, Any] | None = None,
     ) -> Response:
+        """A button click: in a message in `channel_id`, or in `view` (App Home or a modal) when given."""
+        if view is not None:
+            where: dict[str, Any] = {
+                "container": {"type": "view", "view_id": view.get("id", "VHOME")},
+                "view": {"id": "VHOME", **view, "state": {"values": {}}},
+            }
+        else:
+            where = {
+                "container": {"type": "message", "message_ts": "1.0", "channel_id": channel_id},
+                "channel": {"id": channel_id, "name": "general"},
+                "message": {"ts": "1.0", "text": "summary"},
+            }
         payload = {
             **self._base("block_actions", user_id),
             "trigger_id": self.trigger_id(),
-            "container": {"type": "message", "message_ts": "1.0", "channel_id": channel_id},
-            "channel": {"id": channel_id, "name": "general"},
-            "message": {"ts": "1.0", "text": "summary"},
+            **where,
             "actions": [
                 {
                     "type": "button",
@@ -171,6 +210,15 @@ def fill_state(view: dict[str, Any], values: dict[str, Any]) -> dict[str, dict[s
             else:
                 chosen = element.get("initial_options", [])
             state[block["block_id"]] = {action_id: {"type": kind, "selected_options": chosen}}
+        elif kind in ("external_select", "static_select", "radio_buttons"):
+            chosen_one = None
+            if action_id in values:
+                value, label = (
+                    values[action_id] if isinstance(values[action_id], tuple) else (values[action_id], None)
+                )
+                option = known.get(value) or {"text": {"type": "plain_text", "text": label or value}}
+                chosen_one = {"text": option["text"], "value": value}
+            state[block["block_id"]] = {action_id: {"type": kind, "selected_option": chosen_one}}
         else:
             state[block["block_id"]] = {action_id: {"type": kind, "value": values.get(action_id)}}
     return state

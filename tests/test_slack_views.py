@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from slack_sdk.models.views import View
 
 from bot.search import EmployeeChoice
 from bot.sending.batches import BatchSummary, DeliveryOutcome
@@ -146,3 +148,14 @@ def test_command_text_parsing() -> None:
 def test_ids_are_unique() -> None:
     values = [value for name, value in vars(ids).items() if name.isupper()]
     assert len(values) == len(set(values))
+
+
+def assert_valid_with_slack_sdk(view: dict[str, Any]) -> None:
+    """`view` passes slack_sdk's Block Kit models (every block and element parsed and validated) and,
+    once rebuilt by them, loses nothing: an unknown block or field would be dropped and show here."""
+    model = View(**view)
+    model.validate_json()
+    rebuilt = model.to_dict()
+    assert len(rebuilt["blocks"]) == len(view["blocks"])
+    for ours, theirs in zip(view["blocks"], rebuilt["blocks"], strict=True):
+        assert set(ours) <= set(theirs) | {"block_id"}, (ours, theirs)

@@ -12,6 +12,7 @@ from bot.cli.batches import batches
 from bot.cli.credentials import credentials
 from bot.cli.db import db
 from bot.cli.deliveries import deliveries
+from bot.cli.digest import digest
 from bot.cli.employees import employees
 from bot.cli.report import audit, report
 from bot.cli.serve import serve, socket
@@ -36,6 +37,7 @@ main.add_command(batches)
 main.add_command(report)
 main.add_command(deliveries)
 main.add_command(audit)
+main.add_command(digest)
 main.add_command(serve)
 main.add_command(socket)
 main.add_command(worker)

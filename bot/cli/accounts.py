@@ -6,14 +6,22 @@ import sys
 
 import click
 
+from bot import jobs
 from bot.accounts import (
+    AccountChangeError,
+    AccountsChanged,
     UsernamePatternError,
     create_accounts,
+    disable_accounts,
+    edit_roles,
+    enable_accounts,
     list_accounts,
+    rename_account,
     shown_status,
     unlock_accounts,
 )
 from bot.cli.common import cli_actor, context, print_table, printable
+from bot.notices import notify_renamed
 from models import AccountStatus
 
 
@@ -91,4 +99,79 @@ def unlock_command(employee_numbers: tuple[str, ...]) -> None:
         click.echo(f"Not locked: {printable(number)} ({printable(username)}).")
     if result.unknown:
         click.echo(f"No account for employee number(s): {printable(', '.join(result.unknown))}", err=True)
+        sys.exit(1)
+
+
+def _report_changes(done: str, result: AccountsChanged) -> None:
+    """Print what an unlock, disable or enable did; exit 1 when a number was unknown."""
+    for number, username in result.changed:
+        click.echo(f"{done} {username} ({number})")
+    for number, why in result.unchanged:
+        click.echo(f"Left {number} alone: {why}")
+    click.echo(f"{done} {len(result.changed)} account(s).")
+    if result.unknown:
+        click.echo(f"Unknown employee number(s): {', '.join(result.unknown)}", err=True)
+        sys.exit(1)
+
+
+@accounts.command("disable")
+@click.argument("employee_numbers", nargs=-1, required=True)
+def disable_command(employee_numbers: tuple[str, ...]) -> None:
+    """Disable the accounts of EMPLOYEE_NUMBERS: no sign-in, no credentials emailed."""
+    with context().sessions.begin() as session:
+        result = disable_accounts(session, cli_actor(), employee_numbers)
+    _report_changes("Disabled", result)
+
+
+@accounts.command("enable")
+@click.argument("employee_numbers", nargs=-1, required=True)
+def enable_command(employee_numbers: tuple[str, ...]) -> None:
+    """Enable the disabled accounts of EMPLOYEE_NUMBERS again."""
+    with context().sessions.begin() as session:
+        result = enable_accounts(session, cli_actor(), employee_numbers)
+    _report_changes("Enabled", result)
+
+
+@accounts.command("rename")
+@click.argument("employee_number")
+@click.argument("new_username")
+def rename_command(employee_number: str, new_username: str) -> None:
+    """Give the account of EMPLOYEE_NUMBER the username NEW_USERNAME and email the employee.
+
+    Sign-in accepts only the new username from then on.
+    """
+    ctx = context()
+    try:
+        with ctx.sessions.begin() as session:
+            renamed = rename_account(session, cli_actor(), employee_number, new_username)
+    except AccountChangeError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"Renamed {renamed.old_username} to {renamed.new_username} ({renamed.employee_number}).")
+    notify_renamed(ctx, renamed, cli_actor())
+    jobs.join()
+    click.echo("The employee was sent an email with their new username (a failure shows in `credbot audit`).")
+
+
+@accounts.command("roles")
+@click.argument("employee_numbers", nargs=-1)
+@click.option("--add", "add", multiple=True, metavar="ROLE", help="A role to give (repeatable).")
+@click.option("--remove", "remove", multiple=True, metavar="ROLE", help="A role to take away (repeatable).")
+@click.option("--department", help="Every active employee of this department instead of numbers.")
+def roles_command(
+    employee_numbers: tuple[str, ...], add: tuple[str, ...], remove: tuple[str, ...], department: str | None
+) -> None:
+    """Add and remove roles on the accounts of EMPLOYEE_NUMBERS (or of --department) at once.
+
+    Audited as one action, with one event per employee whose roles changed.
+    """
+    try:
+        with context().sessions.begin() as session:
+            result = edit_roles(session, cli_actor(), add, remove, employee_numbers, department)
+    except AccountChangeError as error:
+        raise click.UsageError(str(error)) from error
+    click.echo(f"Changed the roles of {result.changed} account(s); {result.unchanged} already had them.")
+    if result.without_account:
+        click.echo(f"No account (left alone): {', '.join(result.without_account)}")
+    if result.unknown:
+        click.echo(f"Unknown employee number(s): {', '.join(result.unknown)}", err=True)
         sys.exit(1)

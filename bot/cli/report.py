@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from bot.audit import AuditAction, recent
+from bot.account_report import write_accounts_csv
+from bot.audit import AuditAction, recent, record_now
 from bot.audit_chain import verify_chain
-from bot.cli.common import context, print_table
+from bot.cli.common import cli_actor, context, print_table
 from bot.delivery_events import MailState, describe_counts
 from bot.reports import BatchLine, build_report
 
@@ -20,8 +22,24 @@ TIME = "%Y-%m-%d %H:%M"
 @click.option(
     "--failures", default=20, show_default=True, type=click.IntRange(min=0), help="Recent failures."
 )
-def report(batches: int, failures: int) -> None:
-    """Accounts by status, gaps in the directory, recent credential batches and failed deliveries."""
+@click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Instead, write every account (number, name, username, status, roles, funnel dates) to this CSV.",
+)
+def report(batches: int, failures: int, csv_file: Path | None) -> None:
+    """Accounts by status, gaps in the directory, recent credential batches and failed deliveries.
+
+    With --csv FILE: the account report as a CSV file, the same as App Home's "Account report".
+    """
+    if csv_file is not None:
+        ctx = context()
+        with ctx.sessions() as session, csv_file.open("w", newline="", encoding="utf-8") as out:
+            count = write_accounts_csv(session, out)
+        record_now(ctx.sessions, cli_actor(), AuditAction.ACCOUNTS_REPORTED, str(csv_file), accounts=count)
+        click.echo(f"Wrote {count} account(s) to {csv_file}.")
+        return
     with context().sessions() as session:
         data = build_report(session, batches, failures)
     click.echo(f"Employees: {data.employees} ({data.active_employees} active)")

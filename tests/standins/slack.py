@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 BOT_TOKEN = "xoxb-standin-bot-token"
+APP_TOKEN = "xapp-1-standin-app-token"
 SIGNING_SECRET = "0123456789abcdef0123456789abcdef"
 ADMIN_ID = "UADMIN001"
 BOT_USER_ID = "UCREDBOT1"
@@ -58,6 +60,12 @@ class SlackStandIn:
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.channels: set[str] = {CHANNEL_ID}
         """Channels the bot can post in, besides DMs (user ids and D... ids)."""
+        self.home_views: dict[str, dict[str, Any]] = {}
+        """The App Home view published per user."""
+        self.files: dict[str, dict[str, Any]] = {}
+        """Uploaded files by id: name, title, length, content (bytes), channel once shared."""
+        self.socket_url: str | None = None
+        """What apps.connections.open answers (a Socket Mode stand-in's ws:// URL)."""
         self._failures: list[_Failure] = []
         self._holds: dict[str, threading.Event] = {}
         self._ids = itertools.count(1)
@@ -151,12 +159,18 @@ class SlackStandIn:
         return Handler
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        method = handler.path.rsplit("/", 1)[-1]
-        raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0)).decode()
+        path, _, query = handler.path.partition("?")
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        if path.startswith("/upload/"):  # step 2 of files_upload_v2: the bytes, to the URL we handed out
+            self._receive_upload(handler, path.rsplit("/", 1)[-1], body)
+            return
+        method = path.rsplit("/", 1)[-1]
+        raw = body.decode()
         if "json" in (handler.headers.get("Content-Type") or ""):
             args = json.loads(raw or "{}")
         else:
             args = dict(parse_qsl(raw))
+        args.update(parse_qsl(query))  # slack_sdk sends some methods' arguments in the query string
         auth = handler.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         call = Call(method, args, token)
@@ -169,8 +183,9 @@ class SlackStandIn:
         if failure:
             self._reply_failure(handler, failure)
             return
-        if token != self.token:
-            self._reply(handler, {"ok": False, "error": "invalid_auth"})
+        expected = APP_TOKEN if method == "apps.connections.open" else self.token
+        if token != expected:
+            self._reply(handler, {"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
             return
         answer = getattr(self, "_" + method.replace(".", "_"), None)
         if answer is None:
@@ -275,7 +290,61 @@ class SlackStandIn:
             return posted
         channel, ts = posted
         self.messages[(channel, ts)] = {**args, "ts": ts}
-        return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text"), "ts": ts}}
+        # Like Slack, a message to a user id lands in the bot's DM with them, and the answer names it.
+        answered = dm_channel(channel) if channel[:1] in ("U", "W") else channel
+        return {"ok": True, "channel": answered, "ts": ts, "message": {"text": args.get("text"), "ts": ts}}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        view = args.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        user = str(args.get("user_id", ""))
+        if not user.startswith(("U", "W")):
+            return {"ok": False, "error": "invalid_arguments"}
+        problems = check_home_view(view)
+        if problems:
+            return self._invalid(problems)
+        self.home_views[user] = view
+        return {"ok": True, "view": {**view, "id": f"VHOME{user}"}}
+
+    def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("filename") or not str(args.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._ids):010d}"
+        self.files[file_id] = {"name": args["filename"], "length": int(args["length"]), "content": None}
+        return {"ok": True, "upload_url": self.url.replace("/api/", f"/upload/{file_id}"), "file_id": file_id}
+
+    def _receive_upload(self, handler: BaseHTTPRequestHandler, file_id: str, body: bytes) -> None:
+        with self._lock:
+            entry = self.files.get(file_id)
+            if entry is None or len(body) != entry["length"]:
+                handler.send_response(400)
+                handler.end_headers()
+                return
+            entry["content"] = body
+        handler.send_response(200)
+        handler.send_header("Content-Length", "2")
+        handler.end_headers()
+        handler.wfile.write(b"OK")
+
+    def _files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = args.get("channel_id")
+        if channel is not None and not re.fullmatch(r"[CGDZ][A-Z0-9]{8,}", str(channel)):
+            # As Slack answers a user id here: files can only be shared in a channel or a DM's D... id.
+            return {"ok": False, "error": "invalid_arguments"}
+        shared = []
+        for item in json.loads(args.get("files") or "[]"):
+            entry = self.files.get(item.get("id"))
+            if entry is None or entry["content"] is None:
+                return {"ok": False, "error": "file_not_found"}
+            entry.update(title=item.get("title"), channel=channel)
+            shared.append({"id": item["id"], "title": item.get("title"), "name": entry["name"]})
+        return {"ok": True, "files": shared}
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.socket_url is None:
+            return {"ok": False, "error": "not_allowed"}
+        return {"ok": True, "url": self.socket_url}
 
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         posted = self._post(args)
@@ -387,6 +456,20 @@ def check_view(view: Any) -> list[str]:
     if has_input and "submit" not in view:
         problems.append("submit: required with input blocks")
     return problems + check_blocks(view.get("blocks"), 100)
+
+
+def check_home_view(view: Any) -> list[str]:
+    """Problems Slack would refuse in an App Home view (views.publish)."""
+    if not isinstance(view, dict) or view.get("type") != "home":
+        return ["view: not a home view"]
+    if any(name in view for name in ("title", "submit", "close")):
+        return ["view: a home view has no title, submit or close"]
+    return check_blocks(view.get("blocks"), 100)
+
+
+def dm_channel(user_id: str) -> str:
+    """The id of the bot's DM with `user_id`, as the stand-in names it."""
+    return "D" + user_id[1:].ljust(8, "0")
 
 
 def check_message(args: dict[str, Any]) -> list[str]:
