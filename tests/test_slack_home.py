@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot.passwords import hash_password
 from bot.portal.auth import SignInOutcome, sign_in
+from bot.settings import PROJECT_ROOT
 from handlers import ids
 from models import Account, AccountStatus, AuditEvent, Employee, Role, utcnow
 from tests.credentials_helpers import outbox_messages
@@ -303,3 +305,18 @@ def test_help_lists_what_the_command_accepts(running_slack_app: RunningApp) -> N
     for word in ("`pending`", "`report`", "`help`", "employee numbers"):
         assert word in answer["text"]
     assert running_slack_app.slack.calls_to("views.open") == []
+
+
+def test_manifest_asks_for_exactly_what_credbot_uses() -> None:
+    manifest = (PROJECT_ROOT / "manifest.yml").read_text()
+    scopes = re.search(r"\n    bot:\n((?:      .*\n)+)", manifest)
+    assert scopes is not None
+    assert re.findall(r"^      - (\S+)$", scopes.group(1), re.MULTILINE) == [
+        "commands",
+        "chat:write",
+        "files:write",
+    ]
+    events = re.search(r"\n    bot_events:\n((?:      .*\n)+)", manifest)
+    assert events is not None
+    assert re.findall(r"^      - (\S+)$", events.group(1), re.MULTILINE) == ["app_home_opened"]
+    assert "home_tab_enabled: true" in manifest
