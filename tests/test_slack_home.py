@@ -9,18 +9,30 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.context import Context
 from bot.passwords import hash_password
 from bot.portal.auth import SignInOutcome, sign_in
-from bot.settings import PROJECT_ROOT
+from bot.settings import PROJECT_ROOT, Settings
 from handlers import ids
-from models import Account, AccountStatus, AuditEvent, Employee, Role, utcnow
+from handlers.digest import DigestNotPosted, post_digest
+from models import (
+    Account,
+    AccountStatus,
+    AuditEvent,
+    Employee,
+    Role,
+    make_engine,
+    make_session_factory,
+    utcnow,
+)
 from tests.credentials_helpers import outbox_messages
 from tests.slack_data import add_employee
-from tests.slack_requests import RunningApp
-from tests.standins.slack import ADMIN_ID, dm_channel
+from tests.slack_requests import RunningApp, slack_settings
+from tests.standins.slack import ADMIN_ID, SlackStandIn, dm_channel
 from tests.test_slack_views import assert_valid_with_slack_sdk
 
 STRANGER = "USTRANGER1"
@@ -320,3 +332,27 @@ def test_manifest_asks_for_exactly_what_credbot_uses() -> None:
     assert events is not None
     assert re.findall(r"^      - (\S+)$", events.group(1), re.MULTILINE) == ["app_home_opened"]
     assert "home_tab_enabled: true" in manifest
+
+
+def test_the_digest_is_posted_to_the_audit_channel(
+    settings: Settings, slack_standin: SlackStandIn, session: Session
+) -> None:
+    emailed(session, "300", 5)
+    emailed(session, "301", -2)
+    session.commit()
+    slack_standin.channels.add("CAUDIT001")
+    ctx = Context(
+        slack_settings(settings, slack_standin, audit_channel_id="CAUDIT001"),
+        make_session_factory(make_engine(settings.database_url)),
+    )
+    ts = post_digest(ctx)
+    message = slack_standin.messages[("CAUDIT001", ts)]
+    assert "1 expiring within 24 hours, 1 expired unused since yesterday, 0 locked" in message["text"]
+    assert "Mailed300" in json.dumps(message["blocks"]) and slack_standin.problems == []
+    with ctx.sessions() as check:
+        (event,) = check.scalars(select(AuditEvent).where(AuditEvent.action == "digest.posted"))
+    assert event.target == "CAUDIT001" and event.details["expiring"] == 1
+    slack_standin.fail("chat.postMessage", "not_in_channel")
+    with pytest.raises(DigestNotPosted, match="not a member of that channel"):
+        post_digest(ctx)
+    ctx.sessions.kw["bind"].dispose()
