@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import String, Text
+from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
@@ -18,6 +18,10 @@ class Employee(Base):
     """One person in the HR directory."""
 
     __tablename__ = "employees"
+    __table_args__ = (
+        # Lists by name (App Home, "show all") read the first few in order instead of sorting everyone.
+        Index("ix_employees_by_name", "last_name", "first_name", "employee_number"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     employee_number: Mapped[str] = mapped_column(String(64), unique=True)
