@@ -33,8 +33,9 @@ from tests.standins.slack import ADMIN_ID, BOT_TOKEN, SIGNING_SECRET, SlackStand
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def fill_onboarding(url: str, employees: int) -> None:
-    """`fill_directory`'s employees and pending accounts, then every stage of the funnel."""
+def fill_onboarding(url: str, employees: int, without_account: bool = True) -> None:
+    """`fill_directory`'s employees and pending accounts, then every stage of the funnel (with 5% of the
+    employees left without an account unless `without_account` is False)."""
     fill_directory(url, employees)
     engine = make_engine(url)
     with engine.begin() as connection:
@@ -42,7 +43,8 @@ def fill_onboarding(url: str, employees: int) -> None:
         def run(statement: str, **values: object) -> None:
             connection.execute(sa.text(statement), values)
 
-        run("DELETE FROM accounts WHERE mod(id, 20) = 0")
+        if without_account:
+            run("DELETE FROM accounts WHERE mod(id, 20) = 0")
         run(
             "UPDATE accounts SET status = 'invited', must_change_password = TRUE, "
             "credentials_emailed_at = now() - interval '1 day', credentials_emailed_by = 'slack:UADMIN001', "
@@ -68,9 +70,10 @@ def fill_onboarding(url: str, employees: int) -> None:
             run(
                 "INSERT INTO deliveries (batch_id, employee_id, account_id, email_address, status, attempts, "
                 "created_at, updated_at) SELECT "
-                ":batch, id, id, 'user' || id || '@example.com', "
-                "CASE WHEN mod(id, 50) = 0 THEN 'failed' ELSE 'sent' END, 1, now(), now() "
-                "FROM employees WHERE mod(id, 20) <> 0 AND mod(id, 3) = 0 AND mod(id, 5) = :batch - 1 "
+                ":batch, employees.id, accounts.id, employees.email, "
+                "CASE WHEN mod(employees.id, 50) = 0 THEN 'failed' ELSE 'sent' END, 1, now(), now() "
+                "FROM employees JOIN accounts ON accounts.employee_id = employees.id "
+                "WHERE mod(employees.id, 3) = 0 AND mod(employees.id, 5) = :batch - 1 "
                 "LIMIT 2000",
                 batch=batch,
             )
