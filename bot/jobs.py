@@ -51,7 +51,13 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-JOB_MODULES = ["bot.notices", "handlers.delivery_trail", "bot.sending.jobs", "handlers.sending"]
+JOB_MODULES = [
+    "bot.notices",
+    "handlers.delivery_trail",
+    "bot.sending.jobs",
+    "handlers.sending",
+    "handlers.digest",
+]
 """Modules that declare jobs; `credbot worker` (and the in-process worker) imports them all."""
 
 IN_PROCESS_THREADS = 4
@@ -305,7 +311,8 @@ class _Schedule:
             seconds = self.seconds(settings) if callable(self.seconds) else self.seconds
             return f"{seconds:g}:{int(now.timestamp() // seconds)}"
         at = self.at(settings) if callable(self.at) else self.at
-        assert at is not None
+        if not at:
+            return None  # switched off (e.g. DIGEST_TIME empty)
         hours, minutes = (int(part) for part in at.split(":"))
         occurrence = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
         if occurrence > now:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,8 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     admin_slack_user_ids: str = ""
     audit_channel_id: str | None = None
+    digest_time: str = ""
+    """HH:MM (UTC) of the daily digest in AUDIT_CHANNEL_ID; empty: no digest."""
 
     # Storage
     database_url: str = "sqlite:///credbot.db"
@@ -79,6 +82,14 @@ class Settings(BaseSettings):
 
     # Web server
     port: int = 3000
+
+    @field_validator("digest_time")
+    @classmethod
+    def _digest_time_is_a_time(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("DIGEST_TIME must be HH:MM in UTC (e.g. 07:30), or empty for no digest")
+        return value
 
     @field_validator("slack_api_url")
     @classmethod

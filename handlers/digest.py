@@ -1,18 +1,22 @@
-"""The daily digest as a channel message, posted to AUDIT_CHANNEL_ID (by `credbot digest --post` and the
-scheduler)."""
+"""The daily digest as a channel message, posted to AUDIT_CHANNEL_ID at DIGEST_TIME by the worker's
+scheduler (`daily_digest`), or on demand by `credbot digest --post`."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_sdk import WebClient
 
+from bot import jobs
 from bot.audit import AuditAction, record_now
 from bot.context import Context
 from bot.digest import Digest, build_digest
 from bot.onboarding import Person
 from handlers.blocks import Block, context, header, listed_sections, person_line, section
 from handlers.notify import SlackCallFailed, call
+
+log = logging.getLogger(__name__)
 
 ACTOR = "credbot:digest"
 MAX_SECTIONS = 8
@@ -84,3 +88,13 @@ def post_digest(ctx: Context, client: WebClient | None = None) -> str:
         locked=len(digest.locked),
     )
     return str(response["ts"])
+
+
+@jobs.daily(at=lambda settings: settings.digest_time)
+@jobs.job(max_retries=3)
+def daily_digest(ctx: Context) -> None:
+    """The scheduled digest (off while DIGEST_TIME is empty). Slack failing is retried by the job layer."""
+    if not ctx.settings.audit_channel_id:
+        log.warning("DIGEST_TIME is set but AUDIT_CHANNEL_ID is not: no digest posted")
+        return
+    post_digest(ctx)

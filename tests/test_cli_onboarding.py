@@ -35,7 +35,7 @@ def test_rename_emails_the_employee_and_refuses_bad_names(
 ) -> None:
     result = sample("accounts", "rename", "1001", "john.smith")
     assert result.exit_code == 0, result.output
-    assert "Renamed jsmith to john.smith (1001)." in result.output and "was emailed" in result.output
+    assert "Renamed jsmith to john.smith (1001)." in result.output and "was sent an email" in result.output
     (mail,) = outbox_messages(settings.outbox_dir)
     assert mail["To"] == "John Smith <john.smith@example.com>"
     assert "john.smith" in mail.get_body(("plain",)).get_content()

@@ -6,19 +6,20 @@ import csv
 import io
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot import jobs
 from bot.context import Context
 from bot.passwords import hash_password
 from bot.portal.auth import SignInOutcome, sign_in
 from bot.settings import PROJECT_ROOT, Settings
 from handlers import ids
-from handlers.digest import DigestNotPosted, post_digest
+from handlers.digest import DigestNotPosted, daily_digest, post_digest
 from models import (
     Account,
     AccountStatus,
@@ -203,9 +204,9 @@ def test_show_all_pages_and_unlocks_a_row(running_slack_app: RunningApp, session
     assert "Locked accounts (24)" in text_of(app.slack.last_view())
     assert [e.details["employee_number"] for e in audit(app, "account.unlocked")] == ["024"]
 
-    publishes = len(app.slack.calls_to("views.publish"))
+    app.slack.wait_for_call("views.publish", 1)  # App Home is refreshed after the row's unlock
     click(app, ids.HOME_UNLOCK_ALL)
-    app.slack.wait_for_call("views.publish", publishes + 2)  # after the row, then after "unlock all"
+    app.slack.wait_for_call("views.publish", 2)
     app.slack.wait_for(lambda: len(audit(app, "account.unlocked")) == 25, what="every account unlocked")
     assert "Locked accounts: 0" in text_of(app.slack.home_views[ADMIN_ID])
 
@@ -356,3 +357,28 @@ def test_the_digest_is_posted_to_the_audit_channel(
     with pytest.raises(DigestNotPosted, match="not a member of that channel"):
         post_digest(ctx)
     ctx.sessions.kw["bind"].dispose()
+
+
+def test_the_digest_runs_daily_at_digest_time_and_not_when_empty(
+    settings: Settings, slack_standin: SlackStandIn, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emailed(session, "300", 5)
+    session.commit()
+    slack_standin.channels.add("CAUDIT001")
+    engine = make_engine(settings.database_url)
+    for digest_time, expected in (("", []), ("07:30", [daily_digest.name])):
+        monkeypatch.setattr(jobs, "_schedules", {})
+        jobs.daily(at=lambda s: s.digest_time)(daily_digest)  # as handlers.digest declares it
+        configured = slack_settings(
+            settings, slack_standin, audit_channel_id="CAUDIT001", digest_time=digest_time
+        )
+        jobs.configure(Context(configured, make_session_factory(engine)), redis_url="")
+        at = datetime(2026, 11, 25, 7, 30, tzinfo=UTC)
+        assert jobs.Scheduler().run_due(at) == expected
+        jobs.join()
+    (posted,) = slack_standin.calls_to("chat.postMessage")
+    assert posted.args["channel"] == "CAUDIT001" and "1 expiring within 24 hours" in posted.args["text"]
+    jobs.shutdown()
+    engine.dispose()
+    with pytest.raises(ValueError, match="DIGEST_TIME must be HH:MM"):
+        settings.model_validate({**settings.model_dump(), "digest_time": "7.30am"})
