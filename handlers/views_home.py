@@ -261,7 +261,18 @@ def created_text(created: int, existing: int, skipped: int) -> str:
 # --- Rename, roles, unlock / disable / enable -----------------------------------------------------------
 
 
-def employee_select(action_id: str, multi: bool) -> dict[str, Any]:
+def input_block(block_id: str, label: str, element: dict[str, Any], optional: bool = False) -> Block:
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "optional": optional,
+        "label": plain(label, 2000),
+        "element": element,
+    }
+
+
+def employee_select(block_id: str, action_id: str, multi: bool, optional: bool = False) -> Block:
+    """An input with the employee type-ahead (the picker's options listener answers it)."""
     element: dict[str, Any] = {
         "type": "multi_external_select" if multi else "external_select",
         "action_id": action_id,
@@ -270,28 +281,19 @@ def employee_select(action_id: str, multi: bool) -> dict[str, Any]:
     }
     if multi:
         element["max_selected_items"] = 100
-    return element
+    return input_block(block_id, "Employees" if multi else "Employee", element, optional)
 
 
 def text_input(block_id: str, action_id: str, label: str, hint: str, optional: bool = True) -> Block:
-    return {
-        "type": "input",
-        "block_id": block_id,
-        "optional": optional,
-        "label": plain(label, 2000),
-        "hint": plain(hint, 2000),
-        "element": {"type": "plain_text_input", "action_id": action_id, "max_length": 2000},
-    }
+    block = input_block(
+        block_id, label, {"type": "plain_text_input", "action_id": action_id, "max_length": 2000}
+    )
+    return {**block, "optional": optional, "hint": plain(hint, 2000)}
 
 
 def rename_view() -> dict[str, Any]:
     blocks: list[Block] = [
-        {
-            "type": "input",
-            "block_id": ids.RENAME_EMPLOYEE_BLOCK,
-            "label": plain("Employee"),
-            "element": employee_select(ids.RENAME_EMPLOYEE_ACTION, multi=False),
-        },
+        employee_select(ids.RENAME_EMPLOYEE_BLOCK, ids.RENAME_EMPLOYEE_ACTION, multi=False),
         text_input(
             ids.USERNAME_BLOCK, ids.USERNAME_ACTION, "New username", f"{USERNAME_RULES}.", optional=False
         ),
@@ -302,13 +304,7 @@ def rename_view() -> dict[str, Any]:
 
 def roles_view() -> dict[str, Any]:
     blocks: list[Block] = [
-        {
-            "type": "input",
-            "block_id": ids.EMPLOYEES_BLOCK,
-            "optional": True,
-            "label": plain("Employees"),
-            "element": employee_select(ids.EMPLOYEES_ACTION, multi=True),
-        },
+        employee_select(ids.EMPLOYEES_BLOCK, ids.EMPLOYEES_ACTION, multi=True, optional=True),
         text_input(
             ids.DEPARTMENT_BLOCK,
             ids.DEPARTMENT_ACTION,
@@ -332,22 +328,16 @@ MANAGE_CHOICES = {
 
 def manage_view() -> dict[str, Any]:
     blocks: list[Block] = [
-        {
-            "type": "input",
-            "block_id": ids.EMPLOYEES_BLOCK,
-            "label": plain("Employees"),
-            "element": employee_select(ids.EMPLOYEES_ACTION, multi=True),
-        },
-        {
-            "type": "input",
-            "block_id": ids.MANAGE_CHOICE_BLOCK,
-            "label": plain("What to do"),
-            "element": {
+        employee_select(ids.EMPLOYEES_BLOCK, ids.EMPLOYEES_ACTION, multi=True),
+        input_block(
+            ids.MANAGE_CHOICE_BLOCK,
+            "What to do",
+            {
                 "type": "radio_buttons",
                 "action_id": ids.MANAGE_CHOICE_ACTION,
                 "options": [option(text, value) for value, text in MANAGE_CHOICES.items()],
             },
-        },
+        ),
     ]
     return modal(ids.MANAGE_VIEW, "Manage accounts", blocks, submit="Apply", close="Cancel")
 

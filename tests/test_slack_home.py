@@ -230,7 +230,11 @@ def test_rename_end_to_end(running_slack_app: RunningApp, session: Session) -> N
     assert "Renamed `alovelace` to `ada.byron`" in json.dumps(answer.json()["view"])
 
     outbox = app.ctx.settings.outbox_dir
-    (mail,) = app.slack.wait_for(lambda: outbox_messages(outbox), what="the rename email")
+
+    def written() -> list[Any]:  # the worker may still be writing the file: wait for its last part
+        return [m for m in outbox_messages(outbox) if m.get_body(("html",)) is not None]
+
+    (mail,) = app.slack.wait_for(written, what="the rename email")
     assert (
         mail["To"] == "Ada Lovelace <ada@example.com>"
         and mail["X-Credbot-Category"] == "credbot-username-changed"
@@ -308,7 +312,7 @@ def test_report_from_home_and_the_command_lands_in_the_dm(
     answer = app.requests.command(text="report").json()
     assert "account report" in answer["text"] and answer["response_type"] == "ephemeral"
     assert len(uploaded_csv(app, 2)) == 3
-    assert len(audit(app, "report.accounts_exported")) == 2
+    app.slack.wait_for(lambda: len(audit(app, "report.accounts_exported")) == 2, what="both reports audited")
     assert app.slack.problems == []
 
 
