@@ -185,7 +185,11 @@ class SlackStandIn:
             return
         expected = APP_TOKEN if method == "apps.connections.open" else self.token
         if token != expected:
-            self._reply(handler, {"ok": False, "error": "not_allowed_token_type" if token else "not_authed"})
+            # Like Slack: no token, a token it does not know, or a known token of the wrong kind.
+            error = "not_authed" if not token else "invalid_auth"
+            if token in (APP_TOKEN, self.token):
+                error = "not_allowed_token_type"
+            self._reply(handler, {"ok": False, "error": error})
             return
         answer = getattr(self, "_" + method.replace(".", "_"), None)
         if answer is None:
