@@ -110,6 +110,14 @@ class Person:
     locked_until: datetime | None
 
 
+def _in_order(query: Select[Any], stage: Stage) -> Select[Any]:
+    """A stage's list order: soonest deadline first for the emailed stages, else by name."""
+    by_name = (Employee.last_name, Employee.first_name, Employee.employee_number)
+    if stage in (Stage.EXPIRING, Stage.EXPIRED, Stage.AWAITING_SIGN_IN):
+        return query.order_by(credential_deadline(), *by_name)
+    return query.order_by(*by_name)
+
+
 def _people(
     session: Session,
     stage: Stage,
@@ -133,12 +141,7 @@ def _people(
     ).where(stage_clause(stage, now))
     if since is not None:
         query = query.where(deadline > since)
-    by_name = (Employee.last_name, Employee.first_name, Employee.employee_number)
-    if stage in (Stage.EXPIRING, Stage.EXPIRED, Stage.AWAITING_SIGN_IN):
-        query = query.order_by(deadline, *by_name)
-    else:
-        query = query.order_by(*by_name)
-    rows = session.execute(query.offset(offset).limit(limit))
+    rows = session.execute(_in_order(query, stage).offset(offset).limit(limit))
     return [
         Person(eid, number, f"{first} {last}".strip(), account_id, username, due, locked)
         for eid, number, first, last, account_id, username, due, locked in rows
@@ -157,14 +160,10 @@ def expired_since(session: Session, since: datetime, now: datetime, limit: int) 
     return _people(session, Stage.EXPIRED, now, 0, limit, since=since)
 
 
-def stage_people(session: Session, stage: Stage, now: datetime | None = None) -> list[Person]:
-    """Everyone in a stage, in the list's order."""
-    return _people(session, stage, now or utcnow(), 0, None)
-
-
 def stage_employee_ids(session: Session, stage: Stage, now: datetime | None = None) -> list[int]:
     """Every employee in a stage, in the list's order."""
-    return [person.employee_id for person in stage_people(session, stage, now)]
+    query = _base(select(Employee.id)).where(stage_clause(stage, now or utcnow()))
+    return list(session.scalars(_in_order(query, stage)))
 
 
 def stage_count(session: Session, stage: Stage, now: datetime | None = None) -> int:

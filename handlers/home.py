@@ -17,7 +17,7 @@ from slack_sdk import WebClient
 from bot.accounts import employee_numbers_for, enable_accounts, unlock_accounts
 from bot.admins import list_admins
 from bot.context import Context
-from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page, stage_people
+from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
 from bot.selections import save_selection
 from handlers import ids
 from handlers.commands import open_picker_modal
@@ -25,6 +25,7 @@ from handlers.middleware import HOME_OPENED, actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.report_upload import send_account_report
 from handlers.views_home import (
+    LISTED,
     PAGE_SIZE,
     RESEND_STAGES,
     create_accounts_view,
@@ -121,11 +122,11 @@ def register(app: App, ctx: Context) -> None:
 
     def create_accounts(user_id: str, _value: str, body: dict[str, Any], client: WebClient) -> None:
         with ctx.sessions() as session:
-            people = stage_people(session, Stage.NO_ACCOUNT)
-        reference = save_selection(
-            ctx.sessions, actor(user_id), [p.employee_id for p in people], "create_accounts"
-        )
-        open_view(ctx, client, user_id, body["trigger_id"], create_accounts_view(people, reference))
+            employee_ids = stage_employee_ids(session, Stage.NO_ACCOUNT)
+            first = stage_page(session, Stage.NO_ACCOUNT, 0, LISTED)
+        reference = save_selection(ctx.sessions, actor(user_id), employee_ids, "create_accounts")
+        view = create_accounts_view(first, len(employee_ids), reference)
+        open_view(ctx, client, user_id, body["trigger_id"], view)
 
     def email_never_emailed(user_id: str, _value: str, body: dict[str, Any], client: WebClient) -> None:
         open_picker_modal(

@@ -32,6 +32,8 @@ from handlers.blocks import (
 )
 
 PAGE_SIZE = 20
+LISTED = 300
+"""People a confirmation names (the rest are counted)."""
 CONFIRM_SECTIONS = 12
 RESEND_STAGES = (Stage.AWAITING_SIGN_IN, Stage.EXPIRING, Stage.EXPIRED)
 ROW_ACTIONS = {
@@ -225,18 +227,21 @@ def parse_page(value: str) -> tuple[Stage, int] | None:
 # --- Create accounts ------------------------------------------------------------------------------------
 
 
-def create_accounts_view(people: Sequence[Person], reference: str) -> dict[str, Any]:
-    """The confirmation before creating accounts for everyone listed (the list is saved server-side)."""
-    lines = [person_line(p.name, p.employee_number, None, None) for p in people]
+def create_accounts_view(first: Sequence[Person], total: int, reference: str) -> dict[str, Any]:
+    """The confirmation before creating accounts for `total` employees (saved server-side under
+    `reference`), listing the `first` few by name."""
+    lines = [person_line(p.name, p.employee_number, None, None) for p in first]
     blocks: list[Block] = [
         section(
-            f"*{len(people):,} active employee{'s' if len(people) != 1 else ''}* will get a Self-Service "
+            f"*{total:,} active employee{'s' if total != 1 else ''}* will get a Self-Service "
             "account: usernames from USERNAME_PATTERN, roles from DEFAULT_ROLES and the directory. "
             "Nobody is emailed yet."
         ),
         divider(),
         *listed_sections(lines, CONFIRM_SECTIONS),
     ]
+    if total > len(first):
+        blocks.append(context(f"…and {total - len(first):,} more."))
     return modal(
         ids.CREATE_ACCOUNTS_VIEW,
         "Create accounts",

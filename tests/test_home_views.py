@@ -96,7 +96,7 @@ def test_list_pages_fit(stage: Stage, count: int) -> None:
 
 @pytest.mark.parametrize("count", [1, 100_000])
 def test_create_accounts_confirmation_fits(count: int) -> None:
-    view = create_accounts_view([person(n) for n in range(count)], "12.nonce")
+    view = create_accounts_view([person(n) for n in range(min(count, 300))], count, "12.nonce")
     assert check_view(view) == []
     assert_valid_with_slack_sdk(view)
     assert f"{count:,} active employee" in json.dumps(view)
