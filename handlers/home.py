@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
+from sqlalchemy.orm import Session
 
-from bot.accounts import employee_numbers_for, enable_accounts, unlock_accounts
+from bot.accounts import AccountsChanged, employee_numbers_for, enable_accounts, unlock_accounts
 from bot.admins import list_admins
 from bot.context import Context
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
@@ -63,6 +65,10 @@ def open_view(ctx: Context, client: WebClient, user_id: str, trigger_id: str, vi
         tell_user(ctx, client, user_id, None, f"I could not open that window: {failure.explanation}")
 
 
+ButtonWork = Callable[[str, str, dict[str, Any], WebClient], None]
+"""The lazy half of a button: (user id, the button's value, the request body, client)."""
+
+
 def _stage(value: str) -> Stage | None:
     return Stage(value) if value in set(Stage) else None
 
@@ -77,7 +83,7 @@ def register(app: App, ctx: Context) -> None:
 
     app.event(HOME_OPENED)(ack=acknowledge, lazy=[home_opened])
 
-    def on_button(action_id: str, work: Any) -> None:
+    def on_button(action_id: str, work: ButtonWork) -> None:
         """Register `work(user_id, value, body, client)` as the lazy half of a button, errors told."""
 
         def run(body: dict[str, Any], client: WebClient) -> None:
@@ -109,7 +115,7 @@ def register(app: App, ctx: Context) -> None:
         with contextlib.suppress(SlackCallFailed):  # audited; the modal may have been closed
             call(ctx, actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
 
-    def row_change(change: Any) -> Any:
+    def row_change(change: Callable[[Session, str, list[str]], AccountsChanged]) -> ButtonWork:
         def work(user_id: str, number: str, body: dict[str, Any], client: WebClient) -> None:
             with ctx.sessions.begin() as session:
                 change(session, actor(user_id), [number])
@@ -156,7 +162,7 @@ def register(app: App, ctx: Context) -> None:
     def report(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:
         send_account_report(ctx, client, user_id)
 
-    def modal_opener(build: Any) -> Any:
+    def modal_opener(build: Callable[[], dict[str, Any]]) -> ButtonWork:
         def work(user_id: str, _value: str, body: dict[str, Any], client: WebClient) -> None:
             open_view(ctx, client, user_id, body["trigger_id"], build())
 
