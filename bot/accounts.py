@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from bot.audit import AuditAction, record, wrote_events
@@ -470,7 +471,10 @@ def rename_account(session: Session, actor: str, employee_number: str, new_usern
         old_username=old,
         new_username=new_username,
     )
-    session.flush()  # a concurrent rename to the same name fails here, on the unique constraint
+    try:
+        session.flush()  # a concurrent rename to the same name fails here, on the unique constraint
+    except IntegrityError as error:
+        raise AccountChangeError(f"The username {new_username} is already taken.") from error
     return Renamed(account.id, employee.employee_number, old, new_username)
 
 
