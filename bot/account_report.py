@@ -54,8 +54,8 @@ def account_rows(session: Session, now: datetime | None = None) -> Iterator[tupl
         .where(account_roles.c.account_id == Account.id)
         .scalar_subquery()
     )
-    delivery = (
-        select(Delivery.status)
+    delivery = (  # SendGrid's word (delivered, bounced...) once its events came, else credbot's status
+        select(func.coalesce(Delivery.mail_state, Delivery.status))
         .where(Delivery.employee_id == Employee.id)
         .order_by(Delivery.id.desc())
         .limit(1)

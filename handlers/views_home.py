@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.accounts import USERNAME_RULES, AccountsChanged, RolesEdited
+from bot.delivery_events import PROBLEM_STATES
 from bot.onboarding import STAGE_TITLES, Desk, Person, Stage
 from bot.reports import BatchLine
 from handlers import ids
@@ -128,13 +129,21 @@ def actor_text(actor: str) -> str:
 
 
 def batch_line(batch: BatchLine) -> str:
+    """A recent batch: its state and counts, and the delivery problems SendGrid reported since."""
     counts = f"{batch.sent:,} sent, {batch.failed:,} failed, {batch.skipped:,} skipped"
     if batch.pending:
         counts += f", {batch.pending:,} to go"
-    return (
+    line = (
         f"• #{batch.batch_id} · *{escape(batch.status)}* · {counts} · {actor_text(batch.requested_by)} · "
         f"{batch.created_at:%Y-%m-%d %H:%M} UTC"
     )
+    problems = sum(batch.delivery.get(state, 0) for state in PROBLEM_STATES)
+    if problems:
+        line += (
+            f"\n      :warning: *{problems:,} delivery problem{'s' if problems != 1 else ''}* "
+            "(bounced, dropped or blocked): fix the address or resend from the batch's thread"
+        )
+    return line
 
 
 def home_view(desk: Desk) -> dict[str, Any]:

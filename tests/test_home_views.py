@@ -48,7 +48,18 @@ def person(n: int, hours: float | None = 30) -> Person:
 def a_desk(count: int) -> Desk:
     people = [person(n) for n in range(1, min(count, 5) + 1)]
     batches = [
-        BatchLine(n, "slack:UADMIN001" if n % 2 else "cli:<b>", "slack", NOW, "finished", count, 3, 2, 1)
+        BatchLine(
+            n,
+            "slack:UADMIN001" if n % 2 else "cli:<b>",
+            "slack",
+            NOW,
+            "finished",
+            count,
+            3,
+            2,
+            1,
+            {"delivered": count - 3, "bounced": 2, "dropped": 1} if n == 0 else {},
+        )
         for n in range(5)
     ]
     return Desk(
@@ -71,6 +82,7 @@ def test_home_view_fits_for_any_directory(count: int) -> None:
     assert "&lt;!channel&gt; &amp; Sons" in text and "<!channel>" not in text
     assert ("…and 99,995 more" in text) == (count == 100_000)
     assert "<@UADMIN001>" in text and "`cli:&lt;b&gt;`" in text
+    assert text.count("delivery problems") == 1 and "*3 delivery problems*" in text
 
 
 def test_home_view_with_nobody_anywhere() -> None:

@@ -188,7 +188,7 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
 def test_csv_report_neutralises_formulas(session: Session) -> None:
     evil = add_employee(session, "=1+1", "@SUM(A1)", "-2+3", username="+cmd")
     evil.account.roles = [Role(name="=HYPERLINK(x)"), Role(name="Employee")]  # type: ignore[union-attr]
-    add_employee(session, "1001", "Tab", "Return", username="\tplain")
+    tab = add_employee(session, "1001", "Tab", "Return", username="\tplain")
     add_employee(session, "1003", "Carriage", "Return", username="\rplain")
     add_employee(session, "1002", username=None)
     session.flush()
@@ -196,6 +196,7 @@ def test_csv_report_neutralises_formulas(session: Session) -> None:
     session.add(batch)
     session.flush()
     session.add(Delivery(batch_id=batch.id, employee_id=evil.id, status="failed"))
+    session.add(Delivery(batch_id=batch.id, employee_id=tab.id, status="sent", mail_state="bounced"))
     session.commit()
     out = io.StringIO(newline="")
     assert write_accounts_csv(session, out) == 3
@@ -210,7 +211,7 @@ def test_csv_report_neutralises_formulas(session: Session) -> None:
         "",
         "failed",
     ]
-    assert rows[1][:3] == ["1001", "Tab Return", "'\tplain"]
+    assert rows[1][:3] == ["1001", "Tab Return", "'\tplain"] and rows[1][6] == "bounced"
     assert rows[2][2] == "'\rplain"
     for cell in (cell for row in rows[1:] for cell in row):
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))

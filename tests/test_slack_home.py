@@ -24,6 +24,8 @@ from models import (
     Account,
     AccountStatus,
     AuditEvent,
+    CredentialBatch,
+    Delivery,
     Employee,
     Role,
     make_engine,
@@ -99,6 +101,10 @@ def test_app_home_shows_every_stage_with_its_action(running_slack_app: RunningAp
     emailed(session, "301", -3)
     locked = add_employee(session, "400", "Lou", "Locked")
     locked.account.locked_until = utcnow() + timedelta(minutes=10)  # type: ignore[union-attr]
+    batch = CredentialBatch(requested_by=f"slack:{ADMIN_ID}", source="slack", status="finished")
+    session.add(batch)
+    session.flush()
+    session.add(Delivery(batch_id=batch.id, employee_id=locked.id, status="sent", mail_state="bounced"))
     session.commit()
 
     view = open_home(app)
@@ -110,6 +116,7 @@ def test_app_home_shows_every_stage_with_its_action(running_slack_app: RunningAp
     assert "Expired unused: 1" in text and "Locked accounts: 1" in text and "Disabled accounts: 0" in text
     assert "hours left" in text and "expired 3 hours ago" in text
     assert "Activation funnel:* 2 emailed" in text
+    assert f"#{batch.id} · *finished* · 1 sent" in text and "*1 delivery problem*" in text
     buttons = [e["action_id"] for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]]
     for action in (
         ids.HOME_CREATE_ACCOUNTS,
