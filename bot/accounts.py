@@ -332,6 +332,16 @@ class AccountsChanged:
     """Employee numbers not in the directory."""
 
 
+def unlock_as_change(session: Session, actor: str, employee_numbers: Sequence[str]) -> AccountsChanged:
+    """`unlock_accounts`, reported like `disable_accounts` and `enable_accounts` (for App Home)."""
+    unlocked = unlock_accounts(session, actor, employee_numbers)
+    return AccountsChanged(
+        changed=unlocked.unlocked,
+        unchanged=[(number, "not locked") for number, _ in unlocked.not_locked],
+        unknown=unlocked.unknown,
+    )
+
+
 def resting_status(account: Account) -> AccountStatus:
     """The status an account has when nothing holds it (lock, disable): from its funnel step."""
     if account.password_changed_at is not None:

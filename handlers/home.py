@@ -16,7 +16,7 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session
 
-from bot.accounts import AccountsChanged, employee_numbers_for, enable_accounts, unlock_accounts
+from bot.accounts import AccountsChanged, employee_numbers_for, enable_accounts, unlock_as_change
 from bot.admins import list_admins
 from bot.context import Context
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
@@ -156,7 +156,7 @@ def register(app: App, ctx: Context) -> None:
     def unlock_all(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:
         with ctx.sessions.begin() as session:
             numbers = employee_numbers_for(session, stage_employee_ids(session, Stage.LOCKED))
-            unlock_accounts(session, actor(user_id), numbers)
+            unlock_as_change(session, actor(user_id), numbers)
         publish_home(ctx, client, user_id)
 
     def report(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:
@@ -171,7 +171,7 @@ def register(app: App, ctx: Context) -> None:
     on_button(ids.HOME_REFRESH, refresh)
     on_button(ids.HOME_SHOW_ALL, show_all)
     on_button(ids.LIST_PAGE_ACTION, turn_page)
-    on_button(ids.ROW_UNLOCK_ACTION, row_change(unlock_accounts))
+    on_button(ids.ROW_UNLOCK_ACTION, row_change(unlock_as_change))
     on_button(ids.ROW_ENABLE_ACTION, row_change(enable_accounts))
     on_button(ids.HOME_CREATE_ACCOUNTS, create_accounts)
     on_button(ids.HOME_EMAIL_NEVER_EMAILED, email_never_emailed)

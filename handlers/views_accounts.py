@@ -21,7 +21,7 @@ from bot.accounts import (
     employee_numbers_for,
     enable_accounts,
     rename_account,
-    unlock_accounts,
+    unlock_as_change,
 )
 from bot.context import Context
 from bot.notices import notify_renamed
@@ -40,7 +40,7 @@ WORK_KEY = "credbot_account_work"
 EXPIRED_TEXT = "This window is no longer valid. Please start again from App Home."
 
 CHANGES: dict[str, tuple[str, Callable[..., Any]]] = {
-    ids.MANAGE_UNLOCK: ("Unlocked", unlock_accounts),
+    ids.MANAGE_UNLOCK: ("Unlocked", unlock_as_change),
     ids.MANAGE_DISABLE: ("Disabled", disable_accounts),
     ids.MANAGE_ENABLE: ("Enabled", enable_accounts),
 }

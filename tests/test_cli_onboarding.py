@@ -77,7 +77,7 @@ def test_unlock_disable_enable(sample: RunCli, session: Session) -> None:
     account.locked_until = utcnow() + timedelta(minutes=5)
     session.commit()
     result = sample("accounts", "unlock", "1001", "1002")
-    assert "Unlocked jsmith (1001)" in result.output and "Left 1002 alone: not locked" in result.output
+    assert "Unlocked 1001 (jsmith)." in result.output and "Not locked: 1002 (jsmith2)." in result.output
     assert "Disabled 2 account(s)." in sample("accounts", "disable", "1001", "1002").output
     assert "Enabled 1 account(s)." in sample("accounts", "enable", "1002").output
     unknown = sample("accounts", "enable", "999")

@@ -209,7 +209,7 @@ def test_show_all_pages_and_unlocks_a_row(running_slack_app: RunningApp, session
     click(app, ids.ROW_UNLOCK_ACTION, "024", view=second)
     app.slack.wait_for_call("views.update", updates + 2)
     assert "Locked accounts (24)" in text_of(app.slack.last_view())
-    assert [e.details["employee_number"] for e in audit(app, "account.unlocked")] == ["024"]
+    assert [e.target for e in audit(app, "account.unlocked")] == ["account:user024"]
 
     app.slack.wait_for_call("views.publish", 1)  # App Home is refreshed after the row's unlock
     click(app, ids.HOME_UNLOCK_ALL)

@@ -103,14 +103,14 @@ def unlock_command(employee_numbers: tuple[str, ...]) -> None:
 
 
 def _report_changes(done: str, result: AccountsChanged) -> None:
-    """Print what an unlock, disable or enable did; exit 1 when a number was unknown."""
+    """Print what a disable or enable did; exit 1 when a number was unknown."""
     for number, username in result.changed:
-        click.echo(f"{done} {username} ({number})")
+        click.echo(f"{done} {printable(username)} ({printable(number)})")
     for number, why in result.unchanged:
-        click.echo(f"Left {number} alone: {why}")
+        click.echo(f"Left {printable(number)} alone: {why}")
     click.echo(f"{done} {len(result.changed)} account(s).")
     if result.unknown:
-        click.echo(f"Unknown employee number(s): {', '.join(result.unknown)}", err=True)
+        click.echo(f"Unknown employee number(s): {printable(', '.join(result.unknown))}", err=True)
         sys.exit(1)
 
 
