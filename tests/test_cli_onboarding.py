@@ -68,6 +68,8 @@ def test_roles_for_numbers_and_a_department(sample: RunCli, session: Session) ->
     }
     assert actions(session).count("account.roles_edited") == 2
     assert actions(session).count("account.roles_changed") == 4
+    verified = sample("audit", "verify")  # the per-employee events, written in bulk, are sealed too
+    assert verified.exit_code == 0, verified.output
     for args in (("--add", "X"), ("1001",), ("--add", "X", "--department", "Sales", "1001")):
         assert sample("accounts", "roles", *args).exit_code == 2
 
