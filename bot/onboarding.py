@@ -77,7 +77,7 @@ def stage_clause(stage: Stage, now: datetime) -> ColumnElement[bool]:
     deadline = credential_deadline()
     if stage == Stage.NO_ACCOUNT:
         return and_(active, Account.id.is_(None))
-    if stage == Stage.NEVER_EMAILED:  # as bot.credentials.never_emailed_employee_ids
+    if stage == Stage.NEVER_EMAILED:  # as bot.sending.recipients.never_emailed_employee_ids
         return and_(usable, Account.credentials_emailed_at.is_(None))
     if stage == Stage.AWAITING_SIGN_IN:
         return and_(unused, or_(deadline.is_(None), deadline > now))
