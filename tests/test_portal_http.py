@@ -370,7 +370,7 @@ def test_a_mail_failure_does_not_undo_the_change(
 def test_a_password_change_answers_at_once_while_sendgrid_hangs(
     context: Context, sendgrid_standin: SendGridStandIn
 ) -> None:
-    sendgrid_standin.hang_seconds = 3.0
+    sendgrid_standin.hang_seconds = 6.0
     sendgrid_standin.answer(202, hang=True, times=None)
     ctx = sendgrid_context(context, sendgrid_standin, sendgrid_timeout_seconds=10)
     add_person(ctx)
@@ -381,7 +381,9 @@ def test_a_password_change_answers_at_once_while_sendgrid_hangs(
     browser.get(CHANGE)
     started = time.monotonic()
     assert browser.post(CHANGE, change_form()).status_code == 303
-    assert time.monotonic() - started < 1.0  # the email waits in the queue, not the employee
+    # The email waits in the queue, not the employee: the page answers well before SendGrid does (the
+    # bound is half the hang, not a speed target, so a loaded machine does not fail it).
+    assert time.monotonic() - started < sendgrid_standin.hang_seconds / 2
     assert sendgrid_standin.messages == []
     jobs.join()
     [message] = sendgrid_standin.messages  # and it does go out once SendGrid answers
