@@ -1,6 +1,6 @@
 """The send engine: delivery claims under a lease, in-doubt deliveries, resumable batches.
 
-Revision ID: 0002
+Revision ID: 0004
 Revises: 0003
 """
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
+revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
