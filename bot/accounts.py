@@ -396,6 +396,7 @@ def disable_accounts(session: Session, actor: str, employee_numbers: Sequence[st
             continue
         previous = account.status
         account.status = AccountStatus.DISABLED
+        account.session_version += 1  # its portal sessions end for good, not only while it is disabled
         record(
             session,
             actor,

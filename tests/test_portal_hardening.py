@@ -18,12 +18,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
+from bot.accounts import disable_accounts, enable_accounts
 from bot.context import Context
 from bot.passwords import verify_password
 from bot.portal import auth
 from bot.portal.limits import TOO_MANY
 from bot.portal.views import REFUSED_MESSAGE
-from models import AccountStatus, utcnow
+from models import AccountStatus, Employee, utcnow
 from tests.portal_helpers import (
     GOOD_PASSWORD,
     TEMP_PASSWORD,
@@ -209,6 +210,24 @@ def test_a_lock_ends_the_sessions_even_after_it_is_over(context: Context, portal
     with context.sessions.begin() as session:  # the wait is over
         session.get(auth.Account, person.account_id).locked_until = utcnow() - timedelta(seconds=1)
     assert thief.get("/portal/").headers["Location"] == "/portal/login"
+
+
+def test_a_disable_ends_the_sessions_even_after_it_is_enabled_again(
+    context: Context, portal_app: Flask
+) -> None:
+    person = add_person(context, password=GOOD_PASSWORD, must_change=False, status=AccountStatus.ACTIVE)
+    browser = Browser(portal_app.test_client())
+    browser.sign_in("adoe", GOOD_PASSWORD)
+    thief = copy_of_cookie(browser, portal_app)
+    assert thief.get("/portal/").status_code == 200
+    with context.sessions() as session:
+        number = session.get_one(Employee, person.employee_id).employee_number
+    with context.sessions.begin() as session:
+        assert disable_accounts(session, "cli:admin", [number]).changed
+    with context.sessions.begin() as session:
+        assert enable_accounts(session, "cli:admin", [number]).changed
+    assert thief.get("/portal/").headers["Location"] == "/portal/login"
+    assert browser.get("/portal/").headers["Location"] == "/portal/login"
 
 
 # --- 4. The same work for known and unknown usernames -------------------------------------------------
