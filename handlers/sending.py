@@ -71,7 +71,7 @@ class ChannelTrail:
         self._last_update = time.monotonic()
         self.ts = self._post(started_text(self.user_id, self.batch_id, to_send, skipped))
         if self.ts:
-            remember_message(self.ctx.sessions, self.batch_id, self.ts)
+            remember_message(self.ctx.sessions, self.batch_id, self.channel, self.ts)
 
     def resume(self, ts: str | None, counts: dict[str, int]) -> None:
         """Carry on the trail of a batch whose worker stopped: say so in its thread."""
@@ -84,7 +84,7 @@ class ChannelTrail:
             progress = progress_text(self.user_id, self.batch_id, self.to_send, self._sent, self._failed)
             self.ts = self._post(progress)
             if self.ts:
-                remember_message(self.ctx.sessions, self.batch_id, self.ts)
+                remember_message(self.ctx.sessions, self.batch_id, self.channel, self.ts)
         if self.ts:
             self._post(resumed_text(self.batch_id, self.to_send - done), thread_ts=self.ts)
 
@@ -164,6 +164,8 @@ class ChannelTrail:
             self.note = f"I could not post in <#{self.channel}>: {failure.explanation}"
             self.channel = self.user_id
             return self._post(text, blocks)
+        if not thread_ts:  # posted to a user id, the message lives in the DM: updates need its D... id
+            self.channel = str(response["channel"])
         return str(response["ts"])
 
     def _update(self, text: str, blocks: list[Block] | None = None, shown: bool = False) -> None:

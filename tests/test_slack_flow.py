@@ -22,7 +22,7 @@ from tests.slack_data import add_employee
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
 from tests.standins.sendgrid import SendGridStandIn
-from tests.standins.slack import ADMIN_ID, CHANNEL_ID, SlackStandIn, check_view
+from tests.standins.slack import ADMIN_ID, CHANNEL_ID, SlackStandIn, check_view, dm_channel
 
 
 class _AnyText(str):
@@ -329,11 +329,15 @@ def test_unusable_channel_moves_the_trail_to_a_dm(mail_app: RunningApp, session:
     app.requests.command(text="1001", channel_id="CPRIVATE9")  # a channel the bot is not in
     app.slack.wait_for_call("views.open", before + 1)
     send_all(app, app.slack.last_view(), {})
-    channel, ts = batch_message(app)
-    assert channel == ADMIN_ID
+    channel, ts = batch_message(app)  # the summary updated the message in place, in the DM
+    assert channel == dm_channel(ADMIN_ID)
     message = app.slack.messages[(channel, ts)]
     assert "could not post in <#CPRIVATE9>" in json.dumps(message["blocks"])
     assert "*1 sent*" in message["text"]
+    assert len(app.slack.calls_to("chat.update")) >= 1
+    app.slack.wait_for(
+        lambda: [m for m in app.slack.thread(channel, ts) if "Sent (1)" in m["text"]], what="the DM thread"
+    )
     assert {"method": "chat.postMessage", "error": "channel_not_found"} in failures_audited(app)
 
 

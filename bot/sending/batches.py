@@ -158,11 +158,14 @@ def delivery_counts(session: Session, batch_id: int) -> dict[str, int]:
     return counts
 
 
-def remember_message(sessions: sessionmaker[Session], batch_id: int, ts: str) -> None:
-    """Keep the timestamp of the batch's channel message, so it can be found from the batch."""
+def remember_message(sessions: sessionmaker[Session], batch_id: int, channel_id: str, ts: str) -> None:
+    """Keep where the batch's message is (the conversation id Slack answered, a D... id for a DM, and the
+    timestamp), so a resumed batch and later updates find it."""
     with sessions.begin() as session:
         session.execute(
-            update(CredentialBatch).where(CredentialBatch.id == batch_id).values(slack_message_ts=ts)
+            update(CredentialBatch)
+            .where(CredentialBatch.id == batch_id)
+            .values(channel_id=channel_id, slack_message_ts=ts)
         )
 
 

@@ -293,9 +293,10 @@ class SlackStandIn:
         if isinstance(posted, dict):
             return posted
         channel, ts = posted
-        self.messages[(channel, ts)] = {**args, "ts": ts}
-        # Like Slack, a message to a user id lands in the bot's DM with them, and the answer names it.
+        # Like Slack, a message to a user id lands in the bot's DM with them, and the answer names it:
+        # later calls about the message (chat.update) must use that D... id.
         answered = dm_channel(channel) if channel[:1] in ("U", "W") else channel
+        self.messages[(answered, ts)] = {**args, "channel": answered, "ts": ts}
         return {"ok": True, "channel": answered, "ts": ts, "message": {"text": args.get("text"), "ts": ts}}
 
     def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +359,8 @@ class SlackStandIn:
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         key = (str(args.get("channel")), str(args.get("ts")))
+        if key[0][:1] in ("U", "W"):  # Slack wants the conversation (D...) id here, not a user's
+            return {"ok": False, "error": "channel_not_found"}
         if key not in self.messages:
             return {"ok": False, "error": "message_not_found"}
         problems = check_message(args)
