@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from bot.accounts import status_column
 from bot.reports import BatchLine, recent_batches
+from bot.sending.recipients import never_emailed
 from models import Account, AccountStatus, Employee, SetupLink, utcnow
 
 EXPIRING_WITHIN = timedelta(hours=24)
@@ -77,8 +78,8 @@ def stage_clause(stage: Stage, now: datetime) -> ColumnElement[bool]:
     deadline = credential_deadline()
     if stage == Stage.NO_ACCOUNT:
         return and_(active, Account.id.is_(None))
-    if stage == Stage.NEVER_EMAILED:  # as bot.sending.recipients.never_emailed_employee_ids
-        return and_(usable, Account.credentials_emailed_at.is_(None))
+    if stage == Stage.NEVER_EMAILED:
+        return never_emailed()
     if stage == Stage.AWAITING_SIGN_IN:
         return and_(unused, or_(deadline.is_(None), deadline > now))
     if stage == Stage.EXPIRING:

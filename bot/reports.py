@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from bot.accounts import status_column
 from bot.delivery_events import state_counts
+from bot.sending.recipients import count_never_emailed
 from models import Account, AccountStatus, CredentialBatch, Delivery, DeliveryStatus, Employee
 
 
@@ -49,7 +50,7 @@ class Report:
     without_email: int
     """Active employees without an email address."""
     never_emailed: int
-    """Accounts of active employees whose credentials were never emailed."""
+    """As `bot.sending.recipients.never_emailed`: the number the picker offers to email."""
     batches: list[BatchLine]
     failures: list[FailureLine]
     delivery_states: dict[str, int]
@@ -71,12 +72,7 @@ def build_report(session: Session, batches: int = 10, failures: int = 20) -> Rep
         )
         or 0,
         without_email=session.scalar(count.where(active, Employee.email.is_(None))) or 0,
-        never_emailed=session.scalar(
-            count.join(Account, Account.employee_id == Employee.id).where(
-                active, Account.credentials_emailed_at.is_(None)
-            )
-        )
-        or 0,
+        never_emailed=count_never_emailed(session),
         batches=recent_batches(session, batches),
         failures=_recent_failures(session, failures),
         delivery_states=state_counts(session),

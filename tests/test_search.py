@@ -6,6 +6,8 @@ from sqlalchemy import insert, inspect
 from sqlalchemy.orm import Session
 
 from bot.directory import make_search_text
+from bot.onboarding import Stage, stage_count, stage_employee_ids
+from bot.reports import build_report
 from bot.search import MAX_RESULTS, choices_for, query_terms, search_employees
 from bot.sending.recipients import count_never_emailed, never_emailed_employee_ids
 from models import Employee, utcnow
@@ -88,7 +90,8 @@ def test_postgresql_gets_a_trigram_index_for_substring_search(session: Session) 
         assert "ix_employees_search_text_trgm" not in indexes
 
 
-def test_count_never_emailed_agrees_with_the_credentials_service(session: Session) -> None:
+def test_never_emailed_is_one_rule_for_picker_send_home_and_report(session: Session) -> None:
+    """The drift issue 11 names: the report counted disabled accounts, the picker did not."""
     add_employee(session, "1")
     add_employee(session, "2", active=False)
     add_employee(session, "3", status="disabled")
@@ -98,4 +101,9 @@ def test_count_never_emailed_agrees_with_the_credentials_service(session: Sessio
     emailed.account.credentials_emailed_at = utcnow()
     add_employee(session, "6", status="invited")
     session.commit()
-    assert count_never_emailed(session) == len(never_emailed_employee_ids(session)) == 2
+    ids = never_emailed_employee_ids(session)
+    assert [session.get(Employee, i).employee_number for i in ids] == ["1", "6"]
+    assert count_never_emailed(session) == len(ids) == 2
+    assert stage_employee_ids(session, Stage.NEVER_EMAILED) == ids
+    assert stage_count(session, Stage.NEVER_EMAILED) == 2
+    assert build_report(session).never_emailed == 2

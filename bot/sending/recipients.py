@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from models import Account, AccountStatus, Employee
@@ -106,13 +106,21 @@ def recipients_with_accounts(
     return [found[i] for i in ordered if i in found]
 
 
-def _never_emailed(query: Select[Any]) -> Select[Any]:
-    """`query` over employees, narrowed to the active ones whose (not disabled) account was never emailed."""
-    return query.join(Account, Account.employee_id == Employee.id).where(
+def never_emailed() -> ColumnElement[bool]:
+    """The one definition of "never emailed", over employees joined to their account: an active
+    employee whose account is not disabled and never had credentials emailed. The picker, the
+    `--all-pending` send, App Home's stage and the report all use it."""
+    return and_(
         Employee.active.is_(True),
-        Account.credentials_emailed_at.is_(None),
+        Account.id.is_not(None),
         Account.status != AccountStatus.DISABLED,
+        Account.credentials_emailed_at.is_(None),
     )
+
+
+def _never_emailed(query: Select[Any]) -> Select[Any]:
+    """`query` over employees, narrowed to `never_emailed()`."""
+    return query.join(Account, Account.employee_id == Employee.id).where(never_emailed())
 
 
 def never_emailed_employee_ids(session: Session) -> list[int]:
