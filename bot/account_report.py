@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from bot.accounts import status_column
-from models import Account, Delivery, Employee, Role, account_roles, utcnow
+from models import Account, Delivery, Employee, Role, account_roles, full_name, utcnow
 
 HEADER = (
     "employee_number",
@@ -96,7 +96,7 @@ def account_rows(session: Session, now: datetime | None = None) -> Iterator[tupl
     ) in session.execute(query):
         yield (
             number,
-            f"{first} {last}".strip(),
+            full_name(first, last),
             username,
             status,
             ", ".join(sorted(role_names.split(_SEPARATOR), key=str.casefold)) if role_names else "",

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 from bot.audit import AuditAction, record, wrote_events
 from bot.directory import fold_accents, make_search_text
 from bot.settings import Settings
-from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, utcnow
+from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, full_name, utcnow
 
 PATTERN_FIELDS = ("first_name", "last_name", "first_initial", "last_initial", "employee_number")
 MAX_USERNAME_LENGTH = 100
@@ -167,7 +167,7 @@ def create_accounts(
         username = usernames.allocate(base)
         new_accounts.append((row, username, roles))
         result.created.append(
-            CreatedAccount(row.employee_number, f"{row.first_name} {row.last_name}", username, roles)
+            CreatedAccount(row.employee_number, full_name(row.first_name, row.last_name), username, roles)
         )
 
     role_ids = _role_ids(session, {role for _, _, roles in new_accounts for role in roles})

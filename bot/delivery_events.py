@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.sending.sender import USERNAME_CATEGORY, WELCOME_CATEGORY
-from models import CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus, Employee, utcnow
+from models import CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus, Employee, full_name, utcnow
 
 UPDATE_INTERVAL = timedelta(seconds=3)
 """At most one update of a batch's delivery line in Slack per this interval, whatever the event rate."""
@@ -564,7 +564,7 @@ _PROBLEM_COLUMNS = (
 def _problem(row: Sequence[Any]) -> Problem:
     delivery_id, employee_id, number, first, last, address, state, reason = row[:8]
     state = MailState(state) if state else MailState.WAITING
-    return Problem(delivery_id, employee_id, number, f"{first} {last}".strip(), address, state, reason)
+    return Problem(delivery_id, employee_id, number, full_name(first, last), address, state, reason)
 
 
 def claim_problems(sessions: sessionmaker[Session], batch_id: int) -> list[Problem]:
@@ -655,7 +655,7 @@ def batch_deliveries(session: Session, batch_id: int) -> Iterator[DeliveryLine]:
         described = f"{event} ({email})" if event and email else event
         yield DeliveryLine(
             number,
-            f"{first} {last_name}".strip(),
+            full_name(first, last_name),
             address,
             status,
             state,

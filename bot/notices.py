@@ -21,7 +21,7 @@ from bot.accounts import Renamed
 from bot.audit import AuditAction, record_now
 from bot.context import Context
 from bot.mail import MailError, MailUnavailable, OutgoingEmail, make_transport, render_email
-from models import Account, Employee, utcnow
+from models import Account, Employee, full_name, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def send_notice(
     )
     email = OutgoingEmail(
         to_address=address,
-        to_name=f"{first_name} {last_name}".strip(),
+        to_name=full_name(first_name, last_name),
         subject=subject.format(company=settings.company_name),
         text=text,
         html=html,

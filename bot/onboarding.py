@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from bot.accounts import status_column
 from bot.reports import BatchLine, recent_batches
 from bot.sending.recipients import never_emailed
-from models import Account, AccountStatus, Employee, SetupLink, utcnow
+from models import Account, AccountStatus, Employee, SetupLink, full_name, utcnow
 
 EXPIRING_WITHIN = timedelta(hours=24)
 SAMPLE_SIZE = 5
@@ -144,7 +144,7 @@ def _people(
         query = query.where(deadline > since)
     rows = session.execute(_in_order(query, stage).offset(offset).limit(limit))
     return [
-        Person(eid, number, f"{first} {last}".strip(), account_id, username, due, locked)
+        Person(eid, number, full_name(first, last), account_id, username, due, locked)
         for eid, number, first, last, account_id, username, due, locked in rows
     ]
 

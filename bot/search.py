@@ -9,7 +9,7 @@ from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from bot.directory import fold_accents
-from models import Account, Employee
+from models import Account, Employee, full_name
 
 MAX_RESULTS = 100
 """Slack shows at most 100 options; more would be refused."""
@@ -85,7 +85,7 @@ def _choice(row: Row[Any]) -> EmployeeChoice:
     return EmployeeChoice(
         employee_id=row.id,
         employee_number=row.employee_number,
-        name=f"{row.first_name} {row.last_name}".strip(),
+        name=full_name(row.first_name, row.last_name),
         username=row.username,
         active=row.active,
     )

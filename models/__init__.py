@@ -5,7 +5,7 @@ from models.admins import Admin
 from models.audit import AuditEvent
 from models.base import Base, utcnow
 from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
-from models.directory import Employee
+from models.directory import Employee, full_name
 from models.session import make_engine, make_session_factory, upgrade_database
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Role",
     "SetupLink",
     "account_roles",
+    "full_name",
     "make_engine",
     "make_session_factory",
     "upgrade_database",

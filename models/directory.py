@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from models.accounts import Account
 
 
+def full_name(first_name: str, last_name: str) -> str:
+    """How credbot shows and addresses a person: "First Last", without stray spaces when one is empty."""
+    return f"{first_name} {last_name}".strip()
+
+
 class Employee(Base):
     """One person in the HR directory."""
 
@@ -49,7 +54,7 @@ class Employee(Base):
 
     @property
     def full_name(self) -> str:
-        return f"{self.first_name} {self.last_name}".strip()
+        return full_name(self.first_name, self.last_name)
 
     def __repr__(self) -> str:
         return f"<Employee {self.employee_number}>"

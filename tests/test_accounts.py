@@ -194,3 +194,13 @@ def test_many_employees_in_one_run(session: Session, settings: Settings) -> None
     names = usernames(session)
     assert len(set(names.values())) == 1200
     assert names["0"] == "ssmith" and names["1"] == "ssmith2" and names["1199"] == "ssmith1200"
+
+
+def test_created_accounts_are_named_as_everywhere_else(session: Session, settings: Settings) -> None:
+    """One full name rule (`models.full_name`): a one-word name carries no stray space."""
+    add_employees(session, ("1", "Cher", "", ""), ("2", "Ann", "Lee", ""))
+    assert [a.name for a in create(session, settings, "1", "2").created] == ["Cher", "Ann Lee"]
+    assert [e.full_name for e in session.scalars(select(Employee).order_by(Employee.employee_number))] == [
+        "Cher",
+        "Ann Lee",
+    ]

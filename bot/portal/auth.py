@@ -31,7 +31,7 @@ from bot.notices import enqueue_notice
 from bot.passwords import hash_password, needs_rehash, verify_password
 from bot.portal.password_rules import normalize_password, password_problems
 from bot.settings import Settings
-from models import Account, AccountStatus, SetupLink, utcnow
+from models import Account, AccountStatus, SetupLink, full_name, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ class PortalUser:
 
     @property
     def full_name(self) -> str:
-        return f"{self.first_name} {self.last_name}".strip()
+        return full_name(self.first_name, self.last_name)
 
 
 def load_account(session: Session, account_id: int) -> Account | None:

@@ -13,7 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.audit import AuditAction, record
 from bot.context import Context
 from bot.sending.recipients import chunks, recipients_with_accounts
-from models import Account, BatchStatus, CredentialBatch, Delivery, DeliveryStatus, Employee, utcnow
+from models import (
+    Account,
+    BatchStatus,
+    CredentialBatch,
+    Delivery,
+    DeliveryStatus,
+    Employee,
+    full_name,
+    utcnow,
+)
 
 ADDRESS_CHANGED = "address changed since the batch was confirmed"
 IN_PROGRESS = "a send for this employee is in progress"
@@ -247,7 +256,7 @@ def summarise(session: Session, batch_id: int) -> BatchSummary:
     )
     outcomes: dict[str, list[DeliveryOutcome]] = {status: [] for status in DeliveryStatus}
     for delivery_id, number, first, last, username, address, status, error in rows:
-        name = f"{first} {last}".strip()
+        name = full_name(first, last)
         outcomes[status].append(
             DeliveryOutcome(delivery_id, number, name, username, address, DeliveryStatus(status), error)
         )
