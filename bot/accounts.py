@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from bot.audit import AuditAction, record, wrote_events
+from bot.chunks import chunks
 from bot.directory import fold_accents, make_search_text
 from bot.settings import Settings
 from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, full_name, utcnow
@@ -21,7 +22,6 @@ from models import Account, AccountStatus, AuditEvent, Employee, Role, account_r
 PATTERN_FIELDS = ("first_name", "last_name", "first_initial", "last_initial", "employee_number")
 MAX_USERNAME_LENGTH = 100
 _NOT_ALLOWED = re.compile(r"[^a-z0-9._-]+")
-_CHUNK = 500
 
 
 class UsernamePatternError(ValueError):
@@ -208,8 +208,8 @@ def create_accounts(
 
 
 def _in_chunks(session: Session, query: Select[Any], numbers: list[str]) -> Iterator[Row[Any]]:
-    for start in range(0, len(numbers), _CHUNK):
-        yield from session.execute(query.where(Employee.employee_number.in_(numbers[start : start + _CHUNK])))
+    for chunk in chunks(numbers):
+        yield from session.execute(query.where(Employee.employee_number.in_(chunk)))
 
 
 def _unique_ignoring_case(names: list[str]) -> list[str]:
@@ -355,8 +355,7 @@ def employee_numbers_for(session: Session, employee_ids: Sequence[int]) -> list[
     """Employee numbers of the given employee ids, in their order (unknown ids left out)."""
     ids = list(dict.fromkeys(employee_ids))
     found: dict[int, str] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
+    for chunk in chunks(ids):
         query = select(Employee.id, Employee.employee_number).where(Employee.id.in_(chunk))
         found.update((employee_id, number) for employee_id, number in session.execute(query))
     return [found[i] for i in ids if i in found]
@@ -369,11 +368,11 @@ def _accounts_by_number(
     account are noted in `result`."""
     wanted = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
     found: dict[str, Account | None] = {}
-    for start in range(0, len(wanted), _CHUNK):
+    for chunk in chunks(wanted):
         query = (
             select(Employee.employee_number, Account)
             .outerjoin(Account, Account.employee_id == Employee.id)
-            .where(Employee.employee_number.in_(wanted[start : start + _CHUNK]))
+            .where(Employee.employee_number.in_(chunk))
         )
         found.update((number, account) for number, account in session.execute(query))
     pairs = []
@@ -574,8 +573,7 @@ def edit_roles(
         else:
             targets.append((number, account_id, username))
     now = utcnow()
-    for start in range(0, len(targets), _CHUNK):
-        chunk = targets[start : start + _CHUNK]
+    for chunk in chunks(targets):
         current: dict[int, set[int]] = {}
         links = select(account_roles.c.account_id, account_roles.c.role_id).where(
             account_roles.c.account_id.in_([account_id for _, account_id, _ in chunk])

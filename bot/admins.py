@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from bot.audit import AuditAction, record
 from models import Admin
 
-SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,31}$")
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
+"""A Slack user id (U012AB3CD; W... on Enterprise Grid), upper case; match it with `fullmatch`."""
 
 
 class AdminError(ValueError):
@@ -27,7 +28,7 @@ def is_admin(session: Session, slack_user_id: str, bootstrap_ids: set[str]) -> b
 def add_admin(session: Session, slack_user_id: str, actor: str, name: str | None = None) -> Admin:
     """Allow a Slack user to use credbot; audited."""
     slack_user_id = slack_user_id.strip().upper()
-    if not SLACK_USER_ID.match(slack_user_id):
+    if not SLACK_USER_ID.fullmatch(slack_user_id):
         raise AdminError(f"{slack_user_id!r} is not a Slack user id (it looks like U012AB3CD)")
     if session.scalar(select(Admin).where(Admin.slack_user_id == slack_user_id)):
         raise AdminError(f"{slack_user_id} is already an admin")

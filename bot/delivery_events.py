@@ -28,6 +28,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.chunks import CHUNK, chunks
 from bot.sending.sender import USERNAME_CATEGORY, WELCOME_CATEGORY
 from models import CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus, Employee, full_name, utcnow
 
@@ -35,7 +36,6 @@ UPDATE_INTERVAL = timedelta(seconds=3)
 """At most one update of a batch's delivery line in Slack per this interval, whatever the event rate."""
 STALE_SCHEDULE = timedelta(seconds=60)
 """A scheduled update this far overdue was lost (its process stopped): the next event schedules anew."""
-_CHUNK = 500
 MAX_REASON = 300
 
 
@@ -238,11 +238,6 @@ class ApplyResult:
         )
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
 def apply_events(sessions: sessionmaker[Session], raw_events: Sequence[Any]) -> ApplyResult:
     """Store the events of one POST, update the delivery states and address flags, in one transaction."""
     result = ApplyResult(received=len(raw_events))
@@ -290,7 +285,7 @@ def _deliveries(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any
         Delivery.mail_state_at,
         Delivery.mail_reason,
     )
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         query = select(*columns).where(Delivery.id.in_(chunk)).order_by(Delivery.id)
         if session.get_bind().dialect.name == "postgresql":
             # FOR NO KEY UPDATE: one POST at a time per delivery (SQLite: one writer at a time anyway).
@@ -337,7 +332,7 @@ def _insert(session: Session, events: list[ParsedEvent]) -> set[str]:
     statement = (
         insert(table).on_conflict_do_nothing(index_elements=["sg_event_id"]).returning(table.c.sg_event_id)
     )
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows):
         new.update(session.scalars(statement, list(chunk)))
     return new
 
@@ -349,7 +344,7 @@ def _update_states(session: Session, delivery_ids: list[int]) -> set[int]:
         lambda: defaultdict(list)
     )
     table = DeliveryEvent.__table__
-    for chunk in _chunks(delivery_ids):
+    for chunk in chunks(delivery_ids):
         query = select(
             table.c.delivery_id,
             table.c.email,
@@ -427,7 +422,7 @@ _CLEAR_FLAG = (
 
 
 def _execute_many(session: Session, statement: Any, rows: list[dict[str, Any]]) -> None:
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows):
         session.execute(statement, list(chunk))
 
 
@@ -648,7 +643,7 @@ def batch_deliveries(session: Session, batch_id: int) -> Iterator[DeliveryLine]:
         .outerjoin(last, (last.c.delivery_id == Delivery.id) & (last.c.n == 1))
         .where(Delivery.batch_id == batch_id)
         .order_by(Delivery.id)
-        .execution_options(yield_per=_CHUNK)
+        .execution_options(yield_per=CHUNK)
     )
     for number, first, last_name, address, status, state, reason, event, email, at in session.execute(query):
         state = state or (MailState.WAITING if status == DeliveryStatus.SENT else None)

@@ -15,6 +15,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from bot.admins import SLACK_USER_ID
 from bot.audit import AuditAction, record
 from models import Account, Employee, utcnow
 
@@ -69,7 +70,6 @@ MAX_LENGTHS = {
     "directory_roles": 1000,
 }
 MAX_ROLE_LENGTH = 100
-SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "active"})
 FALSE_WORDS = frozenset({"0", "false", "no", "n", "inactive"})
 PROGRESS_EVERY = 1000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from bot.chunks import chunks
 from models import Account, AccountStatus, Employee
 
 NO_ACCOUNT = "no account"
@@ -18,9 +19,6 @@ NO_ADDRESS = "no address"
 INVALID_ADDRESS = "invalid address"
 ACCOUNT_DISABLED = "account disabled"
 EMPLOYEE_INACTIVE = "employee inactive"
-
-CHUNK = 500
-"""Rows per query or insert, so that memory stays flat however many employees."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +78,6 @@ def _address_warning(employee: Employee, address: str | None) -> str | None:
         return None
     reason = employee.bad_address_reason or "no reason given"
     return f"{employee.bad_address_event} on {employee.bad_address_at:%-d %b %Y}: {reason}"
-
-
-def chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
 
 
 def preview(session: Session, employee_ids: Sequence[int]) -> list[Recipient]:
