@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from bot.audit import AuditAction, record, wrote_events
+from bot.audit import AuditAction, account_target, department_target, record, wrote_events
 from bot.chunks import chunks
 from bot.directory import fold_accents, make_search_text
 from bot.settings import Settings
@@ -302,7 +302,7 @@ def unlock_accounts(
             account.failed_login_count = 0
             if account.status == AccountStatus.LOCKED:
                 account.status = AccountStatus.ACTIVE
-            record(session, actor, AuditAction.ACCOUNT_UNLOCKED, f"account:{account.username}")
+            record(session, actor, AuditAction.ACCOUNT_UNLOCKED, account_target(account.username))
             result.unlocked.append((number, account.username))
     return result
 
@@ -400,7 +400,7 @@ def disable_accounts(session: Session, actor: str, employee_numbers: Sequence[st
             session,
             actor,
             AuditAction.ACCOUNT_DISABLED,
-            f"account:{account.username}",
+            account_target(account.username),
             employee_number=number,
             previous_status=str(previous),
         )
@@ -420,7 +420,7 @@ def enable_accounts(session: Session, actor: str, employee_numbers: Sequence[str
             session,
             actor,
             AuditAction.ACCOUNT_ENABLED,
-            f"account:{account.username}",
+            account_target(account.username),
             employee_number=number,
             status=str(account.status),
         )
@@ -476,7 +476,7 @@ def rename_account(session: Session, actor: str, employee_number: str, new_usern
         session,
         actor,
         AuditAction.ACCOUNT_RENAMED,
-        f"account:{new_username}",
+        account_target(new_username),
         employee_number=employee.employee_number,
         old_username=old,
         new_username=new_username,
@@ -559,7 +559,7 @@ def edit_roles(
         session,
         actor,
         AuditAction.ROLES_EDITED,
-        f"department:{department.strip()}" if department and department.strip() else None,
+        department_target(department.strip()) if department and department.strip() else None,
         add=list(add_ids.values()),
         remove=list(remove_ids.values()),
         employees=len(result_rows),
@@ -593,7 +593,7 @@ def edit_roles(
             deletes += [(account_id, role_id) for role_id in removed]
             events.append(
                 {
-                    "target": f"account:{username}",
+                    "target": account_target(username),
                     "details": {
                         "group": group.id,
                         "employee_number": number,

@@ -51,6 +51,53 @@ class AuditAction(enum.StrEnum):
     NOTICE_FAILED = "mail.notice_failed"
 
 
+# Who acted and on what, as written in the log. Existing logs and reports read these exact strings.
+
+PORTAL_ACTOR = "portal"
+"""The portal itself (locking an account after failed sign-ins, its notice emails)."""
+PORTAL_UNKNOWN_USER_ACTOR = "portal:unknown-user"
+"""A portal sign-in with a username that matches no account."""
+DIGEST_ACTOR = "credbot:digest"
+"""The scheduled daily digest."""
+_SLACK = "slack:"
+
+
+def slack_actor(user_id: str | None) -> str:
+    """A Slack user, e.g. `slack:U012AB3CD`."""
+    return f"{_SLACK}{user_id or 'unknown'}"
+
+
+def slack_user_of(actor: str) -> str | None:
+    """The Slack user id in a `slack_actor` string; None for any other actor."""
+    return actor.removeprefix(_SLACK) if actor.startswith(_SLACK) else None
+
+
+def cli_actor(login: str | None) -> str:
+    """Whoever ran a `credbot` command, by their login name, e.g. `cli:hr`."""
+    return f"cli:{login or 'unknown'}"
+
+
+def portal_user_actor(username: str) -> str:
+    """An employee acting in the portal: their bare username."""
+    return username
+
+
+def employee_target(employee_number: str) -> str:
+    return f"employee:{employee_number}"
+
+
+def account_target(username: str) -> str:
+    return f"account:{username}"
+
+
+def batch_target(batch_id: int) -> str:
+    return f"batch:{batch_id}"
+
+
+def department_target(department: str) -> str:
+    return f"department:{department}"
+
+
 def record(
     session: Session, actor: str, action: AuditAction, target: str | None = None, **details: Any
 ) -> AuditEvent:

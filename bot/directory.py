@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bot.admins import SLACK_USER_ID
-from bot.audit import AuditAction, record
+from bot.audit import AuditAction, employee_target, record
 from models import Account, Employee, utcnow
 
 REQUIRED_COLUMNS = ("employee_number", "first_name", "last_name", "email")
@@ -462,7 +462,7 @@ def change_email(
             session,
             actor,
             AuditAction.ADDRESS_CHANGED,
-            f"employee:{employee.employee_number}",
+            employee_target(employee.employee_number),
             old_address=old,
             new_address=address,
             why=why,

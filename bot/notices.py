@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from bot import jobs
 from bot.accounts import Renamed
-from bot.audit import AuditAction, record_now
+from bot.audit import PORTAL_ACTOR, AuditAction, account_target, record_now
 from bot.context import Context
 from bot.mail import MailError, MailUnavailable, OutgoingEmail, make_transport, render_email
 from models import Account, Employee, full_name, utcnow
@@ -34,7 +34,7 @@ def enqueue_notice(
     template: str,
     subject: str,
     *,
-    actor: str = "portal",
+    actor: str = PORTAL_ACTOR,
     failure_action: AuditAction = AuditAction.NOTICE_FAILED,
     **context: Any,
 ) -> None:
@@ -125,7 +125,7 @@ def _audit_failure(
         ctx.sessions,
         actor,
         AuditAction(action),
-        f"account:{username}",
+        account_target(username),
         error=str(reason)[:500],
         **({"template": template} if action == AuditAction.NOTICE_FAILED else {}),
     )

@@ -8,13 +8,13 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot.audit import slack_actor
 from bot.context import Context
 from bot.delivery_events import delivery_problem
 from bot.sending.batches import failed_employee_ids
 from handlers import ids
 from handlers.commands import open_picker_modal
 from handlers.delivery_messages import FixState, fix_address_view
-from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.views import review_view
 
@@ -69,7 +69,12 @@ def open_for_delivery(ctx: Context, client: WebClient, body: dict[str, Any], *, 
             view = review_view(ctx, user_id, channel_id, [problem.employee_id])
         try:
             call(
-                ctx, actor(user_id), "views.open", client.views_open, trigger_id=body["trigger_id"], view=view
+                ctx,
+                slack_actor(user_id),
+                "views.open",
+                client.views_open,
+                trigger_id=body["trigger_id"],
+                view=view,
             )
         except SlackCallFailed as failure:
             tell_user(ctx, client, user_id, channel_id, f"I could not open the window: {failure.explanation}")

@@ -9,12 +9,12 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot.audit import slack_actor
 from bot.context import Context
 from bot.search import choices_for
 from bot.selections import save_selection
 from bot.sending.recipients import count_never_emailed, resolve_employees
 from handlers import ids
-from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.report_upload import send_account_report
 from handlers.views_credentials import PICKER_LIMIT, FlowState, picker_view
@@ -101,7 +101,7 @@ def open_picker_modal(
         preselected = choices_for(session, employee_ids) if len(employee_ids) <= PICKER_LIMIT else []
     reference = None
     if len(employee_ids) > PICKER_LIMIT:
-        reference = save_selection(ctx.sessions, actor(user_id), employee_ids, "command")
+        reference = save_selection(ctx.sessions, slack_actor(user_id), employee_ids, "command")
     view = picker_view(
         FlowState(channel_id=channel_id, selection=reference),
         preselected=preselected,
@@ -111,7 +111,7 @@ def open_picker_modal(
         unknown_keys=unknown_keys,
     )
     try:
-        call(ctx, actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
+        call(ctx, slack_actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
     except SlackCallFailed as failure:
         tell_user(
             ctx,

@@ -9,7 +9,7 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot import jobs
-from bot.audit import AuditAction, record_now
+from bot.audit import DIGEST_ACTOR, AuditAction, record_now
 from bot.context import Context
 from bot.digest import Digest, build_digest
 from bot.onboarding import Person
@@ -18,7 +18,6 @@ from handlers.notify import SlackCallFailed, call
 
 log = logging.getLogger(__name__)
 
-ACTOR = "credbot:digest"
 MAX_SECTIONS = 8
 """Sections per part of the message (Slack shows up to 50 blocks); the rest is counted."""
 
@@ -74,13 +73,18 @@ def post_digest(ctx: Context, client: WebClient | None = None) -> str:
     client = client or make_web_client(ctx.settings)
     try:
         response = call(
-            ctx, ACTOR, "chat.postMessage", client.chat_postMessage, channel=channel, **digest_message(digest)
+            ctx,
+            DIGEST_ACTOR,
+            "chat.postMessage",
+            client.chat_postMessage,
+            channel=channel,
+            **digest_message(digest),
         )
     except SlackCallFailed as failure:
         raise DigestNotPosted(f"Slack did not take the digest: {failure.explanation}") from failure
     record_now(
         ctx.sessions,
-        ACTOR,
+        DIGEST_ACTOR,
         AuditAction.DIGEST_POSTED,
         channel,
         expiring=len(digest.expiring),

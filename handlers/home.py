@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 
 from bot.accounts import AccountsChanged, employee_numbers_for, enable_accounts, unlock_as_change
 from bot.admins import list_admins
+from bot.audit import slack_actor
 from bot.context import Context
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
 from bot.selections import save_selection
 from handlers import ids
 from handlers.commands import open_picker_modal
-from handlers.middleware import HOME_OPENED, actor
+from handlers.middleware import HOME_OPENED
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.report_upload import send_account_report
 from handlers.views_home import (
@@ -54,13 +55,13 @@ def publish_home(ctx: Context, client: WebClient, user_id: str, admin: bool = Tr
             ]
             view = guest_home_view(list(dict.fromkeys(admins)))
     with contextlib.suppress(SlackCallFailed):
-        call(ctx, actor(user_id), "views.publish", client.views_publish, user_id=user_id, view=view)
+        call(ctx, slack_actor(user_id), "views.publish", client.views_publish, user_id=user_id, view=view)
 
 
 def open_view(ctx: Context, client: WebClient, user_id: str, trigger_id: str, view: dict[str, Any]) -> None:
     """views.open, telling the admin in a DM when Slack refuses."""
     try:
-        call(ctx, actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
+        call(ctx, slack_actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
     except SlackCallFailed as failure:
         tell_user(ctx, client, user_id, None, f"I could not open that window: {failure.explanation}")
 
@@ -113,12 +114,12 @@ def register(app: App, ctx: Context) -> None:
             people = stage_page(session, stage, page, PAGE_SIZE)
         view = list_view(stage, people, page, total, utcnow())
         with contextlib.suppress(SlackCallFailed):  # audited; the modal may have been closed
-            call(ctx, actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+            call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
 
     def row_change(change: Callable[[Session, str, list[str]], AccountsChanged]) -> ButtonWork:
         def work(user_id: str, number: str, body: dict[str, Any], client: WebClient) -> None:
             with ctx.sessions.begin() as session:
-                change(session, actor(user_id), [number])
+                change(session, slack_actor(user_id), [number])
             parsed = parse_page_metadata(body["view"].get("private_metadata", ""))
             if parsed:
                 update_list(user_id, body["view"]["id"], *parsed, client)
@@ -130,7 +131,7 @@ def register(app: App, ctx: Context) -> None:
         with ctx.sessions() as session:
             employee_ids = stage_employee_ids(session, Stage.NO_ACCOUNT)
             first = stage_page(session, Stage.NO_ACCOUNT, 0, LISTED)
-        reference = save_selection(ctx.sessions, actor(user_id), employee_ids, "create_accounts")
+        reference = save_selection(ctx.sessions, slack_actor(user_id), employee_ids, "create_accounts")
         view = create_accounts_view(first, len(employee_ids), reference)
         open_view(ctx, client, user_id, body["trigger_id"], view)
 
@@ -156,7 +157,7 @@ def register(app: App, ctx: Context) -> None:
     def unlock_all(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:
         with ctx.sessions.begin() as session:
             numbers = employee_numbers_for(session, stage_employee_ids(session, Stage.LOCKED))
-            unlock_as_change(session, actor(user_id), numbers)
+            unlock_as_change(session, slack_actor(user_id), numbers)
         publish_home(ctx, client, user_id)
 
     def report(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:

@@ -18,16 +18,10 @@ from slack_bolt.request.payload_utils import (
 from slack_sdk import WebClient
 
 from bot.admins import is_admin
-from bot.audit import AuditAction, record_now
+from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
 from handlers.notify import tell_user
 from handlers.views_credentials import NOT_ALLOWED_TEXT, not_allowed_view
-
-
-def actor(user_id: str | None) -> str:
-    """How a Slack user appears in the audit log."""
-    return f"slack:{user_id or 'unknown'}"
-
 
 ADMIN_CACHE_SECONDS = 5.0
 HOME_OPENED = "app_home_opened"
@@ -101,7 +95,7 @@ def admins_only(app: App, ctx: Context) -> Callable[..., BoltResponse | None]:
             next()
             return None
         kind, name = describe(body)
-        record_now(ctx.sessions, actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
+        record_now(ctx.sessions, slack_actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
         return refusal(app, ctx, client, body, user_id, context.channel_id)
 
     return check_admin

@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 
-from bot.audit import AuditAction, record_now
+from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def tell_user(ctx: Context, client: WebClient, user_id: str, channel_id: str | N
 
     Returns False when neither worked (both failures are audited).
     """
-    actor = f"slack:{user_id}"
+    actor = slack_actor(user_id)
     if channel_id:
         try:
             call(

@@ -12,16 +12,15 @@ import tempfile
 from slack_sdk import WebClient
 
 from bot.account_report import write_accounts_csv
-from bot.audit import AuditAction, record_now
+from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
-from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, tell_user
 from models import utcnow
 
 
 def send_account_report(ctx: Context, client: WebClient, user_id: str, channel_id: str | None = None) -> None:
     """Build the account report and upload it to the admin's DM; tell them if Slack refuses."""
-    who = actor(user_id)
+    who = slack_actor(user_id)
     now = utcnow()
     filename = f"credbot-accounts-{now:%Y%m%d-%H%M}.csv"
     with tempfile.NamedTemporaryFile("w+", newline="", encoding="utf-8", suffix=".csv") as out:

@@ -20,7 +20,7 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot import jobs
-from bot.audit import AuditAction, record_now
+from bot.audit import AuditAction, batch_target, record_now, slack_actor, slack_user_of
 from bot.context import Context
 from bot.delivery_events import remember_summary, state_counts
 from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, remember_message
@@ -38,7 +38,6 @@ from handlers.messages import (
     summary_blocks,
     summary_text,
 )
-from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call
 from models import CredentialBatch, DeliveryStatus
 
@@ -57,7 +56,7 @@ class ChannelTrail:
         self, ctx: Context, client: WebClient, user_id: str, channel_id: str | None, batch_id: int
     ) -> None:
         self.ctx, self.client, self.user_id, self.batch_id = ctx, client, user_id, batch_id
-        self.actor = actor(user_id)
+        self.actor = slack_actor(user_id)
         self.channel = channel_id or user_id
         self.ts: str | None = None
         self.note = ""
@@ -191,7 +190,7 @@ def _trail_crashed(ctx: Context, error: Exception, batch_id: int, resumed: bool 
         ctx.sessions,
         trail.actor,
         AuditAction.BATCH_ABORTED,
-        f"batch:{batch_id}",
+        batch_target(batch_id),
         error=type(error).__name__,
     )
     trail.crashed()
@@ -219,7 +218,7 @@ def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) ->
 def _trail(ctx: Context, batch_id: int) -> tuple[ChannelTrail, str | None]:
     with ctx.sessions() as session:
         batch = session.get_one(CredentialBatch, batch_id)
-        user_id = batch.requested_by.removeprefix("slack:")
+        user_id = slack_user_of(batch.requested_by) or batch.requested_by
         channel_id, ts = batch.channel_id, batch.slack_message_ts
     return ChannelTrail(ctx, make_web_client(ctx.settings), user_id, channel_id, batch_id), ts
 

@@ -14,6 +14,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
+from bot.audit import slack_actor
 from bot.context import Context
 from bot.directory import change_email
 from bot.selections import (
@@ -28,7 +29,6 @@ from bot.sending.jobs import enqueue_batch
 from bot.sending.recipients import never_emailed_employee_ids, normalise_address, preview
 from handlers import ids
 from handlers.delivery_messages import FixState
-from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.views_credentials import (
     FlowState,
@@ -100,7 +100,7 @@ def chosen_employee_ids(
     chosen = list(picked)
     with ctx.sessions() as session:
         if ids.PRESET_FROM_COMMAND in presets and state.selection:
-            chosen += load_selection(session, state.selection, actor(user_id))
+            chosen += load_selection(session, state.selection, slack_actor(user_id))
         if ids.PRESET_NEVER_EMAILED in presets:
             chosen += never_emailed_employee_ids(session)
     return list(dict.fromkeys(chosen))
@@ -127,7 +127,7 @@ def build_confirmation(
         else:
             view = message_view("Email credentials", NOBODY_TEXT)
     try:
-        call(ctx, actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+        call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
     except SlackCallFailed as failure:
         tell_user(
             ctx,
@@ -150,7 +150,7 @@ def review_view(
         recipients = preview(session, employee_ids)
     reference = save_selection(
         ctx.sessions,
-        actor(user_id),
+        slack_actor(user_id),
         [r.employee_id for r in recipients],
         "review",
         addresses={r.employee_id: r.address for r in recipients},  # what the admin confirms
@@ -173,7 +173,7 @@ def acknowledge_fix_address(ctx: Context, ack: Ack, body: dict[str, Any], contex
             errors={ids.ADDRESS_BLOCK: f"Not an address credbot can mail: {problem}"},
         )
         return
-    change_email(ctx.sessions, state.employee_id, address, actor(user_id), "fix address and resend")
+    change_email(ctx.sessions, state.employee_id, address, slack_actor(user_id), "fix address and resend")
     ack(response_action="update", view=review_view(ctx, user_id, state.channel_id, [state.employee_id]))
 
 
@@ -188,7 +188,7 @@ def acknowledge_send(ctx: Context, ack: Ack, body: dict[str, Any], context: Bolt
     state = FlowState.load(body["view"].get("private_metadata"))
     try:
         with ctx.sessions() as session:
-            load_selection(session, state.selection or "", actor(user_id))  # it exists and is theirs
+            load_selection(session, state.selection or "", slack_actor(user_id))  # it exists and is theirs
             existing = batch_with_key(session, idempotency_key(state))
     except SelectionNotFound:
         ack(response_action="update", view=message_view("Email credentials", EXPIRED_TEXT))
@@ -214,12 +214,12 @@ def start_and_send(
     state = FlowState(channel_id=channel_id, selection=selection)
     try:
         with ctx.sessions() as session:
-            employee_ids = load_selection(session, selection, actor(user_id))
-            confirmed = confirmed_addresses(session, selection, actor(user_id))
+            employee_ids = load_selection(session, selection, slack_actor(user_id))
+            confirmed = confirmed_addresses(session, selection, slack_actor(user_id))
         batch_id = start_batch(
             ctx,
             employee_ids,
-            actor=actor(user_id),
+            actor=slack_actor(user_id),
             source="slack",
             channel_id=channel_id,
             idempotency_key=idempotency_key(state),
@@ -234,4 +234,4 @@ def start_and_send(
         return
     # The modal may be closed by now: a failure is audited, and nothing was sent twice.
     with contextlib.suppress(SlackCallFailed):
-        call(ctx, actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+        call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)

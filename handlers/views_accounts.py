@@ -23,6 +23,7 @@ from bot.accounts import (
     rename_account,
     unlock_as_change,
 )
+from bot.audit import slack_actor
 from bot.context import Context
 from bot.notices import notify_renamed
 from bot.selections import SelectionNotFound, load_selection
@@ -30,7 +31,6 @@ from bot.settings import split_names
 from handlers import ids
 from handlers.blocks import escape
 from handlers.home import publish_home
-from handlers.middleware import actor
 from handlers.notify import SlackCallFailed, call, errors_told
 from handlers.views_credentials import message_view
 from handlers.views_home import MANAGE_CHOICES, changes_text, created_text, roles_text
@@ -63,7 +63,9 @@ def register(app: App, ctx: Context) -> None:
             title, text = work["run"]()
             try:
                 view = message_view(title, text)
-                call(ctx, actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+                call(
+                    ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view
+                )
             except SlackCallFailed:
                 pass  # audited; the change itself is done and App Home shows it
             publish_home(ctx, client, user_id)
@@ -82,9 +84,9 @@ def register(app: App, ctx: Context) -> None:
             try:
                 with ctx.sessions.begin() as session:
                     numbers = employee_numbers_for(
-                        session, load_selection(session, reference, actor(user_id))
+                        session, load_selection(session, reference, slack_actor(user_id))
                     )
-                    result = create_accounts(session, ctx.settings, actor(user_id), numbers)
+                    result = create_accounts(session, ctx.settings, slack_actor(user_id), numbers)
             except SelectionNotFound:
                 return "Create accounts", EXPIRED_TEXT
             return "Accounts created", created_text(
@@ -104,7 +106,7 @@ def register(app: App, ctx: Context) -> None:
             with ctx.sessions.begin() as session:
                 (number,) = employee_numbers_for(session, picked[:1]) or ("",)
                 renamed = rename_account(
-                    session, actor(user_id), number, str(form.get(ids.USERNAME_ACTION) or "")
+                    session, slack_actor(user_id), number, str(form.get(ids.USERNAME_ACTION) or "")
                 )
         except AccountChangeError as error:
             block = ids.RENAME_EMPLOYEE_BLOCK if "has no account" in str(error) else ids.USERNAME_BLOCK
@@ -127,7 +129,7 @@ def register(app: App, ctx: Context) -> None:
             return
         user_id = work["user_id"]
         with errors_told(ctx, client, user_id, None, "emailing the new username"):
-            notify_renamed(ctx, work["renamed"], actor(user_id))
+            notify_renamed(ctx, work["renamed"], slack_actor(user_id))
             publish_home(ctx, client, user_id)
 
     def submit_roles(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
@@ -151,7 +153,9 @@ def register(app: App, ctx: Context) -> None:
             try:
                 with ctx.sessions.begin() as session:
                     numbers = employee_numbers_for(session, picked)
-                    result = edit_roles(session, actor(user_id), add, remove, numbers, department or None)
+                    result = edit_roles(
+                        session, slack_actor(user_id), add, remove, numbers, department or None
+                    )
             except AccountChangeError as error:
                 return "Roles not changed", f":x: {error} Nothing was changed."
             return "Roles changed", roles_text(result)
@@ -171,7 +175,7 @@ def register(app: App, ctx: Context) -> None:
 
         def run() -> tuple[str, str]:
             with ctx.sessions.begin() as session:
-                result = change(session, actor(user_id), employee_numbers_for(session, picked))
+                result = change(session, slack_actor(user_id), employee_numbers_for(session, picked))
             return "Accounts changed", changes_text(done, result)
 
         hand_over(ack, body, context, "Manage accounts", run)

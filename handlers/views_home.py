@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.accounts import USERNAME_RULES, AccountsChanged, RolesEdited
+from bot.audit import slack_user_of
 from bot.delivery_events import PROBLEM_STATES
 from bot.onboarding import STAGE_TITLES, Desk, Person, Stage
 from bot.reports import BatchLine
@@ -124,8 +125,8 @@ def stage_blocks(desk: Desk, stage: Stage) -> list[Block]:
 
 def actor_text(actor: str) -> str:
     """`slack:U1` as a mention, anything else (`cli:ana`) escaped."""
-    kind, _, name = actor.partition(":")
-    return f"<@{escape(name)}>" if kind == "slack" and name.isalnum() else f"`{escape(actor)}`"
+    user_id = slack_user_of(actor)
+    return f"<@{escape(user_id)}>" if user_id and user_id.isalnum() else f"`{escape(actor)}`"
 
 
 def batch_line(batch: BatchLine) -> str:

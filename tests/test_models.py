@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from bot import audit
 from bot.audit import AuditAction, record
 from models import Account, AuditEvent, Employee, Role
 
@@ -64,3 +65,17 @@ def test_the_migrations_match_the_models(session: Session) -> None:
         differences = compare_metadata(context, Base.metadata)
     # The pg_trgm index of 0001 is made by hand on PostgreSQL only, on purpose.
     assert [d for d in differences if "ix_employees_search_text_trgm" not in repr(d)] == []
+
+
+def test_audit_actor_and_target_strings_stay_as_existing_logs_have_them() -> None:
+    """Reports, App Home and the logs already written read these exact strings."""
+    assert [audit.slack_actor("U012AB3CD"), audit.slack_actor(None)] == ["slack:U012AB3CD", "slack:unknown"]
+    assert [audit.slack_user_of("slack:U1"), audit.slack_user_of("cli:ana")] == ["U1", None]
+    assert [audit.cli_actor("hr"), audit.cli_actor(None)] == ["cli:hr", "cli:unknown"]
+    assert audit.portal_user_actor("alee") == "alee"
+    assert (audit.PORTAL_ACTOR, audit.PORTAL_UNKNOWN_USER_ACTOR) == ("portal", "portal:unknown-user")
+    assert audit.DIGEST_ACTOR == "credbot:digest"
+    assert audit.employee_target("E-1") == "employee:E-1"
+    assert audit.account_target("alee") == "account:alee"
+    assert audit.batch_target(7) == "batch:7"
+    assert audit.department_target("Sales") == "department:Sales"

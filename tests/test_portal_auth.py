@@ -234,7 +234,7 @@ def test_an_unknown_username_is_not_kept_in_the_audit_log(context: Context) -> N
     assert (
         unknown
         == forged
-        == ("portal.sign_in_failed", auth.UNKNOWN_USER_ACTOR, None, {"reason": "unknown_user"})
+        == ("portal.sign_in_failed", "portal:unknown-user", None, {"reason": "unknown_user"})
     )
     assert known == (
         "portal.sign_in_failed",

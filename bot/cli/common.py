@@ -8,6 +8,7 @@ from functools import cache
 
 import click
 
+from bot import audit
 from bot.context import Context
 
 
@@ -20,9 +21,9 @@ def context() -> Context:
 def cli_actor() -> str:
     """Who runs the command, as recorded in the audit log."""
     try:
-        return f"cli:{getpass.getuser()}"
+        return audit.cli_actor(getpass.getuser())
     except OSError:
-        return "cli:unknown"
+        return audit.cli_actor(None)
 
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

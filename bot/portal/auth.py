@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from bot import credentials
 from bot.accounts import is_locked
-from bot.audit import AuditAction, record
+from bot.audit import (
+    PORTAL_ACTOR,
+    PORTAL_UNKNOWN_USER_ACTOR,
+    AuditAction,
+    account_target,
+    portal_user_actor,
+    record,
+)
 from bot.context import Context
 from bot.notices import enqueue_notice
 from bot.passwords import hash_password, needs_rehash, verify_password
@@ -35,7 +42,6 @@ from models import Account, AccountStatus, SetupLink, full_name, utcnow
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_USER_ACTOR = "portal:unknown-user"
 """The audit actor of a failed sign-in with an unknown username: what was typed is not kept, as it is
 sometimes the password typed into the wrong field."""
 MAX_USERNAME = 100
@@ -234,11 +240,11 @@ def _mark_signed_in(session: Session, account: Account, now: datetime) -> None:
     account.last_login_at = now
     if account.first_sign_in_at is None:
         account.first_sign_in_at = now
-    record(session, account.username, AuditAction.SIGN_IN, _target(account))
+    record(session, portal_user_actor(account.username), AuditAction.SIGN_IN, _target(account))
 
 
 def _target(account: Account) -> str:
-    return f"account:{account.username}"
+    return account_target(account.username)
 
 
 def _refuse(
@@ -247,7 +253,11 @@ def _refuse(
     reason: FailureReason,
     outcome: SignInOutcome = SignInOutcome.REFUSED,
 ) -> SignInResult:
-    actor, target = (account.username, _target(account)) if account else (UNKNOWN_USER_ACTOR, None)
+    actor, target = (
+        (portal_user_actor(account.username), _target(account))
+        if account
+        else (PORTAL_UNKNOWN_USER_ACTOR, None)
+    )
     record(session, actor, AuditAction.SIGN_IN_FAILED, target, reason=str(reason))
     return SignInResult(outcome, account.id if account else None)
 
@@ -265,7 +275,7 @@ def _start_wait(session: Session, account: Account, attempt: _Attempt) -> None:
     )
     record(
         session,
-        "portal",
+        PORTAL_ACTOR,
         AuditAction.ACCOUNT_LOCKED,
         _target(account),
         failed_attempts=attempt.failures,
@@ -340,7 +350,12 @@ def sign_out(ctx: Context, account_id: int, session_version: int) -> None:
             .returning(Account.username)
         ).first()
         if ended is not None:
-            record(session, ended.username, AuditAction.SIGN_OUT, f"account:{ended.username}")
+            record(
+                session,
+                portal_user_actor(ended.username),
+                AuditAction.SIGN_OUT,
+                account_target(ended.username),
+            )
 
 
 # --- Changing the password ----------------------------------------------------------------------------
@@ -376,7 +391,7 @@ def change_password(
         if not current_ok:
             record(
                 session,
-                account.username,
+                portal_user_actor(account.username),
                 AuditAction.SIGN_IN_FAILED,
                 _target(account),
                 reason="wrong_current_password",
@@ -419,7 +434,7 @@ def _set_password(session: Session, account: Account, new_password: str, now: da
     """Store the new password; the temporary password, pending password and open links stop working."""
     credentials.set_password(session, account.id, hash_password(normalize_password(new_password)), now)
     session.refresh(account)
-    record(session, account.username, AuditAction.PASSWORD_CHANGED, _target(account))
+    record(session, portal_user_actor(account.username), AuditAction.PASSWORD_CHANGED, _target(account))
 
 
 # --- Set-password links (CREDENTIAL_MODE=link) --------------------------------------------------------
@@ -485,7 +500,13 @@ def set_password_with_link(
         )
         if used.rowcount != 1:
             raise SetupLinkInvalid
-        record(session, account.username, AuditAction.SETUP_LINK_USED, _target(account), link_id=link.id)
+        record(
+            session,
+            portal_user_actor(account.username),
+            AuditAction.SETUP_LINK_USED,
+            _target(account),
+            link_id=link.id,
+        )
         _set_password(session, account, new_password, now)
         _mark_signed_in(session, account, now)
         session.flush()

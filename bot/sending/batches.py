@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.audit import AuditAction, record
+from bot.audit import AuditAction, batch_target, employee_target, record
 from bot.context import Context
 from bot.sending.recipients import chunks, recipients_with_accounts
 from models import (
@@ -122,7 +122,7 @@ def start_batch(
                             session,
                             actor,
                             AuditAction.CREDENTIALS_SKIPPED,
-                            f"employee:{recipient.employee_number}",
+                            employee_target(recipient.employee_number),
                             batch_id=batch_id,
                             reason=problem,
                         )
@@ -132,7 +132,7 @@ def start_batch(
                 session,
                 actor,
                 AuditAction.BATCH_STARTED,
-                f"batch:{batch_id}",
+                batch_target(batch_id),
                 source=source,
                 channel_id=channel_id,
                 mode=mode,
