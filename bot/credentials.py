@@ -19,7 +19,8 @@ import hashlib
 import os
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,8 +46,8 @@ def hash_threads(settings: Settings) -> int:
     return max(1, cores - 1) if settings.hash_threads_spare_core else cores
 
 
-def _hash(settings: Settings, password: str) -> str:
-    """hash_password on a pool of one thread per core (see `hash_threads`).
+def _pool(settings: Settings) -> ThreadPoolExecutor:
+    """The process's hash pool: one thread per core (see `hash_threads`).
 
     Argon2id takes 19 MiB and 25-35 ms of CPU per hash: more hashes at once than cores only cost memory,
     and glibc keeps those 19 MiB resident in each thread's arena once freed. The mail workers mostly
@@ -56,7 +57,7 @@ def _hash(settings: Settings, password: str) -> str:
     with _hash_pool_lock:
         if _hash_pool is None:
             _hash_pool = ThreadPoolExecutor(hash_threads(settings), thread_name_prefix="credbot-hash")
-    return _hash_pool.submit(hash_password, password).result()
+        return _hash_pool
 
 
 def token_hash(token: str) -> str:
@@ -83,9 +84,59 @@ def make_credential(settings: Settings, mode: str) -> Credential:
         values = {"mode": "link", "password": None, "setup_url": settings.setup_link_url(token)}
         values["expires_at"] = expires_at
         return Credential(mode, token_hash(token), expires_at, values)
+    return _pool(settings).submit(_make_password, settings).result()
+
+
+class PasswordSupply:
+    """Temporary passwords generated and hashed ahead of need, so the hash pool never waits for a caller.
+
+    `ahead` credentials are always queued on the hash pool; `take` hands out the oldest and queues
+    another. A batch's mail threads spend most of their time waiting on the mail API: without this,
+    the pool idles whenever none of them happens to be between two emails. The plaintexts exist only
+    in memory, as with `make_credential`; `close` drops the ones not handed out.
+    """
+
+    def __init__(self, settings: Settings, ahead: int | None = None) -> None:
+        self.settings = settings
+        self.ahead = ahead if ahead is not None else 2 * hash_threads(settings)
+        self._lock = threading.Lock()
+        self._queued: deque[Future[Credential]] = deque()
+        self._closed = False
+
+    def take(self) -> Credential:
+        """A new password credential (hashed ahead when possible)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the password supply is closed")
+            pool = _pool(self.settings)
+            while len(self._queued) <= self.ahead:
+                self._queued.append(pool.submit(_make_password, self.settings))
+            made = self._queued.popleft()
+        return made.result()
+
+    def give_back(self, credential: Credential) -> None:
+        """A credential taken but certainly never stored nor sent: the next `take` hands it out."""
+        with self._lock:
+            if not self._closed:
+                done: Future[Credential] = Future()
+                done.set_result(credential)
+                self._queued.appendleft(done)
+
+    def close(self) -> None:
+        """Stop hashing ahead and drop what was not handed out."""
+        with self._lock:
+            self._closed = True
+            queued, self._queued = self._queued, deque()
+        for made in queued:
+            if not made.cancel():
+                made.add_done_callback(lambda f: f.exception() or f.result().email.clear())
+
+
+def _make_password(settings: Settings) -> Credential:
+    expires_at = utcnow() + timedelta(hours=settings.temp_password_ttl_hours)
     password = generate_temporary_password(settings.temp_password_length)
     values = {"mode": "password", "password": password, "setup_url": None, "expires_at": expires_at}
-    return Credential(mode, _hash(settings, password), expires_at, values)
+    return Credential("password", hash_password(password), expires_at, values)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,17 @@ all processes; a credential becomes the account's password only once the mail AP
 carrying it; a pending credential that may have reached the employee stays valid until it expires;
 every delivery ends as sent, failed, skipped or in doubt, each with its reason.
 
-Per delivery (a worker thread; short transactions, each retried on transient database errors):
+Per delivery (a worker thread; three short transactions, each retried on transient database errors):
 
-1. Claim: a conditional UPDATE moves the delivery from pending (or from sending under an expired lease)
-   to sending under this runner's lease (`FOR UPDATE SKIP LOCKED` picks it on PostgreSQL), and a second
-   one claims the account (`sending_delivery_id`, `sending_until`). If another delivery holds the account,
-   this one is SKIPPED with "a send for this employee is in progress": never both send.
+1. Claim, check and store, in one transaction: a conditional UPDATE moves the delivery from pending (or
+   from sending under an expired lease) to sending under this runner's lease (`FOR UPDATE SKIP LOCKED`
+   picks it on PostgreSQL), and a second one claims the account (`sending_delivery_id`,
+   `sending_until`). If another delivery holds the account, this one is SKIPPED with "a send for this
+   employee is in progress": never both send.
 2. Re-check the employee: unmailable now, or an address different from the one confirmed: SKIPPED.
-3. A new credential; its hash is stored as pending (`bot.credentials.store_pending`) and committed.
+3. A new credential, hashed ahead of need (`bot.credentials.PasswordSupply`, so the hash pool never
+   waits on the mail API); its hash is stored as pending (`bot.credentials.store_pending`). A retried
+   claim takes a fresh credential: the lost commit may have stored the last one.
 4. The welcome email. Accepted: the credential is promoted. Refused (4xx) or not sent at all: the
    credential is discarded and the delivery FAILS with the reason. In doubt (timeout, connection lost
    after the request was written, 5xx after the retries, which resend the same message): the delivery
@@ -136,6 +139,16 @@ class _Target:
         )
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """A delivery claimed by this runner: why it is skipped (None: send), and, when its welcome email
+    is to be sent, the new credential stored as pending with what was pending before it."""
+
+    target: _Target
+    problem: str | None
+    stored: tuple[Credential, Pending] | None
+
+
 class BatchRunner:
     """One worker's run of a batch: a pool of mail threads claiming deliveries until none is left."""
 
@@ -157,6 +170,7 @@ class BatchRunner:
         self.mode = "password"
         self.stopped_because: str | None = None
         self._stop = threading.Event()
+        self._supply: credentials.PasswordSupply | None = None
         self._done = threading.Event()
         self._held: set[int] = set()
         self._lock = threading.Lock()
@@ -185,11 +199,17 @@ class BatchRunner:
         heartbeat = threading.Thread(target=self._heartbeat, name="credbot-lease", daemon=True)
         heartbeat.start()
         workers = max(1, min(self.settings.mail_concurrency, left or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
-            futures = [pool.submit(self._work) for _ in range(workers)]
-            crashed = [error for future in futures if (error := future.exception()) is not None]
-            if not crashed and self._release_orphans():  # claims whose commit answer was lost
+        if self.mode == "password":
+            self._supply = credentials.PasswordSupply(self.settings)
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
                 futures = [pool.submit(self._work) for _ in range(workers)]
+                crashed = [error for future in futures if (error := future.exception()) is not None]
+                if not crashed and self._release_orphans():  # claims whose commit answer was lost
+                    futures = [pool.submit(self._work) for _ in range(workers)]
+        finally:
+            if self._supply is not None:
+                self._supply.close()
         self._done.set()
         heartbeat.join()
         crashed = [error for future in futures if (error := future.exception()) is not None]
@@ -308,52 +328,75 @@ class BatchRunner:
             return released.rowcount
 
     @db_retry
-    def _claim_next(self) -> tuple[int, bool] | DeliveryOutcome | None:
-        """Claim the next delivery: (id, whether it was taken over from an expired lease), None when
-        nothing is left to claim, or the SKIPPED outcome of one whose employee another batch holds."""
-        while True:
-            now = utcnow()
-            until = now + self.lease
-            with self.ctx.sessions.begin() as session:
-                claimable = or_(
-                    _DELIVERIES.c.status == DeliveryStatus.PENDING,
-                    and_(_DELIVERIES.c.status == DeliveryStatus.SENDING, _DELIVERIES.c.lease_until < now),
-                )
-                row = session.execute(
-                    select(_DELIVERIES.c.id, _DELIVERIES.c.account_id, _DELIVERIES.c.status)
-                    .where(_DELIVERIES.c.batch_id == self.batch_id, claimable)
-                    .order_by(_DELIVERIES.c.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                if row is None:
-                    return None
-                delivery_id, account_id, status = row
-                claimed = session.execute(
-                    update(_DELIVERIES)
-                    .where(_DELIVERIES.c.id == delivery_id, claimable)
-                    .values(status=DeliveryStatus.SENDING, lease_until=until, claimed_by=self.runner_id)
-                )
-                if claimed.rowcount != 1:
-                    continue  # another runner was quicker
-                if account_id is not None:
-                    ours = session.execute(
-                        update(_ACCOUNTS)
-                        .where(
-                            _ACCOUNTS.c.id == account_id,
-                            or_(
-                                _ACCOUNTS.c.sending_until.is_(None),
-                                _ACCOUNTS.c.sending_until < now,
-                                _ACCOUNTS.c.sending_delivery_id == delivery_id,
-                            ),
-                        )
-                        .values(sending_delivery_id=delivery_id, sending_until=until)
+    def _claim_next(self) -> _Claim | DeliveryOutcome | None:
+        """Claim the next delivery, check its employee and store its new credential as pending, in one
+        transaction: the claim, None when nothing is left to claim, or the SKIPPED outcome of one whose
+        employee another batch holds."""
+        credential = self._new_credential()  # a fresh one per attempt: a lost commit may have stored one
+        stored = False
+        try:
+            while True:
+                now = utcnow()
+                until = now + self.lease
+                with self.ctx.sessions.begin() as session:
+                    claimable = or_(
+                        _DELIVERIES.c.status == DeliveryStatus.PENDING,
+                        and_(_DELIVERIES.c.status == DeliveryStatus.SENDING, _DELIVERIES.c.lease_until < now),
                     )
-                    if ours.rowcount != 1:
-                        return self._skip_busy(session, delivery_id)
-                with self._lock:
-                    self._held.add(delivery_id)
-                return delivery_id, status == DeliveryStatus.SENDING
+                    row = session.execute(
+                        select(_DELIVERIES.c.id, _DELIVERIES.c.account_id)
+                        .where(_DELIVERIES.c.batch_id == self.batch_id, claimable)
+                        .order_by(_DELIVERIES.c.id)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    ).first()
+                    if row is None:
+                        return None
+                    delivery_id, account_id = row
+                    claimed = session.execute(
+                        update(_DELIVERIES)
+                        .where(_DELIVERIES.c.id == delivery_id, claimable)
+                        .values(status=DeliveryStatus.SENDING, lease_until=until, claimed_by=self.runner_id)
+                    )
+                    if claimed.rowcount != 1:
+                        continue  # another runner was quicker
+                    if account_id is not None:
+                        ours = session.execute(
+                            update(_ACCOUNTS)
+                            .where(
+                                _ACCOUNTS.c.id == account_id,
+                                or_(
+                                    _ACCOUNTS.c.sending_until.is_(None),
+                                    _ACCOUNTS.c.sending_until < now,
+                                    _ACCOUNTS.c.sending_delivery_id == delivery_id,
+                                ),
+                            )
+                            .values(sending_delivery_id=delivery_id, sending_until=until)
+                        )
+                        if ours.rowcount != 1:
+                            return self._skip_busy(session, delivery_id)
+                    with self._lock:
+                        self._held.add(delivery_id)
+                    target, problem = self._check(session, delivery_id)
+                    if problem is not None or target.welcome_sent:
+                        return _Claim(target, problem, None)
+                    assert target.account_id is not None
+                    before = credentials.store_pending(session, target.account_id, credential)
+                    session.execute(
+                        update(_DELIVERIES)
+                        .where(_DELIVERIES.c.id == delivery_id)
+                        .values(account_id=target.account_id, attempts=_DELIVERIES.c.attempts + 1)
+                    )
+                    stored = True
+                return _Claim(target, None, (credential, before))
+        finally:
+            if not stored and self._supply is not None:
+                self._supply.give_back(credential)
+
+    def _new_credential(self) -> Credential:
+        if self._supply is not None:
+            return self._supply.take()
+        return credentials.make_credential(self.settings, self.mode)
 
     def _skip_busy(self, session: Any, delivery_id: int) -> DeliveryOutcome:
         session.execute(
@@ -367,27 +410,24 @@ class BatchRunner:
 
     # One employee ----------------------------------------------------------------------------------
 
-    def _deliver(self, claimed: tuple[int, bool]) -> DeliveryOutcome:
-        delivery_id, _taken_over = claimed
-        target, problem = self._check(delivery_id)
+    def _deliver(self, claim: _Claim) -> DeliveryOutcome:
+        target, problem = claim.target, claim.problem
         if problem is not None:
             action = None if problem.startswith("not sent:") else AuditAction.CREDENTIALS_SKIPPED
             return self._finish(target, DeliveryStatus.SKIPPED, problem, action)
-        if not target.welcome_sent:
-            failed = self._welcome(target)
+        if claim.stored is not None:
+            failed = self._welcome(target, claim.stored)
             if failed is not None:
                 return failed
         return self._username(target)
 
-    def _welcome(self, target: _Target) -> DeliveryOutcome | None:
-        """Send the welcome email with a new credential; None once it was accepted and promoted."""
-        assert target.account_id is not None
+    def _welcome(self, target: _Target, stored: tuple[Credential, Pending]) -> DeliveryOutcome | None:
+        """Send the welcome email with the new credential stored as pending; None once it was accepted
+        and promoted."""
         what = "link" if self.mode == "link" else "password"
-        stored: tuple[Credential, Pending] | None = None
+        credential = stored[0]
         try:
-            credential = credentials.make_credential(self.settings, self.mode)
             try:
-                stored = credential, self._store(target, credential)
                 message_id = self._send(target, "welcome", WELCOME_CATEGORY, **credential.email)
             finally:
                 credential.email.clear()  # the plaintext exists only until it is handed to the mail API
@@ -403,8 +443,6 @@ class BatchRunner:
                 target, DeliveryStatus.FAILED, reason, AuditAction.CREDENTIALS_FAILED, discard=stored
             )
         except Exception as error:
-            if transient(error) and stored is None:
-                raise  # the database is away for longer than the retries: the lease will run out
             log.exception("delivery %s failed unexpectedly", target.delivery_id)
             reason = f"welcome email not sent: internal error ({type(error).__name__}; see the logs)"
             return self._finish(
@@ -452,11 +490,9 @@ class BatchRunner:
             username_message_id=message_id,
         )
 
-    @db_retry
-    def _check(self, delivery_id: int) -> tuple[_Target, str | None]:
+    def _check(self, session: Any, delivery_id: int) -> tuple[_Target, str | None]:
         """The target, and why it is not to be sent now (None: go ahead)."""
-        with self.ctx.sessions() as session:
-            target, recipient = self._load(session, delivery_id)
+        target, recipient = self._load(session, delivery_id)
         if target.welcome_sent:
             return target, None  # its credential works already; only the username email is left
         if recipient.problem:
@@ -489,20 +525,6 @@ class BatchRunner:
             welcome_sent=delivery.welcome_sent_at is not None,
         )
         return target, recipient_of(employee)
-
-    @db_retry
-    def _store(self, target: _Target, credential: Credential) -> Pending:
-        assert target.account_id is not None
-        with self.ctx.sessions.begin() as session:
-            before = credentials.store_pending(session, target.account_id, credential)
-            session.execute(
-                update(_DELIVERIES)
-                .where(_DELIVERIES.c.id == target.delivery_id)
-                .values(account_id=target.account_id, attempts=_DELIVERIES.c.attempts + 1)
-            )
-        if before.secret_hash == credential.secret_hash:  # a retried transaction that had committed
-            return Pending(None, None)
-        return before
 
     @db_retry
     def _promote(self, target: _Target, credential: Credential, message_id: str) -> None:
