@@ -1,14 +1,22 @@
 """Benchmark a batch sent by `credbot worker` processes on PostgreSQL and Redis, against the hashing floor.
 
     .venv/bin/python bench/bench_workers.py --database-url postgresql://postgres@127.0.0.1:5432/test \
-        [--redis-url redis://127.0.0.1:6379/0] [--employees 10000] [--workers 1] [--delay 0.15]
+        [--redis-url redis://127.0.0.1:6379/0] [--employees 10000] [--workers 1] [--delay 0.15] [--ack]
 
 Starts a SendGrid stand-in (answering in `--delay` s) and `--workers` worker processes (niced by
-`--nice`, default 5) on a throw-away PostgreSQL database and a Redis namespace of its own, starts a
-batch for `--employees` employees and enqueues it as the CLI does, and times it until it ends.
+`--nice`, default 5) on a throw-away PostgreSQL database and a Redis namespace of its own, waits until
+every worker is consuming, then starts a batch for `--employees` employees, enqueues it as the CLI
+does, and times it from there until it ends (the workers' start-up is not the batch's time).
 Printed beside it: the hashing floor measured in the same run (argon2id hashes of `--sample`
 passwords on one thread per core, scaled to the batch: employees x seconds per hash / cores), and
-the peak resident memory (VmHWM) of each worker process. Target: at most 1.2x the floor.
+the peak resident memory (VmHWM) of each worker process, the CPU time each used, and the load average
+(the machine may be shared: compare figures only at similar loads). Target: at most 1.2x the floor.
+
+With --ack, the web app also runs, under gunicorn in a process of its own (`bench_slack --paced`'s
+set-up: its own Slack stand-in, the bench database, the same Redis), and a client process sends
+`--commands` signed `/email-credentials` commands `--interval` s apart, twice: first with no batch
+running, then from the batch's start. Prints the ack median and p99 of both and their ratio
+(target: p99 during the batch at most 2x the idle one).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import redis
@@ -30,8 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import add_employees, database, standin
+from bench_slack import Client, figures, gunicorn, p99
 
 from bot import jobs
+from bot.admins import add_admin
 from bot.context import Context
 from bot.passwords import generate_temporary_password, hash_password
 from bot.sending.batches import delivery_counts, start_batch
@@ -39,6 +50,7 @@ from bot.sending.jobs import enqueue_batch
 from bot.settings import Settings
 from models import BatchStatus, CredentialBatch
 from tests.standins.sendgrid import API_KEY
+from tests.standins.slack import ADMIN_ID, BOT_TOKEN, SIGNING_SECRET, SlackStandIn
 
 CREDBOT = str(Path(sys.executable).parent / "credbot")
 
@@ -61,6 +73,36 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def wait_consuming(client: redis.Redis, namespace: str, workers: list[subprocess.Popen[bytes]]) -> None:
+    """Until every worker process fetches from Redis (Dramatiq's heartbeat set has one entry each)."""
+    deadline = time.monotonic() + 120
+    while client.zcard(f"{namespace}:__heartbeats__") < len(workers):
+        if any(worker.poll() is not None for worker in workers) or time.monotonic() > deadline:
+            raise SystemExit("the workers did not start")
+        time.sleep(0.1)
+
+
+def paced(client: Client, commands: int, interval: float) -> list[float]:
+    """Ack times (ms) of `commands` slash commands sent `interval` s apart."""
+    times = []
+    next_at = time.monotonic()
+    for _ in range(commands):
+        next_at += interval
+        times.append(client.time("credbot", "command"))
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,6 +114,9 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=5, help="niceness of the worker processes")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"), required=False)
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--ack", action="store_true", help="also time /email-credentials acks (see above)")
+    parser.add_argument("--commands", type=int, default=500, help="--ack: commands per measurement")
+    parser.add_argument("--interval", type=float, default=0.1, help="--ack: seconds between two commands")
     args = parser.parse_args()
     if not args.database_url:
         raise SystemExit("--database-url (PostgreSQL) is required")
@@ -81,11 +126,14 @@ def main() -> None:
         f"{args.workers} worker process(es) at nice {args.nice}, {os.cpu_count()} CPUs"
     )
     per_hash, floor = hashing_floor(args.employees, args.sample)
-    print(f"hashing floor: {per_hash * 1000:.1f} ms per argon2id hash -> {floor:.1f} s for the batch")
+    print(
+        f"hashing floor: {per_hash * 1000:.1f} ms per argon2id hash -> {floor:.1f} s for the batch ({load()})"
+    )
     with (
         tempfile.TemporaryDirectory() as tmp,
         standin(args.delay) as standin_url,
         database("postgresql", Path(tmp), args.database_url) as url,
+        ExitStack() as web,
     ):
         settings = Settings(
             _env_file=None,
@@ -97,6 +145,35 @@ def main() -> None:
         )
         ctx = Context.from_settings(settings)
         ids = add_employees(ctx, args.employees)
+        client = redis.Redis.from_url(args.redis_url)
+        acks: dict[str, list[float]] = {}
+        if args.ack:
+            with ctx.sessions.begin() as session:
+                add_admin(session, ADMIN_ID, "bench")
+            slack = SlackStandIn().start()
+            web.callback(slack.stop)
+            web_url = web.enter_context(
+                gunicorn(
+                    "bot.web:create_app()",
+                    {
+                        "DATABASE_URL": url,
+                        "REDIS_URL": args.redis_url,
+                        "REDIS_NAMESPACE": namespace,
+                        "SLACK_BOT_TOKEN": BOT_TOKEN,
+                        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                        "SLACK_API_URL": slack.url,
+                        "SECRET_KEY": "bench-" + "k" * 32,
+                        "SENDGRID_API_KEY": API_KEY,
+                        "SENDGRID_API_HOST": standin_url,
+                    },
+                    tmp,
+                )
+            )
+            slash = web.enter_context(Client({"credbot": web_url}))
+            for _ in range(20):  # warm up (connections, caches, the admin check)
+                slash.time("credbot", "command")
+            acks["idle"] = paced(slash, args.commands, args.interval)
+            print(figures(f"ack, no batch ({load()})", acks["idle"]))
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -117,9 +194,15 @@ def main() -> None:
         ]
         try:
             jobs.configure(ctx, in_process=False)
+            wait_consuming(client, namespace, workers)
+            cpu_before = [cpu_seconds(worker.pid) for worker in workers]
+            print(f"workers consuming; batch starts ({load()})", flush=True)
             started = time.perf_counter()
             batch_id = start_batch(ctx, ids, "bench", "cli")
             enqueue_batch(ctx, batch_id, "cli")
+            if args.ack:
+                acks["batch"] = paced(slash, args.commands, args.interval)
+                print(figures(f"ack, during the batch ({load()})", acks["batch"]))
             while True:
                 time.sleep(0.5)
                 with ctx.sessions() as session:
@@ -128,13 +211,14 @@ def main() -> None:
                         break
             elapsed = time.perf_counter() - started
             peaks = [peak_rss_mib(worker.pid) for worker in workers]
+            cpus = [cpu_seconds(w.pid) - before for w, before in zip(workers, cpu_before, strict=True)]
+            ended_load = load()
         finally:
             for worker in workers:
                 worker.terminate()
             for worker in workers:
                 worker.wait(60)
             jobs.shutdown()
-            client = redis.Redis.from_url(args.redis_url)
             for key in client.scan_iter(match=f"{namespace}*"):
                 client.delete(key)
             client.close()
@@ -143,9 +227,16 @@ def main() -> None:
     print(
         f"batch: {elapsed:.1f} s for {sent:,} sent "
         f"({counts['failed']} failed, {counts['in_doubt']} in doubt) "
-        f"= {elapsed / floor:.2f}x the hashing floor (target <= 1.2x)"
+        f"= {elapsed / floor:.2f}x the hashing floor (target <= 1.2x; {ended_load})"
     )
     print("peak RSS per worker process: " + ", ".join(f"{peak:,.0f} MiB" for peak in peaks))
+    print(
+        "CPU per worker process: "
+        + ", ".join(f"{cpu:,.1f} s ({cpu * 1000 / args.employees:.1f} ms per employee)" for cpu in cpus)
+    )
+    if acks:
+        ratio = p99(acks["batch"]) / p99(acks["idle"])
+        print(f"ack p99 during the batch / with no batch: {ratio:.2f}x (target <= 2x)")
     if sent != args.employees:
         raise SystemExit(f"only {sent} of {args.employees} sent")
 
