@@ -114,6 +114,22 @@ def wrote_events(session: Session) -> None:
     session.info["audit_unsealed"] = True
 
 
+def seal_later(session: Session) -> None:
+    """Do not seal the events `session` added when it commits: the caller calls `seal_now` soon after
+    (a batch seals its many events once a second instead of after each delivery's commit)."""
+    session.info.pop("audit_unsealed", None)
+
+
+def seal_now(sessions: sessionmaker[Session]) -> None:
+    """Seal what was committed (see `seal_later`); a failure is logged, and the next seal does it."""
+    bind = sessions.kw.get("bind")
+    if isinstance(bind, Engine):
+        try:
+            request_seal(bind)
+        except Exception:
+            log.exception("could not seal the audit log")
+
+
 @event.listens_for(Session, "after_commit")
 def _seal_after_commit(session: Session) -> None:
     bind = session.get_bind()

@@ -56,7 +56,7 @@ from tenacity import (
 )
 
 from bot import credentials
-from bot.audit import AuditAction, record
+from bot.audit import AuditAction, record, seal_later, seal_now
 from bot.context import Context
 from bot.credentials import Credential, Pending
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
@@ -212,6 +212,7 @@ class BatchRunner:
                 self._supply.close()
         self._done.set()
         heartbeat.join()
+        seal_now(self.ctx.sessions)
         crashed = [error for future in futures if (error := future.exception()) is not None]
         if crashed:
             self._let_go()
@@ -267,6 +268,7 @@ class BatchRunner:
                 self._renew()
             except Exception:  # the database away for a moment: the next beat tries again
                 log.warning("could not renew the leases of batch %s", self.batch_id, exc_info=True)
+            seal_now(self.ctx.sessions)
 
     def _renew(self) -> None:
         now = utcnow()
@@ -618,6 +620,7 @@ class BatchRunner:
                 )
             if action is not None:
                 self._audit(session, target, action, error)
+                seal_later(session)  # the heartbeat seals once a second, not every delivery
         with self._lock:
             self._held.discard(target.delivery_id)
         log.info("delivery %s: %s%s", target.delivery_id, status, f" ({error})" if error else "")
