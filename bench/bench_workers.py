@@ -114,6 +114,18 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=5, help="niceness of the worker processes")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"), required=False)
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--mail-concurrency",
+        type=int,
+        default=Settings.model_fields["mail_concurrency"].default,
+        help="MAIL_CONCURRENCY of the workers (mail threads per batch and process)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["password", "link"],
+        default="password",
+        help="link: set-password links, no hashing (what a delivery costs beside its hash)",
+    )
     parser.add_argument("--ack", action="store_true", help="also time /email-credentials acks (see above)")
     parser.add_argument("--commands", type=int, default=500, help="--ack: commands per measurement")
     parser.add_argument("--interval", type=float, default=0.1, help="--ack: seconds between two commands")
@@ -123,7 +135,8 @@ def main() -> None:
     namespace = f"credbot-bench-{uuid.uuid4().hex[:8]}"
     print(
         f"{args.employees:,} employees ({2 * args.employees:,} emails), stand-in {args.delay * 1000:.0f} ms, "
-        f"{args.workers} worker process(es) at nice {args.nice}, {os.cpu_count()} CPUs"
+        f"{args.workers} worker process(es) at nice {args.nice}, MAIL_CONCURRENCY={args.mail_concurrency}, "
+        f"{os.cpu_count()} CPUs"
     )
     per_hash, floor = hashing_floor(args.employees, args.sample)
     print(
@@ -142,6 +155,7 @@ def main() -> None:
             redis_namespace=namespace,
             sendgrid_api_key=SecretStr(API_KEY),
             sendgrid_api_host=standin_url,
+            credential_mode=args.mode,
         )
         ctx = Context.from_settings(settings)
         ids = add_employees(ctx, args.employees)
@@ -181,6 +195,7 @@ def main() -> None:
             "REDIS_NAMESPACE": namespace,
             "SENDGRID_API_KEY": API_KEY,
             "SENDGRID_API_HOST": standin_url,
+            "MAIL_CONCURRENCY": str(args.mail_concurrency),
         }
         workers = [
             subprocess.Popen(
