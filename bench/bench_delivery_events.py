@@ -65,8 +65,8 @@ def fill(url: str, deliveries: int, ts: str) -> int:
         connection.execute(
             sa.text(
                 "INSERT INTO credential_batches (id, requested_by, source, channel_id, mode, status, "
-                "slack_message_ts, slack_summary, created_at) VALUES (1, :by, 'slack', :channel, 'password', "
-                "'finished', :ts, :summary, :now)"
+                "slack_message_ts, slack_summary, resumed, created_at) VALUES (1, :by, 'slack', :channel, "
+                "'password', 'finished', :ts, :summary, 0, :now)"
             ).bindparams(sa.bindparam("summary", type_=sa.JSON)),
             {"by": f"slack:{ADMIN_ID}", "channel": CHANNEL_ID, "ts": ts, "summary": summary, "now": now},
         )

@@ -24,11 +24,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_slack import figures, fill_directory, gunicorn, p99, postgres_database
+from bench_slack import credbot_env, figures, fill_directory, gunicorn, p99, postgres_database
 
 from models import make_engine
 from tests.slack_requests import SlackRequests
-from tests.standins.slack import ADMIN_ID, BOT_TOKEN, SIGNING_SECRET, SlackStandIn
+from tests.standins.slack import ADMIN_ID, SlackStandIn
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -63,8 +63,8 @@ def fill_onboarding(url: str, employees: int, without_account: bool = True) -> N
         run("INSERT INTO account_roles (account_id, role_id) SELECT id, 2 FROM accounts WHERE mod(id, 7) = 0")
         for batch in range(1, 6):
             run(
-                "INSERT INTO credential_batches (id, requested_by, source, mode, status, created_at) "
-                "VALUES (:batch, 'slack:UADMIN001', 'slack', 'password', 'finished', now())",
+                "INSERT INTO credential_batches (id, requested_by, source, mode, status, resumed, "
+                "created_at) VALUES (:batch, 'slack:UADMIN001', 'slack', 'password', 'finished', 0, now())",
                 batch=batch,
             )
             run(
@@ -98,14 +98,7 @@ def main() -> None:
             accounts = connection.exec_driver_sql("SELECT count(*) FROM accounts").scalar_one()
         engine.dispose()
         standin = SlackStandIn().start()
-        env = {
-            "DATABASE_URL": url,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": standin.url,
-            "SECRET_KEY": "bench-" + "k" * 32,
-            "SENDGRID_API_KEY": "",
-        }
+        env = credbot_env(url, standin.url)
         times: list[float] = []
         try:
             with tempfile.TemporaryDirectory() as cwd, gunicorn("bot.web:create_app()", env, cwd) as app_url:
