@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -194,20 +194,37 @@ def gunicorn(app: str, env: dict[str, str], cwd: str) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+def credbot_env(database_url: str, slack_api_url: str, **more: str) -> dict[str, str]:
+    """The environment of credbot's web app under `gunicorn` against the Slack stand-in (`more` adds)."""
+    return {
+        "DATABASE_URL": database_url,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack_api_url,
+        "SECRET_KEY": "bench-" + "k" * 32,
+        "SENDGRID_API_KEY": "",
+        **more,
+    }
+
+
+def paced(client: Client, names: Sequence[str], commands: int, interval: float) -> dict[str, list[float]]:
+    """Ack times (ms) of `commands` slash commands to each app in `names`, alternating, `interval` s apart."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    next_at = time.monotonic()
+    for _ in range(commands):
+        for name in names:
+            next_at += interval
+            times[name].append(client.time(name, "command"))
+            time.sleep(max(0.0, next_at - time.monotonic()))
+    return times
+
+
 def run_paced(label: str, url: str, args: argparse.Namespace) -> None:
     """--paced: both apps under gunicorn in processes of their own, commands paced --interval apart."""
     print(f"\n{label}: building {args.employees:,} employees ...", flush=True)
     fill_directory(url, args.employees)
     standin = SlackStandIn().start()
-    env = {
-        "DATABASE_URL": url,
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": standin.url,
-        "SECRET_KEY": "bench-" + "k" * 32,
-        "SENDGRID_API_KEY": "",
-    }
-    times: dict[str, list[float]] = {"credbot": [], "bare": []}
+    env = credbot_env(url, standin.url)
     try:
         with (
             tempfile.TemporaryDirectory() as cwd,  # no .env is read there
@@ -219,12 +236,7 @@ def run_paced(label: str, url: str, args: argparse.Namespace) -> None:
                 client.time("credbot", "command")
                 client.time("bare", "command")
             standin.wait_for_call("views.open", 20, timeout=30)
-            next_at = time.monotonic()
-            for _ in range(args.commands):
-                for name in ("credbot", "bare"):
-                    next_at += args.interval
-                    times[name].append(client.time(name, "command"))
-                    time.sleep(max(0.0, next_at - time.monotonic()))
+            times = paced(client, ("credbot", "bare"), args.commands, args.interval)
             standin.wait_for_call("views.open", 20 + args.commands, timeout=60)
     finally:
         standin.stop()

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import add_employees, database, standin
-from bench_slack import Client, figures, gunicorn, p99
+from bench_slack import Client, credbot_env, figures, gunicorn, p99, paced
 
 from bot import jobs
 from bot.admins import add_admin
@@ -50,7 +50,7 @@ from bot.sending.jobs import enqueue_batch
 from bot.settings import Settings
 from models import BatchStatus, CredentialBatch
 from tests.standins.sendgrid import API_KEY
-from tests.standins.slack import ADMIN_ID, BOT_TOKEN, SIGNING_SECRET, SlackStandIn
+from tests.standins.slack import ADMIN_ID, SlackStandIn
 
 CREDBOT = str(Path(sys.executable).parent / "credbot")
 
@@ -90,17 +90,6 @@ def wait_consuming(client: redis.Redis, namespace: str, workers: list[subprocess
         if any(worker.poll() is not None for worker in workers) or time.monotonic() > deadline:
             raise SystemExit("the workers did not start")
         time.sleep(0.1)
-
-
-def paced(client: Client, commands: int, interval: float) -> list[float]:
-    """Ack times (ms) of `commands` slash commands sent `interval` s apart."""
-    times = []
-    next_at = time.monotonic()
-    for _ in range(commands):
-        next_at += interval
-        times.append(client.time("credbot", "command"))
-        time.sleep(max(0.0, next_at - time.monotonic()))
-    return times
 
 
 def main() -> None:
@@ -169,24 +158,21 @@ def main() -> None:
             web_url = web.enter_context(
                 gunicorn(
                     "bot.web:create_app()",
-                    {
-                        "DATABASE_URL": url,
-                        "REDIS_URL": args.redis_url,
-                        "REDIS_NAMESPACE": namespace,
-                        "SLACK_BOT_TOKEN": BOT_TOKEN,
-                        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                        "SLACK_API_URL": slack.url,
-                        "SECRET_KEY": "bench-" + "k" * 32,
-                        "SENDGRID_API_KEY": API_KEY,
-                        "SENDGRID_API_HOST": standin_url,
-                    },
+                    credbot_env(
+                        url,
+                        slack.url,
+                        REDIS_URL=args.redis_url,
+                        REDIS_NAMESPACE=namespace,
+                        SENDGRID_API_KEY=API_KEY,
+                        SENDGRID_API_HOST=standin_url,
+                    ),
                     tmp,
                 )
             )
             slash = web.enter_context(Client({"credbot": web_url}))
             for _ in range(20):  # warm up (connections, caches, the admin check)
                 slash.time("credbot", "command")
-            acks["idle"] = paced(slash, args.commands, args.interval)
+            acks["idle"] = paced(slash, ["credbot"], args.commands, args.interval)["credbot"]
             print(figures(f"ack, no batch ({load()})", acks["idle"]))
         env = {
             **os.environ,
@@ -216,7 +202,7 @@ def main() -> None:
             batch_id = start_batch(ctx, ids, "bench", "cli")
             enqueue_batch(ctx, batch_id, "cli")
             if args.ack:
-                acks["batch"] = paced(slash, args.commands, args.interval)
+                acks["batch"] = paced(slash, ["credbot"], args.commands, args.interval)["credbot"]
                 print(figures(f"ack, during the batch ({load()})", acks["batch"]))
             while True:
                 time.sleep(0.5)
