@@ -1,4 +1,4 @@
-"""Helpers for the credentials tests: directory rows, reading sent mail back, dumping the database."""
+"""Helpers for the credentials tests: reading sent mail back, dumping the database, sending a batch."""
 
 from __future__ import annotations
 
@@ -18,35 +18,11 @@ from bot.context import Context
 from bot.mail import MailTransport, SendGridTransport
 from bot.sending.batches import BatchSummary, DeliveryOutcome, start_batch
 from bot.sending.sender import run_batch
-from models import Account, AccountStatus, Base, Employee
+from models import Base
 from tests.standins.sendgrid import SendGridStandIn
 
 PASSWORD_LINE = re.compile(r"temporary password:\s+(\S+)")
 SETUP_LINK = re.compile(r"/setup/([A-Za-z0-9_-]+)")
-
-
-def add_employee(
-    session: Session,
-    number: str,
-    first: str = "Ada",
-    last: str = "Lovelace",
-    email_address: str | None = "default",
-    *,
-    account: bool = True,
-    active: bool = True,
-    status: AccountStatus = AccountStatus.PENDING,
-) -> Employee:
-    """An employee (and by default a pending account) committed to the database."""
-    if email_address == "default":
-        email_address = f"{first}.{last}.{number}@example.com".lower()
-    employee = Employee(
-        employee_number=number, first_name=first, last_name=last, email=email_address, active=active
-    )
-    session.add(employee)
-    if account:
-        session.add(Account(employee=employee, username=f"{first[0]}{last}{number}".lower(), status=status))
-    session.commit()
-    return employee
 
 
 def outbox_messages(directory: Path) -> list[EmailMessage]:

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 from bot.passwords import verify_password
 from bot.settings import Settings
 from models import Account, AccountStatus, CredentialBatch
+from tests.builders import add_employee
 from tests.cli_helpers import RunCli
-from tests.credentials_helpers import add_employee, outbox_messages, outbox_text, password_in, standin_text
+from tests.credentials_helpers import outbox_messages, outbox_text, password_in, standin_text
 from tests.standins.sendgrid import SendGridStandIn
 
 
@@ -20,12 +21,12 @@ def batches(session: Session) -> int:
 
 
 def test_send_shows_the_list_then_sends_with_yes(cli: RunCli, session: Session, settings: Settings) -> None:
-    ada = add_employee(session, "1", email_address="Ada@EXAMPLE.com")
-    add_employee(session, "2", "Alan", "Turing", account=False)
+    ada = add_employee(session, "1", email="Ada@EXAMPLE.com")
+    add_employee(session, "2", "Alan", "Turing", username=None)
     result = cli("credentials", "send", "1", "ada@example.com", "2", "--yes")
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "Will email 1 employee:" in out and "alovelace1" in out and "Ada@example.com" in out
+    assert "Will email 1 employee:" in out and "user1" in out and "Ada@example.com" in out
     assert "Cannot email 1 employee (skipped):" in out and "no account" in out
     assert out.count("SENDGRID_API_KEY is not set") == 1 and str(settings.outbox_dir) in out
     assert "can only be emailed now" in out
@@ -126,7 +127,7 @@ def test_a_refused_api_key_stops_with_one_error(
 def test_terminal_escapes_in_names_are_shown_escaped(cli: RunCli, session: Session) -> None:
     """Names stored before the importer refused control characters (or written by other tools)."""
     add_employee(session, "1", "Eve\x1b[2K\x1b[1A", "Hacker\x1b]0;pwned\x07")
-    add_employee(session, "2", "Mallory\u202e", "Tab\tNew\nLine", email_address=None)
+    add_employee(session, "2", "Mallory\u202e", "Tab\tNew\nLine", email=None)
     result = cli("credentials", "send", "--all-pending", input="n\n")
     out = result.output
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out and "\t" not in out
@@ -138,7 +139,7 @@ def test_terminal_escapes_in_names_are_shown_escaped(cli: RunCli, session: Sessi
 
 def test_outbox_file_names_say_whose_message_it_is(cli: RunCli, session: Session, settings: Settings) -> None:
     add_employee(session, "E-1042")
-    add_employee(session, "../7 x", "Alan", "Turing", "alan@example.com")
+    add_employee(session, "../7 x", "Alan", "Turing", email="alan@example.com")
     assert cli("credentials", "send", "--all-pending", "--yes").exit_code == 0
     names = sorted(path.name for path in settings.outbox_dir.iterdir())
     assert len(names) == 4
@@ -150,7 +151,7 @@ def test_outbox_file_names_say_whose_message_it_is(cli: RunCli, session: Session
 def test_an_address_changed_between_the_preview_and_yes_is_skipped(
     cli: RunCli, session: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ada = add_employee(session, "1", email_address="ada@example.com")
+    ada = add_employee(session, "1", email="ada@example.com")
     add_employee(session, "2", "Alan", "Turing")
 
     def import_then_yes(*args: object, **kwargs: object) -> bool:

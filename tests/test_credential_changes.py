@@ -14,7 +14,7 @@ from bot.credentials import Pending
 from bot.passwords import verify_password
 from bot.portal.auth import SignInOutcome, sign_in
 from models import Account, AccountStatus, SetupLink, utcnow
-from tests.credentials_helpers import add_employee
+from tests.builders import add_employee
 
 
 def account(session: Session) -> Account:

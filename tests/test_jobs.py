@@ -18,7 +18,8 @@ from bot import jobs, notices
 from bot.audit import AuditAction
 from bot.context import Context
 from models import AuditEvent
-from tests.credentials_helpers import add_employee, outbox_messages
+from tests.builders import add_employee
+from tests.credentials_helpers import outbox_messages
 
 CREDBOT = str(Path(sys.executable).parent / "credbot")
 seen: list[tuple[str, object]] = []
@@ -158,7 +159,7 @@ def test_a_notice_email_is_rendered_and_sent_by_the_worker(context: Context, job
     )
     jobs.join()
     [message] = outbox_messages(context.settings.outbox_dir)
-    assert message["To"] == "Grace Hopper <grace.hopper.7@example.com>"
+    assert message["To"] == "Grace Hopper <e7@example.com>"
     assert message["Subject"] == "Changed at Example Corp"
     assert message["X-Credbot-Category"] == "credbot-password-changed"
     assert "Friday 27 November 2026, 14:05 UTC" in message.get_body(("plain",)).get_content()
@@ -180,7 +181,7 @@ def test_an_unreachable_mail_service_is_retried_then_audited(
     wait_until(lambda: notice_events(ctx) != [])
     jobs.join()
     [(action, target, details)] = notice_events(ctx)
-    assert action == AuditAction.NOTICE_FAILED and target == "account:alovelace8"
+    assert action == AuditAction.NOTICE_FAILED and target == "account:user8"
     assert "could not write to the outbox" in details["error"] and details["template"] == "password_changed"
 
 

@@ -32,8 +32,8 @@ from bot.sending.jobs import enqueue_batch
 from bot.sending.sender import run_batch
 from models import Account, BatchStatus, CredentialBatch, Delivery, DeliveryStatus, Employee, make_engine
 from models.session import make_session_factory
+from tests.builders import add_employee
 from tests.credentials_helpers import (
-    add_employee,
     password_in,
     send_credentials,
     sendgrid_context,
@@ -317,7 +317,7 @@ def test_a_late_or_dripping_server_ends_at_the_deadline_and_the_emailed_password
 def test_a_name_the_outbox_cannot_write_fails_with_its_reason_and_leaves_no_credential(
     context: Context, session: Session
 ) -> None:
-    employee = add_employee(session, "1", "Ada", "Lovelace\nBcc: all@example.com", "ada@example.com")
+    employee = add_employee(session, "1", "Ada", "Lovelace\nBcc: all@example.com", email="ada@example.com")
     summary = send_credentials(context, [employee.id], "cli:tester", "cli")
     (failed,) = summary.failed
     assert failed.error == "welcome email not sent: internal error (ValueError; see the logs)"
