@@ -26,6 +26,7 @@ from bot.settings import Settings
 from bot.web import create_web_app
 from handlers import ids
 from models import Account, AuditEvent, CredentialBatch, Delivery, DeliveryEvent, Employee
+from tests.builders import add_employee
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import (
     password_in,
@@ -34,7 +35,6 @@ from tests.credentials_helpers import (
     sendgrid_transport,
     standin_text,
 )
-from tests.slack_data import add_employee
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
 from tests.standins.sendgrid import SendGridStandIn
@@ -149,7 +149,7 @@ def test_only_signed_fresh_posts_are_accepted(
     webhook_app: tuple[RunningApp, EventWebhookSender], session: Session, sendgrid_standin: SendGridStandIn
 ) -> None:
     app, sender = webhook_app
-    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
     send_from_slack(app, "1001")
     events = sendgrid_standin.events()
@@ -196,8 +196,8 @@ def test_duplicates_change_nothing_and_out_of_order_events_end_right(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app, sender = webhook_app
-    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
-    add_employee(session, "1002", "Alan", "Turing", "alan@example.com")
+    add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
+    add_employee(session, "1002", "Alan", "Turing", email="alan@example.com")
     session.commit()
     send_from_slack(app, "1001 1002")
     sendgrid_standin.bounce(
@@ -244,7 +244,7 @@ def test_events_for_other_mail_are_counted_and_ignored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app, sender = webhook_app
-    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
     batch_id, _, _ = send_from_slack(app, "1001")
     (ours, *_) = sendgrid_standin.events()
@@ -271,9 +271,9 @@ def test_hr_names_reach_sendgrid_in_a_form_it_delivers(
     webhook_app: tuple[RunningApp, EventWebhookSender], session: Session, sendgrid_standin: SendGridStandIn
 ) -> None:
     app, sender = webhook_app
-    add_employee(session, "1001", "Robert", "Downey, Jr.", "rdj@example.com")
-    add_employee(session, "1002", "Semi Colon;", "Name", "semi@example.com")
-    add_employee(session, "1003", "Tab\tand", "New\nLine", "tab@example.com")
+    add_employee(session, "1001", "Robert", "Downey, Jr.", email="rdj@example.com")
+    add_employee(session, "1002", "Semi Colon;", "Name", email="semi@example.com")
+    add_employee(session, "1003", "Tab\tand", "New\nLine", email="tab@example.com")
     session.commit()
     _, channel, ts = send_from_slack(app, "1001 1002 1003")
     assert sendgrid_standin.dropped == [] and len(sendgrid_standin.messages) == 6
@@ -286,8 +286,8 @@ def test_a_bounce_reaches_the_thread_and_fix_address_resends_to_the_new_address(
     webhook_app: tuple[RunningApp, EventWebhookSender], session: Session, sendgrid_standin: SendGridStandIn
 ) -> None:
     app, sender = webhook_app
-    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
-    add_employee(session, "1002", "Alan <!channel>", "Turing", "alan@exmaple.com", "aturing")
+    add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
+    add_employee(session, "1002", "Alan <!channel>", "Turing", email="alan@exmaple.com", username="aturing")
     session.commit()
     _, channel, ts = send_from_slack(app, "1001 1002")
     assert "0 delivered · 0 bounced · 0 dropped · 2 waiting" in delivery_text(app, channel, ts)
@@ -392,7 +392,7 @@ def test_resend_and_later_confirmations_show_the_flag(
     cli: RunCli,
 ) -> None:
     app, sender = webhook_app
-    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
     batch_id, channel, ts = send_from_slack(app, "1001")
     for event in sendgrid_standin.events():
@@ -458,7 +458,7 @@ def test_the_slack_update_runs_as_a_job_through_redis(
 ) -> None:
     app, sender = webhook_app
     jobs.configure(app.ctx, redis_url=redis_server_url, namespace=redis_namespace, in_process=True)
-    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
     _, channel, ts = send_from_slack(app, "1001")
     assert sender.post(sendgrid_standin.events()).status == 200
@@ -498,8 +498,8 @@ def test_a_thread_post_that_failed_is_posted_with_the_next_update(
     webhook_app: tuple[RunningApp, EventWebhookSender], session: Session, sendgrid_standin: SendGridStandIn
 ) -> None:
     app, sender = webhook_app
-    add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
-    add_employee(session, "1002", "Alan", "Turing", "alan@example.com")
+    add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
+    add_employee(session, "1002", "Alan", "Turing", email="alan@example.com")
     session.commit()
     _, channel, ts = send_from_slack(app, "1001 1002")
     sendgrid_standin.bounce("ada@example.com", "550 5.1.1 user unknown")
@@ -522,7 +522,7 @@ def test_a_later_delivery_to_the_flagged_address_clears_the_flag(
     context: Context, session: Session, sendgrid_standin: SendGridStandIn
 ) -> None:
     ctx = sendgrid_context(context, sendgrid_standin)
-    ada = add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com")
+    ada = add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
     sendgrid_standin.bounce("ada@example.com", "452 4.2.2 mailbox full", status="5.2.2")
     send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))

@@ -22,7 +22,7 @@ from bot.accounts import (
 from bot.digest import build_digest
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
 from models import Account, AccountStatus, AuditEvent, CredentialBatch, Delivery, Employee, Role, utcnow
-from tests.slack_data import add_employee
+from tests.builders import add_employee
 
 
 def emailed(session: Session, number: str, hours_left: float, **account: object) -> Employee:

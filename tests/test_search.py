@@ -11,7 +11,7 @@ from bot.reports import build_report
 from bot.search import MAX_RESULTS, choices_for, query_terms, search_employees
 from bot.sending.recipients import count_never_emailed, never_emailed_employee_ids
 from models import Employee, utcnow
-from tests.slack_data import add_employee
+from tests.builders import add_employee
 
 
 def names(session: Session, query: str) -> list[str]:
@@ -19,8 +19,8 @@ def names(session: Session, query: str) -> list[str]:
 
 
 def test_matches_name_email_username_and_number(session: Session) -> None:
-    add_employee(session, "E100", "Zoë", "Núñez", "zoe.nunez@example.com", "znunez")
-    add_employee(session, "E200", "Alan", "Turing", "alan@example.com", "aturing")
+    add_employee(session, "E100", "Zoë", "Núñez", email="zoe.nunez@example.com", username="znunez")
+    add_employee(session, "E200", "Alan", "Turing", email="alan@example.com", username="aturing")
     session.commit()
     for query in ("zoe", "ZOË", "nunez", "zoe.nunez@", "znunez", "e100", "Zoë Núñez", "nez zo"):
         assert names(session, query) == ["Zoë Núñez"], query
@@ -29,17 +29,17 @@ def test_matches_name_email_username_and_number(session: Session) -> None:
 
 
 def test_order_exact_number_then_word_start_then_name(session: Session) -> None:
-    add_employee(session, "77", "Mark", "Annan", "m@example.com", "mannan")
-    add_employee(session, "78", "Ann", "Smith", "a@example.com", "asmith")
-    add_employee(session, "ann", "Zed", "Zulu", "z@example.com", "zzulu")
-    add_employee(session, "79", "Joanna", "Baker", "j@example.com", "jbaker")
+    add_employee(session, "77", "Mark", "Annan", email="m@example.com", username="mannan")
+    add_employee(session, "78", "Ann", "Smith", email="a@example.com", username="asmith")
+    add_employee(session, "ann", "Zed", "Zulu", email="z@example.com", username="zzulu")
+    add_employee(session, "79", "Joanna", "Baker", email="j@example.com", username="jbaker")
     session.commit()
     assert names(session, "ann") == ["Zed Zulu", "Ann Smith", "Mark Annan", "Joanna Baker"]
 
 
 def test_like_wildcards_are_literal(session: Session) -> None:
-    add_employee(session, "1", "Percy", "Fifty", "p@example.com", "p_fifty")
-    add_employee(session, "2", "Other", "Person", "o@example.com", "operson")
+    add_employee(session, "1", "Percy", "Fifty", email="p@example.com", username="p_fifty")
+    add_employee(session, "2", "Other", "Person", email="o@example.com", username="operson")
     session.commit()
     assert names(session, "%") == []
     assert names(session, "p_f") == ["Percy Fifty"]
@@ -69,7 +69,7 @@ def test_at_most_a_hundred_results(session: Session) -> None:
 
 
 def test_inactive_and_accountless_are_labelled(session: Session) -> None:
-    gone = add_employee(session, "9", "Old", "Timer", "o@example.com", None, active=False)
+    gone = add_employee(session, "9", "Old", "Timer", email="o@example.com", username=None, active=False)
     session.commit()
     [choice] = search_employees(session, "timer")
     assert choice.label == "Old Timer (9) [inactive]"

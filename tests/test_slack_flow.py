@@ -18,7 +18,7 @@ from bot.sending.batches import start_batch
 from bot.settings import Settings
 from handlers import ids
 from models import AuditEvent, CredentialBatch, Employee
-from tests.slack_data import add_employee
+from tests.builders import add_employee
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
 from tests.standins.sendgrid import SendGridStandIn
@@ -108,8 +108,8 @@ def test_happy_path_from_command_to_mail_and_channel_summary(
     mail_app: RunningApp, session: Session, sendgrid_standin: SendGridStandIn
 ) -> None:
     app = mail_app
-    ada = add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com", "alovelace")
-    add_employee(session, "1002", "Alan", "Turing", None, "aturing")
+    ada = add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com", username="alovelace")
+    add_employee(session, "1002", "Alan", "Turing", email=None, username="aturing")
     session.commit()
 
     picker = open_picker(app)
@@ -208,8 +208,8 @@ def all_slack_text(app: RunningApp) -> str:
 
 def test_user_data_cannot_ping_or_format(mail_app: RunningApp, session: Session) -> None:
     app = mail_app
-    add_employee(session, "1001", "<!channel>", "<@U123|x> & co", "evil@example.com", "evil")
-    add_employee(session, "1002", "<!here>", "Nomail", None, "nomail")
+    add_employee(session, "1001", "<!channel>", "<@U123|x> & co", email="evil@example.com", username="evil")
+    add_employee(session, "1002", "<!here>", "Nomail", email=None, username="nomail")
     session.commit()
     picker = open_picker(app, "1001 1002")
     confirm = review(app, picker, {})
@@ -346,7 +346,7 @@ def test_mail_failures_are_summarised_with_reasons(
 ) -> None:
     app = mail_app
     add_employee(session, "1001", email="ada@example.com")
-    bad = add_employee(session, "1002", "Alan", "Turing", "alan@example.com")
+    bad = add_employee(session, "1002", "Alan", "Turing", email="alan@example.com")
     session.commit()
     sendgrid_standin.answer(400, to="alan@example.com", times=None)
     send_all(app, open_picker(app, "1001 1002"), {})
@@ -484,7 +484,7 @@ def test_an_address_changed_after_the_confirmation_is_skipped_not_mailed(
 ) -> None:
     app = mail_app
     ada = add_employee(session, "1001", email="ada@example.com")
-    add_employee(session, "1002", "Alan", "Turing", "alan@example.com")
+    add_employee(session, "1002", "Alan", "Turing", email="alan@example.com")
     session.commit()
     confirm = review(app, open_picker(app, "1001 1002"), {})
     assert "ada@example.com" in json.dumps(confirm)

@@ -32,8 +32,8 @@ from models import (
     make_session_factory,
     utcnow,
 )
+from tests.builders import add_employee
 from tests.credentials_helpers import outbox_messages
-from tests.slack_data import add_employee
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.slack import ADMIN_ID, SlackStandIn, dm_channel
 from tests.test_slack_views import assert_valid_with_slack_sdk
@@ -220,7 +220,9 @@ def test_show_all_pages_and_unlocks_a_row(running_slack_app: RunningApp, session
 
 def test_rename_end_to_end(running_slack_app: RunningApp, session: Session) -> None:
     app = running_slack_app
-    ada = add_employee(session, "1001", "Ada", "Lovelace", "ada@example.com", "alovelace", status="active")
+    ada = add_employee(
+        session, "1001", "Ada", "Lovelace", email="ada@example.com", username="alovelace", status="active"
+    )
     add_employee(session, "1002", "Alan", "Turing", username="aturing")
     ada.account.password_hash = hash_password("correct horse battery")  # type: ignore[union-attr]
     session.commit()

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from bot.settings import Settings
 from handlers import ids
-from tests.slack_data import add_employee
+from tests.builders import add_employee
 from tests.slack_requests import TEAM_ID, fill_state
 from tests.standins.slack import ADMIN_ID, APP_TOKEN, BOT_TOKEN, CHANNEL_ID, SIGNING_SECRET, SlackStandIn
 from tests.standins.socket_mode import SocketModeStandIn
