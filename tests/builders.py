@@ -125,6 +125,7 @@ def add_person(
     email: str | None = "alice.doe@example.com",
     password: str | None = TEMP_PASSWORD,
     must_change: bool = True,
+    expires_in: timedelta = timedelta(hours=72),
     status: str = AccountStatus.INVITED,
     roles: Sequence[str] = ("Employee", "Payroll"),
     **fields: Any,
@@ -140,6 +141,7 @@ def add_person(
             status=status,
             password=password,
             must_change=must_change,
+            expires_in=expires_in,
             roles=roles,
             **fields,
         )

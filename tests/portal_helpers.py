@@ -1,12 +1,10 @@
-"""Fixtures for the portal tests: a Flask app with the portal, and employees with accounts."""
+"""Fixtures for the portal tests: a Flask app with the portal, a browser, set-password links."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,11 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from bot.context import Context
-from bot.passwords import hash_password
 from bot.portal import init_portal
-from models import Account, AccountStatus, AuditEvent, Employee, Role, SetupLink, utcnow
+from models import Account, AuditEvent, SetupLink, utcnow
 
-TEMP_PASSWORD = "TempPassw0rdXyzQ"
 GOOD_PASSWORD = "orbit-lantern-pickle-meadow"
 
 
@@ -29,55 +25,6 @@ def make_portal_app(ctx: Context, **config: object) -> Flask:
     app.config.update(config)
     init_portal(app, ctx)
     return app
-
-
-@dataclass
-class Person:
-    account_id: int
-    employee_id: int
-    username: str
-    password: str
-
-
-def add_person(
-    ctx: Context,
-    *,
-    username: str = "adoe",
-    first_name: str = "Alice",
-    last_name: str = "Doe",
-    email: str | None = "alice.doe@example.com",
-    password: str | None = TEMP_PASSWORD,
-    must_change: bool = True,
-    expires_in: timedelta = timedelta(hours=72),
-    status: AccountStatus = AccountStatus.INVITED,
-    roles: tuple[str, ...] = ("Employee", "Payroll"),
-    **account_fields: object,
-) -> Person:
-    """An employee with an account whose (temporary) password is `password`."""
-    with ctx.sessions.begin() as session:
-        employee = Employee(
-            employee_number=f"E{secrets.randbelow(10**8)}",
-            first_name=first_name,
-            last_name=last_name,
-            email=email,
-        )
-        role_rows = []
-        for name in roles:
-            role = session.scalars(select(Role).where(Role.name == name)).first() or Role(name=name)
-            role_rows.append(role)
-        account = Account(
-            employee=employee,
-            username=username,
-            status=status,
-            password_hash=hash_password(password) if password else None,
-            must_change_password=must_change,
-            temp_password_expires_at=utcnow() + expires_in if must_change else None,
-            roles=role_rows,
-            **account_fields,
-        )
-        session.add(account)
-        session.flush()
-        return Person(account.id, employee.id, username, password or "")
 
 
 def add_setup_link(ctx: Context, account_id: int, *, expires_in: timedelta = timedelta(hours=72)) -> str:
@@ -153,11 +100,6 @@ def portal_app(context: Context) -> Flask:
 @pytest.fixture
 def browser(portal_app: Flask) -> Browser:
     return Browser(portal_app.test_client())
-
-
-@pytest.fixture
-def person_factory(context: Context) -> Callable[..., Person]:
-    return lambda **kwargs: add_person(context, **kwargs)
 
 
 def later(minutes: float = 0, hours: float = 0) -> datetime:

@@ -26,8 +26,9 @@ from werkzeug.serving import make_server
 from bot.context import Context
 from bot.settings import PROJECT_ROOT
 from models import AccountStatus, DeliveryStatus
+from tests.builders import add_person
 from tests.credentials_helpers import send_credentials
-from tests.portal_helpers import add_person, make_portal_app
+from tests.portal_helpers import make_portal_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 

@@ -11,7 +11,8 @@ from bot.passwords import password_context, verify_password
 from bot.portal import auth
 from bot.portal.auth import SignInOutcome, sign_in
 from models import AccountStatus, utcnow
-from tests.portal_helpers import GOOD_PASSWORD, TEMP_PASSWORD, add_person, audit_actions, get_account
+from tests.builders import TEMP_PASSWORD, add_person
+from tests.portal_helpers import GOOD_PASSWORD, audit_actions, get_account
 
 
 def failures(ctx: Context) -> list[str]:

@@ -25,11 +25,10 @@ from bot.portal import auth
 from bot.portal.limits import TOO_MANY
 from bot.portal.views import REFUSED_MESSAGE
 from models import AccountStatus, Employee, utcnow
+from tests.builders import TEMP_PASSWORD, add_person
 from tests.portal_helpers import (
     GOOD_PASSWORD,
-    TEMP_PASSWORD,
     Browser,
-    add_person,
     audit_actions,
     csrf_from,
     get_account,

@@ -20,16 +20,9 @@ from bot.mail import MailUnavailable
 from bot.portal import auth
 from bot.portal.views import REFUSED_MESSAGE
 from models import AccountStatus, utcnow
+from tests.builders import TEMP_PASSWORD, add_person
 from tests.credentials_helpers import sendgrid_context
-from tests.portal_helpers import (
-    GOOD_PASSWORD,
-    TEMP_PASSWORD,
-    Browser,
-    add_person,
-    audit_actions,
-    get_account,
-    make_portal_app,
-)
+from tests.portal_helpers import GOOD_PASSWORD, Browser, audit_actions, get_account, make_portal_app
 from tests.standins.sendgrid import SendGridStandIn
 
 CHANGE = "/portal/password"

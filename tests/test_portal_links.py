@@ -12,10 +12,10 @@ from bot.portal import auth
 from bot.portal.auth import SignInOutcome, set_password_with_link, sign_in
 from bot.portal.security import SetupTokenFilter, redact_setup_tokens
 from models import AccountStatus, SetupLink, utcnow
+from tests.builders import add_person
 from tests.portal_helpers import (
     GOOD_PASSWORD,
     Browser,
-    add_person,
     add_setup_link,
     audit_actions,
     get_account,
