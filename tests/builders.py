@@ -154,13 +154,14 @@ def insert_employees(
     count: int,
     *,
     name: Callable[[int], tuple[str, str]] = lambda i: ("Ada", f"Lovelace{i}"),
+    number: Callable[[int], str] = "E{:07d}".format,
     emails: bool = True,
     accounts: bool = True,
     chunk: int = 10_000,
 ) -> list[int]:
     """`count` active employees at once (executemany), for benchmarks and large lists; not committed.
 
-    Employee i is numbered `E<i, 7 digits>`, named `name(i)`, with address `user<i>@example.com`
+    Employee i is numbered `number(i)` (E0000000 on), named `name(i)`, with address `user<i>@example.com`
     (unless not `emails`) and a pending account `u<i>` (unless not `accounts`). Returns their ids in order.
     """
     ids: list[int] = []
@@ -168,15 +169,15 @@ def insert_employees(
         rows = []
         for i in range(start, min(start + chunk, count)):
             first, last = name(i)
-            number, email = f"E{i:07d}", f"user{i}@example.com" if emails else None
+            email = f"user{i}@example.com" if emails else None
             username = f"u{i}" if accounts else None
             rows.append(
                 {
-                    "employee_number": number,
+                    "employee_number": number(i),
                     "first_name": first,
                     "last_name": last,
                     "email": email,
-                    "search_text": make_search_text(first, last, email, number, username),
+                    "search_text": make_search_text(first, last, email, number(i), username),
                 }
             )
         inserted = connection.execute(
@@ -184,8 +185,10 @@ def insert_employees(
         )
         chunk_ids = list(inserted.scalars())
         if accounts:
-            usernames = [{"employee_id": id_, "username": f"u{i}"} for i, id_ in enumerate(chunk_ids, start)]
-            connection.execute(sa.insert(Account), usernames)
+            account_rows = [
+                {"employee_id": id_, "username": f"u{i}"} for i, id_ in enumerate(chunk_ids, start)
+            ]
+            connection.execute(sa.insert(Account), account_rows)
         ids += chunk_ids
     return ids
 

@@ -15,7 +15,8 @@ from bot.accounts import (
     make_username,
 )
 from bot.settings import Settings
-from models import Account, AccountStatus, AuditEvent, Employee, Role, utcnow
+from models import Account, AccountStatus, AuditEvent, Employee, Role
+from tests.builders import add_employee, insert_employees
 
 
 @pytest.mark.parametrize(
@@ -56,24 +57,6 @@ def test_username_allocator_adds_a_number() -> None:
     assert {"jsmith3", "jsmith5", "jsmith6", "ann2", "bo"} <= taken
 
 
-def add_employees(session: Session, *rows: tuple[str, str, str, str]) -> None:
-    """(employee number, first name, last name, directory roles) rows, active, committed."""
-    now = utcnow()
-    for number, first, last, roles in rows:
-        session.add(
-            Employee(
-                employee_number=number,
-                first_name=first,
-                last_name=last,
-                email=f"{number}@example.com",
-                directory_roles=roles,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    session.commit()
-
-
 def create(
     session: Session, settings: Settings, *numbers: str, all_missing: bool = False
 ) -> CreateAccountsResult:
@@ -88,13 +71,10 @@ def usernames(session: Session) -> dict[str, str]:
 
 
 def test_collisions_accents_and_idempotency(session: Session, settings: Settings) -> None:
-    add_employees(
-        session,
-        ("1", "John", "Smith", ""),
-        ("2", "Jane", "Smith", ""),
-        ("3", "Zoë", "Ñúñez-O'Brien", ""),
-        ("4", "Jim", "Smith", ""),
-    )
+    add_employee(session, "1", "John", "Smith", username=None)
+    add_employee(session, "2", "Jane", "Smith", username=None)
+    add_employee(session, "3", "Zoë", "Ñúñez-O'Brien", username=None)
+    add_employee(session, "4", "Jim", "Smith", username=None)
     first = create(session, settings, all_missing=True)
     assert [(a.employee_number, a.username) for a in first.created] == [
         ("1", "jsmith"),
@@ -112,9 +92,10 @@ def test_collisions_accents_and_idempotency(session: Session, settings: Settings
 
 
 def test_new_usernames_avoid_existing_ones(session: Session, settings: Settings) -> None:
-    add_employees(session, ("1", "John", "Smith", ""))
+    add_employee(session, "1", "John", "Smith", username=None)
     create(session, settings, "1")
-    add_employees(session, ("2", "Jack", "Smith", ""), ("3", "Jo", "Smith", ""))
+    add_employee(session, "2", "Jack", "Smith", username=None)
+    add_employee(session, "3", "Jo", "Smith", username=None)
     result = create(session, settings, "3", "2")
     assert [(a.employee_number, a.username) for a in result.created] == [("3", "jsmith2"), ("2", "jsmith3")]
 
@@ -123,7 +104,8 @@ def test_roles_default_plus_directory_roles(session: Session, settings: Settings
     settings = settings.model_copy(update={"default_roles": "Employee, Portal User"})
     session.add(Role(name="developer"))
     session.commit()
-    add_employees(session, ("1", "Ann", "Lee", "Developer;Sales, EMEA;employee"), ("2", "Bo", "Ek", ""))
+    add_employee(session, "1", "Ann", "Lee", username=None, directory_roles="Developer;Sales, EMEA;employee")
+    add_employee(session, "2", "Bo", "Ek", username=None)
     result = create(session, settings, "1", "2")
     assert [a.roles for a in result.created] == [
         ["Employee", "Portal User", "developer", "Sales, EMEA"],
@@ -144,13 +126,13 @@ def test_roles_default_plus_directory_roles(session: Session, settings: Settings
 
 def test_pattern_setting_is_used(session: Session, settings: Settings) -> None:
     settings = settings.model_copy(update={"username_pattern": "{first_name}.{last_name}{employee_number}"})
-    add_employees(session, ("77", "Chloé", "Dubois", ""))
+    add_employee(session, "77", "Chloé", "Dubois", username=None)
     assert [a.username for a in create(session, settings, "77").created] == ["chloe.dubois77"]
 
 
 def test_bad_pattern_setting_creates_nothing(session: Session, settings: Settings) -> None:
     settings = settings.model_copy(update={"username_pattern": "{nickname}"})
-    add_employees(session, ("1", "Ann", "Lee", ""))
+    add_employee(session, "1", "Ann", "Lee", username=None)
     with pytest.raises(UsernamePatternError):
         create(session, settings, "1")
     session.rollback()
@@ -158,7 +140,8 @@ def test_bad_pattern_setting_creates_nothing(session: Session, settings: Setting
 
 
 def test_unknown_and_inactive_employees_are_reported(session: Session, settings: Settings) -> None:
-    add_employees(session, ("1", "Ann", "Lee", ""), ("2", "Bo", "Ek", ""))
+    add_employee(session, "1", "Ann", "Lee", username=None)
+    add_employee(session, "2", "Bo", "Ek", username=None)
     session.scalars(select(Employee).where(Employee.employee_number == "2")).one().active = False
     session.commit()
     result = create(session, settings, "9", "1", "2", " ")
@@ -170,14 +153,14 @@ def test_unknown_and_inactive_employees_are_reported(session: Session, settings:
 
 
 def test_audit_events_and_search_text(session: Session, settings: Settings) -> None:
-    add_employees(session, ("1", "Zoë", "Lee", "Boss"))
+    add_employee(session, "1", "Zoë", "Lee", username=None, directory_roles="Boss")
     create(session, settings, "1")
     event = session.scalars(select(AuditEvent)).one()
     assert (event.actor, event.action, event.target) == ("tester", "account.created", "zlee")
     assert event.details == {"employee_number": "1", "roles": ["Employee", "Boss"]}
     session.expire_all()
     employee = session.scalars(select(Employee)).one()
-    assert employee.search_text == "zoe lee 1@example.com 1 zlee"
+    assert employee.search_text == "zoe lee e1@example.com 1 zlee"
 
 
 def test_needs_exactly_one_selection(session: Session, settings: Settings) -> None:
@@ -188,7 +171,8 @@ def test_needs_exactly_one_selection(session: Session, settings: Settings) -> No
 
 
 def test_many_employees_in_one_run(session: Session, settings: Settings) -> None:
-    add_employees(session, *((str(i), "Sam", "Smith", "") for i in range(1200)))
+    insert_employees(session, 1200, name=lambda _: ("Sam", "Smith"), number=str, accounts=False)
+    session.commit()
     result = create(session, settings, *(str(i) for i in range(1200)))
     assert len(result.created) == 1200
     names = usernames(session)
@@ -198,7 +182,8 @@ def test_many_employees_in_one_run(session: Session, settings: Settings) -> None
 
 def test_created_accounts_are_named_as_everywhere_else(session: Session, settings: Settings) -> None:
     """One full name rule (`models.full_name`): a one-word name carries no stray space."""
-    add_employees(session, ("1", "Cher", "", ""), ("2", "Ann", "Lee", ""))
+    add_employee(session, "1", "Cher", "", username=None)
+    add_employee(session, "2", "Ann", "Lee", username=None)
     assert [a.name for a in create(session, settings, "1", "2").created] == ["Cher", "Ann Lee"]
     assert [e.full_name for e in session.scalars(select(Employee).order_by(Employee.employee_number))] == [
         "Cher",

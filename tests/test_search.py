@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, inspect
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
-from bot.directory import make_search_text
 from bot.onboarding import Stage, stage_count, stage_employee_ids
 from bot.reports import build_report
 from bot.search import MAX_RESULTS, choices_for, query_terms, search_employees
 from bot.sending.recipients import count_never_emailed, never_emailed_employee_ids
 from models import Employee, utcnow
-from tests.builders import add_employee
+from tests.builders import add_employee, insert_employees
 
 
 def names(session: Session, query: str) -> list[str]:
@@ -47,22 +46,7 @@ def test_like_wildcards_are_literal(session: Session) -> None:
 
 
 def test_at_most_a_hundred_results(session: Session) -> None:
-    now = utcnow()
-    rows = [
-        {
-            "employee_number": f"N{n}",
-            "first_name": "Same",
-            "last_name": f"Name{n}",
-            "email": None,
-            "directory_roles": "",
-            "active": True,
-            "search_text": make_search_text("Same", f"Name{n}", None, f"N{n}", None),
-            "created_at": now,
-            "updated_at": now,
-        }
-        for n in range(250)
-    ]
-    session.execute(insert(Employee), rows)
+    insert_employees(session, 250, name=lambda n: ("Same", f"Name{n}"), emails=False, accounts=False)
     session.commit()
     assert len(search_employees(session, "same")) == MAX_RESULTS
     assert len(search_employees(session, "same", limit=5)) == 5
