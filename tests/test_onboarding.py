@@ -21,8 +21,8 @@ from bot.accounts import (
 )
 from bot.digest import build_digest
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
-from models import Account, AccountStatus, AuditEvent, CredentialBatch, Delivery, Employee, Role, utcnow
-from tests.builders import add_employee
+from models import Account, AccountStatus, AuditEvent, DeliveryStatus, Employee, Role, utcnow
+from tests.builders import add_batch, add_delivery, add_employee
 
 
 def emailed(session: Session, number: str, hours_left: float, **account: object) -> Employee:
@@ -191,13 +191,10 @@ def test_csv_report_neutralises_formulas(session: Session) -> None:
     tab = add_employee(session, "1001", "Tab", "Return", username="\tplain")
     add_employee(session, "1003", "Carriage", "Return", username="\rplain")
     add_employee(session, "1002", username=None)
-    session.flush()
-    batch = CredentialBatch(requested_by="t", source="cli", status="finished")
-    session.add(batch)
-    session.flush()
-    session.add(Delivery(batch_id=batch.id, employee_id=evil.id, status="failed"))
-    session.add(Delivery(batch_id=batch.id, employee_id=tab.id, status="sent", mail_state="bounced"))
     session.commit()
+    batch = add_batch(session, requested_by="t")
+    add_delivery(session, batch, evil, DeliveryStatus.FAILED)
+    add_delivery(session, batch, tab, mail_state="bounced")
     out = io.StringIO(newline="")
     assert write_accounts_csv(session, out) == 3
     rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))

@@ -12,7 +12,8 @@ from bot.audit import AuditAction, record
 from bot.directory import import_employees
 from bot.reports import build_report
 from bot.settings import Settings
-from models import Account, AccountStatus, CredentialBatch, Delivery, DeliveryStatus, Employee, utcnow
+from models import Account, AccountStatus, BatchStatus, DeliveryStatus, Employee, utcnow
+from tests.builders import add_batch, add_delivery
 from tests.cli_helpers import RunCli
 
 CSV = (
@@ -34,10 +35,12 @@ def populate(session: Session, settings: Settings, tmp_path: Path) -> None:
     people = {e.employee_number: e for e in session.query(Employee)}
     ann = session.query(Account).filter_by(username="alee").one()
     ann.status, ann.credentials_emailed_at = AccountStatus.INVITED, utcnow()
-    old = CredentialBatch(requested_by="U0OLD", source="slack", created_at=utcnow() - timedelta(days=1))
-    new = CredentialBatch(requested_by="cli:hr", source="cli", status="finished")
-    session.add_all([old, new])
-    session.flush()
+    session.commit()
+    yesterday = utcnow() - timedelta(days=1)
+    old = add_batch(
+        session, requested_by="U0OLD", source="slack", status=BatchStatus.RUNNING, created_at=yesterday
+    )
+    new = add_batch(session, requested_by="cli:hr")
     deliveries = [
         (new, "1", DeliveryStatus.SENT, None),
         (new, "2", DeliveryStatus.FAILED, "400: does not contain a valid address"),
@@ -46,18 +49,7 @@ def populate(session: Session, settings: Settings, tmp_path: Path) -> None:
         (old, "1", DeliveryStatus.PENDING, None),
     ]
     for batch, number, status, error in deliveries:
-        employee = people[number]
-        session.add(
-            Delivery(
-                batch_id=batch.id,
-                employee_id=employee.id,
-                email_address=employee.email,
-                status=status,
-                error=error,
-                updated_at=batch.created_at,
-            )
-        )
-    session.commit()
+        add_delivery(session, batch, people[number], status, error=error, updated_at=batch.created_at)
 
 
 def test_build_report(session: Session, settings: Settings, tmp_path: Path) -> None:

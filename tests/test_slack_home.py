@@ -24,15 +24,13 @@ from models import (
     Account,
     AccountStatus,
     AuditEvent,
-    CredentialBatch,
-    Delivery,
     Employee,
     Role,
     make_engine,
     make_session_factory,
     utcnow,
 )
-from tests.builders import add_employee
+from tests.builders import add_batch, add_delivery, add_employee
 from tests.credentials_helpers import outbox_messages
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.slack import ADMIN_ID, SlackStandIn, dm_channel
@@ -101,11 +99,9 @@ def test_app_home_shows_every_stage_with_its_action(running_slack_app: RunningAp
     emailed(session, "301", -3)
     locked = add_employee(session, "400", "Lou", "Locked")
     locked.account.locked_until = utcnow() + timedelta(minutes=10)  # type: ignore[union-attr]
-    batch = CredentialBatch(requested_by=f"slack:{ADMIN_ID}", source="slack", status="finished")
-    session.add(batch)
-    session.flush()
-    session.add(Delivery(batch_id=batch.id, employee_id=locked.id, status="sent", mail_state="bounced"))
     session.commit()
+    batch = add_batch(session, requested_by=f"slack:{ADMIN_ID}", source="slack")
+    add_delivery(session, batch, locked, mail_state="bounced")
 
     view = open_home(app)
     text = text_of(view)
