@@ -10,11 +10,10 @@ from datetime import datetime, timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
 
 from bot.context import Context
 from bot.portal import init_portal
-from models import Account, AuditEvent, SetupLink, utcnow
+from models import Account, SetupLink, utcnow
 
 GOOD_PASSWORD = "orbit-lantern-pickle-meadow"
 
@@ -48,13 +47,6 @@ def get_account(ctx: Context, account_id: int) -> Account:
         assert account is not None
         session.expunge(account)
         return account
-
-
-def audit_actions(ctx: Context) -> list[tuple[str, str, str | None, dict]]:
-    """(action, actor, target, details) of every audit event, oldest first."""
-    with ctx.sessions() as session:
-        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id))
-        return [(e.action, e.actor, e.target, e.details) for e in events]
 
 
 def csrf_from(html: str) -> str:

@@ -15,8 +15,8 @@ from bot.accounts import (
     make_username,
 )
 from bot.settings import Settings
-from models import Account, AccountStatus, AuditEvent, Employee, Role
-from tests.builders import add_employee, insert_employees
+from models import Account, AccountStatus, Employee, Role
+from tests.builders import add_employee, audit_events, insert_employees
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ def test_unknown_and_inactive_employees_are_reported(session: Session, settings:
 def test_audit_events_and_search_text(session: Session, settings: Settings) -> None:
     add_employee(session, "1", "Zoë", "Lee", username=None, directory_roles="Boss")
     create(session, settings, "1")
-    event = session.scalars(select(AuditEvent)).one()
+    [event] = audit_events(session)
     assert (event.actor, event.action, event.target) == ("tester", "account.created", "zlee")
     assert event.details == {"employee_number": "1", "roles": ["Employee", "Boss"]}
     session.expire_all()

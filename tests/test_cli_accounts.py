@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from bot.settings import PROJECT_ROOT
-from models import Account, AuditEvent, utcnow
+from models import Account, utcnow
+from tests.builders import audit_events
 from tests.cli_helpers import RunCli
 
 SAMPLE = PROJECT_ROOT / "samples" / "employees.csv"
@@ -106,5 +107,5 @@ def test_locked_accounts_show_as_locked_and_can_be_unlocked(cli: RunCli, session
     session.expire_all()
     jsmith = session.query(Account).filter_by(username="jsmith").one()
     assert (jsmith.locked_until, jsmith.failed_login_count) == (None, 0)
-    unlocked = session.query(AuditEvent).filter_by(action="account.unlocked").one()
+    [unlocked] = audit_events(session, "account.unlocked")
     assert unlocked.target == "account:jsmith" and unlocked.actor.startswith("cli:")

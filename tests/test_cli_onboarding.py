@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.settings import PROJECT_ROOT, Settings
-from models import Account, AuditEvent, Employee, utcnow
+from models import Account, Employee, utcnow
+from tests.builders import audit_events
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import outbox_messages
 
@@ -27,7 +28,7 @@ def sample(cli: RunCli) -> RunCli:
 
 def actions(session: Session) -> list[str]:
     session.expire_all()
-    return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+    return [event.action for event in audit_events(session)]
 
 
 def test_rename_emails_the_employee_and_refuses_bad_names(

@@ -28,7 +28,6 @@ from bot.sending.sender import INTERRUPTED, run_batch
 from models import (
     Account,
     AccountStatus,
-    AuditEvent,
     BatchStatus,
     CredentialBatch,
     Delivery,
@@ -37,7 +36,7 @@ from models import (
     SetupLink,
     utcnow,
 )
-from tests.builders import add_employee
+from tests.builders import add_employee, audit_events
 from tests.credentials_helpers import (
     SETUP_LINK,
     dump_database,
@@ -67,7 +66,7 @@ def delivery_of(session: Session, batch_id: int, employee: Employee) -> Delivery
 
 
 def actions(session: Session) -> list[str]:
-    return list(session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.id)))
+    return [event.action for event in audit_events(session)]
 
 
 # --- who can be mailed -----------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from bot.sending.recipients import preview
 from bot.settings import Settings
 from bot.web import create_web_app
 from handlers import ids
-from models import Account, AuditEvent, CredentialBatch, Delivery, DeliveryEvent, Employee
-from tests.builders import add_employee
+from models import Account, CredentialBatch, Delivery, DeliveryEvent, Employee
+from tests.builders import add_employee, audit_events
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import (
     password_in,
@@ -354,11 +354,10 @@ def test_a_bounce_reaches_the_thread_and_fix_address_resends_to_the_new_address(
     assert answer.json()["response_action"] == "update" and confirm["callback_id"] == ids.CONFIRM_VIEW
     shown = json.dumps(confirm)
     assert "alan@example.com" in shown and "can only be emailed now" in shown and "bounced on" not in shown
-    with app.ctx.sessions() as s:
-        changes = s.scalars(select(AuditEvent).where(AuditEvent.action == "employee.address_changed")).all()
-        assert [(c.actor, c.details["old_address"], c.details["new_address"]) for c in changes] == [
-            (f"slack:{ADMIN_ID}", "alan@exmaple.com", "alan@example.com")
-        ]
+    changes = audit_events(app.ctx.sessions, "employee.address_changed")
+    assert [(c.actor, c.details["old_address"], c.details["new_address"]) for c in changes] == [
+        (f"slack:{ADMIN_ID}", "alan@exmaple.com", "alan@example.com")
+    ]
 
     assert app.requests.submit(confirm).status == 200  # "Send emails"
     app.slack.wait_for(lambda: sendgrid_standin.sent_to("alan@example.com"), what="mail to the new address")

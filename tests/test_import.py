@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from bot.accounts import create_accounts
 from bot.directory import ImportFileError, ImportResult, import_employees
 from bot.settings import Settings
-from models import AuditEvent, Employee
+from models import Employee
+from tests.builders import audit_events
 
 HEADER = "employee_number,first_name,last_name,email,department,roles,slack_user_id\n"
 
@@ -67,7 +68,7 @@ def test_same_file_twice_changes_nothing(session: Session, tmp_path: Path) -> No
     assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
     assert not again.changed
     assert {n: e.updated_at for n, e in employees(session).items()} == before
-    audits = session.scalars(select(AuditEvent).where(AuditEvent.action == "employees.imported")).all()
+    audits = audit_events(session, "employees.imported")
     assert [a.details for a in audits] == [
         {"created": 2, "updated": 0, "unchanged": 0, "rejected_rows": 0},
         {"created": 0, "updated": 0, "unchanged": 2, "rejected_rows": 0},
@@ -141,7 +142,7 @@ def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_written(
     assert lines[13].startswith("last_name contains a control character (U+0000) at character 5")
     assert not result.written and result.created == 0
     assert employees(session) == {}
-    assert session.scalars(select(AuditEvent)).all() == []
+    assert audit_events(session) == []
 
 
 def test_several_problems_in_one_row_are_all_reported(session: Session, tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_skip_invalid_imports_the_good_rows(session: Session, tmp_path: Path) ->
     assert result.errors[0][0] == 2
     assert result.created == 1
     assert list(employees(session)) == ["2"]
-    audit = session.scalars(select(AuditEvent)).one()
+    [audit] = audit_events(session)
     assert audit.details["rejected_rows"] == 5
 
 

@@ -18,7 +18,7 @@ from bot import jobs, notices
 from bot.audit import AuditAction
 from bot.context import Context
 from models import AuditEvent
-from tests.builders import add_employee
+from tests.builders import add_employee, audit_events
 from tests.credentials_helpers import outbox_messages
 
 CREDBOT = str(Path(sys.executable).parent / "credbot")
@@ -144,9 +144,8 @@ def test_without_redis_only_one_process_schedules(context: Context, monkeypatch:
 
 
 def notice_events(context: Context) -> list[tuple[str, str | None, dict]]:
-    with context.sessions() as session:
-        rows = session.execute(select(AuditEvent.action, AuditEvent.target, AuditEvent.details)).all()
-    return [tuple(row) for row in rows if row[0].endswith("notice_failed")]  # type: ignore[misc]
+    events = audit_events(context.sessions)
+    return [(e.action, e.target, e.details) for e in events if e.action.endswith("notice_failed")]
 
 
 def test_a_notice_email_is_rendered_and_sent_by_the_worker(context: Context, job_broker: str) -> None:

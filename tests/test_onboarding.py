@@ -22,7 +22,7 @@ from bot.accounts import (
 from bot.digest import build_digest
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
 from models import Account, AccountStatus, AuditEvent, DeliveryStatus, Employee, Role, utcnow
-from tests.builders import add_batch, add_delivery, add_employee
+from tests.builders import add_batch, add_delivery, add_employee, audit_events
 
 
 def emailed(session: Session, number: str, hours_left: float, **account: object) -> Employee:
@@ -116,8 +116,12 @@ def test_unlock_disable_enable_are_audited(directory: Session) -> None:
     assert statuses["user300"] == AccountStatus.INVITED  # back at its funnel step
     assert statuses["user400"] == AccountStatus.PENDING
     assert numbers(directory, Stage.LOCKED) == []
-    actions = directory.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
-    assert actions == ["account.unlocked", "account.disabled", "account.enabled", "account.enabled"]
+    assert [event.action for event in audit_events(directory)] == [
+        "account.unlocked",
+        "account.disabled",
+        "account.enabled",
+        "account.enabled",
+    ]
 
 
 def test_rename_checks_rules_and_uniqueness(directory: Session) -> None:
@@ -135,7 +139,7 @@ def test_rename_checks_rules_and_uniqueness(directory: Session) -> None:
     renamed = rename_account(directory, "cli:test", "200", "  Nev.Neveremailed ")
     directory.commit()
     assert (renamed.old_username, renamed.new_username) == ("user200", "nev.neveremailed")
-    event = directory.scalars(select(AuditEvent).where(AuditEvent.action == "account.renamed")).one()
+    [event] = audit_events(directory, "account.renamed")
     assert event.details["old_username"] == "user200" and event.target == "account:nev.neveremailed"
     employee = directory.scalars(select(Employee).where(Employee.employee_number == "200")).one()
     assert "nev.neveremailed" in employee.search_text and "user200" not in employee.search_text

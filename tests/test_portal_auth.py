@@ -11,13 +11,15 @@ from bot.passwords import password_context, verify_password
 from bot.portal import auth
 from bot.portal.auth import SignInOutcome, sign_in
 from models import AccountStatus, utcnow
-from tests.builders import TEMP_PASSWORD, add_person
-from tests.portal_helpers import GOOD_PASSWORD, audit_actions, get_account
+from tests.builders import TEMP_PASSWORD, add_person, audit_events
+from tests.portal_helpers import GOOD_PASSWORD, get_account
 
 
 def failures(ctx: Context) -> list[str]:
     return [
-        details["reason"] for action, _, _, details in audit_actions(ctx) if action == "portal.sign_in_failed"
+        details["reason"]
+        for action, _, _, details in audit_events(ctx.sessions)
+        if action == "portal.sign_in_failed"
     ]
 
 
@@ -28,7 +30,7 @@ def test_valid_temporary_password_must_be_changed(context: Context) -> None:
     assert result.account_id == person.account_id
     account = get_account(context, person.account_id)
     assert account.last_login_at is not None
-    assert ("portal.sign_in", "adoe", "account:adoe", {}) in audit_actions(context)
+    assert ("portal.sign_in", "adoe", "account:adoe", {}) in audit_events(context.sessions)
 
 
 def test_username_is_case_insensitive_and_trimmed(context: Context) -> None:
@@ -99,7 +101,7 @@ def test_failures_past_the_threshold_make_the_account_wait_longer_each_time(cont
     account = get_account(context, person.account_id)
     assert account.failed_login_count == 5
     assert account.locked_until == now + timedelta(seconds=30)
-    assert [a for a, *_ in audit_actions(context)].count("portal.account_locked") == 1
+    assert [a for a, *_ in audit_events(context.sessions)].count("portal.account_locked") == 1
 
     # During the wait even the right password is refused, and neither it nor a wrong one is counted.
     assert sign_in(context, "adoe", TEMP_PASSWORD, now=now).outcome is SignInOutcome.REFUSED
@@ -231,7 +233,7 @@ def test_an_unknown_username_is_not_kept_in_the_audit_log(context: Context) -> N
     sign_in(context, "My-Secret-Passphrase-9", "whatever-password")  # the password in the wrong field
     sign_in(context, "evil\nINFO forged line\x00" + "x" * 200, "whatever-password")
     sign_in(context, person.username.upper(), "wrong password")
-    unknown, forged, known = audit_actions(context)
+    unknown, forged, known = audit_events(context.sessions)
     assert (
         unknown
         == forged

@@ -25,11 +25,10 @@ from bot.portal import auth
 from bot.portal.limits import TOO_MANY
 from bot.portal.views import REFUSED_MESSAGE
 from models import AccountStatus, Employee, utcnow
-from tests.builders import TEMP_PASSWORD, add_person
+from tests.builders import TEMP_PASSWORD, add_person, audit_events
 from tests.portal_helpers import (
     GOOD_PASSWORD,
     Browser,
-    audit_actions,
     csrf_from,
     get_account,
     make_portal_app,
@@ -39,7 +38,9 @@ CHANGE = "/portal/password"
 
 
 def sign_in_reasons(ctx: Context) -> list[str]:
-    return [d["reason"] for action, _, _, d in audit_actions(ctx) if action == "portal.sign_in_failed"]
+    return [
+        d["reason"] for action, _, _, d in audit_events(ctx.sessions) if action == "portal.sign_in_failed"
+    ]
 
 
 def with_settings(ctx: Context, **update: object) -> Context:
@@ -195,7 +196,9 @@ def test_a_captured_cookie_stops_working_at_sign_out(context: Context, portal_ap
     assert thief.get("/portal/").status_code == 200
     assert browser.post("/portal/logout").status_code == 303
     assert thief.get("/portal/").headers["Location"] == "/portal/login"
-    assert ("portal.sign_out", "adoe") in [(action, actor) for action, actor, *_ in audit_actions(context)]
+    assert ("portal.sign_out", "adoe") in [
+        (action, actor) for action, actor, *_ in audit_events(context.sessions)
+    ]
 
 
 def test_a_lock_ends_the_sessions_even_after_it_is_over(context: Context, portal_app: Flask) -> None:

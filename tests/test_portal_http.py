@@ -20,9 +20,9 @@ from bot.mail import MailUnavailable
 from bot.portal import auth
 from bot.portal.views import REFUSED_MESSAGE
 from models import AccountStatus, utcnow
-from tests.builders import TEMP_PASSWORD, add_person
+from tests.builders import TEMP_PASSWORD, add_person, audit_events
 from tests.credentials_helpers import sendgrid_context
-from tests.portal_helpers import GOOD_PASSWORD, Browser, audit_actions, get_account, make_portal_app
+from tests.portal_helpers import GOOD_PASSWORD, Browser, get_account, make_portal_app
 from tests.standins.sendgrid import SendGridStandIn
 
 CHANGE = "/portal/password"
@@ -93,7 +93,7 @@ def test_first_sign_in_forces_a_password_change(context: Context, browser: Brows
     response = browser.sign_in("adoe", GOOD_PASSWORD)
     assert response.status_code == 303 and response.headers["Location"] == "/portal/"
 
-    actions = [action for action, *_ in audit_actions(context)]
+    actions = [action for action, *_ in audit_events(context.sessions)]
     assert actions == [
         "portal.sign_in",
         "portal.password_changed",
@@ -157,7 +157,7 @@ def test_lockout_over_http(context: Context, browser: Browser) -> None:
     response = browser.sign_in("adoe", TEMP_PASSWORD)
     assert response.status_code == 401 and REFUSED_MESSAGE in response.text
     assert get_account(context, person.account_id).locked_until is not None
-    actions = [action for action, *_ in audit_actions(context)]
+    actions = [action for action, *_ in audit_events(context.sessions)]
     assert actions.count("portal.account_locked") == 1
     assert actions.count("portal.sign_in_failed") == 6
 
@@ -178,7 +178,9 @@ def test_post_without_or_with_a_wrong_csrf_token_is_refused(context: Context, br
     fresh = Browser(browser.client.application.test_client())
     response = fresh.post("/portal/login", {"username": "adoe", "password": TEMP_PASSWORD, "csrf_token": "x"})
     assert response.status_code == 400, "no session yet: refused"
-    assert [action for action, *_ in audit_actions(context)] == [], "refused before any sign-in attempt"
+    assert [action for action, *_ in audit_events(context.sessions)] == [], (
+        "refused before any sign-in attempt"
+    )
 
 
 def test_sign_out_needs_the_csrf_token(context: Context, browser: Browser) -> None:
@@ -356,7 +358,7 @@ def test_a_mail_failure_does_not_undo_the_change(
     jobs.join()
     assert browser.get("/portal/").status_code == 200
     assert not get_account(context, person.account_id).must_change_password
-    [(_, _, target, details)] = [e for e in audit_actions(context) if e[0].endswith("notice_failed")]
+    [(_, _, target, details)] = [e for e in audit_events(context.sessions) if e[0].endswith("notice_failed")]
     assert target == "account:adoe" and "unreachable" in details["error"].lower()
 
 
@@ -394,7 +396,7 @@ def test_no_email_address_is_audited(context: Context, browser: Browser) -> None
         "portal",
         "account:adoe",
         {"error": "no email address"},
-    ) in (audit_actions(context))
+    ) in (audit_events(context.sessions))
 
 
 def test_passwords_never_reach_logs_or_audit(
@@ -407,6 +409,6 @@ def test_passwords_never_reach_logs_or_audit(
         browser.get(CHANGE)
         browser.post(CHANGE, change_form(new="Password1234"))
         browser.post(CHANGE, change_form())
-    recorded = caplog.text + repr(audit_actions(context))
+    recorded = caplog.text + repr(audit_events(context.sessions))
     for secret in ("wrong-password-987", TEMP_PASSWORD, "Password1234", GOOD_PASSWORD):
         assert secret not in recorded

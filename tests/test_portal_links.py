@@ -12,12 +12,11 @@ from bot.portal import auth
 from bot.portal.auth import SignInOutcome, set_password_with_link, sign_in
 from bot.portal.security import SetupTokenFilter, redact_setup_tokens
 from models import AccountStatus, SetupLink, utcnow
-from tests.builders import add_person
+from tests.builders import add_person, audit_events
 from tests.portal_helpers import (
     GOOD_PASSWORD,
     Browser,
     add_setup_link,
-    audit_actions,
     get_account,
     make_portal_app,
 )
@@ -52,7 +51,7 @@ def test_opening_the_link_only_shows_a_button(context: Context, browser: Browser
     # Following the link (as a mail scanner does) changes nothing, however often.
     browser.get(f"/portal/setup/{token}")
     assert link_row(context, account_id).used_at is None
-    assert audit_actions(context) == []
+    assert audit_events(context.sessions) == []
 
 
 def test_setting_the_password_through_the_link(context: Context, browser: Browser) -> None:
@@ -82,7 +81,7 @@ def test_setting_the_password_through_the_link(context: Context, browser: Browse
     account = get_account(context, account_id)
     assert account.status == AccountStatus.ACTIVE and not account.must_change_password
     assert sign_in(context, "adoe", GOOD_PASSWORD).outcome is SignInOutcome.OK
-    actions = [action for action, *_ in audit_actions(context)]
+    actions = [action for action, *_ in audit_events(context.sessions)]
     assert actions[:3] == ["portal.setup_link_used", "portal.password_changed", "portal.sign_in"]
 
 

@@ -17,8 +17,8 @@ from bot.admins import add_admin, remove_admin
 from bot.sending.batches import start_batch
 from bot.settings import Settings
 from handlers import ids
-from models import AuditEvent, CredentialBatch, Employee
-from tests.builders import add_employee
+from models import CredentialBatch, Employee
+from tests.builders import add_employee, audit_events
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
 from tests.standins.sendgrid import SendGridStandIn
@@ -33,11 +33,6 @@ class _AnyText(str):
 
 
 ANY_TEXT = _AnyText()
-
-
-def audit_actions(app: RunningApp) -> list[str]:
-    with app.ctx.sessions() as session:
-        return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
 
 
 def test_command_acks_at_once_and_opens_the_picker(running_slack_app: RunningApp, session: Session) -> None:
@@ -142,7 +137,7 @@ def test_happy_path_from_command_to_mail_and_channel_summary(
         "ada@example.com",
         "ada@example.com",
     ]
-    actions = audit_actions(app)
+    actions = [e.action for e in audit_events(app.ctx.sessions)]
     assert actions.count("credentials.selection_saved") == 1
     assert "credentials.batch_started" in actions
     assert app.slack.problems == []
@@ -156,7 +151,7 @@ def test_signed_requests_only(running_slack_app: RunningApp) -> None:
     assert (bad.status, stale.status) == (401, 401)
     time.sleep(0.3)  # give a wrongly accepted request time to reach Slack: nothing may arrive
     assert app.slack.calls_to("views.open") == []
-    assert audit_actions(app) == []
+    assert [e.action for e in audit_events(app.ctx.sessions)] == []
 
 
 def test_non_admins_are_refused_everywhere(running_slack_app: RunningApp, session: Session) -> None:
@@ -181,8 +176,7 @@ def test_non_admins_are_refused_everywhere(running_slack_app: RunningApp, sessio
     ephemeral = app.slack.wait_for_call("chat.postEphemeral")[0]
     assert ephemeral.args["user"] == stranger
 
-    with app.ctx.sessions() as check:
-        refused = check.scalars(select(AuditEvent).where(AuditEvent.action == "access.refused")).all()
+    refused = audit_events(app.ctx.sessions, "access.refused")
     assert sorted(event.details["kind"] for event in refused) == [
         "block_actions",
         "command",
@@ -293,9 +287,7 @@ def test_a_thousand_employees_stay_within_block_kit_limits(
 
 
 def failures_audited(app: RunningApp) -> list[dict[str, Any]]:
-    with app.ctx.sessions() as check:
-        events = check.scalars(select(AuditEvent).where(AuditEvent.action == "slack.call_failed")).all()
-        return [event.details for event in events]
+    return [event.details for event in audit_events(app.ctx.sessions, "slack.call_failed")]
 
 
 def test_expired_trigger_tells_the_admin_and_is_audited(running_slack_app: RunningApp) -> None:
@@ -416,7 +408,7 @@ def test_an_admin_removed_after_review_cannot_send(running_slack_app: RunningApp
     assert answer["view"]["title"]["text"] == "Not allowed"
     with app.ctx.sessions() as check:
         assert check.scalars(select(CredentialBatch)).all() == []
-    assert audit_actions(app)[-1] == "access.refused"
+    assert [e.action for e in audit_events(app.ctx.sessions)][-1] == "access.refused"
 
 
 def test_the_command_is_answered_before_the_modal_is_opened(running_slack_app: RunningApp) -> None:

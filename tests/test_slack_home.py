@@ -30,7 +30,7 @@ from models import (
     make_session_factory,
     utcnow,
 )
-from tests.builders import add_batch, add_delivery, add_employee
+from tests.builders import add_batch, add_delivery, add_employee, audit_events
 from tests.credentials_helpers import outbox_messages
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.slack import ADMIN_ID, SlackStandIn, dm_channel
@@ -73,13 +73,6 @@ def submit_and_wait(app: RunningApp, view: dict[str, Any], values: dict[str, Any
 
 def text_of(view: dict[str, Any]) -> str:
     return json.dumps(view["blocks"], ensure_ascii=False)
-
-
-def audit(app: RunningApp, action: str) -> list[AuditEvent]:
-    with app.ctx.sessions() as check:
-        return list(
-            check.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id))
-        )
 
 
 def emailed(session: Session, number: str, hours_left: float) -> Employee:
@@ -132,7 +125,7 @@ def test_non_admins_get_a_short_home_and_every_click_is_refused(
     session.commit()
     view = open_home(app, STRANGER)
     assert f"<@{ADMIN_ID}>" in text_of(view) and "Secret" not in text_of(view)
-    assert audit(app, "access.refused") == []  # opening the tab is not an attempt to act
+    assert audit_events(app.ctx.sessions, "access.refused") == []  # opening the tab is not an attempt to act
 
     home_actions = [value for name, value in vars(ids).items() if name.startswith(("HOME_", "ROW_"))]
     home_actions.append(ids.LIST_PAGE_ACTION)
@@ -142,7 +135,7 @@ def test_non_admins_get_a_short_home_and_every_click_is_refused(
         crafted = {"id": "VX", "type": "modal", "callback_id": callback, "blocks": [], "private_metadata": ""}
         answer = app.requests.submit(crafted, user_id=STRANGER).json()
         assert answer["view"]["title"]["text"] == "Not allowed"
-    refused = audit(app, "access.refused")
+    refused = audit_events(app.ctx.sessions, "access.refused")
     assert sorted(e.target for e in refused if e.details["kind"] == "block_actions") == sorted(home_actions)
     assert len([e for e in refused if e.details["kind"] == "view_submission"]) == 4
     app.slack.wait_for_call("chat.postMessage", len(home_actions))  # each told, in a DM
@@ -167,7 +160,7 @@ def test_create_accounts_from_home(running_slack_app: RunningApp, session: Sessi
     assert "Employees without an account: 0" in text_of(app.slack.home_views[ADMIN_ID])
     again = app.requests.submit(confirm).json()  # a second submission creates nothing more
     assert again["response_action"] == "update"
-    assert len(audit(app, "account.created")) == 3
+    assert len(audit_events(app.ctx.sessions, "account.created")) == 3
 
 
 def test_email_and_resend_open_the_picker_preselected(
@@ -205,12 +198,14 @@ def test_show_all_pages_and_unlocks_a_row(running_slack_app: RunningApp, session
     click(app, ids.ROW_UNLOCK_ACTION, "024", view=second)
     app.slack.wait_for_call("views.update", updates + 2)
     assert "Locked accounts (24)" in text_of(app.slack.last_view())
-    assert [e.target for e in audit(app, "account.unlocked")] == ["account:user024"]
+    assert [e.target for e in audit_events(app.ctx.sessions, "account.unlocked")] == ["account:user024"]
 
     app.slack.wait_for_call("views.publish", 1)  # App Home is refreshed after the row's unlock
     click(app, ids.HOME_UNLOCK_ALL)
     app.slack.wait_for_call("views.publish", 2)
-    app.slack.wait_for(lambda: len(audit(app, "account.unlocked")) == 25, what="every account unlocked")
+    app.slack.wait_for(
+        lambda: len(audit_events(app.ctx.sessions, "account.unlocked")) == 25, what="every account unlocked"
+    )
     assert "Locked accounts: 0" in text_of(app.slack.home_views[ADMIN_ID])
 
 
@@ -246,7 +241,7 @@ def test_rename_end_to_end(running_slack_app: RunningApp, session: Session) -> N
     )
     body = mail.get_body(("plain",)).get_content()
     assert "ada.byron" in body and "alovelace" in body
-    (event,) = audit(app, "account.renamed")
+    (event,) = audit_events(app.ctx.sessions, "account.renamed")
     assert event.actor == f"slack:{ADMIN_ID}" and event.details["old_username"] == "alovelace"
     assert sign_in(app.ctx, "alovelace", "correct horse battery").outcome == SignInOutcome.REFUSED
     assert sign_in(app.ctx, "ada.byron", "correct horse battery").outcome == SignInOutcome.OK
@@ -265,11 +260,13 @@ def test_bulk_roles_end_to_end(running_slack_app: RunningApp, session: Session) 
         app, modal, {ids.DEPARTMENT_ACTION: "finance", ids.ADD_ROLES_ACTION: "Approver, Auditor"}
     )
     assert "Changed the roles of 3 account(s)" in text_of(done)
-    (group,) = audit(app, "account.roles_edited")
+    (group,) = audit_events(app.ctx.sessions, "account.roles_edited")
     assert group.details == {"add": ["Approver", "Auditor"], "remove": [], "employees": 3}
-    per_employee = audit(app, "account.roles_changed")
+    per_employee = audit_events(app.ctx.sessions, "account.roles_changed")
     assert sorted(e.details["employee_number"] for e in per_employee) == ["0", "1", "2"]
-    assert {e.details["group"] for e in per_employee} == {group.id}
+    with app.ctx.sessions() as check:  # the per-employee events point at the group event's id
+        group_id = check.scalar(select(AuditEvent.id).where(AuditEvent.action == "account.roles_edited"))
+    assert {e.details["group"] for e in per_employee} == {group_id}
     failed = submit_and_wait(app, modal, {ids.DEPARTMENT_ACTION: "Sales", ids.REMOVE_ROLES_ACTION: "Ghost"})
     assert "No such role to remove: Ghost" in text_of(failed)
 
@@ -290,7 +287,11 @@ def test_disable_and_enable_from_home(running_slack_app: RunningApp, session: Se
         app, modal, {ids.EMPLOYEES_ACTION: pick, ids.MANAGE_CHOICE_ACTION: ids.MANAGE_ENABLE}
     )
     assert "Enabled 1 account" in text_of(done)
-    assert [e.action for e in audit(app, "account.disabled") + audit(app, "account.enabled")] == [
+    assert [
+        e.action
+        for e in audit_events(app.ctx.sessions, "account.disabled")
+        + audit_events(app.ctx.sessions, "account.enabled")
+    ] == [
         "account.disabled",
         "account.enabled",
     ]
@@ -317,7 +318,10 @@ def test_report_from_home_and_the_command_lands_in_the_dm(
     answer = app.requests.command(text="report").json()
     assert "account report" in answer["text"] and answer["response_type"] == "ephemeral"
     assert len(uploaded_csv(app, 2)) == 3
-    app.slack.wait_for(lambda: len(audit(app, "report.accounts_exported")) == 2, what="both reports audited")
+    app.slack.wait_for(
+        lambda: len(audit_events(app.ctx.sessions, "report.accounts_exported")) == 2,
+        what="both reports audited",
+    )
     assert app.slack.problems == []
 
 
@@ -359,8 +363,7 @@ def test_the_digest_is_posted_to_the_audit_channel(
     message = slack_standin.messages[("CAUDIT001", ts)]
     assert "1 expiring within 24 hours, 1 expired unused since yesterday, 0 locked" in message["text"]
     assert "Mailed300" in json.dumps(message["blocks"]) and slack_standin.problems == []
-    with ctx.sessions() as check:
-        (event,) = check.scalars(select(AuditEvent).where(AuditEvent.action == "digest.posted"))
+    (event,) = audit_events(ctx.sessions, "digest.posted")
     assert event.target == "CAUDIT001" and event.details["expiring"] == 1
     slack_standin.fail("chat.postMessage", "not_in_channel")
     with pytest.raises(DigestNotPosted, match="not a member of that channel"):
