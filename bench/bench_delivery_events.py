@@ -39,11 +39,12 @@ from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_slack import postgres_database
 from bot.context import Context
 from bot.settings import Settings
 from bot.web import create_web_app
-from models import make_engine, upgrade_database, utcnow
+from models import make_engine, utcnow
+from tests.builders import insert_employees
+from tests.databases import throwaway_database
 from tests.standins.sendgrid_webhook import EventWebhookSender
 from tests.standins.slack import ADMIN_ID, BOT_TOKEN, CHANNEL_ID, SIGNING_SECRET, SlackStandIn
 
@@ -53,7 +54,6 @@ DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 def fill(url: str, deliveries: int, ts: str) -> int:
     """Employees, one finished Slack batch with its summary message, its sent deliveries; the batch id."""
     engine = make_engine(url)
-    upgrade_database(engine)
     now = utcnow()
     summary = {
         "channel": CHANNEL_ID,
@@ -70,26 +70,19 @@ def fill(url: str, deliveries: int, ts: str) -> int:
             ).bindparams(sa.bindparam("summary", type_=sa.JSON)),
             {"by": f"slack:{ADMIN_ID}", "channel": CHANNEL_ID, "ts": ts, "summary": summary, "now": now},
         )
-        for start in range(1, deliveries + 1, 10_000):
-            numbers = range(start, min(start + 10_000, deliveries + 1))
-            connection.execute(
-                sa.text(
-                    "INSERT INTO employees (id, employee_number, first_name, last_name, email, "
-                    "directory_roles, active, search_text, created_at, updated_at) "
-                    "VALUES (:id, :number, 'Ada', 'Lovelace', :email, '', true, '', :now, :now)"
-                ),
-                [
-                    {"id": i, "number": f"E{i:07d}", "email": f"user{i}@example.com", "now": now}
-                    for i in numbers
-                ],
-            )
-            connection.execute(
-                sa.text(
-                    "INSERT INTO deliveries (id, batch_id, employee_id, email_address, status, attempts, "
-                    "created_at, updated_at) VALUES (:id, 1, :id, :email, 'sent', 2, :now, :now)"
-                ),
-                [{"id": i, "email": f"user{i}@example.com", "now": now} for i in numbers],
-            )
+        employee_ids = insert_employees(
+            connection, deliveries, first=1, name=lambda _: ("Ada", "Lovelace"), accounts=False
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO deliveries (id, batch_id, employee_id, email_address, status, attempts, "
+                "created_at, updated_at) VALUES (:id, 1, :employee, :email, 'sent', 2, :now, :now)"
+            ),
+            [
+                {"id": i, "employee": employee, "email": f"user{i}@example.com", "now": now}
+                for i, employee in enumerate(employee_ids, 1)
+            ],
+        )
     engine.dispose()
     return 1
 
@@ -221,7 +214,7 @@ def main() -> None:
     parser.add_argument("--per-post", type=int, default=1000)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     args = parser.parse_args()
-    with postgres_database(args.database_url) as url:
+    with throwaway_database("postgresql", None, args.database_url) as url:
         run(url, args.posts, args.per_post)
 
 

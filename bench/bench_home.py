@@ -24,9 +24,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_slack import credbot_env, figures, fill_directory, gunicorn, p99, postgres_database
+from bench_slack import credbot_env, figures, fill_directory, gunicorn, p99
 
 from models import make_engine
+from tests.databases import throwaway_database
 from tests.slack_requests import SlackRequests
 from tests.standins.slack import ADMIN_ID, SlackStandIn
 
@@ -90,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
-    with postgres_database(args.database_url) as url:
+    with throwaway_database("postgresql", None, args.database_url) as url:
         print(f"PostgreSQL: building {args.employees:,} employees ...", flush=True)
         fill_onboarding(url, args.employees)
         engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))

@@ -16,20 +16,15 @@ import os
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.accounts import create_accounts
 from bot.directory import import_employees
 from bot.settings import Settings
-from models import make_engine, make_session_factory, upgrade_database
+from models import make_engine, make_session_factory
+from tests.databases import throwaway_database
 
 FIRST = ["Anna", "José", "Zoë", "Mark", "Chloé", "Jürgen", "Aiko", "Sven", "Priya", "Łukasz"]
 LAST = ["Smith", "Ñúñez-O'Brien", "Müller", "Dubois", "Tanaka", "Østergaard", "Kowalski", "Patel"]
@@ -50,7 +45,6 @@ def write_csv(path: Path, rows: int, changed_every: int = 0) -> None:
 
 def run(label: str, url: str, rows: int, files: dict[str, Path]) -> None:
     engine = make_engine(url)
-    upgrade_database(engine)
     sessions = make_session_factory(engine)
     settings = Settings(_env_file=None, database_url=url)
     for name in ("first import", "re-import (no change)", "10% changed"):
@@ -72,22 +66,6 @@ def run(label: str, url: str, rows: int, files: dict[str, Path]) -> None:
     engine.dispose()
 
 
-@contextmanager
-def postgres_database(server_url: str) -> Iterator[str]:
-    """A throw-away database on the server of `server_url`, dropped afterwards."""
-    url = make_url(server_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"credbot_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,9 +83,10 @@ def main() -> None:
         write_csv(files["first import"], args.rows)
         write_csv(files["10% changed"], args.rows, changed_every=10)
         print(f"{args.rows:,} rows, target 10,000 rows/s")
-        run("sqlite", f"sqlite:///{directory / 'bench.db'}", args.rows, files)
+        with throwaway_database("sqlite", directory) as url:
+            run("sqlite", url, args.rows, files)
         if args.database_url:
-            with postgres_database(args.database_url) as url:
+            with throwaway_database("postgresql", None, args.database_url) as url:
                 run("postgresql", url, args.rows, files)
 
 

@@ -19,41 +19,29 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.context import Context
-from bot.passwords import hash_password
 from bot.portal.auth import sign_in
 from bot.settings import Settings
-from models import (
-    Account,
-    AccountStatus,
-    Employee,
-    make_engine,
-    make_session_factory,
-    upgrade_database,
-    utcnow,
-)
+from models import AccountStatus, make_engine, make_session_factory, utcnow
+from tests.builders import add_person
+from tests.databases import throwaway_database
 
 PASSWORD = "orbit-lantern-pickle-meadow"
+ACTIVE: dict[str, Any] = {"status": AccountStatus.ACTIVE, "roles": ()}
 
 
-def make_context(directory: Path) -> Context:
-    url = f"sqlite:///{directory / 'bench.db'}"
-    engine = make_engine(url)
-    upgrade_database(engine)
+def make_context(url: str) -> Context:
     settings = Settings(_env_file=None, database_url=url, lockout_threshold=10**9)
-    return Context(settings=settings, sessions=make_session_factory(engine))
+    return Context(settings=settings, sessions=make_session_factory(make_engine(url)))
 
 
-def add_account(ctx: Context, username: str, **fields: object) -> None:
-    with ctx.sessions.begin() as session:
-        employee = Employee(employee_number=username, first_name="Bench", last_name=username.title())
-        fields.setdefault("status", AccountStatus.ACTIVE)
-        session.add(
-            Account(employee=employee, username=username, password_hash=hash_password(PASSWORD), **fields)
-        )
+def add_account(ctx: Context, username: str, **fields: Any) -> None:
+    """An account that signs in with PASSWORD: active and without roles unless `fields` say otherwise."""
+    add_person(ctx, username=username, password=PASSWORD, must_change=False, **{**ACTIVE, **fields})
 
 
 def main() -> None:
@@ -62,8 +50,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=300)
     arguments = parser.parse_args()
     rounds = arguments.rounds
-    with tempfile.TemporaryDirectory() as directory:
-        ctx = make_context(Path(directory))
+    with tempfile.TemporaryDirectory() as directory, throwaway_database("sqlite", Path(directory)) as url:
+        ctx = make_context(url)
         add_account(ctx, "active")
         add_account(ctx, "locked", locked_until=utcnow() + timedelta(days=1))
         add_account(ctx, "disabled", status=AccountStatus.DISABLED)

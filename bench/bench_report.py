@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_home import LOCAL_POSTGRES, fill_onboarding
-from bench_slack import postgres_database
 
 from bot.account_report import write_accounts_csv
 from models import make_engine, make_session_factory
+from tests.databases import throwaway_database
 
 
 def write(url: str, path: Path, limit_memory: bool = False) -> tuple[int, float, int]:
@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         target = Path(directory) / "accounts.csv"
         for employees in (args.employees // 10, args.employees):
-            with postgres_database(args.database_url) as url:
+            with throwaway_database("postgresql", None, args.database_url) as url:
                 print(f"PostgreSQL: building {employees:,} employees ...", flush=True)
                 fill_onboarding(url, employees, without_account=False)
                 if employees == args.employees:

@@ -22,14 +22,11 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import sqlalchemy as sa
 from pydantic import SecretStr
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,7 +34,8 @@ from bot.context import Context
 from bot.sending.batches import start_batch
 from bot.sending.sender import run_batch
 from bot.settings import Settings
-from models import Account, Employee, make_engine, upgrade_database
+from tests.builders import add_employees
+from tests.databases import throwaway_database
 from tests.standins.sendgrid import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,51 +58,6 @@ def standin(delay: float) -> Iterator[str]:
         child.stdin.close()
         print(f"  stand-in: {child.stdout.read().strip()}")
         child.wait(timeout=30)
-
-
-@contextmanager
-def database(kind: str, directory: Path, server_url: str | None) -> Iterator[str]:
-    """A fresh, migrated database: a SQLite file, or a throw-away PostgreSQL database."""
-    if kind == "sqlite":
-        url = f"sqlite:///{directory / f'bench-{uuid.uuid4().hex[:8]}.db'}"
-        engine = make_engine(url)
-        upgrade_database(engine)
-        engine.dispose()
-        yield url
-        return
-    assert server_url
-    admin_url = make_url(server_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"credbot_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    try:
-        engine = make_engine(url)
-        upgrade_database(engine)
-        engine.dispose()
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-def add_employees(ctx: Context, count: int) -> list[int]:
-    with ctx.sessions.begin() as session:
-        employees = [
-            Employee(
-                employee_number=f"E{i:06d}",
-                first_name="Zoë",
-                last_name=f"Müller{i}",
-                email=f"user{i}@example.com",
-            )
-            for i in range(count)
-        ]
-        session.add_all(employees)
-        session.add_all(Account(employee=e, username=f"zmuller{i}") for i, e in enumerate(employees))
-        session.flush()
-        return [e.id for e in employees]
 
 
 def send(
@@ -153,7 +106,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp, standin(args.delay) as standin_url:
         for kind in kinds:
-            with database(kind, Path(tmp), args.database_url) as url:
+            with throwaway_database(kind, Path(tmp), args.database_url) as url:
                 elapsed, _, _ = send(url, standin_url, args.employees, args.concurrency, trace=False)
             maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
@@ -162,7 +115,7 @@ def main() -> None:
             )
             peaks = {}
             for count in (args.small, args.employees):
-                with database(kind, Path(tmp), args.database_url) as url:
+                with throwaway_database(kind, Path(tmp), args.database_url) as url:
                     _, start_peak, run_peak = send(url, standin_url, count, args.concurrency, trace=True)
                 peaks[count] = run_peak
                 print(

@@ -38,31 +38,29 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Flask, request
 from pydantic import SecretStr
 from slack_bolt import Ack, App
 from slack_bolt.adapter.flask import SlackRequestHandler
-from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.admins import add_admin
 from bot.context import Context
-from bot.directory import make_search_text
 from bot.settings import Settings
 from bot.slack_app import make_web_client
 from bot.web import create_web_app
 from handlers import ids
-from models import Account, Employee, make_engine, make_session_factory, upgrade_database, utcnow
+from models import make_engine, make_session_factory
+from tests.builders import insert_employees
+from tests.databases import throwaway_database
 from tests.slack_requests import SlackRequests
 from tests.standins.slack import ADMIN_ID, BOT_TOKEN, SIGNING_SECRET, SlackStandIn
 
@@ -92,43 +90,12 @@ QUERIES = [
 
 
 def fill_directory(url: str, employees: int) -> None:
+    """`employees` people with pending accounts in the migrated database at `url`, and the admin."""
     engine = make_engine(url)
-    upgrade_database(engine)
-    now = utcnow()
     with engine.begin() as connection:
-        for start in range(0, employees, 10_000):
-            people, accounts = [], []
-            for i in range(start, min(start + 10_000, employees)):
-                first, last = FIRST[i % len(FIRST)], LAST[i // len(FIRST) % len(LAST)]
-                number, email, username = f"E{i:07d}", f"user{i}@example.com", f"u{i}"
-                people.append(
-                    {
-                        "id": i + 1,
-                        "employee_number": number,
-                        "first_name": first,
-                        "last_name": last,
-                        "email": email,
-                        "directory_roles": "",
-                        "active": True,
-                        "search_text": make_search_text(first, last, email, number, username),
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-                accounts.append(
-                    {
-                        "id": i + 1,
-                        "employee_id": i + 1,
-                        "username": username,
-                        "status": "pending",
-                        "must_change_password": False,
-                        "failed_login_count": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-            connection.execute(sa.insert(Employee), people)
-            connection.execute(sa.insert(Account), accounts)
+        insert_employees(
+            connection, employees, name=lambda i: (FIRST[i % len(FIRST)], LAST[i // len(FIRST) % len(LAST)])
+        )
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM ANALYZE")
@@ -446,22 +413,6 @@ def run(label: str, url: str, args: argparse.Namespace) -> None:
         print(f"  Slack stand-in saw invalid views: {standin.problems[:3]}")
 
 
-@contextmanager
-def postgres_database(server_url: str) -> Iterator[str]:
-    admin = sa.create_engine(
-        server_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
-    name = f"credbot_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -488,10 +439,10 @@ def main() -> None:
     measure = run_paced if args.paced else run
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
-    with tempfile.TemporaryDirectory() as directory:
-        measure("SQLite", f"sqlite:///{Path(directory) / 'bench.db'}", args)
+    with tempfile.TemporaryDirectory() as directory, throwaway_database("sqlite", Path(directory)) as url:
+        measure("SQLite", url, args)
     if args.database_url:
-        with postgres_database(args.database_url) as url:
+        with throwaway_database("postgresql", None, args.database_url) as url:
             measure("PostgreSQL", url, args)
 
 

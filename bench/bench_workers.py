@@ -38,7 +38,7 @@ from pydantic import SecretStr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_send import add_employees, database, standin
+from bench_send import standin
 from bench_slack import Client, credbot_env, figures, gunicorn, p99, paced
 
 from bot import jobs
@@ -49,6 +49,8 @@ from bot.sending.batches import delivery_counts, start_batch
 from bot.sending.jobs import enqueue_batch
 from bot.settings import Settings
 from models import BatchStatus, CredentialBatch
+from tests.builders import add_employees
+from tests.databases import throwaway_database as database
 from tests.standins.sendgrid import API_KEY
 from tests.standins.slack import ADMIN_ID, SlackStandIn
 

@@ -153,7 +153,8 @@ def insert_employees(
     connection: Connection | Session,
     count: int,
     *,
-    name: Callable[[int], tuple[str, str]] = lambda i: ("Ada", f"Lovelace{i}"),
+    first: int = 0,
+    name: Callable[[int], tuple[str, str]] = lambda i: ("Zoë", f"Müller{i}"),
     number: Callable[[int], str] = "E{:07d}".format,
     emails: bool = True,
     accounts: bool = True,
@@ -161,13 +162,14 @@ def insert_employees(
 ) -> list[int]:
     """`count` active employees at once (executemany), for benchmarks and large lists; not committed.
 
-    Employee i is numbered `number(i)` (E0000000 on), named `name(i)`, with address `user<i>@example.com`
-    (unless not `emails`) and a pending account `u<i>` (unless not `accounts`). Returns their ids in order.
+    Employee i (from `first` on) is numbered `number(i)` (E0000000...), named `name(i)`, with address
+    `user<i>@example.com` (unless not `emails`) and a pending account `u<i>` (unless not `accounts`).
+    Returns their ids in order.
     """
     ids: list[int] = []
-    for start in range(0, count, chunk):
+    for start in range(first, first + count, chunk):
         rows = []
-        for i in range(start, min(start + chunk, count)):
+        for i in range(start, min(start + chunk, first + count)):
             first, last = name(i)
             email = f"user{i}@example.com" if emails else None
             username = f"u{i}" if accounts else None
@@ -191,6 +193,12 @@ def insert_employees(
             connection.execute(sa.insert(Account), account_rows)
         ids += chunk_ids
     return ids
+
+
+def add_employees(ctx: Context, count: int, **options: Any) -> list[int]:
+    """`insert_employees` in a transaction of its own, committed; returns the ids."""
+    with ctx.sessions.begin() as session:
+        return insert_employees(session, count, **options)
 
 
 def add_batch(

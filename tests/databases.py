@@ -1,10 +1,12 @@
-"""Throw-away databases for tests: a migrated template per backend, copied for each test."""
+"""Throw-away databases for tests and benchmarks: a migrated template per backend, copied for each use."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -48,7 +50,11 @@ class SqliteDatabases:
         return f"sqlite:///{target}"
 
     def drop(self, url: str) -> None:
-        """Nothing to do: the file lives in the test's tmp_path."""
+        """Remove the file and its journal, so a later copy to the same place starts clean."""
+        path = make_url(url).database
+        assert path
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Nothing to do: the template lives in pytest's tmp dir."""
@@ -57,10 +63,12 @@ class SqliteDatabases:
 class PostgresDatabases:
     """Each test gets `CREATE DATABASE ... TEMPLATE` of one migrated database, dropped afterwards."""
 
-    def __init__(self, admin_url: str) -> None:
+    def __init__(self, admin_url: str, prefix: str = "credbot") -> None:
+        admin_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
         self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         self.admin_url = make_url(admin_url)
-        self.template = f"credbot_tpl_{uuid.uuid4().hex[:12]}"
+        self.prefix = prefix
+        self.template = f"{prefix}_tpl_{uuid.uuid4().hex[:12]}"
         self._execute(f'CREATE DATABASE "{self.template}"')
         engine = make_engine(self._url(self.template))
         upgrade_database(engine)
@@ -73,8 +81,8 @@ class PostgresDatabases:
         with self.admin.connect() as connection:
             connection.exec_driver_sql(statement)
 
-    def create(self, _directory: Path) -> str:
-        name = f"credbot_t_{uuid.uuid4().hex[:12]}"
+    def create(self, _directory: Path | None = None) -> str:
+        name = f"{self.prefix}_t_{uuid.uuid4().hex[:12]}"
         self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         return self._url(name)
 
@@ -84,3 +92,23 @@ class PostgresDatabases:
     def close(self) -> None:
         self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
         self.admin.dispose()
+
+
+@contextmanager
+def throwaway_database(kind: str, directory: Path | None, admin_url: str | None = None) -> Iterator[str]:
+    """One migrated, empty database, removed afterwards (for benchmarks): `sqlite`, a file in
+    `directory`, or `postgresql`, a database named credbot_bench_... on the server of `admin_url`."""
+    databases: SqliteDatabases | PostgresDatabases
+    if kind == "sqlite":
+        assert directory, "a SQLite database needs a directory"
+        databases = SqliteDatabases(directory)
+        url = databases.create(directory)
+    else:
+        assert admin_url, "a PostgreSQL database needs the server's URL"
+        databases = PostgresDatabases(admin_url, prefix="credbot_bench")
+        url = databases.create()
+    try:
+        yield url
+    finally:
+        databases.drop(url)
+        databases.close()
