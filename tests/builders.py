@@ -170,16 +170,16 @@ def insert_employees(
     for start in range(first, first + count, chunk):
         rows = []
         for i in range(start, min(start + chunk, first + count)):
-            first, last = name(i)
+            first_name, last_name = name(i)
             email = f"user{i}@example.com" if emails else None
             username = f"u{i}" if accounts else None
             rows.append(
                 {
                     "employee_number": number(i),
-                    "first_name": first,
-                    "last_name": last,
+                    "first_name": first_name,
+                    "last_name": last_name,
                     "email": email,
-                    "search_text": make_search_text(first, last, email, number(i), username),
+                    "search_text": make_search_text(first_name, last_name, email, number(i), username),
                 }
             )
         inserted = connection.execute(
