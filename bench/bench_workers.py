@@ -9,8 +9,10 @@ every worker is consuming, then starts a batch for `--employees` employees, enqu
 does, and times it from there until it ends (the workers' start-up is not the batch's time).
 Printed beside it: the hashing floor measured in the same run (argon2id hashes of `--sample`
 passwords on one thread per core, scaled to the batch: employees x seconds per hash / cores), and
-the peak resident memory (VmHWM) of each worker process, the CPU time each used, and the load average
-(the machine may be shared: compare figures only at similar loads). Target: at most 1.2x the floor.
+the peak resident memory (VmHWM) of each worker process, the CPU time each used, where the whole
+machine's CPU went during the batch (workers, PostgreSQL backends, stand-in, Redis, ...; "rest of the
+machine" is anyone else's), and the load average (the machine may be shared: compare figures only at
+similar loads). Target: at most 1.2x the floor.
 
 With --ack, the web app also runs, under gunicorn in a process of its own (`bench_slack --paced`'s
 set-up: its own Slack stand-in, the bench database, the same Redis), and a client process sends
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import redis
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,10 +78,81 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _stat(pid: int | str) -> tuple[int, float]:
+    """(parent pid, user + system CPU seconds so far) of process `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat(pid)[1]
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (/proc/stat: all but idle and iowait)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSplit:
+    """Where the machine's CPU goes during the batch: per group of processes (the workers, the
+    bench database's PostgreSQL backends, the PostgreSQL server's own processes, Redis, the stand-in,
+    the web app and ack client, this process), and the rest of the machine (other users; processes
+    that ended before the last snapshot)."""
+
+    def __init__(self, workers: list[int], database: str) -> None:
+        self.workers = set(workers)
+        self.backend = f" {database} ".encode()
+        self._start = self._snapshot()
+        self._machine = machine_cpu_seconds()
+
+    def _group(self, pid: int, parents: dict[int, int], command: bytes) -> str | None:
+        if pid in self.workers:
+            return "worker"
+        if command.startswith(b"postgres"):
+            if self.backend in command:
+                return "postgres backends"
+            if b"127.0.0.1(" in command or b"[local]" in command:
+                return None  # another database's backend: the rest of the machine
+            return "postgres server"
+        if command.startswith(b"redis-server"):
+            return "redis"
+        if b"tests.standins.sendgrid" in command:
+            return "stand-in"
+        if pid == os.getpid():
+            return "bench"
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != os.getpid():
+            ancestor = parents.get(ancestor)
+        return "web and ack client" if ancestor else None
+
+    def _snapshot(self) -> dict[int, tuple[str, float]]:
+        stats: dict[int, tuple[int, float]] = {}
+        commands: dict[int, bytes] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stats[int(entry.name)] = _stat(entry.name)
+                    commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                except OSError:  # ended meanwhile
+                    continue
+        parents = {pid: parent for pid, (parent, _) in stats.items()}
+        found = {}
+        for pid, (_, cpu) in stats.items():
+            group = self._group(pid, parents, commands.get(pid, b""))
+            if group is not None:
+                found[pid] = (group, cpu)
+        return found
+
+    def split(self) -> dict[str, float]:
+        """CPU seconds per group since this split was made, and `rest of the machine`."""
+        end, machine = self._snapshot(), machine_cpu_seconds()
+        groups: dict[str, float] = {}
+        for pid, (group, cpu) in end.items():
+            groups[group] = groups.get(group, 0.0) + cpu - self._start.get(pid, (group, 0.0))[1]
+        groups["rest of the machine"] = machine - self._machine - sum(groups.values())
+        return groups
 
 
 def load() -> str:
@@ -199,6 +273,7 @@ def main() -> None:
             jobs.configure(ctx, in_process=False)
             wait_consuming(client, namespace, workers)
             cpu_before = [cpu_seconds(worker.pid) for worker in workers]
+            split = CpuSplit([worker.pid for worker in workers], make_url(url).database or "")
             print(f"workers consuming; batch starts ({load()})", flush=True)
             started = time.perf_counter()
             batch_id = start_batch(ctx, ids, "bench", "cli")
@@ -215,6 +290,7 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             peaks = [peak_rss_mib(worker.pid) for worker in workers]
             cpus = [cpu_seconds(w.pid) - before for w, before in zip(workers, cpu_before, strict=True)]
+            groups = split.split()
             ended_load = load()
         finally:
             for worker in workers:
@@ -237,6 +313,13 @@ def main() -> None:
         "CPU per worker process: "
         + ", ".join(f"{cpu:,.1f} s ({cpu * 1000 / args.employees:.1f} ms per employee)" for cpu in cpus)
     )
+    busy = sum(groups.values())
+    print(
+        f"CPU of the whole machine during the batch: {busy:.1f} s of {elapsed * (os.cpu_count() or 2):.1f} s "
+        f"({busy * 1000 / args.employees:.1f} ms per employee), of which:"
+    )
+    for group, seconds in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"  {group:<20} {seconds:7.1f} s  {seconds * 1000 / args.employees:5.1f} ms per employee")
     if acks:
         ratio = p99(acks["batch"]) / p99(acks["idle"])
         print(f"ack p99 during the batch / with no batch: {ratio:.2f}x (target <= 2x)")

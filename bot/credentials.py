@@ -1,9 +1,10 @@
 """Every change to an account's credentials, in one place: the sender and the portal both call these.
 
 - `make_credential`: a new temporary password (or set-password link) and the hash that is stored.
-- `store_pending`: keep the new credential's hash as *pending* while its email is handed to the mail API.
-- `promote`: the mail API accepted the email (or the employee signed in with the pending password): the
-  credential becomes the account's, and older unused links stop working.
+- `store_pending` (`store_pending_many`): keep the new credential's hash as *pending* while its email is
+  handed to the mail API.
+- `promote` (`promote_many`): the mail API accepted the email (or the employee signed in with the
+  pending password): the credential becomes the account's, and older unused links stop working.
 - `discard`: the mail API refused the email for good: the pending credential stops working, and the one
   pending before it (which may have reached the employee) is put back.
 - `set_password`: the employee chose a password in the portal: every temporary credential ends.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, null, select, update
+from sqlalchemy import and_, bindparam, case, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.passwords import generate_temporary_password, hash_password
@@ -150,33 +151,57 @@ class Pending:
 def emailed_status() -> Any:
     """The account status once credentials were emailed: invited, except that a disabled or locked
     account stays as it is (emailing never re-enables or unlocks an account)."""
-    kept = _ACCOUNTS.c.status.in_([AccountStatus.DISABLED, AccountStatus.LOCKED])
+    # Two comparisons, not IN: an IN list cannot be part of a statement run for many rows (executemany).
+    kept = or_(_ACCOUNTS.c.status == AccountStatus.DISABLED, _ACCOUNTS.c.status == AccountStatus.LOCKED)
     return case((kept, _ACCOUNTS.c.status), else_=AccountStatus.INVITED)
 
 
 def store_pending(session: Session, account_id: int, credential: Credential) -> Pending:
     """Keep the credential's hash as pending (an unsent link in link mode); what was pending before."""
-    if credential.mode == "link":
-        session.add(
-            SetupLink(
-                account_id=account_id, token_hash=credential.secret_hash, expires_at=credential.expires_at
-            )
-        )
+    return store_pending_many(session, {account_id: credential})[account_id]
+
+
+def store_pending_many(session: Session, new: dict[int, Credential]) -> dict[int, Pending]:
+    """`store_pending` for several accounts (account id -> its new credential) in a few statements."""
+    links = [
+        SetupLink(account_id=account_id, token_hash=made.secret_hash, expires_at=made.expires_at)
+        for account_id, made in new.items()
+        if made.mode == "link"
+    ]
+    if links:
+        session.add_all(links)
         session.flush()
-        return Pending(None, None)
-    before = session.execute(
-        select(_ACCOUNTS.c.pending_password_hash, _ACCOUNTS.c.pending_password_expires_at).where(
-            _ACCOUNTS.c.id == account_id
-        )
-    ).one()
+    passwords = {account_id: made for account_id, made in new.items() if made.mode != "link"}
+    before = {account_id: Pending(None, None) for account_id in new}
+    if not passwords:
+        return before
+    rows = session.execute(
+        select(
+            _ACCOUNTS.c.id, _ACCOUNTS.c.pending_password_hash, _ACCOUNTS.c.pending_password_expires_at
+        ).where(_ACCOUNTS.c.id.in_(list(passwords)))
+    )
+    before |= {account_id: Pending(hashed, expires) for account_id, hashed, expires in rows}
     session.execute(
         update(_ACCOUNTS)
-        .where(_ACCOUNTS.c.id == account_id)
+        .where(_ACCOUNTS.c.id == bindparam("b_id"))
         .values(
-            pending_password_hash=credential.secret_hash, pending_password_expires_at=credential.expires_at
-        )
+            pending_password_hash=bindparam("b_hash"), pending_password_expires_at=bindparam("b_expires")
+        ),
+        [
+            {"b_id": account_id, "b_hash": made.secret_hash, "b_expires": made.expires_at}
+            for account_id, made in passwords.items()
+        ],
     )
-    return Pending(before[0], before[1])
+    return before
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One account's credential to promote (`promote_many`)."""
+
+    account_id: int
+    secret_hash: str
+    expires_at: datetime | None
 
 
 def promote(
@@ -194,6 +219,20 @@ def promote(
     `emailed_by`: the mail API accepted its email, sent by this actor (recorded on the account).
     Without it (the portal, signing in with a pending password) the emailed-by fields stay as they are.
     """
+    promote_many(
+        session, mode, [Promotion(account_id, secret_hash, expires_at)], emailed_by=emailed_by, now=now
+    )
+
+
+def promote_many(
+    session: Session,
+    mode: str,
+    promotions: list[Promotion],
+    *,
+    emailed_by: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """`promote` for several accounts, one statement of each kind for them all (a batch's deliveries)."""
     now = now or utcnow()
     session.flush()  # a caller's ORM changes to the account first
     values: dict[Any, Any] = {
@@ -203,21 +242,39 @@ def promote(
     }
     if emailed_by is not None:
         values |= {_ACCOUNTS.c.credentials_emailed_at: now, _ACCOUNTS.c.credentials_emailed_by: emailed_by}
+    params: list[dict[str, Any]] = [{"b_id": p.account_id, "b_hash": p.secret_hash} for p in promotions]
     if mode != "link":
-        ours = _ACCOUNTS.c.pending_password_hash == secret_hash
+        ours = _ACCOUNTS.c.pending_password_hash == bindparam("b_hash")
         values |= {
-            _ACCOUNTS.c.password_hash: secret_hash,
-            _ACCOUNTS.c.temp_password_expires_at: expires_at,
+            _ACCOUNTS.c.password_hash: bindparam("b_hash"),
+            _ACCOUNTS.c.temp_password_expires_at: bindparam("b_expires"),
             _ACCOUNTS.c.must_change_password: True,
             _ACCOUNTS.c.pending_password_hash: case((ours, null()), else_=_ACCOUNTS.c.pending_password_hash),
             _ACCOUNTS.c.pending_password_expires_at: case(
                 (ours, null()), else_=_ACCOUNTS.c.pending_password_expires_at
             ),
         }
-    session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == account_id).values(values))
+        for param, promotion in zip(params, promotions, strict=True):
+            param["b_expires"] = promotion.expires_at
+    accounts = [{"b_id": p["b_id"]} for p in params] if mode == "link" else params
+    session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_id")).values(values), accounts)
     if mode == "link":
-        session.execute(update(_LINKS).where(_LINKS.c.token_hash == secret_hash).values(sent_at=now))
-    revoke_links(session, account_id, now, keep=secret_hash)  # the newest credential replaces them
+        session.execute(
+            update(_LINKS).where(_LINKS.c.token_hash == bindparam("b_hash")).values(sent_at=now),
+            [{"b_hash": p["b_hash"]} for p in params],
+        )
+    # The newest credential replaces every other unused link of the account.
+    session.execute(
+        update(_LINKS)
+        .where(
+            _LINKS.c.account_id == bindparam("b_id"),
+            _LINKS.c.used_at.is_(None),
+            _LINKS.c.revoked_at.is_(None),
+            _LINKS.c.token_hash != bindparam("b_hash"),
+        )
+        .values(revoked_at=now),
+        [{"b_id": p["b_id"], "b_hash": p["b_hash"]} for p in params],
+    )
 
 
 def discard(session: Session, account_id: int, mode: str, secret_hash: str, before: Pending | None) -> None:

@@ -49,17 +49,23 @@ def normalise_address(raw: str | None) -> tuple[str | None, str | None]:
         return None, f"{INVALID_ADDRESS}: {error}"
 
 
+def mail_check(
+    active: bool, account_status: str | None, raw_address: str | None
+) -> tuple[str | None, str | None]:
+    """(normalised address, why the employee cannot be mailed or None); `account_status` None: no account."""
+    address, address_problem = normalise_address(raw_address)
+    if not active:
+        return address, EMPLOYEE_INACTIVE
+    if account_status is None:
+        return address, NO_ACCOUNT
+    if account_status == AccountStatus.DISABLED:
+        return address, ACCOUNT_DISABLED
+    return address, address_problem
+
+
 def recipient_of(employee: Employee) -> Recipient:
     account = employee.account
-    address, address_problem = normalise_address(employee.email)
-    if not employee.active:
-        problem = EMPLOYEE_INACTIVE
-    elif account is None:
-        problem = NO_ACCOUNT
-    elif account.status == AccountStatus.DISABLED:
-        problem = ACCOUNT_DISABLED
-    else:
-        problem = address_problem
+    address, problem = mail_check(employee.active, account.status if account else None, employee.email)
     return Recipient(
         employee_id=employee.id,
         employee_number=employee.employee_number,

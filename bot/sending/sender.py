@@ -37,15 +37,15 @@ import os
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm import joinedload
 from tenacity import (
     RetryCallState,
     retry,
@@ -56,9 +56,9 @@ from tenacity import (
 )
 
 from bot import credentials
-from bot.audit import AuditAction, record, seal_later, seal_now
+from bot.audit import AuditAction, batch_target, employee_target, record, seal_later, seal_now
 from bot.context import Context
-from bot.credentials import Credential, Pending
+from bot.credentials import Credential, Pending, hash_threads
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
 from bot.sending.batches import (
     ADDRESS_CHANGED,
@@ -69,7 +69,8 @@ from bot.sending.batches import (
     DeliveryOutcome,
     summarise,
 )
-from bot.sending.recipients import Recipient, chunks, recipient_of
+from bot.sending.group_commit import GroupCommit
+from bot.sending.recipients import chunks, mail_check
 from models import (
     Account,
     BatchStatus,
@@ -77,6 +78,7 @@ from models import (
     Delivery,
     DeliveryStatus,
     Employee,
+    full_name,
     utcnow,
 )
 
@@ -85,6 +87,13 @@ log = logging.getLogger(__name__)
 _ACCOUNTS = Account.__table__
 _DELIVERIES = Delivery.__table__
 _BATCHES = CredentialBatch.__table__
+_EMPLOYEES = Employee.__table__
+
+CLAIM_GROUP = 8
+"""Deliveries claimed (and credentials stored) per transaction; their leases are renewed until sent."""
+WRITE_GROUP = 64
+WRITE_LINGER_SECONDS = 0.02
+"""How long the writer gathers promotions and endings before writing them in one transaction."""
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 WELCOME_CATEGORY = "credbot-welcome"
@@ -148,6 +157,32 @@ class _Claim:
     problem: str | None
     stored: tuple[Credential, Pending] | None
 
+    @property
+    def delivery_id(self) -> int:
+        return self.target.delivery_id
+
+
+@dataclass(frozen=True)
+class _Promotion:
+    """A welcome email the mail API accepted: its credential is to become the account's."""
+
+    target: _Target
+    credential: Credential
+    message_id: str
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """A delivery's final status, to record (see `BatchRunner._finish`)."""
+
+    target: _Target
+    status: DeliveryStatus
+    error: str | None
+    action: AuditAction | None
+    discard: tuple[Credential, Pending] | None
+    username_tried: bool
+    username_message_id: str | None
+
 
 class BatchRunner:
     """One worker's run of a batch: a pool of mail threads claiming deliveries until none is left."""
@@ -174,6 +209,9 @@ class BatchRunner:
         self._done = threading.Event()
         self._held: set[int] = set()
         self._lock = threading.Lock()
+        self._claimed: deque[_Claim | DeliveryOutcome] = deque()
+        self._claiming = threading.Lock()
+        self._writes: GroupCommit[_Promotion | _Ending, DeliveryOutcome | None] | None = None
 
     # The run ---------------------------------------------------------------------------------------
 
@@ -200,7 +238,10 @@ class BatchRunner:
         heartbeat.start()
         workers = max(1, min(self.settings.mail_concurrency, left or 1))
         if self.mode == "password":
-            self._supply = credentials.PasswordSupply(self.settings)
+            self._supply = credentials.PasswordSupply(
+                self.settings, ahead=CLAIM_GROUP + 2 * hash_threads(self.settings)
+            )
+        self._writes = GroupCommit(self._write, linger=WRITE_LINGER_SECONDS, most=WRITE_GROUP)
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
                 futures = [pool.submit(self._work) for _ in range(workers)]
@@ -208,6 +249,7 @@ class BatchRunner:
                 if not crashed and self._release_orphans():  # claims whose commit answer was lost
                     futures = [pool.submit(self._work) for _ in range(workers)]
         finally:
+            self._writes.close()
             if self._supply is not None:
                 self._supply.close()
         self._done.set()
@@ -243,10 +285,7 @@ class BatchRunner:
         self._stop.set()
 
     def _work(self) -> None:
-        while not self._stop.is_set():
-            claimed = self._claim_next()
-            if claimed is None:
-                return
+        while (claimed := self._next()) is not None:
             if isinstance(claimed, DeliveryOutcome):  # the employee is being sent to by another batch
                 self._report(claimed)
                 continue
@@ -315,7 +354,7 @@ class BatchRunner:
     @db_retry
     def _release_orphans(self) -> int:
         """Deliveries this run claimed without knowing it (the connection dropped as the claim committed,
-        and the retry claimed another): nothing was sent for them, so they go back to pending."""
+        and the retry claimed others): nothing was sent for them, so they go back to pending."""
         with self.ctx.sessions.begin() as session:
             released = session.execute(
                 update(_DELIVERIES)
@@ -329,86 +368,193 @@ class BatchRunner:
             )
             return released.rowcount
 
+    def _next(self) -> _Claim | DeliveryOutcome | None:
+        """The next delivery for a mail thread: from this runner's claimed ones, claiming the next group
+        when none is left; None when nothing is left to claim (or the batch was stopped)."""
+        with self._claiming:  # one thread claims a group; the others wait for it
+            if not self._claimed and not self._stop.is_set():
+                self._claimed.extend(self._claim_group())
+            return self._claimed.popleft() if self._claimed else None
+
     @db_retry
-    def _claim_next(self) -> _Claim | DeliveryOutcome | None:
-        """Claim the next delivery, check its employee and store its new credential as pending, in one
-        transaction: the claim, None when nothing is left to claim, or the SKIPPED outcome of one whose
-        employee another batch holds."""
-        credential = self._new_credential()  # a fresh one per attempt: a lost commit may have stored one
-        stored = False
+    def _claim_group(self) -> list[_Claim | DeliveryOutcome]:
+        """Claim up to CLAIM_GROUP deliveries and their accounts, check each employee and store the new
+        credentials as pending, in one transaction: the claims, and the SKIPPED outcomes of deliveries
+        whose employee another delivery is being sent to; empty when nothing is left to claim."""
+        fresh = self._new_credentials(CLAIM_GROUP)
+        used: set[int] = set()
         try:
-            while True:
-                now = utcnow()
-                until = now + self.lease
-                with self.ctx.sessions.begin() as session:
-                    claimable = or_(
-                        _DELIVERIES.c.status == DeliveryStatus.PENDING,
-                        and_(_DELIVERIES.c.status == DeliveryStatus.SENDING, _DELIVERIES.c.lease_until < now),
-                    )
-                    row = session.execute(
-                        select(_DELIVERIES.c.id, _DELIVERIES.c.account_id)
+            now = utcnow()
+            until = now + self.lease
+            with self.ctx.sessions.begin() as session:
+                claimable = or_(
+                    _DELIVERIES.c.status == DeliveryStatus.PENDING,
+                    and_(_DELIVERIES.c.status == DeliveryStatus.SENDING, _DELIVERIES.c.lease_until < now),
+                )
+                # Picked apart from the UPDATE: as its subquery, PostgreSQL may run a SKIP LOCKED pick more
+                # than once and claim more rows than the limit.
+                picked = list(
+                    session.scalars(
+                        select(_DELIVERIES.c.id)
                         .where(_DELIVERIES.c.batch_id == self.batch_id, claimable)
                         .order_by(_DELIVERIES.c.id)
-                        .limit(1)
-                        .with_for_update(skip_locked=True)
-                    ).first()
-                    if row is None:
-                        return None
-                    delivery_id, account_id = row
-                    claimed = session.execute(
-                        update(_DELIVERIES)
-                        .where(_DELIVERIES.c.id == delivery_id, claimable)
-                        .values(status=DeliveryStatus.SENDING, lease_until=until, claimed_by=self.runner_id)
+                        .limit(CLAIM_GROUP)
+                        .with_for_update(skip_locked=True)  # PostgreSQL: runners pick different rows
                     )
-                    if claimed.rowcount != 1:
-                        continue  # another runner was quicker
-                    if account_id is not None:
-                        ours = session.execute(
-                            update(_ACCOUNTS)
-                            .where(
-                                _ACCOUNTS.c.id == account_id,
-                                or_(
-                                    _ACCOUNTS.c.sending_until.is_(None),
-                                    _ACCOUNTS.c.sending_until < now,
-                                    _ACCOUNTS.c.sending_delivery_id == delivery_id,
-                                ),
-                            )
-                            .values(sending_delivery_id=delivery_id, sending_until=until)
+                )
+                if not picked:
+                    return []
+                ids = sorted(
+                    session.scalars(
+                        update(_DELIVERIES)
+                        .where(_DELIVERIES.c.id.in_(picked), claimable)
+                        .values(status=DeliveryStatus.SENDING, lease_until=until, claimed_by=self.runner_id)
+                        .returning(_DELIVERIES.c.id)
+                    )
+                )
+                if not ids:
+                    return []
+                held = set(
+                    session.scalars(
+                        update(_ACCOUNTS)
+                        .where(
+                            _ACCOUNTS.c.employee_id == _DELIVERIES.c.employee_id,
+                            _DELIVERIES.c.id.in_(ids),
+                            or_(
+                                _ACCOUNTS.c.sending_until.is_(None),
+                                _ACCOUNTS.c.sending_until < now,
+                                _ACCOUNTS.c.sending_delivery_id == _DELIVERIES.c.id,
+                            ),
                         )
-                        if ours.rowcount != 1:
-                            return self._skip_busy(session, delivery_id)
-                    with self._lock:
-                        self._held.add(delivery_id)
-                    target, problem = self._check(session, delivery_id)
-                    if problem is not None or target.welcome_sent:
-                        return _Claim(target, problem, None)
-                    assert target.account_id is not None
-                    before = credentials.store_pending(session, target.account_id, credential)
+                        .values(sending_delivery_id=_DELIVERIES.c.id, sending_until=until)
+                        .returning(_ACCOUNTS.c.sending_delivery_id)
+                    )
+                )
+                with self._lock:
+                    self._held.update(ids)
+                claims: list[_Claim | DeliveryOutcome] = []
+                busy: list[_Target] = []
+                new: dict[int, tuple[_Target, Credential]] = {}
+                for target, address, problem in self._targets(session, ids):
+                    if target.account_id is not None and target.delivery_id not in held:
+                        busy.append(target)
+                    elif target.welcome_sent:  # its credential works already; only the username email is left
+                        claims.append(_Claim(target, None, None))
+                    elif why := problem or self._why_not_now(target, address):
+                        claims.append(_Claim(target, why, None))
+                    else:
+                        assert target.account_id is not None
+                        credential = fresh[len(new)] if fresh else self._new_credential()
+                        new[target.account_id] = (target, credential)
+                if busy:
+                    claims.extend(self._skip_busy(session, busy))
+                if new:
+                    used.update(range(len(new)))
+                    before = credentials.store_pending_many(
+                        session, {account_id: credential for account_id, (_, credential) in new.items()}
+                    )
                     session.execute(
                         update(_DELIVERIES)
-                        .where(_DELIVERIES.c.id == delivery_id)
-                        .values(account_id=target.account_id, attempts=_DELIVERIES.c.attempts + 1)
+                        .where(_DELIVERIES.c.id == bindparam("b_id"))
+                        .values(account_id=bindparam("b_account"), attempts=_DELIVERIES.c.attempts + 1),
+                        [
+                            {"b_id": t.delivery_id, "b_account": account_id}
+                            for account_id, (t, _) in new.items()
+                        ],
                     )
-                    stored = True
-                return _Claim(target, None, (credential, before))
+                    claims.extend(
+                        _Claim(target, None, (credential, before[account_id]))
+                        for account_id, (target, credential) in new.items()
+                    )
+            return sorted(claims, key=lambda claim: claim.delivery_id)
         finally:
-            if not stored and self._supply is not None:
-                self._supply.give_back(credential)
+            # A credential never handed to the database cannot have been stored: the next claim takes it.
+            # A retried claim takes fresh ones: the lost commit may have stored the others.
+            if self._supply is not None:
+                for index, credential in enumerate(fresh):
+                    if index not in used:
+                        self._supply.give_back(credential)
+
+    def _why_not_now(self, target: _Target, address: str | None) -> str | None:
+        if address != target.address:
+            return ADDRESS_CHANGED
+        if self._stop.is_set():
+            return f"not sent: {self.stopped_because}"
+        return None
+
+    def _new_credentials(self, count: int) -> list[Credential]:
+        """Hashed passwords for a group's claims (taken ahead: hashing is what a batch waits for);
+        in link mode none, as a link is made when needed."""
+        if self._supply is None:
+            return []
+        return [self._supply.take() for _ in range(count)]
 
     def _new_credential(self) -> Credential:
-        if self._supply is not None:
-            return self._supply.take()
         return credentials.make_credential(self.settings, self.mode)
 
-    def _skip_busy(self, session: Any, delivery_id: int) -> DeliveryOutcome:
+    def _skip_busy(self, session: Any, targets: list[_Target]) -> list[DeliveryOutcome]:
         session.execute(
             update(_DELIVERIES)
-            .where(_DELIVERIES.c.id == delivery_id)
+            .where(_DELIVERIES.c.id.in_([target.delivery_id for target in targets]))
             .values(status=DeliveryStatus.SKIPPED, error=IN_PROGRESS, lease_until=None)
         )
-        target = self._target(session, delivery_id)
-        self._audit(session, target, AuditAction.CREDENTIALS_SKIPPED, IN_PROGRESS)
-        return target.outcome(DeliveryStatus.SKIPPED, IN_PROGRESS)
+        with self._lock:
+            self._held.difference_update(target.delivery_id for target in targets)
+        for target in targets:
+            self._audit(session, target, AuditAction.CREDENTIALS_SKIPPED, IN_PROGRESS)
+        return [target.outcome(DeliveryStatus.SKIPPED, IN_PROGRESS) for target in targets]
+
+    def _targets(self, session: Any, delivery_ids: list[int]) -> list[tuple[_Target, str | None, str | None]]:
+        """(target, the employee's address now, why they cannot be mailed now or None) per delivery."""
+        rows = session.execute(
+            select(
+                _DELIVERIES.c.id,
+                _DELIVERIES.c.email_address,
+                _DELIVERIES.c.welcome_sent_at,
+                _EMPLOYEES.c.employee_number,
+                _EMPLOYEES.c.first_name,
+                _EMPLOYEES.c.last_name,
+                _EMPLOYEES.c.email,
+                _EMPLOYEES.c.active,
+                _ACCOUNTS.c.id,
+                _ACCOUNTS.c.username,
+                _ACCOUNTS.c.status,
+            )
+            .select_from(
+                _DELIVERIES.join(_EMPLOYEES, _EMPLOYEES.c.id == _DELIVERIES.c.employee_id).outerjoin(
+                    _ACCOUNTS, _ACCOUNTS.c.employee_id == _EMPLOYEES.c.id
+                )
+            )
+            .where(_DELIVERIES.c.id.in_(delivery_ids))
+            .order_by(_DELIVERIES.c.id)
+        ).all()
+        found = []
+        for (
+            delivery_id,
+            confirmed,
+            welcome_sent_at,
+            number,
+            first,
+            last,
+            raw,
+            active,
+            account_id,
+            username,
+            status,
+        ) in rows:
+            address, problem = mail_check(active, status, raw)
+            target = _Target(
+                delivery_id=delivery_id,
+                account_id=account_id,
+                employee_number=number,
+                first_name=first,
+                name=full_name(first, last),
+                address=confirmed,
+                username=username,
+                welcome_sent=welcome_sent_at is not None,
+            )
+            found.append((target, address, problem))
+        return found
 
     # One employee ----------------------------------------------------------------------------------
 
@@ -418,6 +564,9 @@ class BatchRunner:
             action = None if problem.startswith("not sent:") else AuditAction.CREDENTIALS_SKIPPED
             return self._finish(target, DeliveryStatus.SKIPPED, problem, action)
         if claim.stored is not None:
+            if self._stop.is_set():  # claimed with its group before the stop: its email never went out
+                reason = f"not sent: {self.stopped_because}"
+                return self._finish(target, DeliveryStatus.SKIPPED, reason, discard=claim.stored)
             failed = self._welcome(target, claim.stored)
             if failed is not None:
                 return failed
@@ -492,62 +641,10 @@ class BatchRunner:
             username_message_id=message_id,
         )
 
-    def _check(self, session: Any, delivery_id: int) -> tuple[_Target, str | None]:
-        """The target, and why it is not to be sent now (None: go ahead)."""
-        target, recipient = self._load(session, delivery_id)
-        if target.welcome_sent:
-            return target, None  # its credential works already; only the username email is left
-        if recipient.problem:
-            return target, recipient.problem
-        if recipient.address != target.address:
-            return target, ADDRESS_CHANGED
-        if self._stop.is_set():
-            return target, f"not sent: {self.stopped_because}"
-        return target, None
-
-    def _target(self, session: Any, delivery_id: int) -> _Target:
-        return self._load(session, delivery_id)[0]
-
-    def _load(self, session: Any, delivery_id: int) -> tuple[_Target, Recipient]:
-        delivery, employee = session.execute(
-            select(Delivery, Employee)
-            .join(Employee, Employee.id == Delivery.employee_id)
-            .where(Delivery.id == delivery_id)
-            .options(joinedload(Employee.account))
-        ).one()
-        account = employee.account
-        target = _Target(
-            delivery_id=delivery_id,
-            account_id=account.id if account else None,
-            employee_number=employee.employee_number,
-            first_name=employee.first_name,
-            name=employee.full_name,
-            address=delivery.email_address,
-            username=account.username if account else None,
-            welcome_sent=delivery.welcome_sent_at is not None,
-        )
-        return target, recipient_of(employee)
-
-    @db_retry
     def _promote(self, target: _Target, credential: Credential, message_id: str) -> None:
-        """The welcome email was accepted: its credential becomes the account's."""
-        assert target.account_id is not None
-        now = utcnow()
-        with self.ctx.sessions.begin() as session:
-            credentials.promote(
-                session,
-                target.account_id,
-                self.mode,
-                credential.secret_hash,
-                credential.expires_at,
-                emailed_by=self.actor,
-                now=now,
-            )
-            session.execute(
-                update(_DELIVERIES)
-                .where(_DELIVERIES.c.id == target.delivery_id)
-                .values(welcome_sent_at=now, welcome_message_id=message_id or None)
-            )
+        """The welcome email was accepted: its credential becomes the account's (once this returns)."""
+        assert self._writes is not None
+        self._writes.submit(_Promotion(target, credential, message_id))
 
     def _send(self, target: _Target, template: str, category: str, **context: Any) -> str:
         """Render `template` for `target` and hand it to the transport; the accepted message id."""
@@ -579,7 +676,6 @@ class BatchRunner:
         del text, html
         return self.transport.send(email)
 
-    @db_retry
     def _finish(
         self,
         target: _Target,
@@ -596,42 +692,102 @@ class BatchRunner:
         `discard`: a credential whose email did not go out, and what was pending before it: it must not
         work, and the earlier one comes back. The account's current password is left alone.
         """
-        values: dict[Any, Any] = {
-            _DELIVERIES.c.status: status,
-            _DELIVERIES.c.error: error,
-            _DELIVERIES.c.lease_until: None,
-        }
-        if username_tried:  # `attempts` counts the emails handed to the mail API
-            values[_DELIVERIES.c.attempts] = _DELIVERIES.c.attempts + 1
-            values[_DELIVERIES.c.username_message_id] = username_message_id or None
+        assert self._writes is not None
+        ending = _Ending(target, status, error, action, discard, username_tried, username_message_id)
+        outcome = self._writes.submit(ending)
+        assert outcome is not None
+        return outcome
+
+    @db_retry
+    def _write(self, group: list[_Promotion | _Ending]) -> list[DeliveryOutcome | None]:
+        """One transaction for what the mail threads finished meanwhile (see `GroupCommit`)."""
+        now = utcnow()
+        promotions = [write for write in group if isinstance(write, _Promotion)]
+        endings = [write for write in group if isinstance(write, _Ending)]
         with self.ctx.sessions.begin() as session:
-            if discard is not None and target.account_id is not None:
-                credential, before = discard
-                credentials.discard(session, target.account_id, self.mode, credential.secret_hash, before)
-            session.execute(update(_DELIVERIES).where(_DELIVERIES.c.id == target.delivery_id).values(values))
-            if target.account_id is not None:
-                session.execute(
-                    update(_ACCOUNTS)
-                    .where(
-                        _ACCOUNTS.c.id == target.account_id,
-                        _ACCOUNTS.c.sending_delivery_id == target.delivery_id,
-                    )
-                    .values(sending_delivery_id=None, sending_until=None)
-                )
-            if action is not None:
-                self._audit(session, target, action, error)
-                seal_later(session)  # the heartbeat seals once a second, not every delivery
+            if promotions:
+                self._write_promotions(session, promotions, now)
+            if endings:
+                self._write_endings(session, endings)
         with self._lock:
-            self._held.discard(target.delivery_id)
-        log.info("delivery %s: %s%s", target.delivery_id, status, f" ({error})" if error else "")
-        return target.outcome(status, error)
+            self._held.difference_update(ending.target.delivery_id for ending in endings)
+        for ending in endings:
+            log.info(
+                "delivery %s: %s%s",
+                ending.target.delivery_id,
+                ending.status,
+                f" ({ending.error})" if ending.error else "",
+            )
+        return [
+            write.target.outcome(write.status, write.error) if isinstance(write, _Ending) else None
+            for write in group
+        ]
+
+    def _write_promotions(self, session: Any, promotions: list[_Promotion], now: datetime) -> None:
+        made = []
+        for promotion in promotions:
+            assert promotion.target.account_id is not None
+            credential = promotion.credential
+            made.append(
+                credentials.Promotion(
+                    promotion.target.account_id, credential.secret_hash, credential.expires_at
+                )
+            )
+        credentials.promote_many(session, self.mode, made, emailed_by=self.actor, now=now)
+        session.execute(
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id == bindparam("b_id"))
+            .values(welcome_sent_at=now, welcome_message_id=bindparam("b_message")),
+            [{"b_id": p.target.delivery_id, "b_message": p.message_id or None} for p in promotions],
+        )
+
+    def _write_endings(self, session: Any, endings: list[_Ending]) -> None:
+        for ending in endings:
+            if ending.discard is not None and ending.target.account_id is not None:
+                credential, before = ending.discard
+                credentials.discard(
+                    session, ending.target.account_id, self.mode, credential.secret_hash, before
+                )
+        ended = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
+        values = {"status": bindparam("b_status"), "error": bindparam("b_error"), "lease_until": None}
+        for tried in (False, True):
+            rows = [
+                {"b_id": e.target.delivery_id, "b_status": e.status, "b_error": e.error}
+                | ({"b_message": e.username_message_id or None} if tried else {})
+                for e in endings
+                if e.username_tried == tried
+            ]
+            if rows and tried:  # `attempts` counts the emails handed to the mail API
+                more = {"attempts": _DELIVERIES.c.attempts + 1, "username_message_id": bindparam("b_message")}
+                session.execute(ended.values(values | more), rows)
+            elif rows:
+                session.execute(ended.values(values), rows)
+        released = [
+            {"b_account": e.target.account_id, "b_id": e.target.delivery_id}
+            for e in endings
+            if e.target.account_id is not None
+        ]
+        if released:
+            session.execute(
+                update(_ACCOUNTS)
+                .where(
+                    _ACCOUNTS.c.id == bindparam("b_account"),
+                    _ACCOUNTS.c.sending_delivery_id == bindparam("b_id"),
+                )
+                .values(sending_delivery_id=None, sending_until=None),
+                released,
+            )
+        for ending in endings:
+            if ending.action is not None:
+                self._audit(session, ending.target, ending.action, ending.error)
+        seal_later(session)  # the heartbeat seals once a second, not every group
 
     def _audit(self, session: Any, target: _Target, action: AuditAction, reason: str | None) -> None:
         record(
             session,
             self.actor,
             action,
-            f"employee:{target.employee_number}",
+            employee_target(target.employee_number),
             batch_id=self.batch_id,
             delivery_id=target.delivery_id,
             username=target.username,
@@ -664,10 +820,8 @@ class BatchRunner:
         if self.on_progress:
             with self.ctx.sessions() as session:
                 for chunk in chunks(ids):
-                    for delivery_id in chunk:
-                        self._report(
-                            self._target(session, delivery_id).outcome(DeliveryStatus.SKIPPED, reason)
-                        )
+                    for target, _, _ in self._targets(session, chunk):
+                        self._report(target.outcome(DeliveryStatus.SKIPPED, reason))
 
     @db_retry
     def _try_finish(self) -> bool:
@@ -699,7 +853,7 @@ class BatchRunner:
             )
             action = AuditAction.BATCH_ABORTED if reason else AuditAction.BATCH_FINISHED
             details = {str(s): counts.get(s, 0) for s in DeliveryStatus if s not in ("pending", "sending")}
-            record(session, self.actor, action, f"batch:{self.batch_id}", error=reason, **details)
+            record(session, self.actor, action, batch_target(self.batch_id), error=reason, **details)
             return True
 
 
@@ -747,5 +901,5 @@ def mark_resumed(session: Any, batch_id: int, actor: str, why: str, stale: Any =
     )
     if marked.rowcount != 1:
         return False
-    record(session, actor, AuditAction.BATCH_RESUMED, f"batch:{batch_id}", reason=why)
+    record(session, actor, AuditAction.BATCH_RESUMED, batch_target(batch_id), reason=why)
     return True
