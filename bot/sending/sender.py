@@ -56,7 +56,15 @@ from tenacity import (
 )
 
 from bot import credentials
-from bot.audit import AuditAction, batch_target, employee_target, record, seal_later, seal_now
+from bot.audit import (
+    AuditAction,
+    batch_target,
+    employee_target,
+    record,
+    record_many,
+    seal_later,
+    seal_now,
+)
 from bot.context import Context
 from bot.credentials import Credential, Pending, hash_threads
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
@@ -500,8 +508,8 @@ class BatchRunner:
         )
         with self._lock:
             self._held.difference_update(target.delivery_id for target in targets)
-        for target in targets:
-            self._audit(session, target, AuditAction.CREDENTIALS_SKIPPED, IN_PROGRESS)
+        events = [self._event(target, AuditAction.CREDENTIALS_SKIPPED, IN_PROGRESS) for target in targets]
+        record_many(session, self.actor, events)
         return [target.outcome(DeliveryStatus.SKIPPED, IN_PROGRESS) for target in targets]
 
     def _targets(self, session: Any, delivery_ids: list[int]) -> list[tuple[_Target, str | None, str | None]]:
@@ -777,24 +785,23 @@ class BatchRunner:
                 .values(sending_delivery_id=None, sending_until=None),
                 released,
             )
-        for ending in endings:
-            if ending.action is not None:
-                self._audit(session, ending.target, ending.action, ending.error)
+        events = [self._event(e.target, e.action, e.error) for e in endings if e.action is not None]
+        record_many(session, self.actor, events)
         seal_later(session)  # the heartbeat seals once a second, not every group
 
-    def _audit(self, session: Any, target: _Target, action: AuditAction, reason: str | None) -> None:
-        record(
-            session,
-            self.actor,
-            action,
-            employee_target(target.employee_number),
-            batch_id=self.batch_id,
-            delivery_id=target.delivery_id,
-            username=target.username,
-            address=target.address,
-            mode=self.mode,
-            reason=reason,
-        )
+    def _event(
+        self, target: _Target, action: AuditAction, reason: str | None
+    ) -> tuple[AuditAction, str, dict[str, Any]]:
+        """A delivery's audit event, for `record_many`."""
+        details = {
+            "batch_id": self.batch_id,
+            "delivery_id": target.delivery_id,
+            "username": target.username,
+            "address": target.address,
+            "mode": self.mode,
+            "reason": reason,
+        }
+        return action, employee_target(target.employee_number), details
 
     # The end of the batch --------------------------------------------------------------------------
 
