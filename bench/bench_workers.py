@@ -177,6 +177,12 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.15, help="stand-in answer time in seconds")
     parser.add_argument("--sample", type=int, default=200, help="hashes timed for the floor")
     parser.add_argument("--nice", type=int, default=5, help="niceness of the worker processes")
+    parser.add_argument(
+        "--idle-priority", action="store_true", help="run the workers with --idle-priority (SCHED_IDLE)"
+    )
+    parser.add_argument(
+        "--spare-core", action="store_true", help="HASH_THREADS_SPARE_CORE=true for the workers"
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"), required=False)
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument(
@@ -200,7 +206,8 @@ def main() -> None:
     namespace = f"credbot-bench-{uuid.uuid4().hex[:8]}"
     print(
         f"{args.employees:,} employees ({2 * args.employees:,} emails), stand-in {args.delay * 1000:.0f} ms, "
-        f"{args.workers} worker process(es) at nice {args.nice}, MAIL_CONCURRENCY={args.mail_concurrency}, "
+        f"{args.workers} worker process(es) at nice {args.nice}{' and idle priority' * args.idle_priority}, "
+        f"{'a spare core, ' * args.spare_core}MAIL_CONCURRENCY={args.mail_concurrency}, "
         f"{os.cpu_count()} CPUs"
     )
     per_hash, floor = hashing_floor(args.employees, args.sample)
@@ -258,6 +265,8 @@ def main() -> None:
             "SENDGRID_API_KEY": API_KEY,
             "SENDGRID_API_HOST": standin_url,
             "MAIL_CONCURRENCY": str(args.mail_concurrency),
+            "WORKER_IDLE_PRIORITY": str(args.idle_priority).lower(),
+            "HASH_THREADS_SPARE_CORE": str(args.spare_core).lower(),
         }
         workers = [
             subprocess.Popen(

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     """The signed Event Webhook's verification key; unset: POST /sendgrid/events answers 404."""
     hash_threads_spare_core: bool = False
     """Hash on one thread fewer than cores, leaving one to a web process on the same machine."""
+    worker_idle_priority: bool = False
+    """Run `credbot worker` at the kernel's idle priority (Linux SCHED_IDLE): it only gets the CPU that
+    every other process on the machine leaves, so a web process beside it answers as if it were alone."""
     send_lease_seconds: float = Field(default=60.0, ge=1.0)
     """How long a worker's claim on a delivery lasts unless renewed (every second while it runs)."""
 

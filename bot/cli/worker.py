@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -14,7 +15,12 @@ from bot.cli.common import context
 
 @click.command()
 @click.option("--threads", type=int, default=None, help="Worker threads (default: WORKER_THREADS, 8).")
-def worker(threads: int | None) -> None:
+@click.option(
+    "--idle-priority/--normal-priority",
+    default=None,
+    help="Only use CPU that other processes leave (SCHED_IDLE; default: WORKER_IDLE_PRIORITY).",
+)
+def worker(threads: int | None, idle_priority: bool | None) -> None:
     """Run background jobs until stopped (SIGTERM or Ctrl+C): the Procfile's `worker:` process.
 
     With REDIS_URL it takes jobs from Redis, which every web process and CLI enqueues to. Without it,
@@ -24,6 +30,8 @@ def worker(threads: int | None) -> None:
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
     ctx = context()
+    if ctx.settings.worker_idle_priority if idle_priority is None else idle_priority:
+        idle()
     jobs.configure(ctx, in_process=False)
     if not ctx.settings.redis_url:
         click.echo(
@@ -41,3 +49,12 @@ def worker(threads: int | None) -> None:
     click.echo("Stopping: finishing the jobs in progress...")
     scheduler.stop()
     jobs.shutdown()
+
+
+def idle() -> None:
+    """Put this process, and every thread it starts from now on, at SCHED_IDLE (Linux): the hashing of a
+    batch then waits whenever a web process on the same machine needs a core."""
+    if not hasattr(os, "SCHED_IDLE"):
+        raise click.ClickException("--idle-priority needs Linux (SCHED_IDLE)")
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    click.echo("Running at idle priority (SCHED_IDLE).")
