@@ -5,23 +5,32 @@ all processes; a credential becomes the account's password only once the mail AP
 carrying it; a pending credential that may have reached the employee stays valid until it expires;
 every delivery ends as sent, failed, skipped or in doubt, each with its reason.
 
-Per delivery (a worker thread; three short transactions, each retried on transient database errors):
+Per delivery (a mail thread; every transaction retried on transient database errors):
 
-1. Claim, check and store, in one transaction: a conditional UPDATE moves the delivery from pending (or
-   from sending under an expired lease) to sending under this runner's lease (`FOR UPDATE SKIP LOCKED`
-   picks it on PostgreSQL), and a second one claims the account (`sending_delivery_id`,
-   `sending_until`). If another delivery holds the account, this one is SKIPPED with "a send for this
-   employee is in progress": never both send.
+1. Claim, check and store, in one transaction for a group of up to CLAIM_GROUP deliveries (one thread
+   claims while the others send): a conditional UPDATE moves them from pending (or from sending under
+   an expired lease) to sending under this runner's lease (`FOR UPDATE SKIP LOCKED` picks them on
+   PostgreSQL), and a second one claims their accounts (`sending_delivery_id`, `sending_until`). A
+   delivery whose account another delivery holds is SKIPPED with "a send for this employee is in
+   progress": never both send. A claimed delivery waiting for a mail thread is in flight: its lease
+   is renewed like the others'.
 2. Re-check the employee: unmailable now, or an address different from the one confirmed: SKIPPED.
 3. A new credential, hashed ahead of need (`bot.credentials.PasswordSupply`, so the hash pool never
-   waits on the mail API); its hash is stored as pending (`bot.credentials.store_pending`). A retried
-   claim takes a fresh credential: the lost commit may have stored the last one.
+   waits on the mail API); its hash is stored as pending (`bot.credentials.store_pending_many`). A
+   retried claim takes fresh credentials: the lost commit may have stored the last ones.
 4. The welcome email. Accepted: the credential is promoted. Refused (4xx) or not sent at all: the
    credential is discarded and the delivery FAILS with the reason. In doubt (timeout, connection lost
    after the request was written, 5xx after the retries, which resend the same message): the delivery
    is IN_DOUBT and the pending credential stays valid until it expires (signing in with it promotes it).
-   Any other error: FAILED with its type, the credential discarded.
+   Any other error: FAILED with its type, the credential discarded. Stopped before its welcome email:
+   SKIPPED, the credential discarded.
 5. The username email; if it fails, the welcome email's credential still works and the reason says so.
+
+Promotions (4) and endings (every final status, its audit event, the account let go) go through a
+group commit (`bot.sending.group_commit`): a writer thread writes what the mail threads finished within
+WRITE_LINGER_SECONDS in one transaction, and each mail thread waits until its own write committed
+before it sends the username email or reports the delivery. Per employee that is a fraction of a
+transaction instead of three: the CPU saved is the batch's time, as hashing fills every core.
 
 A runner renews its leases and the batch's heartbeat every second; a killed worker's deliveries are
 claimed again once their lease runs out (a delivery whose welcome email was accepted only gets its
