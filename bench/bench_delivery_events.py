@@ -39,6 +39,7 @@ from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.audit import slack_actor
 from bot.context import Context
 from bot.settings import Settings
 from bot.web import create_web_app
@@ -68,7 +69,7 @@ def fill(url: str, deliveries: int, ts: str) -> int:
                 "slack_message_ts, slack_summary, resumed, created_at) VALUES (1, :by, 'slack', :channel, "
                 "'password', 'finished', :ts, :summary, 0, :now)"
             ).bindparams(sa.bindparam("summary", type_=sa.JSON)),
-            {"by": f"slack:{ADMIN_ID}", "channel": CHANNEL_ID, "ts": ts, "summary": summary, "now": now},
+            {"by": slack_actor(ADMIN_ID), "channel": CHANNEL_ID, "ts": ts, "summary": summary, "now": now},
         )
         employee_ids = insert_employees(
             connection, deliveries, first=1, name=lambda _: ("Ada", "Lovelace"), accounts=False
