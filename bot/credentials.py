@@ -264,13 +264,15 @@ def promote_many(
             [{"b_hash": p["b_hash"]} for p in params],
         )
     # The newest credential replaces every other unused link of the account.
+    open_links = and_(_LINKS.c.used_at.is_(None), _LINKS.c.revoked_at.is_(None))
+    if mode != "link":  # a password's hash is never a link's: every open link goes, in one statement
+        accounts_links = _LINKS.c.account_id.in_([p.account_id for p in promotions])
+        session.execute(update(_LINKS).where(open_links, accounts_links).values(revoked_at=now))
+        return
     session.execute(
         update(_LINKS)
         .where(
-            _LINKS.c.account_id == bindparam("b_id"),
-            _LINKS.c.used_at.is_(None),
-            _LINKS.c.revoked_at.is_(None),
-            _LINKS.c.token_hash != bindparam("b_hash"),
+            open_links, _LINKS.c.account_id == bindparam("b_id"), _LINKS.c.token_hash != bindparam("b_hash")
         )
         .values(revoked_at=now),
         [{"b_id": p["b_id"], "b_hash": p["b_hash"]} for p in params],

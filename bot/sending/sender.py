@@ -470,14 +470,15 @@ class BatchRunner:
                     before = credentials.store_pending_many(
                         session, {account_id: credential for account_id, (_, credential) in new.items()}
                     )
+                    account_of = (
+                        select(_ACCOUNTS.c.id)
+                        .where(_ACCOUNTS.c.employee_id == _DELIVERIES.c.employee_id)
+                        .scalar_subquery()
+                    )
                     session.execute(
                         update(_DELIVERIES)
-                        .where(_DELIVERIES.c.id == bindparam("b_id"))
-                        .values(account_id=bindparam("b_account"), attempts=_DELIVERIES.c.attempts + 1),
-                        [
-                            {"b_id": t.delivery_id, "b_account": account_id}
-                            for account_id, (t, _) in new.items()
-                        ],
+                        .where(_DELIVERIES.c.id.in_([target.delivery_id for target, _ in new.values()]))
+                        .values(account_id=account_of, attempts=_DELIVERIES.c.attempts + 1)
                     )
                     claims.extend(
                         _Claim(target, None, (credential, before[account_id]))
@@ -779,20 +780,15 @@ class BatchRunner:
                 session.execute(ended.values(values | more), rows)
             elif rows:
                 session.execute(ended.values(values), rows)
-        released = [
-            {"b_account": e.target.account_id, "b_id": e.target.delivery_id}
-            for e in endings
-            if e.target.account_id is not None
-        ]
-        if released:
+        released = [e.target for e in endings if e.target.account_id is not None]
+        if released:  # an account is only ever held by a delivery for its own employee: one statement
             session.execute(
                 update(_ACCOUNTS)
                 .where(
-                    _ACCOUNTS.c.id == bindparam("b_account"),
-                    _ACCOUNTS.c.sending_delivery_id == bindparam("b_id"),
+                    _ACCOUNTS.c.id.in_([target.account_id for target in released]),
+                    _ACCOUNTS.c.sending_delivery_id.in_([target.delivery_id for target in released]),
                 )
-                .values(sending_delivery_id=None, sending_until=None),
-                released,
+                .values(sending_delivery_id=None, sending_until=None)
             )
         events = [self._event(e.target, e.action, e.error) for e in endings if e.action is not None]
         record_many(session, self.actor, events)
