@@ -47,6 +47,7 @@ from bench_slack import Client, credbot_env, figures, gunicorn, p99, paced
 from bot import jobs
 from bot.admins import add_admin
 from bot.context import Context
+from bot.credentials import HASH_THREAD_NAME
 from bot.passwords import generate_temporary_password, hash_password
 from bot.sending.batches import delivery_counts, start_batch
 from bot.sending.jobs import enqueue_batch
@@ -80,9 +81,9 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _stat(pid: int | str) -> tuple[int, float]:
-    """(parent pid, user + system CPU seconds so far) of process `pid`."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def _stat(pid: int | str, task: str = "") -> tuple[int, float]:
+    """(parent pid, user + system CPU seconds so far) of process `pid` (or of its thread `task`)."""
+    fields = Path(f"/proc/{pid}/{f'task/{task}/' if task else ''}stat").read_text().rpartition(")")[2].split()
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -98,10 +99,10 @@ def machine_cpu_seconds() -> float:
 
 
 class CpuSplit:
-    """Where the machine's CPU goes during the batch: per group of processes (the workers, the
-    bench database's PostgreSQL backends, the PostgreSQL server's own processes, Redis, the stand-in,
-    the web app and ack client, this process), and the rest of the machine (other users; processes
-    that ended before the last snapshot)."""
+    """Where the machine's CPU goes during the batch: per group of processes (the workers, their
+    hashing apart; the bench database's PostgreSQL backends; the PostgreSQL server's own processes;
+    Redis; the stand-in; the web app and ack client; this process), and the rest of the machine
+    (other users; processes that ended before the last snapshot)."""
 
     def __init__(self, workers: list[int], database: str) -> None:
         self.workers = set(workers)
@@ -129,6 +130,17 @@ class CpuSplit:
             ancestor = parents.get(ancestor)
         return "web and ack client" if ancestor else None
 
+    def _hash_threads(self, pid: int) -> dict[int, tuple[str, float]]:
+        """A worker's hash threads (named by the worker), keyed by minus their thread id."""
+        found = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                if (task / "comm").read_text().strip() == HASH_THREAD_NAME:
+                    found[-int(task.name)] = ("worker: hashing", _stat(pid, task.name)[1])
+            except OSError:  # ended meanwhile
+                continue
+        return found
+
     def _snapshot(self) -> dict[int, tuple[str, float]]:
         stats: dict[int, tuple[int, float]] = {}
         commands: dict[int, bytes] = {}
@@ -145,6 +157,8 @@ class CpuSplit:
             group = self._group(pid, parents, commands.get(pid, b""))
             if group is not None:
                 found[pid] = (group, cpu)
+            if group == "worker":
+                found |= self._hash_threads(pid)
         return found
 
     def split(self) -> dict[str, float]:
@@ -153,7 +167,11 @@ class CpuSplit:
         groups: dict[str, float] = {}
         for pid, (group, cpu) in end.items():
             groups[group] = groups.get(group, 0.0) + cpu - self._start.get(pid, (group, 0.0))[1]
+        hashing = groups.pop("worker: hashing", 0.0)
         groups["rest of the machine"] = machine - self._machine - sum(groups.values())
+        if "worker" in groups:  # the workers' hash threads apart from the rest of their CPU
+            groups["worker: the rest"] = groups.pop("worker") - hashing
+            groups["worker: hashing"] = hashing
         return groups
 
 
