@@ -47,7 +47,10 @@ class GroupCommit(Generic[T, R]):
             if not self._items:
                 self._first_at = time.monotonic()
             self._items.append((item, done))
-            self._ready.notify()
+            # Wake the writer for a first item or a full group only: while it lingers, every other
+            # wake-up would cost a thread switch per item for nothing.
+            if len(self._items) == 1 or len(self._items) >= self.most:
+                self._ready.notify()
         return done.result()
 
     def close(self) -> None:
