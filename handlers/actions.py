@@ -15,7 +15,7 @@ from bot.sending.batches import failed_employee_ids
 from handlers import ids
 from handlers.commands import open_picker_modal
 from handlers.delivery_messages import FixState, fix_address_view
-from handlers.notify import SlackCallFailed, call, errors_told, tell_user
+from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
 from handlers.views import review_view
 
 

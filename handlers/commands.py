@@ -15,8 +15,8 @@ from bot.search import choices_for
 from bot.selections import save_selection
 from bot.sending.recipients import count_never_emailed, resolve_employees
 from handlers import ids
-from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.report_upload import send_account_report
+from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
 from handlers.views_credentials import PICKER_LIMIT, FlowState, picker_view
 
 MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")

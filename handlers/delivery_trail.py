@@ -26,7 +26,7 @@ from bot.delivery_events import (
 )
 from bot.slack_app import make_web_client
 from handlers.delivery_messages import PROBLEMS_PER_MESSAGE, problem_message, with_delivery_line
-from handlers.notify import SlackCallFailed, call
+from handlers.slack_calls import SlackCallFailed, call
 from models import utcnow
 
 

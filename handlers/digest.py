@@ -14,7 +14,7 @@ from bot.context import Context
 from bot.digest import Digest, build_digest
 from bot.onboarding import Person
 from handlers.blocks import Block, context, header, listed_sections, person_line, section
-from handlers.notify import SlackCallFailed, call
+from handlers.slack_calls import SlackCallFailed, call
 
 log = logging.getLogger(__name__)
 

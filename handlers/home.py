@@ -25,8 +25,8 @@ from bot.selections import save_selection
 from handlers import ids
 from handlers.commands import open_picker_modal
 from handlers.middleware import HOME_OPENED
-from handlers.notify import SlackCallFailed, call, errors_told, tell_user
 from handlers.report_upload import send_account_report
+from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
 from handlers.views_home import (
     LISTED,
     PAGE_SIZE,

@@ -20,7 +20,7 @@ from slack_sdk import WebClient
 from bot.admins import is_admin
 from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
-from handlers.notify import tell_user
+from handlers.slack_calls import tell_user
 from handlers.views_credentials import NOT_ALLOWED_TEXT, not_allowed_view
 
 ADMIN_CACHE_SECONDS = 5.0

@@ -14,7 +14,7 @@ from slack_sdk import WebClient
 from bot.account_report import write_accounts_csv
 from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
-from handlers.notify import SlackCallFailed, call, tell_user
+from handlers.slack_calls import SlackCallFailed, call, tell_user
 from models import utcnow
 
 

@@ -30,7 +30,7 @@ from bot.slack_app import make_web_client
 from handlers.blocks import Block, context, section
 from handlers.delivery_messages import with_delivery_line
 from handlers.delivery_trail import update_delivery_trail
-from handlers.messages import (
+from handlers.message_blocks import (
     detail_messages,
     progress_text,
     resumed_text,
@@ -38,7 +38,7 @@ from handlers.messages import (
     summary_blocks,
     summary_text,
 )
-from handlers.notify import SlackCallFailed, call
+from handlers.slack_calls import SlackCallFailed, call
 from models import CredentialBatch, DeliveryStatus
 
 log = logging.getLogger(__name__)

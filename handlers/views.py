@@ -29,7 +29,7 @@ from bot.sending.jobs import enqueue_batch
 from bot.sending.recipients import never_emailed_employee_ids, normalise_address, preview
 from handlers import ids
 from handlers.delivery_messages import FixState
-from handlers.notify import SlackCallFailed, call, errors_told, tell_user
+from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
 from handlers.views_credentials import (
     FlowState,
     already_sent_view,

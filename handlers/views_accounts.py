@@ -31,7 +31,7 @@ from bot.settings import split_names
 from handlers import ids
 from handlers.blocks import escape
 from handlers.home import publish_home
-from handlers.notify import SlackCallFailed, call, errors_told
+from handlers.slack_calls import SlackCallFailed, call, errors_told
 from handlers.views_credentials import message_view
 from handlers.views_home import MANAGE_CHOICES, changes_text, created_text, roles_text
 

@@ -15,7 +15,7 @@ from bot.sending.recipients import Recipient
 from handlers import ids
 from handlers.blocks import MAX_MESSAGE_TEXT, escape, listed_sections, modal, pack_lines, section
 from handlers.commands import parse_command_text
-from handlers.messages import detail_messages, summary_blocks, summary_text
+from handlers.message_blocks import detail_messages, summary_blocks, summary_text
 from handlers.middleware import form_values
 from handlers.views_credentials import FlowState, confirm_view, picker_view
 from models import BatchStatus, DeliveryStatus
