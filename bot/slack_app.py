@@ -1,10 +1,10 @@
 """The Bolt app, built from settings; wrong or missing Slack settings stop it at start with a clear message.
 
 Acknowledging within Slack's 3 seconds: the app runs with `process_before_response=True`, so each
-listener's `ack` function runs on the request's own thread and its answer is the HTTP response (or the
+listener runs on the request's own thread and what it passed to `ack` is the HTTP response (or the
 Socket Mode envelope reply) as soon as it returns; nothing waits on a polling loop. Work that calls
-Slack or sends mail runs in Bolt lazy listeners, which Bolt starts on `listener_executor` after the ack
-function returned: a bounded thread pool per process, the same under `credbot serve`, gunicorn's
+Slack or sends mail is started by the listener after its ack (handlers.background) on
+`listener_executor`: a bounded thread pool per process, the same under `credbot serve`, gunicorn's
 threaded workers and Socket Mode. Over HTTP, bot.web holds that work back until the ack response has
 been written, so the background thread never competes with it for the GIL.
 """
@@ -27,7 +27,8 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 BACKGROUND_THREADS = 16
-"""Threads per process for lazy listeners: opening modals, channel messages, credential batches."""
+"""Threads per process for the work listeners start after their ack: opening modals, channel messages,
+credential batches."""
 SLACK_TIMEOUT_SECONDS = 10
 
 WHERE = {
@@ -114,7 +115,7 @@ def create_bolt_app(
     """The credbot Bolt app with every listener registered.
 
     With `verify_token` (the default) the bot token is checked once with auth.test at start.
-    `executor` runs the lazy listeners (default: a pool of BACKGROUND_THREADS threads).
+    `executor` runs the work listeners start after their ack (default: a pool of BACKGROUND_THREADS threads).
     """
     from handlers import register_listeners
 

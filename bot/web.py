@@ -41,7 +41,7 @@ _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 class AfterResponseExecutor(Executor):
     """Runs jobs on a thread pool, but holds back jobs submitted while a request is answered until the
-    response has been sent: Bolt starts lazy listeners during dispatch, and a background thread running
+    response has been sent: listeners start their background work during dispatch, and a thread running
     Python at once would make the ack wait for the GIL (5 ms switch interval) on a busy process."""
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:

@@ -1,4 +1,10 @@
-"""Slack listeners, one module per kind; `register_listeners` wires them all to a Bolt app."""
+"""Slack listeners, one module per kind; `register_listeners` wires them all to a Bolt app.
+
+Listener modules (`commands`, `options`, `views`, `actions`, App Home's `home` and `views_accounts`) hold
+module-level functions and a `register(app)` that names every entry point; they take credbot's context,
+the admin check's result and background work as arguments, which `middleware` puts in Bolt's context.
+They never import one another: shared steps live in `credentials_flow` and `app_home`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,11 @@ from handlers import actions, commands, home, middleware, options, views, views_
 
 
 def register_listeners(app: App, ctx: Context) -> None:
-    """Install the global middleware (admins only, form parsing), then every listener."""
+    """Install the global middleware (credbot's context, admins only, form parsing), then every listener."""
     middleware.install(app, ctx)
-    commands.register(app, ctx)
-    options.register(app, ctx)
-    views.register(app, ctx)
-    actions.register(app, ctx)
-    home.register(app, ctx)
-    views_accounts.register(app, ctx)
+    commands.register(app)
+    options.register(app)
+    views.register(app)
+    actions.register(app)
+    home.register(app)
+    views_accounts.register(app)

@@ -13,68 +13,80 @@ from bot.context import Context
 from bot.delivery_events import delivery_problem
 from bot.sending.batches import failed_employee_ids
 from handlers import ids
-from handlers.commands import open_picker_modal
+from handlers.background import Background
+from handlers.credentials_flow import open_picker_modal, review_view
 from handlers.delivery_messages import FixState, fix_address_view
-from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
-from handlers.views import review_view
+from handlers.slack_calls import SlackCallFailed, call, tell_user
 
 
-def register(app: App, ctx: Context) -> None:
-    def acknowledge(ack: Ack) -> None:
-        ack()
+def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
+    """(user id, channel id) of a button's click: where to tell the admin what went wrong."""
+    return body["user"]["id"], (body.get("channel") or {}).get("id")
 
-    def reopen_failed(body: dict[str, Any], client: WebClient) -> None:
-        user_id, channel_id = body["user"]["id"], (body.get("channel") or {}).get("id")
-        with errors_told(ctx, client, user_id, channel_id, "opening the credentials window"):
-            value = str(body["actions"][0].get("value", ""))
-            with ctx.sessions() as session:
-                employee_ids = failed_employee_ids(session, int(value) if value.isdigit() else 0)
-            open_picker_modal(
-                ctx,
-                client,
-                user_id=user_id,
-                channel_id=channel_id,
-                trigger_id=body["trigger_id"],
-                employee_ids=employee_ids,
-            )
 
-    def fix_address(body: dict[str, Any], client: WebClient) -> None:
-        open_for_delivery(ctx, client, body, fix=True)
+def register(app: App) -> None:
+    app.action(ids.RETRY_FAILED_ACTION)(retry_failed)
+    app.action(ids.FIX_ADDRESS_ACTION)(fix_address)
+    app.action(ids.RESEND_ACTION)(resend)
 
-    def resend(body: dict[str, Any], client: WebClient) -> None:
-        open_for_delivery(ctx, client, body, fix=False)
 
-    app.action(ids.RETRY_FAILED_ACTION)(ack=acknowledge, lazy=[reopen_failed])
-    app.action(ids.FIX_ADDRESS_ACTION)(ack=acknowledge, lazy=[fix_address])
-    app.action(ids.RESEND_ACTION)(ack=acknowledge, lazy=[resend])
+def retry_failed(ack: Ack, body: dict[str, Any], background: Background) -> None:
+    ack()
+    user_id, channel_id = clicked_by(body)
+    background.start("opening the credentials window", user_id, channel_id, reopen_failed, body)
+
+
+def fix_address(ack: Ack, body: dict[str, Any], background: Background) -> None:
+    ack()
+    user_id, channel_id = clicked_by(body)
+    background.start("opening the window", user_id, channel_id, open_for_delivery, body, fix=True)
+
+
+def resend(ack: Ack, body: dict[str, Any], background: Background) -> None:
+    ack()
+    user_id, channel_id = clicked_by(body)
+    background.start("opening the window", user_id, channel_id, open_for_delivery, body, fix=False)
+
+
+def reopen_failed(ctx: Context, client: WebClient, body: dict[str, Any]) -> None:
+    """Open the picker with the batch's failed employees preselected."""
+    user_id, channel_id = clicked_by(body)
+    value = str(body["actions"][0].get("value", ""))
+    with ctx.sessions() as session:
+        employee_ids = failed_employee_ids(session, int(value) if value.isdigit() else 0)
+    open_picker_modal(
+        ctx,
+        client,
+        user_id=user_id,
+        channel_id=channel_id,
+        trigger_id=body["trigger_id"],
+        employee_ids=employee_ids,
+    )
 
 
 def open_for_delivery(ctx: Context, client: WebClient, body: dict[str, Any], *, fix: bool) -> None:
     """Open the fix-address modal (`fix`) or straight the confirmation for the button's employee."""
-    user_id, channel_id = body["user"]["id"], (body.get("channel") or {}).get("id")
-    with errors_told(ctx, client, user_id, channel_id, "opening the window"):
-        value = str(body["actions"][0].get("value", ""))
-        with ctx.sessions() as session:
-            found = delivery_problem(session, int(value)) if value.isdigit() else None
-        if found is None:
-            tell_user(ctx, client, user_id, channel_id, "I cannot find that employee's delivery any more.")
-            return
-        problem, current_address = found
-        if fix:
-            state = FixState(problem.employee_id, channel_id)
-            view = fix_address_view(
-                problem.name, problem.employee_number, current_address, problem.reason, state
-            )
-        else:
-            view = review_view(ctx, user_id, channel_id, [problem.employee_id])
-        try:
-            call(
-                ctx,
-                slack_actor(user_id),
-                "views.open",
-                client.views_open,
-                trigger_id=body["trigger_id"],
-                view=view,
-            )
-        except SlackCallFailed as failure:
-            tell_user(ctx, client, user_id, channel_id, f"I could not open the window: {failure.explanation}")
+    user_id, channel_id = clicked_by(body)
+    value = str(body["actions"][0].get("value", ""))
+    with ctx.sessions() as session:
+        found = delivery_problem(session, int(value)) if value.isdigit() else None
+    if found is None:
+        tell_user(ctx, client, user_id, channel_id, "I cannot find that employee's delivery any more.")
+        return
+    problem, current_address = found
+    if fix:
+        state = FixState(problem.employee_id, channel_id)
+        view = fix_address_view(problem.name, problem.employee_number, current_address, problem.reason, state)
+    else:
+        view = review_view(ctx, user_id, channel_id, [problem.employee_id])
+    try:
+        call(
+            ctx,
+            slack_actor(user_id),
+            "views.open",
+            client.views_open,
+            trigger_id=body["trigger_id"],
+            view=view,
+        )
+    except SlackCallFailed as failure:
+        tell_user(ctx, client, user_id, channel_id, f"I could not open the window: {failure.explanation}")

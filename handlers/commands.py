@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.audit import slack_actor
 from bot.context import Context
-from bot.search import choices_for
-from bot.selections import save_selection
-from bot.sending.recipients import count_never_emailed, resolve_employees
+from bot.sending.recipients import resolve_employees
 from handlers import ids
+from handlers.background import Background
+from handlers.credentials_flow import open_picker_modal
 from handlers.report_upload import send_account_report
-from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
-from handlers.views_credentials import PICKER_LIMIT, FlowState, picker_view
 
 MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
 PENDING_WORDS = frozenset({"pending", "never-emailed", "all-pending"})
@@ -47,76 +43,38 @@ def subcommand(text: str) -> str | None:
     return word if word in ("help", "report") else None
 
 
-def register(app: App, ctx: Context) -> None:
-    def acknowledge(ack: Ack, body: dict[str, Any]) -> None:
-        match subcommand(body.get("text", "")):
-            case "help":
-                ack(response_type="ephemeral", text=HELP_TEXT)
-            case "report":
-                ack(response_type="ephemeral", text=REPORT_TEXT)
-            case _:
-                ack()
+def register(app: App) -> None:
+    app.command(ids.COMMAND)(email_credentials)
 
-    def open_picker(body: dict[str, Any], client: WebClient) -> None:
-        user_id, channel_id = body["user_id"], body.get("channel_id")
-        if subcommand(body.get("text", "")) == "report":
-            with errors_told(ctx, client, user_id, channel_id, "building the account report"):
-                send_account_report(ctx, client, user_id, channel_id)
-            return
-        if subcommand(body.get("text", "")):
-            return
-        with errors_told(ctx, client, user_id, channel_id, "opening the credentials window"):
-            pending, keys = parse_command_text(body.get("text", ""))
-            with ctx.sessions() as session:
-                employee_ids, unknown = resolve_employees(session, keys) if keys else ([], [])
-            open_picker_modal(
-                ctx,
-                client,
-                user_id=user_id,
-                channel_id=channel_id,
-                trigger_id=body["trigger_id"],
-                employee_ids=employee_ids,
-                unknown_keys=unknown,
-                pending=pending,
+
+def email_credentials(ack: Ack, body: dict[str, Any], background: Background) -> None:
+    """Answer help and report at once; otherwise ack, then open the picker (or build the report)."""
+    user_id, channel_id, text = body["user_id"], body.get("channel_id"), body.get("text", "")
+    match subcommand(text):
+        case "help":
+            ack(response_type="ephemeral", text=HELP_TEXT)
+        case "report":
+            ack(response_type="ephemeral", text=REPORT_TEXT)
+            background.start(
+                "building the account report", user_id, channel_id, send_account_report, user_id, channel_id
             )
+        case _:
+            ack()
+            background.start("opening the credentials window", user_id, channel_id, open_from_command, body)
 
-    app.command(ids.COMMAND)(ack=acknowledge, lazy=[open_picker])
 
-
-def open_picker_modal(
-    ctx: Context,
-    client: WebClient,
-    *,
-    user_id: str,
-    channel_id: str | None,
-    trigger_id: str,
-    employee_ids: Sequence[int] = (),
-    unknown_keys: Sequence[str] = (),
-    pending: bool = False,
-) -> None:
-    """Open the picker with `employee_ids` preselected; tell the admin (and audit) if Slack refuses."""
-    employee_ids = list(dict.fromkeys(employee_ids))
+def open_from_command(ctx: Context, client: WebClient, body: dict[str, Any]) -> None:
+    """Open the picker with the command's employees (and "never emailed" if asked) preselected."""
+    pending, keys = parse_command_text(body.get("text", ""))
     with ctx.sessions() as session:
-        never_emailed = count_never_emailed(session)
-        preselected = choices_for(session, employee_ids) if len(employee_ids) <= PICKER_LIMIT else []
-    reference = None
-    if len(employee_ids) > PICKER_LIMIT:
-        reference = save_selection(ctx.sessions, slack_actor(user_id), employee_ids, "command")
-    view = picker_view(
-        FlowState(channel_id=channel_id, selection=reference),
-        preselected=preselected,
-        never_emailed_count=never_emailed,
-        never_emailed_checked=pending,
-        from_command_count=len(employee_ids) if reference else 0,
-        unknown_keys=unknown_keys,
+        employee_ids, unknown = resolve_employees(session, keys) if keys else ([], [])
+    open_picker_modal(
+        ctx,
+        client,
+        user_id=body["user_id"],
+        channel_id=body.get("channel_id"),
+        trigger_id=body["trigger_id"],
+        employee_ids=employee_ids,
+        unknown_keys=unknown,
+        pending=pending,
     )
-    try:
-        call(ctx, slack_actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
-    except SlackCallFailed as failure:
-        tell_user(
-            ctx,
-            client,
-            user_id,
-            channel_id,
-            f"I could not open the credentials window: {failure.explanation}",
-        )

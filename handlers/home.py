@@ -1,8 +1,8 @@
 """App Home: published on `app_home_opened` and after every action taken from it; its buttons.
 
-Every button is acknowledged at once; the work (queries, views.open/update/publish) runs in a lazy
-listener. A view opened from a button must be opened within the trigger's 3 seconds, so those lazy
-listeners do little before `views.open`.
+Every button is acknowledged at once; its work (queries, views.open/update/publish) runs in the
+background. A view opened from a button must be opened within the trigger's 3 seconds, so that work
+does little before `views.open`.
 """
 
 from __future__ import annotations
@@ -12,28 +12,26 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App, BoltContext
+from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session
 
 from bot.accounts import AccountsChanged, employee_numbers_for, enable_accounts, unlock_as_change
-from bot.admins import list_admins
 from bot.audit import slack_actor
 from bot.context import Context
-from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
+from bot.onboarding import Stage, stage_count, stage_employee_ids, stage_page
 from bot.selections import save_selection
 from handlers import ids
-from handlers.commands import open_picker_modal
-from handlers.middleware import HOME_OPENED
+from handlers.app_home import publish_home
+from handlers.background import Background
+from handlers.credentials_flow import open_picker_modal
 from handlers.report_upload import send_account_report
-from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
+from handlers.slack_calls import SlackCallFailed, call, tell_user
 from handlers.views_home import (
     LISTED,
     PAGE_SIZE,
     RESEND_STAGES,
     create_accounts_view,
-    guest_home_view,
-    home_view,
     list_view,
     manage_view,
     parse_page,
@@ -41,21 +39,6 @@ from handlers.views_home import (
     roles_view,
 )
 from models import utcnow
-
-
-def publish_home(ctx: Context, client: WebClient, user_id: str, admin: bool = True) -> None:
-    """Build and publish App Home for `user_id` (a failure is audited, and nothing else can be done)."""
-    with ctx.sessions() as session:
-        if admin:
-            view = home_view(desk(session))
-        else:
-            admins = [
-                *sorted(ctx.settings.bootstrap_admin_ids),
-                *(a.slack_user_id for a in list_admins(session)),
-            ]
-            view = guest_home_view(list(dict.fromkeys(admins)))
-    with contextlib.suppress(SlackCallFailed):
-        call(ctx, slack_actor(user_id), "views.publish", client.views_publish, user_id=user_id, view=view)
 
 
 def open_view(ctx: Context, client: WebClient, user_id: str, trigger_id: str, view: dict[str, Any]) -> None:
@@ -66,122 +49,157 @@ def open_view(ctx: Context, client: WebClient, user_id: str, trigger_id: str, vi
         tell_user(ctx, client, user_id, None, f"I could not open that window: {failure.explanation}")
 
 
-ButtonWork = Callable[[str, str, dict[str, Any], WebClient], None]
-"""The lazy half of a button: (user id, the button's value, the request body, client)."""
+ButtonWork = Callable[[Context, WebClient, str, str, dict[str, Any]], None]
+"""What a button does after its ack: (ctx, client, user id, the button's value, the request body)."""
 
 
 def _stage(value: str) -> Stage | None:
     return Stage(value) if value in set(Stage) else None
 
 
-def register(app: App, ctx: Context) -> None:
-    def acknowledge(ack: Ack) -> None:
-        ack()
+def register(app: App) -> None:
+    app.event(ids.HOME_OPENED)(home_opened)
+    for action_id in BUTTONS:
+        app.action(action_id)(clicked)
 
-    def home_opened(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
-        if event.get("tab", "home") == "home":
-            publish_home(ctx, client, event["user"], admin=bool(context.get("admin")))
 
-    app.event(HOME_OPENED)(ack=acknowledge, lazy=[home_opened])
+def home_opened(ack: Ack, event: dict[str, Any], admin: bool, background: Background) -> None:
+    ack()
+    if event.get("tab", "home") == "home":
+        user_id = event["user"]
+        background.start("showing App Home", user_id, None, publish_home, user_id, admin=admin)
 
-    def on_button(action_id: str, work: ButtonWork) -> None:
-        """Register `work(user_id, value, body, client)` as the lazy half of a button, errors told."""
 
-        def run(body: dict[str, Any], client: WebClient) -> None:
-            user_id = body["user"]["id"]
-            with errors_told(ctx, client, user_id, None, "acting on your click"):
-                work(user_id, str(body["actions"][0].get("value", "")), body, client)
+def clicked(ack: Ack, action: dict[str, Any], body: dict[str, Any], background: Background) -> None:
+    """Every button of App Home and its modals: ack, then its work from BUTTONS in the background."""
+    ack()
+    user_id = body["user"]["id"]
+    work = BUTTONS[action["action_id"]]
+    background.start("acting on your click", user_id, None, work, user_id, str(action.get("value", "")), body)
 
-        app.action(action_id)(ack=acknowledge, lazy=[run])
 
-    def refresh(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:
-        publish_home(ctx, client, user_id)
+def refresh(ctx: Context, client: WebClient, user_id: str, _value: str, _body: dict[str, Any]) -> None:
+    publish_home(ctx, client, user_id)
 
-    def show_all(user_id: str, value: str, body: dict[str, Any], client: WebClient) -> None:
-        if stage := _stage(value):
-            with ctx.sessions() as session:
-                people, total = stage_page(session, stage, 0, PAGE_SIZE), stage_count(session, stage)
-            open_view(ctx, client, user_id, body["trigger_id"], list_view(stage, people, 0, total, utcnow()))
 
-    def turn_page(user_id: str, value: str, body: dict[str, Any], client: WebClient) -> None:
-        if parsed := parse_page(value):
-            update_list(user_id, body["view"]["id"], *parsed, client)
-
-    def update_list(user_id: str, view_id: str, stage: Stage, page: int, client: WebClient) -> None:
+def show_all(ctx: Context, client: WebClient, user_id: str, value: str, body: dict[str, Any]) -> None:
+    if stage := _stage(value):
         with ctx.sessions() as session:
-            total = stage_count(session, stage)
-            page = min(page, max(0, (total - 1) // PAGE_SIZE))
-            people = stage_page(session, stage, page, PAGE_SIZE)
-        view = list_view(stage, people, page, total, utcnow())
-        with contextlib.suppress(SlackCallFailed):  # audited; the modal may have been closed
-            call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+            people, total = stage_page(session, stage, 0, PAGE_SIZE), stage_count(session, stage)
+        open_view(ctx, client, user_id, body["trigger_id"], list_view(stage, people, 0, total, utcnow()))
 
-    def row_change(change: Callable[[Session, str, list[str]], AccountsChanged]) -> ButtonWork:
-        def work(user_id: str, number: str, body: dict[str, Any], client: WebClient) -> None:
-            with ctx.sessions.begin() as session:
-                change(session, slack_actor(user_id), [number])
-            parsed = parse_page_metadata(body["view"].get("private_metadata", ""))
-            if parsed:
-                update_list(user_id, body["view"]["id"], *parsed, client)
-            publish_home(ctx, client, user_id)
 
-        return work
+def turn_page(ctx: Context, client: WebClient, user_id: str, value: str, body: dict[str, Any]) -> None:
+    if parsed := parse_page(value):
+        update_list(ctx, client, user_id, body["view"]["id"], *parsed)
 
-    def create_accounts(user_id: str, _value: str, body: dict[str, Any], client: WebClient) -> None:
+
+def update_list(ctx: Context, client: WebClient, user_id: str, view_id: str, stage: Stage, page: int) -> None:
+    with ctx.sessions() as session:
+        total = stage_count(session, stage)
+        page = min(page, max(0, (total - 1) // PAGE_SIZE))
+        people = stage_page(session, stage, page, PAGE_SIZE)
+    view = list_view(stage, people, page, total, utcnow())
+    with contextlib.suppress(SlackCallFailed):  # audited; the modal may have been closed
+        call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+
+
+def change_row(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    number: str,
+    body: dict[str, Any],
+    change: Callable[[Session, str, list[str]], AccountsChanged],
+) -> None:
+    """Change one row of a list modal, then show the list and App Home again."""
+    with ctx.sessions.begin() as session:
+        change(session, slack_actor(user_id), [number])
+    parsed = parse_page_metadata(body["view"].get("private_metadata", ""))
+    if parsed:
+        update_list(ctx, client, user_id, body["view"]["id"], *parsed)
+    publish_home(ctx, client, user_id)
+
+
+def unlock_row(ctx: Context, client: WebClient, user_id: str, number: str, body: dict[str, Any]) -> None:
+    change_row(ctx, client, user_id, number, body, unlock_as_change)
+
+
+def enable_row(ctx: Context, client: WebClient, user_id: str, number: str, body: dict[str, Any]) -> None:
+    change_row(ctx, client, user_id, number, body, enable_accounts)
+
+
+def create_accounts(ctx: Context, client: WebClient, user_id: str, _value: str, body: dict[str, Any]) -> None:
+    with ctx.sessions() as session:
+        employee_ids = stage_employee_ids(session, Stage.NO_ACCOUNT)
+        first = stage_page(session, Stage.NO_ACCOUNT, 0, LISTED)
+    reference = save_selection(ctx.sessions, slack_actor(user_id), employee_ids, "create_accounts")
+    view = create_accounts_view(first, len(employee_ids), reference)
+    open_view(ctx, client, user_id, body["trigger_id"], view)
+
+
+def email_never_emailed(
+    ctx: Context, client: WebClient, user_id: str, _value: str, body: dict[str, Any]
+) -> None:
+    open_picker_modal(
+        ctx, client, user_id=user_id, channel_id=None, trigger_id=body["trigger_id"], pending=True
+    )
+
+
+def resend(ctx: Context, client: WebClient, user_id: str, value: str, body: dict[str, Any]) -> None:
+    stage = _stage(value)
+    if stage in RESEND_STAGES:
         with ctx.sessions() as session:
-            employee_ids = stage_employee_ids(session, Stage.NO_ACCOUNT)
-            first = stage_page(session, Stage.NO_ACCOUNT, 0, LISTED)
-        reference = save_selection(ctx.sessions, slack_actor(user_id), employee_ids, "create_accounts")
-        view = create_accounts_view(first, len(employee_ids), reference)
-        open_view(ctx, client, user_id, body["trigger_id"], view)
-
-    def email_never_emailed(user_id: str, _value: str, body: dict[str, Any], client: WebClient) -> None:
+            employee_ids = stage_employee_ids(session, stage)
         open_picker_modal(
-            ctx, client, user_id=user_id, channel_id=None, trigger_id=body["trigger_id"], pending=True
+            ctx,
+            client,
+            user_id=user_id,
+            channel_id=None,
+            trigger_id=body["trigger_id"],
+            employee_ids=employee_ids,
         )
 
-    def resend(user_id: str, value: str, body: dict[str, Any], client: WebClient) -> None:
-        stage = _stage(value)
-        if stage in RESEND_STAGES:
-            with ctx.sessions() as session:
-                employee_ids = stage_employee_ids(session, stage)
-            open_picker_modal(
-                ctx,
-                client,
-                user_id=user_id,
-                channel_id=None,
-                trigger_id=body["trigger_id"],
-                employee_ids=employee_ids,
-            )
 
-    def unlock_all(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:
-        with ctx.sessions.begin() as session:
-            numbers = employee_numbers_for(session, stage_employee_ids(session, Stage.LOCKED))
-            unlock_as_change(session, slack_actor(user_id), numbers)
-        publish_home(ctx, client, user_id)
+def unlock_all(ctx: Context, client: WebClient, user_id: str, _value: str, _body: dict[str, Any]) -> None:
+    with ctx.sessions.begin() as session:
+        numbers = employee_numbers_for(session, stage_employee_ids(session, Stage.LOCKED))
+        unlock_as_change(session, slack_actor(user_id), numbers)
+    publish_home(ctx, client, user_id)
 
-    def report(user_id: str, _value: str, _body: dict[str, Any], client: WebClient) -> None:
-        send_account_report(ctx, client, user_id)
 
-    def modal_opener(build: Callable[[], dict[str, Any]]) -> ButtonWork:
-        def work(user_id: str, _value: str, body: dict[str, Any], client: WebClient) -> None:
-            open_view(ctx, client, user_id, body["trigger_id"], build())
+def report(ctx: Context, client: WebClient, user_id: str, _value: str, _body: dict[str, Any]) -> None:
+    send_account_report(ctx, client, user_id)
 
-        return work
 
-    on_button(ids.HOME_REFRESH, refresh)
-    on_button(ids.HOME_SHOW_ALL, show_all)
-    on_button(ids.LIST_PAGE_ACTION, turn_page)
-    on_button(ids.ROW_UNLOCK_ACTION, row_change(unlock_as_change))
-    on_button(ids.ROW_ENABLE_ACTION, row_change(enable_accounts))
-    on_button(ids.HOME_CREATE_ACCOUNTS, create_accounts)
-    on_button(ids.HOME_EMAIL_NEVER_EMAILED, email_never_emailed)
-    on_button(ids.HOME_RESEND, resend)
-    on_button(ids.HOME_UNLOCK_ALL, unlock_all)
-    on_button(ids.HOME_REPORT, report)
-    on_button(ids.HOME_RENAME, modal_opener(rename_view))
-    on_button(ids.HOME_ROLES, modal_opener(roles_view))
-    on_button(ids.HOME_MANAGE, modal_opener(manage_view))
+def open_rename(ctx: Context, client: WebClient, user_id: str, _value: str, body: dict[str, Any]) -> None:
+    open_view(ctx, client, user_id, body["trigger_id"], rename_view())
+
+
+def open_roles(ctx: Context, client: WebClient, user_id: str, _value: str, body: dict[str, Any]) -> None:
+    open_view(ctx, client, user_id, body["trigger_id"], roles_view())
+
+
+def open_manage(ctx: Context, client: WebClient, user_id: str, _value: str, body: dict[str, Any]) -> None:
+    open_view(ctx, client, user_id, body["trigger_id"], manage_view())
+
+
+BUTTONS: dict[str, ButtonWork] = {
+    ids.HOME_REFRESH: refresh,
+    ids.HOME_SHOW_ALL: show_all,
+    ids.LIST_PAGE_ACTION: turn_page,
+    ids.ROW_UNLOCK_ACTION: unlock_row,
+    ids.ROW_ENABLE_ACTION: enable_row,
+    ids.HOME_CREATE_ACCOUNTS: create_accounts,
+    ids.HOME_EMAIL_NEVER_EMAILED: email_never_emailed,
+    ids.HOME_RESEND: resend,
+    ids.HOME_UNLOCK_ALL: unlock_all,
+    ids.HOME_REPORT: report,
+    ids.HOME_RENAME: open_rename,
+    ids.HOME_ROLES: open_roles,
+    ids.HOME_MANAGE: open_manage,
+}
+"""What each button does after its ack."""
 
 
 def parse_page_metadata(metadata: str) -> tuple[Stage, int] | None:

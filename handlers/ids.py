@@ -29,6 +29,8 @@ ADDRESS_BLOCK = "address"
 ADDRESS_ACTION = "address_input"
 
 # App Home: the admin's desk, and what its buttons open.
+HOME_OPENED = "app_home_opened"
+"""The event: anyone may open App Home (a non-admin sees whom to ask)."""
 HOME_CREATE_ACCOUNTS = "home_create_accounts"
 HOME_EMAIL_NEVER_EMAILED = "home_email_never_emailed"
 HOME_RESEND = "home_resend"

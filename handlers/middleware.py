@@ -1,4 +1,5 @@
-"""Global middleware: admins only (for every request kind), and view state parsed into a plain dict."""
+"""Global middleware: credbot's context for the listeners, admins only (for every request kind), and view
+state parsed into a plain dict."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from slack_sdk import WebClient
 from bot.admins import is_admin
 from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
+from handlers import ids
+from handlers.background import Background
 from handlers.slack_calls import tell_user
 from handlers.views_credentials import NOT_ALLOWED_TEXT, not_allowed_view
 
 ADMIN_CACHE_SECONDS = 5.0
-HOME_OPENED = "app_home_opened"
 
 
 class AdminCheck:
@@ -71,34 +73,45 @@ class AdminCheck:
 
 
 def install(app: App, ctx: Context) -> None:
-    """Register the global middleware, in order: the admin check first, then form parsing."""
-    app.use(admins_only(app, ctx))
+    """Register the global middleware, in order: credbot's context, the admin check, form parsing."""
+    executor = app.listener_runner.listener_executor
+    admin_check = AdminCheck(ctx, refresh_with=executor)
+
+    def provide(context: BoltContext, client: WebClient, next: Callable[[], None]) -> None:
+        """What listeners take as arguments beside Bolt's own: Bolt passes context keys by name."""
+        context["ctx"] = ctx
+        context["admin_check"] = admin_check
+        context["background"] = Background(executor, ctx, client)
+        next()
+
+    app.use(provide)
+    app.use(admins_only)
     app.use(parse_form)
 
 
-def admins_only(app: App, ctx: Context) -> Callable[..., BoltResponse | None]:
+def admins_only(
+    body: dict[str, Any],
+    context: BoltContext,
+    ctx: Context,
+    admin_check: AdminCheck,
+    background: Background,
+    next: Callable[[], None],
+) -> BoltResponse | None:
     """Refuse every request (command, options, view submission, action) from someone not an admin.
 
     The one exception: anyone may open App Home (`app_home_opened`); the listener shows a non-admin a
     short view saying whom to ask, and `context["admin"]` tells it which view to show.
     """
-    allowed = AdminCheck(ctx, refresh_with=app.listener_runner.listener_executor)
-
-    def check_admin(
-        body: dict[str, Any], context: BoltContext, client: WebClient, next: Callable[[], None]
-    ) -> BoltResponse | None:
-        user_id = context.user_id
-        # Only the read-only requests that must answer fastest may use a remembered "yes".
-        cached = is_slash_command(body) or is_options(body) or is_event(body)
-        context["admin"] = bool(user_id) and allowed(str(user_id), cached=cached)
-        if context["admin"] or (is_event(body) and body["event"].get("type") == HOME_OPENED):
-            next()
-            return None
-        kind, name = describe(body)
-        record_now(ctx.sessions, slack_actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
-        return refusal(app, ctx, client, body, user_id, context.channel_id)
-
-    return check_admin
+    user_id = context.user_id
+    # Only the read-only requests that must answer fastest may use a remembered "yes".
+    cached = is_slash_command(body) or is_options(body) or is_event(body)
+    context["admin"] = bool(user_id) and admin_check(str(user_id), cached=cached)
+    if context["admin"] or (is_event(body) and body["event"].get("type") == ids.HOME_OPENED):
+        next()
+        return None
+    kind, name = describe(body)
+    record_now(ctx.sessions, slack_actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
+    return refusal(background, body, user_id, context.channel_id)
 
 
 def describe(body: dict[str, Any]) -> tuple[str, str | None]:
@@ -116,12 +129,7 @@ def describe(body: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def refusal(
-    app: App,
-    ctx: Context,
-    client: WebClient,
-    body: dict[str, Any],
-    user_id: str | None,
-    channel_id: str | None,
+    background: Background, body: dict[str, Any], user_id: str | None, channel_id: str | None
 ) -> BoltResponse:
     """The answer to a refused request: the refusal itself where Slack can show it, else an empty ack."""
     if is_slash_command(body):
@@ -131,8 +139,8 @@ def refusal(
     if is_options(body):
         return BoltResponse(status=200, body={"options": []})
     if is_block_actions(body) and user_id:
-        app.listener_runner.listener_executor.submit(
-            tell_user, ctx, client, user_id, channel_id, NOT_ALLOWED_TEXT
+        background.start(
+            "telling you that", user_id, channel_id, tell_user, user_id, channel_id, NOT_ALLOWED_TEXT
         )
     return BoltResponse(status=200, body="")
 

@@ -12,11 +12,12 @@ from handlers import ids
 from handlers.views_credentials import employee_option
 
 
-def register(app: App, ctx: Context) -> None:
-    def suggest_employees(ack: Ack, body: dict[str, Any]) -> None:
-        with ctx.sessions() as session:
-            choices = search_employees(session, body.get("value", ""))
-        ack(options=[employee_option(choice) for choice in choices])
-
+def register(app: App) -> None:
     app.options(ids.EMPLOYEES_ACTION)(suggest_employees)
     app.options(ids.RENAME_EMPLOYEE_ACTION)(suggest_employees)
+
+
+def suggest_employees(ack: Ack, body: dict[str, Any], ctx: Context) -> None:
+    with ctx.sessions() as session:
+        choices = search_employees(session, body.get("value", ""))
+    ack(options=[employee_option(choice) for choice in choices])

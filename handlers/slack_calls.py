@@ -98,7 +98,7 @@ def errors_told(
 ) -> Iterator[None]:
     """Run background work; if it fails unexpectedly, log it and tell the admin instead of staying silent.
 
-    (Bolt would only log an exception from a lazy listener.)
+    (Bolt would only log an exception from work after the ack.)
     """
     try:
         yield

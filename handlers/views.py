@@ -1,7 +1,7 @@
 """Modal submissions: "Review" (picker to confirmation), "Send emails" (confirmation to background send).
 
 Both acks take the same short time whatever the selection's size: they answer with a small view at
-once ("Preparing..." / "Sending started") and leave the database work to a lazy listener, which then
+once ("Preparing..." / "Sending started") and start the database work in the background, which then
 replaces the view (views.update) or sends. Only cheap checks happen before the ack: something chosen,
 the confirmation not already sent.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from slack_bolt import Ack, App, BoltContext
+from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.audit import slack_actor
@@ -21,19 +21,19 @@ from bot.selections import (
     SelectionNotFound,
     confirmed_addresses,
     load_selection,
-    save_selection,
     selection_id,
 )
 from bot.sending.batches import DuplicateBatchError, batch_with_key, start_batch
 from bot.sending.jobs import enqueue_batch
-from bot.sending.recipients import never_emailed_employee_ids, normalise_address, preview
+from bot.sending.recipients import never_emailed_employee_ids, normalise_address
 from handlers import ids
+from handlers.background import Background
+from handlers.credentials_flow import review_view
 from handlers.delivery_messages import FixState
-from handlers.slack_calls import SlackCallFailed, call, errors_told, tell_user
+from handlers.slack_calls import SlackCallFailed, call, tell_user
 from handlers.views_credentials import (
     FlowState,
     already_sent_view,
-    confirm_view,
     message_view,
     preparing_view,
     sending_view,
@@ -41,40 +41,18 @@ from handlers.views_credentials import (
 
 EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
 NOBODY_TEXT = "Nobody is left to email: everyone you picked has been emailed already. Nothing was sent."
-REVIEW_KEY = "credbot_review"
-BATCH_KEY = "credbot_batch"
-"""Context keys through which an ack function hands its work to its lazy listener."""
 
 
-def register(app: App, ctx: Context) -> None:
-    def review(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-        acknowledge_review(ack, body, context)
-
-    def show_confirmation(context: BoltContext, client: WebClient) -> None:
-        if review := context.get(REVIEW_KEY):
-            channel_id = FlowState.load(review["metadata"]).channel_id
-            with errors_told(ctx, client, review["user_id"], channel_id, "preparing the confirmation"):
-                build_confirmation(ctx, client, **review)
-
-    def confirm(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-        acknowledge_send(ctx, ack, body, context)
-
-    def send(context: BoltContext, client: WebClient) -> None:
-        if batch := context.get(BATCH_KEY):
-            with errors_told(ctx, client, batch["user_id"], batch["channel_id"], "starting to send"):
-                start_and_send(ctx, client, **batch)
-
-    def fix_address(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-        acknowledge_fix_address(ctx, ack, body, context)
-
-    app.view(ids.PICKER_VIEW)(ack=review, lazy=[show_confirmation])
-    app.view(ids.CONFIRM_VIEW)(ack=confirm, lazy=[send])
+def register(app: App) -> None:
+    app.view(ids.PICKER_VIEW)(review)
+    app.view(ids.CONFIRM_VIEW)(confirm)
     app.view(ids.FIX_ADDRESS_VIEW)(fix_address)
 
 
-def acknowledge_review(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-    """Refuse an empty choice under the picker; otherwise show "Preparing..." and hand over the choice."""
-    form = context.get("form", {})
+def review(
+    ack: Ack, body: dict[str, Any], form: dict[str, Any], user_id: str, background: Background
+) -> None:
+    """Refuse an empty choice under the picker; otherwise show "Preparing..." and build the confirmation."""
     picked = [int(value) for value in form.get(ids.EMPLOYEES_ACTION) or [] if str(value).isdigit()]
     presets = [str(value) for value in form.get(ids.PRESETS_ACTION) or []]
     if not picked and not presets:
@@ -83,14 +61,20 @@ def acknowledge_review(ack: Ack, body: dict[str, Any], context: BoltContext) -> 
             errors={ids.EMPLOYEES_BLOCK: "Pick at least one employee, or tick a box."},
         )
         return
-    context[REVIEW_KEY] = {
-        "user_id": str(context.user_id),
-        "view_id": body["view"]["id"],
-        "metadata": body["view"].get("private_metadata", ""),
-        "picked": picked,
-        "presets": presets,
-    }
     ack(response_action="update", view=preparing_view(len(picked), presets))
+    metadata = body["view"].get("private_metadata", "")
+    channel_id = FlowState.load(metadata).channel_id
+    background.start(
+        "preparing the confirmation",
+        user_id,
+        channel_id,
+        build_confirmation,
+        user_id,
+        body["view"]["id"],
+        metadata,
+        picked,
+        presets,
+    )
 
 
 def chosen_employee_ids(
@@ -138,35 +122,13 @@ def build_confirmation(
         )
 
 
-def review_view(
-    ctx: Context, user_id: str, channel_id: str | None, employee_ids: list[int]
-) -> dict[str, Any]:
-    """The confirmation for `employee_ids`, saved as the admin's selection; "Send emails" then sends.
-
-    Every way to send goes through it: the picker's "Review", and "Fix address and resend" and "Resend"
-    on a bounced, dropped or blocked employee.
-    """
-    with ctx.sessions() as session:
-        recipients = preview(session, employee_ids)
-    reference = save_selection(
-        ctx.sessions,
-        slack_actor(user_id),
-        [r.employee_id for r in recipients],
-        "review",
-        addresses={r.employee_id: r.address for r in recipients},  # what the admin confirms
-    )
-    state = FlowState(channel_id=channel_id, selection=reference)
-    return confirm_view(recipients, ctx.settings.credential_mode, state)
-
-
-def acknowledge_fix_address(ctx: Context, ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
+def fix_address(ack: Ack, body: dict[str, Any], form: dict[str, Any], user_id: str, ctx: Context) -> None:
     """Check the corrected address (an error under the field), update the directory, show the confirmation."""
-    user_id = str(context.user_id)
     state = FixState.load(body["view"].get("private_metadata"))
     if state is None:
         ack(response_action="update", view=message_view("Fix address", EXPIRED_TEXT))
         return
-    address, problem = normalise_address(context.get("form", {}).get(ids.ADDRESS_ACTION))
+    address, problem = normalise_address(form.get(ids.ADDRESS_ACTION))
     if problem or address is None:
         ack(
             response_action="errors",
@@ -182,9 +144,8 @@ def idempotency_key(state: FlowState) -> str:
     return f"slack-selection:{selection_id(state.selection or '')}"
 
 
-def acknowledge_send(ctx: Context, ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-    """Answer "Sending started" (or "Already sent") at once; the batch is committed by `start_and_send`."""
-    user_id = str(context.user_id)
+def confirm(ack: Ack, body: dict[str, Any], user_id: str, ctx: Context, background: Background) -> None:
+    """Answer "Sending started" (or "Already sent") at once; `start_and_send` then commits the batch."""
     state = FlowState.load(body["view"].get("private_metadata"))
     try:
         with ctx.sessions() as session:
@@ -197,13 +158,17 @@ def acknowledge_send(ctx: Context, ack: Ack, body: dict[str, Any], context: Bolt
         ack(response_action="update", view=already_sent_view(existing))
         return
     channel_id = ctx.settings.audit_channel_id or state.channel_id
-    context[BATCH_KEY] = {
-        "user_id": user_id,
-        "view_id": body["view"]["id"],
-        "channel_id": channel_id,
-        "selection": state.selection,
-    }
     ack(response_action="update", view=sending_view(channel_id))
+    background.start(
+        "starting to send",
+        user_id,
+        channel_id,
+        start_and_send,
+        user_id,
+        body["view"]["id"],
+        channel_id,
+        state.selection or "",
+    )
 
 
 def start_and_send(

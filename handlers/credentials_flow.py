@@ -1,0 +1,78 @@
+"""The steps of the email-credentials flow that several listeners take: opening the picker (the command,
+"Pick the failed again", App Home's buttons) and building the confirmation (the picker's "Review", "Fix
+address and resend", "Resend")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from slack_sdk import WebClient
+
+from bot.audit import slack_actor
+from bot.context import Context
+from bot.search import choices_for
+from bot.selections import save_selection
+from bot.sending.recipients import count_never_emailed, preview
+from handlers.slack_calls import SlackCallFailed, call, tell_user
+from handlers.views_credentials import PICKER_LIMIT, FlowState, confirm_view, picker_view
+
+
+def open_picker_modal(
+    ctx: Context,
+    client: WebClient,
+    *,
+    user_id: str,
+    channel_id: str | None,
+    trigger_id: str,
+    employee_ids: Sequence[int] = (),
+    unknown_keys: Sequence[str] = (),
+    pending: bool = False,
+) -> None:
+    """Open the picker with `employee_ids` preselected; tell the admin (and audit) if Slack refuses."""
+    employee_ids = list(dict.fromkeys(employee_ids))
+    with ctx.sessions() as session:
+        never_emailed = count_never_emailed(session)
+        preselected = choices_for(session, employee_ids) if len(employee_ids) <= PICKER_LIMIT else []
+    reference = None
+    if len(employee_ids) > PICKER_LIMIT:
+        reference = save_selection(ctx.sessions, slack_actor(user_id), employee_ids, "command")
+    view = picker_view(
+        FlowState(channel_id=channel_id, selection=reference),
+        preselected=preselected,
+        never_emailed_count=never_emailed,
+        never_emailed_checked=pending,
+        from_command_count=len(employee_ids) if reference else 0,
+        unknown_keys=unknown_keys,
+    )
+    try:
+        call(ctx, slack_actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
+    except SlackCallFailed as failure:
+        tell_user(
+            ctx,
+            client,
+            user_id,
+            channel_id,
+            f"I could not open the credentials window: {failure.explanation}",
+        )
+
+
+def review_view(
+    ctx: Context, user_id: str, channel_id: str | None, employee_ids: list[int]
+) -> dict[str, Any]:
+    """The confirmation for `employee_ids`, saved as the admin's selection; "Send emails" then sends.
+
+    Every way to send goes through it: the picker's "Review", and "Fix address and resend" and "Resend"
+    on a bounced, dropped or blocked employee.
+    """
+    with ctx.sessions() as session:
+        recipients = preview(session, employee_ids)
+    reference = save_selection(
+        ctx.sessions,
+        slack_actor(user_id),
+        [r.employee_id for r in recipients],
+        "review",
+        addresses={r.employee_id: r.address for r in recipients},  # what the admin confirms
+    )
+    state = FlowState(channel_id=channel_id, selection=reference)
+    return confirm_view(recipients, ctx.settings.credential_mode, state)
