@@ -8,7 +8,7 @@ the client's, not the proxy's) and applies to POSTs only: sign-in, password chan
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -38,6 +38,9 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         strategy="moving-window",
         in_memory_fallback_enabled=True,  # Redis down: count in this process rather than fail sign-ins
     )
+    # Only portal pages are limited; without this, every request (Slack's signed ones too) would pay for
+    # Flask-Limiter's lookup of the limits of its endpoint.
+    limiter.request_filter(lambda: request.blueprint != "portal")
     limit = limiter.shared_limit(
         settings.sign_in_rate_limit, scope="portal-passwords", methods=["POST"], error_message=TOO_MANY
     )
