@@ -11,7 +11,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from slack_bolt.adapter.flask import SlackRequestHandler
 
 from bot import jobs
@@ -23,6 +24,8 @@ from bot.slack_app import background_pool, create_bolt_app, slack_wanted
 
 SLACK_EVENTS_PATH = "/slack/events"
 SENDGRID_EVENTS_PATH = "/sendgrid/events"
+SIGNED_PATHS = frozenset({SLACK_EVENTS_PATH, SENDGRID_EVENTS_PATH})
+"""Endpoints whose callers prove who they are by a signature, never by a session cookie."""
 MAX_EVENTS_BODY = 4 * 1024 * 1024
 """Largest Event Webhook POST accepted: SendGrid batches its events into posts far below this."""
 NO_WEBHOOK_KEY_NOTICE = (
@@ -75,6 +78,15 @@ class AfterResponseExecutor(Executor):
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed session cookie, except on SIGNED_PATHS: Slack and SendGrid send none, and opening
+    a session builds a signing serializer per request, a measurable part of the time before credbot
+    answers Slack. There Flask uses a null session, which refuses to be written."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        return None if request.path in SIGNED_PATHS else super().open_session(app, request)
+
+
 def _copy(source: Future[Any], target: Future[Any]) -> None:
     error = source.exception()
     if error is not None:
@@ -101,6 +113,7 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
         return {"status": "ok"}, 200
 
     init_portal(flask_app, ctx)
+    flask_app.session_interface = CookieSessions()
     return flask_app
 
 
