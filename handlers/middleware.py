@@ -8,7 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.middleware import Middleware
 from slack_bolt.request.payload_utils import (
     is_block_actions,
     is_event,
@@ -16,7 +17,6 @@ from slack_bolt.request.payload_utils import (
     is_slash_command,
     is_view_submission,
 )
-from slack_sdk import WebClient
 
 from bot.admins import is_admin
 from bot.audit import AuditAction, record_now, slack_actor
@@ -73,45 +73,69 @@ class AdminCheck:
 
 
 def install(app: App, ctx: Context) -> None:
-    """Register the global middleware, in order: credbot's context, the admin check, form parsing."""
+    """Register the global middleware, in order: credbot's context, the admin check, form parsing.
+
+    They subclass Bolt's `Middleware` (as its built-in ones do) rather than being functions: Bolt builds
+    the keyword arguments of a function middleware anew for each request, which cost more than the
+    middleware's own work.
+    """
     executor = app.listener_runner.listener_executor
-    admin_check = AdminCheck(ctx, refresh_with=executor)
-
-    def provide(context: BoltContext, client: WebClient, next: Callable[[], None]) -> None:
-        """What listeners take as arguments beside Bolt's own: Bolt passes context keys by name."""
-        context["ctx"] = ctx
-        context["admin_check"] = admin_check
-        context["background"] = Background(executor, ctx, client)
-        next()
-
-    app.use(provide)
-    app.use(admins_only)
-    app.use(parse_form)
+    app.use(ListenerArguments(ctx, executor))
+    app.use(AdminsOnly(ctx, AdminCheck(ctx, refresh_with=executor)))
+    app.use(FormParser())
 
 
-def admins_only(
-    body: dict[str, Any],
-    context: BoltContext,
-    ctx: Context,
-    admin_check: AdminCheck,
-    background: Background,
-    next: Callable[[], None],
-) -> BoltResponse | None:
+class ListenerArguments(Middleware):
+    """What listeners take as arguments beside Bolt's own (Bolt passes context keys by name): `ctx`, and
+    `background` to start work after the ack."""
+
+    def __init__(self, ctx: Context, executor: Executor) -> None:
+        self.ctx, self.executor = ctx, executor
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse | None:
+        req.context["ctx"] = self.ctx
+        req.context["background"] = Background(self.executor, self.ctx, req.context.client)
+        return next()
+
+
+class AdminsOnly(Middleware):
     """Refuse every request (command, options, view submission, action) from someone not an admin.
 
     The one exception: anyone may open App Home (`app_home_opened`); the listener shows a non-admin a
-    short view saying whom to ask, and `context["admin"]` tells it which view to show.
+    short view saying whom to ask, and its `admin` argument tells it which view to show.
     """
-    user_id = context.user_id
-    # Only the read-only requests that must answer fastest may use a remembered "yes".
-    cached = is_slash_command(body) or is_options(body) or is_event(body)
-    context["admin"] = bool(user_id) and admin_check(str(user_id), cached=cached)
-    if context["admin"] or (is_event(body) and body["event"].get("type") == ids.HOME_OPENED):
-        next()
-        return None
-    kind, name = describe(body)
-    record_now(ctx.sessions, slack_actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
-    return refusal(background, body, user_id, context.channel_id)
+
+    def __init__(self, ctx: Context, admin_check: AdminCheck) -> None:
+        self.ctx, self.admin_check = ctx, admin_check
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse | None:
+        body, context = req.body, req.context
+        user_id = context.user_id
+        # Only the read-only requests that must answer fastest may use a remembered "yes".
+        cached = is_slash_command(body) or is_options(body) or is_event(body)
+        context["admin"] = bool(user_id) and self.admin_check(str(user_id), cached=cached)
+        if context["admin"] or (is_event(body) and body["event"].get("type") == ids.HOME_OPENED):
+            return next()
+        kind, name = describe(body)
+        record_now(self.ctx.sessions, slack_actor(user_id), AuditAction.ACCESS_REFUSED, name, kind=kind)
+        return refusal(context["background"], body, user_id, context.channel_id)
+
+
+class FormParser(Middleware):
+    """For view submissions, put `{action_id: value}` in `context["form"]` (lists for multi-selects):
+    listeners take it as their `form` argument."""
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse | None:
+        if is_view_submission(req.body):
+            values = req.body.get("view", {}).get("state", {}).get("values", {})
+            req.context["form"] = form_values(values)
+        return next()
 
 
 def describe(body: dict[str, Any]) -> tuple[str, str | None]:
@@ -143,14 +167,6 @@ def refusal(
             "telling you that", user_id, channel_id, tell_user, user_id, channel_id, NOT_ALLOWED_TEXT
         )
     return BoltResponse(status=200, body="")
-
-
-def parse_form(body: dict[str, Any], context: BoltContext, next: Callable[[], None]) -> None:
-    """For view submissions, put `{action_id: value}` in `context["form"]` (lists for multi-selects)."""
-    if is_view_submission(body):
-        values = body.get("view", {}).get("state", {}).get("values", {})
-        context["form"] = form_values(values)
-    next()
 
 
 def form_values(state_values: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
