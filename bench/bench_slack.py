@@ -15,7 +15,7 @@ Targets: options p99 <= 50 ms; slash command p99 <= 1.2 x the bare app's.
 With --stages, also prints where each slash command's time goes (instrumentation only, off by default):
 the server's part (request received by the app -> response handed to werkzeug) and the part after it
 (-> the benchmark, a thread of this same process, has read the answer), and how many of credbot's
-answers were read only after its background work (the lazy listener) had started running.
+answers were read only after its background work (opening the picker) had started running.
 Always measures a fresh SQLite file in a temp dir; with --database-url (or BENCH_DATABASE_URL) also
 that PostgreSQL server, in a throw-away database created next to it.
 
