@@ -6,7 +6,7 @@ from models.audit import AuditEvent
 from models.base import Base, utcnow
 from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
 from models.directory import Employee, full_name
-from models.session import make_engine, make_session_factory, upgrade_database
+from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
 __all__ = [
     "Account",
@@ -26,6 +26,7 @@ __all__ = [
     "full_name",
     "make_engine",
     "make_session_factory",
+    "rowcount",
     "upgrade_database",
     "utcnow",
 ]

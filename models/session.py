@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
@@ -14,6 +14,15 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 OPTIONAL_INDEXES = frozenset({"ix_employees_search_text_trgm"})
 """Indexes a migration adds only where the database can have them (pg_trgm): the models do not know them."""
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched.
+
+    Session.execute is typed to return a Result, but for an UPDATE or DELETE without RETURNING it
+    returns a CursorResult, which has the count (sqlalchemy/sqlalchemy#9185).
+    """
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def make_engine(url: str, pool_size: int = 40) -> Engine:
