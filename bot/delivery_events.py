@@ -30,7 +30,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.chunks import CHUNK, chunks
 from bot.sending.sender import USERNAME_CATEGORY, WELCOME_CATEGORY
-from models import CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus, Employee, full_name, utcnow
+from models import (
+    CredentialBatch,
+    Delivery,
+    DeliveryEvent,
+    DeliveryStatus,
+    Employee,
+    full_name,
+    rowcount,
+    utcnow,
+)
 
 UPDATE_INTERVAL = timedelta(seconds=3)
 """At most one update of a batch's delivery line in Slack per this interval, whatever the event rate."""
@@ -578,11 +587,13 @@ def claim_problems(sessions: sessionmaker[Session], batch_id: int) -> list[Probl
     claimed = []
     for row in rows:
         with sessions.begin() as session:
-            won = session.execute(
-                update(Delivery)
-                .where(Delivery.id == row[0], Delivery.problem_posted_at.is_(None))
-                .values(problem_posted_at=utcnow())
-            ).rowcount
+            won = rowcount(
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == row[0], Delivery.problem_posted_at.is_(None))
+                    .values(problem_posted_at=utcnow())
+                )
+            )
         if won:
             claimed.append(_problem(row))
     return claimed

@@ -38,7 +38,7 @@ from bot.notices import enqueue_notice
 from bot.passwords import hash_password, needs_rehash, verify_password
 from bot.portal.password_rules import normalize_password, password_problems
 from bot.settings import Settings
-from models import Account, AccountStatus, SetupLink, full_name, utcnow
+from models import Account, AccountStatus, SetupLink, full_name, rowcount, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +498,7 @@ def set_password_with_link(
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
-        if used.rowcount != 1:
+        if rowcount(used) != 1:
             raise SetupLinkInvalid
         record(
             session,

@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit import AuditAction, batch_target, employee_target, record
+from bot.chunks import chunks
 from bot.context import Context
-from bot.sending.recipients import chunks, recipients_with_accounts
+from bot.sending.recipients import recipients_with_accounts
 from models import (
     Account,
     BatchStatus,
