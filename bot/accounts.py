@@ -7,7 +7,7 @@ import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TypeVarTuple
 
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +22,7 @@ from models import Account, AccountStatus, AuditEvent, Employee, Role, account_r
 PATTERN_FIELDS = ("first_name", "last_name", "first_initial", "last_initial", "employee_number")
 MAX_USERNAME_LENGTH = 100
 _NOT_ALLOWED = re.compile(r"[^a-z0-9._-]+")
+_Ts = TypeVarTuple("_Ts")
 
 
 class UsernamePatternError(ValueError):
@@ -207,7 +208,7 @@ def create_accounts(
     return result
 
 
-def _in_chunks(session: Session, query: Select[Any], numbers: list[str]) -> Iterator[Row[Any]]:
+def _in_chunks(session: Session, query: Select[*_Ts], numbers: list[str]) -> Iterator[Row[*_Ts]]:
     for chunk in chunks(numbers):
         yield from session.execute(query.where(Employee.employee_number.in_(chunk)))
 
@@ -536,21 +537,20 @@ def edit_roles(
     unknown: list[str] = []
     if department and department.strip():
         wanted = department.strip().casefold()
-        result_rows = [
-            tuple(row)  # type: ignore[misc]
-            for row in session.execute(
+        result_rows = list(
+            session.execute(
                 query.where(func.lower(Employee.department) == wanted, Employee.active.is_(True)).order_by(
                     Employee.employee_number
                 )
             )
-        ]
+        )
         if not result_rows:
             raise AccountChangeError(f"Nobody active is in the department {department.strip()}.")
     else:
         numbers = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
-        found = {row.employee_number: tuple(row) for row in _in_chunks(session, query, numbers)}
+        found = {row.employee_number: row for row in _in_chunks(session, query, numbers)}
         unknown = [number for number in numbers if number not in found]
-        result_rows = [found[number] for number in numbers if number in found]  # type: ignore[misc]
+        result_rows = [found[number] for number in numbers if number in found]
 
     role_ids = _role_ids(session, set(add)) if add else known
     add_ids = {role_ids[name.casefold()][1]: role_ids[name.casefold()][0] for name in add}
@@ -566,9 +566,9 @@ def edit_roles(
     )
     session.flush()
     result = RolesEdited(group=group.id, unknown=unknown)
-    targets = []
+    targets: list[tuple[str, int, str]] = []
     for number, account_id, username in result_rows:
-        if account_id is None:
+        if account_id is None or username is None:  # no account: both come from the outer join
             result.without_account.append(number)
         else:
             targets.append((number, account_id, username))

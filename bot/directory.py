@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, bindparam, select, update
@@ -201,19 +201,22 @@ def _insert(session: Session, rows: list[dict[str, Any]], **common: Any) -> None
     if connection.dialect.name != "postgresql":
         session.execute(table.insert().values(**common), rows)
         return
-    from psycopg import sql
+    from psycopg import Connection, sql
 
     keys = list(rows[0])
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, [*keys, *common]))
     )
     extra = list(common.values())
-    with connection.connection.driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+    # The dialect is postgresql+psycopg (checked above), so the DBAPI connection is psycopg's.
+    driver = cast(Connection[Any], connection.connection.driver_connection)
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([*(row[key] for key in keys), *extra])
 
 
 def _read_text(source: str | Path | IO[bytes] | IO[str]) -> tuple[str, str]:
+    data: bytes | str
     if isinstance(source, str | Path):
         name, data = Path(source).name, Path(source).read_bytes()
     else:

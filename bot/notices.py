@@ -119,7 +119,8 @@ def _audit_failure(
 ) -> None:
     if username is None:
         with ctx.sessions() as session:
-            username = session.scalar(select(Account.username).where(Account.id == account_id))
+            # The failed attempt read the account, and accounts are never deleted.
+            username = session.execute(select(Account.username).where(Account.id == account_id)).scalar_one()
     log.warning("could not send the %s email for account %s: %s", template, account_id, reason)
     record_now(
         ctx.sessions,

@@ -13,9 +13,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVarTuple, assert_never
 
-from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.accounts import status_column
@@ -25,6 +25,7 @@ from models import Account, AccountStatus, Employee, SetupLink, full_name, utcno
 
 EXPIRING_WITHIN = timedelta(hours=24)
 SAMPLE_SIZE = 5
+_Ts = TypeVarTuple("_Ts")
 """People named per line on App Home; "show all" pages through the rest."""
 
 
@@ -90,10 +91,10 @@ def stage_clause(stage: Stage, now: datetime) -> ColumnElement[bool]:
         return and_(Account.id.is_not(None), status_column(now) == AccountStatus.LOCKED)
     if stage == Stage.DISABLED:
         return Account.status == AccountStatus.DISABLED
-    return false()
+    assert_never(stage)
 
 
-def _base(query: Select[Any]) -> Select[Any]:
+def _base(query: Select[*_Ts]) -> Select[*_Ts]:
     return query.select_from(Employee).outerjoin(Account, Account.employee_id == Employee.id)
 
 
@@ -111,7 +112,7 @@ class Person:
     locked_until: datetime | None
 
 
-def _in_order(query: Select[Any], stage: Stage) -> Select[Any]:
+def _in_order(query: Select[*_Ts], stage: Stage) -> Select[*_Ts]:
     """A stage's list order: soonest deadline first for the emailed stages, else by name."""
     by_name = (Employee.last_name, Employee.first_name, Employee.employee_number)
     if stage in (Stage.EXPIRING, Stage.EXPIRED, Stage.AWAITING_SIGN_IN):
@@ -197,7 +198,7 @@ def desk(session: Session, now: datetime | None = None, batches: int = 5) -> Des
     """The state of onboarding: all counts in one pass over the directory, then a few names per stage."""
     now = now or utcnow()
     active_account = and_(Employee.active.is_(True), Account.id.is_not(None))
-    columns = [func.count().filter(stage_clause(stage, now)) for stage in Stage]
+    columns: list[ColumnElement[int]] = [func.count().filter(stage_clause(stage, now)) for stage in Stage]
     columns += [
         func.count(),
         func.count().filter(active_account),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
@@ -11,6 +10,8 @@ from sqlalchemy.orm import Session
 from bot.directory import fold_accents
 from models import Account, Employee, full_name
 
+_ChoiceColumns = tuple[int, str, str, str, bool, str | None]
+"""id, employee number, first and last name, active, username (None: no account)."""
 MAX_RESULTS = 100
 """Slack shows at most 100 options; more would be refused."""
 MAX_TERMS = 5
@@ -70,7 +71,7 @@ def search_employees(session: Session, raw_query: str, limit: int = MAX_RESULTS)
     return sorted(choices, key=lambda choice: _rank(choice, terms))
 
 
-def _choice_query() -> Select[Any]:
+def _choice_query() -> Select[*_ChoiceColumns]:
     return select(
         Employee.id,
         Employee.employee_number,
@@ -81,7 +82,7 @@ def _choice_query() -> Select[Any]:
     ).outerjoin(Account, Account.employee_id == Employee.id)
 
 
-def _choice(row: Row[Any]) -> EmployeeChoice:
+def _choice(row: Row[*_ChoiceColumns]) -> EmployeeChoice:
     return EmployeeChoice(
         employee_id=row.id,
         employee_number=row.employee_number,
