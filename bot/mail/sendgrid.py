@@ -117,7 +117,8 @@ class SendGridTransport:
         )
         if self.sandbox:
             mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
-        return mail.get()
+        payload: dict[str, Any] = mail.get()  # sendgrid is untyped
+        return payload
 
     def send(self, email: OutgoingEmail) -> str:
         """Send `email`; return SendGrid's X-Message-Id ("" if it gave none, as in sandbox mode)."""
@@ -176,9 +177,8 @@ class SendGridTransport:
             if expired.is_set() or isinstance(error, TimeoutError):
                 reason = f"SendGrid did not answer within {self.timeout:g} s ({self.host})"
             elif written:
-                reason = (
-                    f"the connection to SendGrid at {self.host} was lost: {error or type(error).__name__}"
-                )
+                what = str(error) or type(error).__name__  # some exceptions carry no message
+                reason = f"the connection to SendGrid at {self.host} was lost: {what}"
             else:
                 reason = f"could not reach SendGrid at {self.host}: {error}"
             raise _Temporary(reason, in_doubt=written) from None
