@@ -91,13 +91,16 @@ def recent_batches(session: Session, limit: int) -> list[BatchLine]:
         counts = {(batch_id, status): n for batch_id, status, n in session.execute(query)}
     return [
         BatchLine(
-            batch.id,
-            batch.requested_by,
-            batch.source,
-            batch.created_at,
-            batch.status,
-            *(counts.get((batch.id, status), 0) for status in ("sent", "failed", "skipped", "pending")),
-            state_counts(session, batch.id),
+            batch_id=batch.id,
+            requested_by=batch.requested_by,
+            source=batch.source,
+            created_at=batch.created_at,
+            status=batch.status,
+            sent=counts.get((batch.id, DeliveryStatus.SENT), 0),
+            failed=counts.get((batch.id, DeliveryStatus.FAILED), 0),
+            skipped=counts.get((batch.id, DeliveryStatus.SKIPPED), 0),
+            pending=counts.get((batch.id, DeliveryStatus.PENDING), 0),
+            delivery=state_counts(session, batch.id),
         )
         for batch in batches
     ]
