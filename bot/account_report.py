@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, TextIO
+from typing import IO, Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -107,7 +107,7 @@ def account_rows(session: Session, now: datetime | None = None) -> Iterator[tupl
         )
 
 
-def write_accounts_csv(session: Session, out: TextIO, now: datetime | None = None) -> int:
+def write_accounts_csv(session: Session, out: IO[str], now: datetime | None = None) -> int:
     """Write the report to `out` (opened with newline=""); the number of accounts written."""
     writer = csv.writer(out)
     writer.writerow(HEADER)

@@ -94,8 +94,12 @@ def make_credential(settings: Settings, mode: str) -> Credential:
     expires_at = utcnow() + timedelta(hours=settings.temp_password_ttl_hours)
     if mode == "link":
         token = secrets.token_urlsafe(32)
-        values = {"mode": "link", "password": None, "setup_url": settings.setup_link_url(token)}
-        values["expires_at"] = expires_at
+        values: dict[str, Any] = {
+            "mode": "link",
+            "password": None,
+            "setup_url": settings.setup_link_url(token),
+            "expires_at": expires_at,
+        }
         return Credential(mode, token_hash(token), expires_at, values)
     return _pool(settings).submit(_make_password, settings).result()
 
@@ -142,7 +146,13 @@ class PasswordSupply:
             queued, self._queued = self._queued, deque()
         for made in queued:
             if not made.cancel():
-                made.add_done_callback(lambda f: f.exception() or f.result().email.clear())
+                made.add_done_callback(_forget)
+
+
+def _forget(made: Future[Credential]) -> None:
+    """Drop the plaintext of a credential made after its supply closed."""
+    if made.exception() is None:
+        made.result().email.clear()
 
 
 def _make_password(settings: Settings) -> Credential:

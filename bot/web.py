@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from flask import Flask, Request, Response, request
@@ -72,7 +73,7 @@ class AfterResponseExecutor(Executor):
     def release(self, held: list[_Job]) -> None:
         """Start the held jobs on the pool."""
         for future, fn, args, kwargs in held:
-            self.pool.submit(fn, *args, **kwargs).add_done_callback(lambda done, f=future: _copy(done, f))
+            self.pool.submit(fn, *args, **kwargs).add_done_callback(partial(_copy, target=future))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)

@@ -49,7 +49,7 @@ CHANGES: dict[str, tuple[str, Callable[..., Any]]] = {
 
 def _picked(form: dict[str, Any], action_id: str) -> list[int]:
     value = form.get(action_id)
-    values = value if isinstance(value, list) else [value]
+    values: list[Any] = value if isinstance(value, list) else [value]
     return [int(v) for v in values if str(v).isdigit()]
 
 

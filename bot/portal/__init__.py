@@ -63,7 +63,7 @@ def init_portal(app: Flask, ctx: Context) -> None:
     init_limits(app, settings)
     if settings.trusted_proxies:
         n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]  # Flask's documented way to wrap it
     install_log_filter()
 
     prefix = portal.url_prefix or "/portal"

@@ -8,7 +8,11 @@ the client's, not the proxy's) and applies to POSTs only: sign-in, password chan
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 from flask import Flask, request
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -45,5 +49,7 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         settings.sign_in_rate_limit, scope="portal-passwords", methods=["POST"], error_message=TOO_MANY
     )
     for endpoint in LIMITED_VIEWS:
-        app.view_functions[endpoint] = limit(app.view_functions[endpoint])
+        # Flask types a view as sync or async; the portal's are sync, and the limit keeps the signature.
+        view = cast("Callable[..., ResponseReturnValue]", app.view_functions[endpoint])
+        app.view_functions[endpoint] = limit(view)
     return limiter

@@ -44,7 +44,8 @@ portal = Blueprint(
 
 
 def _ctx() -> Context:
-    return current_app.extensions[EXTENSION_KEY]
+    ctx: Context = current_app.extensions[EXTENSION_KEY]  # put there by bot.portal.init_portal
+    return ctx
 
 
 @portal.app_context_processor

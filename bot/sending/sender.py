@@ -856,7 +856,7 @@ class BatchRunner:
             )
             if ended.rowcount != 1:
                 return False
-            counts = dict(
+            counts: dict[str, int] = dict(
                 session.execute(
                     select(_DELIVERIES.c.status, func.count())
                     .where(_DELIVERIES.c.batch_id == self.batch_id)
