@@ -68,5 +68,6 @@ def install_log_filter() -> None:
         token_filter.filter(record)
         return record
 
+    # A mark on the function itself: a second install (say after a module reload) sees it and stops.
     make_record.redacts_setup_tokens = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(make_record)
