@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, null, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.passwords import generate_temporary_password, hash_password
@@ -170,7 +170,7 @@ class Pending:
     expires_at: datetime | None
 
 
-def emailed_status() -> Any:
+def emailed_status() -> ColumnElement[str]:
     """The account status once credentials were emailed: invited, except that a disabled or locked
     account stays as it is (emailing never re-enables or unlocks an account)."""
     # Two comparisons, not IN: an IN list cannot be part of a statement run for many rows (executemany).

@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, bindparam, select, update
@@ -18,6 +18,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from bot.admins import SLACK_USER_ID
 from bot.audit import AuditAction, employee_target, record
 from models import Account, Employee, utcnow
+
+if TYPE_CHECKING:
+    from _csv import Reader  # what csv.reader returns (the name exists in typeshed only)
 
 REQUIRED_COLUMNS = ("employee_number", "first_name", "last_name", "email")
 OPTIONAL_COLUMNS = ("department", "roles", "slack_user_id", "active")
@@ -288,7 +291,7 @@ def _existing_employees(session: Session) -> dict[str, dict[str, Any]]:
 
 
 def _parse_rows(
-    reader: Any,
+    reader: Reader,
     file_name: str,
     columns: dict[str, int],
     width: int,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVarTuple, assert_never
+from typing import TypeVarTuple, assert_never
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
@@ -50,7 +50,7 @@ STAGE_TITLES = {
 }
 
 
-def credential_deadline() -> ColumnElement[Any]:
+def credential_deadline() -> ColumnElement[datetime | None]:
     """When the emailed credential stops working: the temporary password's expiry, else the newest
     sent, unused set-password link's."""
     newest_link = (

@@ -236,7 +236,7 @@ def _abort(connection: http.client.HTTPConnection, expired: threading.Event) -> 
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _classify(status: int, text: str, body: bytes, headers: Any) -> MailError:
+def _classify(status: int, text: str, body: bytes, headers: http.client.HTTPMessage) -> MailError:
     """The MailError for an HTTP answer, with SendGrid's own reasons from its `errors` JSON."""
     reason = f"SendGrid {status}: {_api_reasons(body) or text}"
     if status in (401, 403):
@@ -264,8 +264,8 @@ def _api_reasons(body: bytes | str | None) -> str:
     return "; ".join(reasons)[:500]
 
 
-def _reset_at(headers: Any) -> float | None:
+def _reset_at(headers: http.client.HTTPMessage) -> float | None:
     try:
-        return float(headers.get("X-RateLimit-Reset"))
-    except (AttributeError, TypeError, ValueError):
+        return float(headers.get("X-RateLimit-Reset", ""))
+    except ValueError:
         return None

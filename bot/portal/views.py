@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
-from typing import Any
+from typing import Any, ParamSpec
 
 from flask import (
     Blueprint,
@@ -20,6 +20,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from bot.context import Context
@@ -29,6 +30,7 @@ from models import utcnow
 from templates import TEMPLATES_DIR
 
 EXTENSION_KEY = "credbot.portal"
+_P = ParamSpec("_P")
 SESSION_IDLE_SECONDS = 30 * 60
 SESSION_MAX_SECONDS = 8 * 60 * 60
 REFUSED_MESSAGE = "Incorrect username or password, or the account is temporarily locked."
@@ -93,11 +95,11 @@ def _start_session(account_id: int, session_version: int | None) -> None:
     _new_session(uid=account_id, sv=session_version)
 
 
-def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
+def signed_in(view: Callable[_P, ResponseReturnValue]) -> Callable[_P, ResponseReturnValue]:
     """Only for signed-in employees; while they must change their password, only that page."""
 
     @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> ResponseReturnValue:
         if g.user is None:
             return redirect(url_for("portal.login"))
         if g.user.must_change_password and request.endpoint != "portal.change_password":
