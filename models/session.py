@@ -16,13 +16,13 @@ OPTIONAL_INDEXES = frozenset({"ix_employees_search_text_trgm"})
 """Indexes a migration adds only where the database can have them (pg_trgm): the models do not know them."""
 
 
-def rowcount(result: Result[Any]) -> int:
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
     """Rows an UPDATE or DELETE matched.
 
     Session.execute is typed to return a Result, but for an UPDATE or DELETE without RETURNING it
     returns a CursorResult, which has the count (sqlalchemy/sqlalchemy#9185).
     """
-    return cast("CursorResult[Any]", result).rowcount
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
 
 
 def make_engine(url: str, pool_size: int = 40) -> Engine:
