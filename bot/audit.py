@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, event, insert, select
@@ -111,7 +112,7 @@ def record(
 
 
 def record_many(
-    session: Session, actor: str, events: list[tuple[AuditAction, str | None, dict[str, Any]]]
+    session: Session, actor: str, events: Sequence[tuple[AuditAction, str | None, dict[str, Any]]]
 ) -> None:
     """`record` for many events (action, target, details) at once: one INSERT for them all and no ORM
     objects, for a batch's deliveries; written with the caller's transaction."""

@@ -47,7 +47,7 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +55,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 from tenacity import (
     RetryCallState,
     retry,
@@ -74,6 +75,7 @@ from bot.audit import (
     seal_later,
     seal_now,
 )
+from bot.chunks import chunks
 from bot.context import Context
 from bot.credentials import Credential, Pending, hash_threads
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
@@ -87,7 +89,7 @@ from bot.sending.batches import (
     summarise,
 )
 from bot.sending.group_commit import GroupCommit
-from bot.sending.recipients import chunks, mail_check
+from bot.sending.recipients import mail_check
 from models import (
     Account,
     BatchStatus,
@@ -96,6 +98,7 @@ from models import (
     DeliveryStatus,
     Employee,
     full_name,
+    rowcount,
     utcnow,
 )
 
@@ -383,7 +386,7 @@ class BatchRunner:
                 )
                 .values(status=DeliveryStatus.PENDING, lease_until=None)
             )
-            return released.rowcount
+            return rowcount(released)
 
     def _next(self) -> _Claim | DeliveryOutcome | None:
         """The next delivery for a mail thread: from this runner's claimed ones, claiming the next group
@@ -510,7 +513,7 @@ class BatchRunner:
     def _new_credential(self) -> Credential:
         return credentials.make_credential(self.settings, self.mode)
 
-    def _skip_busy(self, session: Any, targets: list[_Target]) -> list[DeliveryOutcome]:
+    def _skip_busy(self, session: Session, targets: list[_Target]) -> list[DeliveryOutcome]:
         session.execute(
             update(_DELIVERIES)
             .where(_DELIVERIES.c.id.in_([target.delivery_id for target in targets]))
@@ -522,7 +525,9 @@ class BatchRunner:
         record_many(session, self.actor, events)
         return [target.outcome(DeliveryStatus.SKIPPED, IN_PROGRESS) for target in targets]
 
-    def _targets(self, session: Any, delivery_ids: list[int]) -> list[tuple[_Target, str | None, str | None]]:
+    def _targets(
+        self, session: Session, delivery_ids: Sequence[int]
+    ) -> list[tuple[_Target, str | None, str | None]]:
         """(target, the employee's address now, why they cannot be mailed now or None) per delivery."""
         rows = session.execute(
             select(
@@ -741,7 +746,7 @@ class BatchRunner:
             for write in group
         ]
 
-    def _write_promotions(self, session: Any, promotions: list[_Promotion], now: datetime) -> None:
+    def _write_promotions(self, session: Session, promotions: list[_Promotion], now: datetime) -> None:
         made = []
         for promotion in promotions:
             assert promotion.target.account_id is not None
@@ -759,7 +764,7 @@ class BatchRunner:
             [{"b_id": p.target.delivery_id, "b_message": p.message_id or None} for p in promotions],
         )
 
-    def _write_endings(self, session: Any, endings: list[_Ending]) -> None:
+    def _write_endings(self, session: Session, endings: list[_Ending]) -> None:
         for ending in endings:
             if ending.discard is not None and ending.target.account_id is not None:
                 credential, before = ending.discard
@@ -767,7 +772,11 @@ class BatchRunner:
                     session, ending.target.account_id, self.mode, credential.secret_hash, before
                 )
         ended = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("b_id"))
-        values = {"status": bindparam("b_status"), "error": bindparam("b_error"), "lease_until": None}
+        values: dict[str, Any] = {
+            "status": bindparam("b_status"),
+            "error": bindparam("b_error"),
+            "lease_until": None,
+        }
         for tried in (False, True):
             rows = [
                 {"b_id": e.target.delivery_id, "b_status": e.status, "b_error": e.error}
@@ -854,7 +863,7 @@ class BatchRunner:
                 .where(_BATCHES.c.id == self.batch_id, _BATCHES.c.status == BatchStatus.RUNNING)
                 .values(status=status, error=reason, finished_at=utcnow())
             )
-            if ended.rowcount != 1:
+            if rowcount(ended) != 1:
                 return False
             counts: dict[str, int] = dict(
                 session.execute(
@@ -903,7 +912,9 @@ def resume_stalled(ctx: Context) -> list[tuple[int, str]]:
     return found
 
 
-def mark_resumed(session: Any, batch_id: int, actor: str, why: str, stale: Any = None) -> bool:
+def mark_resumed(
+    session: Session, batch_id: int, actor: str, why: str, stale: datetime | None = None
+) -> bool:
     """Count a resume of a running batch (only if its heartbeat is older than `stale`, when given)."""
     condition = and_(_BATCHES.c.id == batch_id, _BATCHES.c.status == BatchStatus.RUNNING)
     if stale is not None:
@@ -911,7 +922,7 @@ def mark_resumed(session: Any, batch_id: int, actor: str, why: str, stale: Any =
     marked = session.execute(
         update(_BATCHES).where(condition).values(heartbeat_at=utcnow(), resumed=_BATCHES.c.resumed + 1)
     )
-    if marked.rowcount != 1:
+    if rowcount(marked) != 1:
         return False
     record(session, actor, AuditAction.BATCH_RESUMED, batch_target(batch_id), reason=why)
     return True
