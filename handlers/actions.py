@@ -8,7 +8,6 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.audit import slack_actor
 from bot.context import Context
 from bot.delivery_events import delivery_problem
 from bot.sending.batches import failed_employee_ids
@@ -16,7 +15,7 @@ from handlers import ids
 from handlers.background import Background
 from handlers.credentials_flow import open_picker_modal, review_view
 from handlers.delivery_messages import FixState, fix_address_view
-from handlers.slack_calls import SlackCallFailed, call, tell_user
+from handlers.slack_calls import call_or_tell, tell_user
 
 
 def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
@@ -79,14 +78,14 @@ def open_for_delivery(ctx: Context, client: WebClient, body: dict[str, Any], *, 
         view = fix_address_view(problem.name, problem.employee_number, current_address, problem.reason, state)
     else:
         view = review_view(ctx, user_id, channel_id, [problem.employee_id])
-    try:
-        call(
-            ctx,
-            slack_actor(user_id),
-            "views.open",
-            client.views_open,
-            trigger_id=body["trigger_id"],
-            view=view,
-        )
-    except SlackCallFailed as failure:
-        tell_user(ctx, client, user_id, channel_id, f"I could not open the window: {failure.explanation}")
+    call_or_tell(
+        ctx,
+        client,
+        user_id,
+        channel_id,
+        "I could not open the window",
+        "views.open",
+        client.views_open,
+        trigger_id=body["trigger_id"],
+        view=view,
+    )

@@ -14,7 +14,7 @@ from bot.context import Context
 from bot.search import choices_for
 from bot.selections import save_selection
 from bot.sending.recipients import count_never_emailed, preview
-from handlers.slack_calls import SlackCallFailed, call, tell_user
+from handlers.slack_calls import call_or_tell
 from handlers.views_credentials import PICKER_LIMIT, FlowState, confirm_view, picker_view
 
 
@@ -45,16 +45,17 @@ def open_picker_modal(
         from_command_count=len(employee_ids) if reference else 0,
         unknown_keys=unknown_keys,
     )
-    try:
-        call(ctx, slack_actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
-    except SlackCallFailed as failure:
-        tell_user(
-            ctx,
-            client,
-            user_id,
-            channel_id,
-            f"I could not open the credentials window: {failure.explanation}",
-        )
+    call_or_tell(
+        ctx,
+        client,
+        user_id,
+        channel_id,
+        "I could not open the credentials window",
+        "views.open",
+        client.views_open,
+        trigger_id=trigger_id,
+        view=view,
+    )
 
 
 def review_view(

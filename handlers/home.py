@@ -26,7 +26,7 @@ from handlers.app_home import publish_home
 from handlers.background import Background
 from handlers.credentials_flow import open_picker_modal
 from handlers.report_upload import send_account_report
-from handlers.slack_calls import SlackCallFailed, call, tell_user
+from handlers.slack_calls import SlackCallFailed, call, call_or_tell
 from handlers.views_home import (
     LISTED,
     PAGE_SIZE,
@@ -43,10 +43,17 @@ from models import utcnow
 
 def open_view(ctx: Context, client: WebClient, user_id: str, trigger_id: str, view: dict[str, Any]) -> None:
     """views.open, telling the admin in a DM when Slack refuses."""
-    try:
-        call(ctx, slack_actor(user_id), "views.open", client.views_open, trigger_id=trigger_id, view=view)
-    except SlackCallFailed as failure:
-        tell_user(ctx, client, user_id, None, f"I could not open that window: {failure.explanation}")
+    call_or_tell(
+        ctx,
+        client,
+        user_id,
+        None,
+        "I could not open that window",
+        "views.open",
+        client.views_open,
+        trigger_id=trigger_id,
+        view=view,
+    )
 
 
 ButtonWork = Callable[[Context, WebClient, str, str, dict[str, Any]], None]

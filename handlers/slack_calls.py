@@ -65,6 +65,24 @@ def call(
         raise SlackCallFailed(method, code) from error
 
 
+def call_or_tell(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    channel_id: str | None,
+    failed: str,
+    method: str,
+    function: Callable[..., SlackResponse],
+    **kwargs: Any,
+) -> SlackResponse | None:
+    """`call` on the admin's behalf; if Slack refuses, tell them "`failed`: why" and return None."""
+    try:
+        return call(ctx, slack_actor(user_id), method, function, **kwargs)
+    except SlackCallFailed as failure:
+        tell_user(ctx, client, user_id, channel_id, f"{failed}: {failure.explanation}")
+        return None
+
+
 def tell_user(ctx: Context, client: WebClient, user_id: str, channel_id: str | None, text: str) -> bool:
     """Show `text` to the user only: ephemeral in `channel_id`, else (or if that fails) in a DM.
 

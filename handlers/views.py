@@ -30,7 +30,7 @@ from handlers import ids
 from handlers.background import Background
 from handlers.credentials_flow import review_view
 from handlers.delivery_messages import FixState
-from handlers.slack_calls import SlackCallFailed, call, tell_user
+from handlers.slack_calls import SlackCallFailed, call, call_or_tell
 from handlers.views_credentials import (
     FlowState,
     already_sent_view,
@@ -110,16 +110,17 @@ def build_confirmation(
             view = review_view(ctx, user_id, state.channel_id, employee_ids)
         else:
             view = message_view("Email credentials", NOBODY_TEXT)
-    try:
-        call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
-    except SlackCallFailed as failure:
-        tell_user(
-            ctx,
-            client,
-            user_id,
-            state.channel_id,
-            f"I could not show the confirmation: {failure.explanation}",
-        )
+    call_or_tell(
+        ctx,
+        client,
+        user_id,
+        state.channel_id,
+        "I could not show the confirmation",
+        "views.update",
+        client.views_update,
+        view_id=view_id,
+        view=view,
+    )
 
 
 def fix_address(ack: Ack, body: dict[str, Any], form: dict[str, Any], user_id: str, ctx: Context) -> None:
