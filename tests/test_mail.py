@@ -333,6 +333,50 @@ def test_sendgrid_sends_from_many_threads_at_once(sendgrid_standin: SendGridStan
     assert sendgrid_standin.invalid == []
 
 
+def test_sendgrid_reuses_one_connection_per_thread(sendgrid_standin: SendGridStandIn) -> None:
+    transport = transport_for(sendgrid_standin)
+    ids = [transport.send(make_email(to=f"user{n}@example.com")) for n in range(5)]
+    assert len(set(ids)) == 5 and len(sendgrid_standin.messages) == 5
+    assert sendgrid_standin.connections == 1
+
+    sendgrid_standin.answer(400)  # a refusal, read in full, leaves the connection fit for reuse
+    with pytest.raises(MailRejected):
+        transport.send(make_email())
+    transport.send(make_email())
+    assert sendgrid_standin.connections == 1
+
+    other = threading.Thread(target=transport.send, args=(make_email(to="other@example.com"),))
+    other.start()
+    other.join()
+    assert sendgrid_standin.connections == 2 and len(sendgrid_standin.messages) == 7
+
+
+def test_sendgrid_replaces_a_connection_closed_while_idle(sendgrid_standin: SendGridStandIn) -> None:
+    sleeps = Sleeps()
+    transport = transport_for(sendgrid_standin, sleeps)
+    transport.send(make_email(to="first@example.com"))
+    closed, until = 0, time.monotonic() + 2
+    while not closed and time.monotonic() < until:  # the server's thread turns to wait for a request
+        closed = sendgrid_standin.close_idle_connections()
+        time.sleep(0.02)
+    assert closed == 1
+    assert transport.send(make_email(to="second@example.com"))
+    assert [m["personalizations"][0]["to"][0]["email"] for m in sendgrid_standin.messages] == [
+        "first@example.com",
+        "second@example.com",
+    ]  # sent once: the closed connection never carried it to the server
+    assert sendgrid_standin.connections == 2 and sleeps.waits == []  # at once, not as a retry
+
+
+def test_sendgrid_drops_a_connection_after_a_timeout(sendgrid_standin: SendGridStandIn) -> None:
+    sendgrid_standin.hang_seconds = 1.0
+    sendgrid_standin.answer(202, hang=True)  # answered after the deadline: never read on a reused one
+    transport = transport_for(sendgrid_standin)
+    first, second = transport.send(make_email()), transport.send(make_email())
+    assert first and second and first != second
+    assert sendgrid_standin.connections == 2  # the timed-out one was dropped, its successor reused
+
+
 def test_sendgrid_logs_neither_body_nor_key(
     sendgrid_standin: SendGridStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:

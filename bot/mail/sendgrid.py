@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.client
+import itertools
 import json
 import logging
 import random
@@ -51,15 +53,80 @@ class _Temporary(MailError):
         self.reset_at = reset_at
 
 
+class _Stale(_Temporary):
+    """A reused connection was found closed before any byte of the answer (closed while idle)."""
+
+
+# What a request on a connection the server closed while it sat idle ends with.
+_IDLE_CLOSED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
 MAIL_SEND_PATH = "/v3/mail/send"
+
+
+class _Watchdog:
+    """One daemon thread that runs callbacks at their deadlines: no thread per mail API call."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._armed: set[int] = set()
+        self._ids = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, due: float, callback: Callable[[], None]) -> int:
+        """Run `callback` at `due` (monotonic) unless disarmed first; return the id to disarm it with."""
+        with self._wake:
+            if self._thread is None or not self._thread.is_alive():  # none yet, or lost in a fork
+                self._thread = threading.Thread(target=self._run, name="credbot-mail-watchdog", daemon=True)
+                self._thread.start()
+            ident = next(self._ids)
+            heapq.heappush(self._heap, (due, ident, callback))
+            self._armed.add(ident)
+            if self._heap[0][1] == ident:
+                self._wake.notify()
+            return ident
+
+    def disarm(self, ident: int) -> bool:
+        """Cancel `ident`; False if its callback already ran (callbacks run under the lock)."""
+        with self._wake:
+            if ident not in self._armed:
+                return False
+            self._armed.discard(ident)
+            return True
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)  # disarmed: drop lazily
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                due, ident, callback = self._heap[0]
+                if (wait := due - time.monotonic()) > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._armed.discard(ident)
+                try:
+                    callback()
+                except Exception:  # pragma: no cover - a callback only shuts a socket
+                    log.exception("mail watchdog callback failed")
+
+
+_WATCHDOG = _Watchdog()
 
 
 class SendGridTransport:
     """Sends through SendGrid's v3 Mail Send API (bodies built with the `sendgrid` package's helpers).
 
-    Each call is one HTTPS request on a connection of its own, bounded as a whole (connect, send, read)
-    by SENDGRID_TIMEOUT_SECONDS: a watchdog shuts the socket at the deadline, so a server that drips
-    its answer cannot hold a send. Retries 429 (waiting until X-RateLimit-Reset, at most
+    Each calling thread keeps one persistent HTTP/1.1 connection (a TLS handshake per email would cost
+    more CPU than the rest of the call). A connection is dropped after any error, timeout or answer
+    that says `Connection: close`, so a connection is reused only after its last answer was read in
+    full. A request on a reused connection that the server had closed while idle (no byte of answer)
+    is sent once more on a fresh connection at once. Each call is bounded as a whole (connect, send,
+    read) by SENDGRID_TIMEOUT_SECONDS: a shared watchdog shuts the socket at the deadline, so a server
+    that drips its answer cannot hold a send. Retries 429 (waiting until X-RateLimit-Reset, at most
     `max_rate_limit_wait` seconds), 5xx, connection errors and timeouts, `attempts` times in all with
     exponential backoff and jitter, resending the same body. Other 4xx answers fail at once: 401/403 as
     MailAuthError, the rest as MailRejected. When the retries run out after an attempt that may have
@@ -95,6 +162,7 @@ class SendGridTransport:
         )
         self.max_rate_limit_wait = max_rate_limit_wait
         self._sleep = sleep
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"<SendGridTransport {self.host}{' sandbox' if self.sandbox else ''}>"
@@ -147,44 +215,72 @@ class SendGridTransport:
             raise MailUnavailable(reason, in_doubt=any(doubt)) from error
 
     def _connection(self) -> http.client.HTTPConnection:
+        """This thread's connection: the open one, or a new one that connects on its first request."""
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
         if self._https:
             context = ssl.create_default_context()
-            return http.client.HTTPSConnection(
+            connection = http.client.HTTPSConnection(
                 self._netloc, self._port, timeout=self.timeout, context=context
             )
-        return http.client.HTTPConnection(self._netloc, self._port, timeout=self.timeout)
+        else:
+            connection = http.client.HTTPConnection(self._netloc, self._port, timeout=self.timeout)
+        self._local.connection = connection
+        return connection
+
+    def _discard(self, connection: http.client.HTTPConnection) -> None:
+        self._local.connection = None
+        connection.close()
 
     def _post(self, payload: bytes) -> str:
-        """One request, ended by the watchdog at the deadline whatever the server does."""
+        """One request; once more on a fresh connection if a reused one turns out closed while idle."""
+        deadline = time.monotonic() + self.timeout  # both requests share the call's deadline
+        try:
+            return self._request(self._connection(), payload, deadline)
+        except _Stale as stale:
+            log.debug("SendGrid closed an idle connection (%s); sending on a new one", stale.reason)
+            try:
+                return self._request(self._connection(), payload, deadline)
+            except _Temporary as error:
+                # The first request may have reached the server all the same: keep it in doubt.
+                error.in_doubt = error.in_doubt or stale.in_doubt
+                raise
+
+    def _request(self, connection: http.client.HTTPConnection, payload: bytes, deadline: float) -> str:
+        """One request on `connection`, ended by the watchdog at `deadline` (monotonic) whatever the
+        server does."""
+        reused = connection.sock is not None
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": "credbot",
         }
-        connection = self._connection()
         expired = threading.Event()
-        watchdog = threading.Timer(self.timeout, _abort, (connection, expired))
-        watchdog.daemon = True
-        written = False
-        watchdog.start()
+        watch = _WATCHDOG.arm(deadline, lambda: _abort(connection, expired))
+        written = answered = False
         try:
             connection.request("POST", self._path, body=payload, headers=headers)
             written = True
             response = connection.getresponse()
+            answered = True
             body = response.read()
         except (OSError, http.client.HTTPException) as error:
+            _WATCHDOG.disarm(watch)
+            self._discard(connection)
             if expired.is_set() or isinstance(error, TimeoutError):
                 reason = f"SendGrid did not answer within {self.timeout:g} s ({self.host})"
+            elif reused and not answered and isinstance(error, _IDLE_CLOSED):
+                raise _Stale(f"{error or type(error).__name__}", in_doubt=written) from None
             elif written:
                 what = str(error) or type(error).__name__  # some exceptions carry no message
                 reason = f"the connection to SendGrid at {self.host} was lost: {what}"
             else:
                 reason = f"could not reach SendGrid at {self.host}: {error}"
             raise _Temporary(reason, in_doubt=written) from None
-        finally:
-            watchdog.cancel()
-            connection.close()
+        if not _WATCHDOG.disarm(watch) or response.will_close:
+            self._discard(connection)  # shut by the watchdog just after the answer, or closing anyway
         if response.status in (200, 202):
             return response.getheader("X-Message-Id") or ""
         raise _classify(response.status, response.reason, body, response.headers)

@@ -5,6 +5,9 @@ optionally hanging past the client's timeout (and then accepting: "accepted, but
 dripping the answer one byte at a time, or dropping the connection without an answer after accepting;
 every accepted message is kept in `messages`.
 
+Like SendGrid, it speaks HTTP/1.1 and keeps connections alive between requests (`connections` counts
+them; `close_idle_connections()` closes the idle ones, as a load balancer does after a while).
+
 Like SendGrid, it answers 202 to a message whose recipient name holds an unquoted `,` or `;` (or a
 control character) and then drops it: such a message goes to `dropped`, never to `messages`.
 `events()` gives the Event Webhook events SendGrid would post for what it accepted (processed, then
@@ -13,6 +16,7 @@ delivered, dropped, or a bounce scripted with `bounce(...)`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -31,6 +35,23 @@ API_KEY = "SG.standin-key.0123456789"
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default 5 resets connections when 32 senders connect at once
+    lock: threading.Lock
+    connections = 0
+    """Connections accepted so far (each a thread of its own, kept alive between requests)."""
+    open_sockets: set[socket.socket]
+    idle_sockets: set[socket.socket]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.connections += 1
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.lock:
+            self.open_sockets.discard(request)
+            self.idle_sockets.discard(request)
+        super().shutdown_request(request)
 
 
 @dataclass
@@ -76,6 +97,9 @@ class SendGridStandIn:
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        self._server.lock = self._lock
+        self._server.open_sockets = set()
+        self._server.idle_sockets = set()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -87,9 +111,31 @@ class SendGridStandIn:
         self._thread.start()
         return self
 
+    @property
+    def connections(self) -> int:
+        """How many connections clients opened so far."""
+        with self._lock:
+            return self._server.connections
+
+    def close_idle_connections(self) -> int:
+        """Close every kept-alive connection waiting for its next request, as SendGrid's load balancers
+        do after a while; return how many. A client that sends on one sees it closed without answer."""
+        with self._lock:
+            idle = list(self._server.idle_sockets)
+            self._server.idle_sockets.clear()
+        for sock in idle:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return len(idle)
+
     def stop(self) -> None:
         self._release.set()
         self._server.shutdown()
+        with self._lock:
+            kept = list(self._server.open_sockets)
+        for sock in kept:  # end the kept-alive connections' threads too
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._server.server_close()
 
     def answer(
@@ -149,6 +195,16 @@ class SendGridStandIn:
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the test output is not the place for access logs."""
+
+            def handle_one_request(self) -> None:
+                with standin._lock:
+                    standin._server.idle_sockets.add(self.connection)
+                super().handle_one_request()
+
+            def parse_request(self) -> bool:
+                with standin._lock:  # the request line came: the connection is no longer idle
+                    standin._server.idle_sockets.discard(self.connection)
+                return super().parse_request()
 
             def do_POST(self) -> None:
                 standin._handle(self)
