@@ -59,7 +59,7 @@ class Account(Base):
     pending_password_hash: Mapped[str | None] = mapped_column(String(255))
     """Hash of a temporary password being handed to the mail API; promoted once accepted."""
     pending_password_expires_at: Mapped[datetime | None]
-    sending_delivery_id: Mapped[int | None]
+    sending_delivery_id: Mapped[int | None] = mapped_column(index=True)
     """The delivery whose credential email is in flight (claimed under a lease), if any."""
     sending_until: Mapped[datetime | None]
     """When that claim's lease runs out: after it, another delivery may claim the account."""
