@@ -333,18 +333,32 @@ class BatchRunner:
         now = utcnow()
         with self._lock:
             held = list(self._held)
+        # SKIP LOCKED (PostgreSQL; nothing on SQLite, which locks whole databases): a row the group
+        # writer holds is being promoted or released, so this beat leaves it to the next one rather
+        # than wait for it. Waiting deadlocked: the writer takes accounts, then deliveries, then
+        # accounts again, in its group's order; no order of the renewal's own avoids that cycle.
         with self.ctx.sessions.begin() as session:
-            session.execute(
-                update(_DELIVERIES)
+            mine = (
+                select(_DELIVERIES.c.id)
                 .where(
                     _DELIVERIES.c.claimed_by == self.runner_id, _DELIVERIES.c.status == DeliveryStatus.SENDING
                 )
+                .with_for_update(skip_locked=True)
+            )
+            session.execute(
+                update(_DELIVERIES)
+                .where(_DELIVERIES.c.id.in_(mine.scalar_subquery()))
                 .values(lease_until=now + self.lease)
             )
             for chunk in chunks(held):
+                free = (
+                    select(_ACCOUNTS.c.id)
+                    .where(_ACCOUNTS.c.sending_delivery_id.in_(chunk))
+                    .with_for_update(skip_locked=True)
+                )
                 session.execute(
                     update(_ACCOUNTS)
-                    .where(_ACCOUNTS.c.sending_delivery_id.in_(chunk))
+                    .where(_ACCOUNTS.c.id.in_(free.scalar_subquery()))
                     .values(sending_until=now + self.lease)
                 )
             session.execute(update(_BATCHES).where(_BATCHES.c.id == self.batch_id).values(heartbeat_at=now))
