@@ -503,6 +503,9 @@ def test_a_thread_post_that_failed_is_posted_with_the_next_update(
     _, channel, ts = send_from_slack(app, "1001 1002")
     sendgrid_standin.bounce("ada@example.com", "550 5.1.1 user unknown")
     events = sendgrid_standin.events()
+    # The batch's own thread reply (who was sent) may follow the stored summary: the failure below is
+    # for the bounce's reply, not that one.
+    app.slack.wait_for(lambda: app.slack.thread(channel, ts), what="the batch's thread reply")
     app.slack.fail("chat.postMessage", "internal_error", when=lambda args: args.get("thread_ts") == ts)
     sender.post([e for e in events if e["email"] == "ada@example.com"])
     app.slack.wait_for(lambda: "1 bounced" in delivery_text(app, channel, ts), what="the bounce counted")
