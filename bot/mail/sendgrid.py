@@ -272,7 +272,7 @@ class SendGridTransport:
             if expired.is_set() or isinstance(error, TimeoutError):
                 reason = f"SendGrid did not answer within {self.timeout:g} s ({self.host})"
             elif reused and not answered and isinstance(error, _IDLE_CLOSED):
-                raise _Stale(f"{error or type(error).__name__}", in_doubt=written) from None
+                raise _Stale(str(error) or type(error).__name__, in_doubt=written) from None
             elif written:
                 what = str(error) or type(error).__name__  # some exceptions carry no message
                 reason = f"the connection to SendGrid at {self.host} was lost: {what}"
