@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -96,16 +97,18 @@ def test_socket_names_the_missing_app_token(
     assert "SLACK_APP_TOKEN is not set (Socket Mode needs it)" in result.output
 
 
-def test_work_submitted_while_answering_starts_after_the_response() -> None:
-    executor = AfterResponseExecutor(ThreadPoolExecutor(2))
-    ran: list[str] = []
+def test_work_submitted_while_answering_starts_a_pause_after_the_response() -> None:
+    executor = AfterResponseExecutor(ThreadPoolExecutor(2), pause=0.05)
+    ran: list[tuple[str, float]] = []
     with executor.holding() as held:
-        future = executor.submit(ran.append, "held")
-    assert executor.submit(ran.append, "direct").result(timeout=5) is None
-    assert ran == ["direct"] and not future.done()
+        future = executor.submit(lambda: ran.append(("held", time.monotonic())))
+    executor.submit(lambda: ran.append(("direct", time.monotonic()))).result(timeout=5)
+    assert [name for name, _ in ran] == ["direct"] and not future.done()
+    released = time.monotonic()
     executor.release(held)
     assert future.result(timeout=5) is None
-    assert ran == ["direct", "held"]
+    assert [name for name, _ in ran] == ["direct", "held"]
+    assert ran[1][1] - released >= 0.05
     executor.shutdown()
 
 
