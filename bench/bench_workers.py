@@ -198,7 +198,9 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=200, help="hashes timed for the floor")
     parser.add_argument("--nice", type=int, default=5, help="niceness of the worker processes")
     parser.add_argument(
-        "--idle-priority", action="store_true", help="run the workers with --idle-priority (SCHED_IDLE)"
+        "--idle-priority",
+        action="store_true",
+        help="run the workers with --idle-priority (hashing under SCHED_IDLE)",
     )
     parser.add_argument(
         "--spare-core", action="store_true", help="HASH_THREADS_SPARE_CORE=true for the workers"

@@ -61,16 +61,26 @@ def _pool(settings: Settings) -> ThreadPoolExecutor:
     with _hash_pool_lock:
         if _hash_pool is None:
             _hash_pool = ThreadPoolExecutor(
-                hash_threads(settings), thread_name_prefix="credbot-hash", initializer=_name_hash_thread
+                hash_threads(settings),
+                thread_name_prefix="credbot-hash",
+                initializer=_start_hash_thread,
+                initargs=(settings.worker_idle_priority,),
             )
         return _hash_pool
 
 
-def _name_hash_thread() -> None:
+def _start_hash_thread(idle_priority: bool) -> None:
     """Name the thread `credbot-hash` for the OS too (Linux), so that `top -H` and the benchmarks
-    tell the CPU spent hashing from the rest of a worker's."""
+    tell the CPU spent hashing from the rest of a worker's; with `idle_priority` (WORKER_IDLE_PRIORITY),
+    put it under Linux's SCHED_IDLE: it hashes only on CPU that every other thread on the machine leaves.
+
+    Only the hash threads: they hold no lock while hashing (argon2 releases the GIL), but the process's
+    other threads hold the GIL in turns, and one of them waiting at idle priority stalls the rest.
+    """
     with contextlib.suppress(OSError):
         Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(HASH_THREAD_NAME)
+    if idle_priority:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def token_hash(token: str) -> str:

@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     hash_threads_spare_core: bool = False
     """Hash on one thread fewer than cores, leaving one to a web process on the same machine."""
     worker_idle_priority: bool = False
-    """Run `credbot worker` at the kernel's idle priority (Linux SCHED_IDLE): it only gets the CPU that
-    every other process on the machine leaves, so a web process beside it answers as if it were alone."""
+    """Hash at the kernel's idle priority (Linux SCHED_IDLE): a batch's hashing, most of its CPU, only
+    gets the CPU every other process on the machine leaves, so a web process beside it answers as if it
+    were alone. The worker's other threads keep their priority."""
     send_lease_seconds: float = Field(default=60.0, ge=1.0)
     """How long a worker's claim on a delivery lasts unless renewed (every second while it runs)."""
 

@@ -232,27 +232,3 @@ def test_a_period_may_come_from_the_settings(context: Context, monkeypatch: pyte
     assert scheduler.run_due(start) == [tick.name]
     assert scheduler.run_due(start.replace(second=50)) == []
     assert scheduler.run_due(start.replace(minute=1, second=20)) == [tick.name]
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
-def test_credbot_worker_at_idle_priority_runs_every_thread_at_it(context: Context, tmp_path: Path) -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("REDIS")},
-        "DATABASE_URL": context.settings.database_url,
-        "WORKER_IDLE_PRIORITY": "true",
-    }
-    worker = subprocess.Popen(
-        [CREDBOT, "worker", "--threads", "2"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            if "credbot worker running" in line:
-                break
-        threads = [int(task) for task in os.listdir(f"/proc/{worker.pid}/task")]
-        assert len(threads) > 3  # the job threads and the scheduler started after the switch
-        assert {os.sched_getscheduler(thread) for thread in threads} == {os.SCHED_IDLE}
-    finally:
-        worker.terminate()
-        worker.communicate(timeout=30)
-    assert worker.returncode == 0

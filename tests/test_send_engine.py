@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from bot import jobs
 from bot.context import Context
+from bot.credentials import HASH_THREAD_NAME
 from bot.passwords import verify_password
 from bot.portal.auth import SignInOutcome, sign_in
 from bot.sending.batches import IN_PROGRESS, MAY_HAVE_ARRIVED, start_batch
@@ -157,6 +158,52 @@ def test_a_second_batch_skips_an_employee_whose_send_is_in_flight(
     slow.join()
     assert [o.error for o in summary.skipped] == [IN_PROGRESS]
     check_promise(ctx, sendgrid_standin, [employee])
+
+
+# --- a worker at idle priority ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_a_worker_at_idle_priority_hashes_at_it_and_runs_the_rest_as_usual(
+    context: Context,
+    session: Session,
+    sendgrid_standin: SendGridStandIn,
+    redis_server_url: str,
+    redis_namespace: str,
+    tmp_path: Path,
+) -> None:
+    employees = add_employees(session, 4)
+    env = cli_env(
+        context,
+        sendgrid_standin,
+        REDIS_URL=redis_server_url,
+        REDIS_NAMESPACE=redis_namespace,
+        WORKER_IDLE_PRIORITY="true",
+    )
+    jobs.configure(context, redis_url=redis_server_url, namespace=redis_namespace, in_process=False)
+    batch_id = start_batch(context, [e.id for e in employees], "cli:tester", "cli")
+    enqueue_batch(context, batch_id, "cli")
+    worker = subprocess.Popen(
+        [CREDBOT, "worker", "--threads", "2"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+
+        def ended() -> bool:
+            with context.sessions() as check:
+                return check.get_one(CredentialBatch, batch_id).status != BatchStatus.RUNNING
+
+        wait_until(ended, 60, "the batch to end")
+        hashing, others = [], []
+        for task in os.listdir(f"/proc/{worker.pid}/task"):
+            name = Path(f"/proc/{worker.pid}/task/{task}/comm").read_text().strip()
+            (hashing if name == HASH_THREAD_NAME else others).append(os.sched_getscheduler(int(task)))
+    finally:
+        worker.terminate()
+        output, _ = worker.communicate(timeout=30)
+    assert "Hashing at idle priority (SCHED_IDLE)." in output
+    assert len(sendgrid_standin.messages) == 8
+    assert hashing and set(hashing) == {os.SCHED_IDLE}
+    assert len(others) > 3 and set(others) == {os.SCHED_OTHER}  # main, job threads, mail threads, ...
 
 
 # --- a worker killed mid-batch ----------------------------------------------------------------------------

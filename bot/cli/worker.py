@@ -11,6 +11,7 @@ import click
 
 from bot import jobs
 from bot.cli.common import context
+from bot.context import Context
 
 
 @click.command()
@@ -18,7 +19,7 @@ from bot.cli.common import context
 @click.option(
     "--idle-priority/--normal-priority",
     default=None,
-    help="Only use CPU that other processes leave (SCHED_IDLE; default: WORKER_IDLE_PRIORITY).",
+    help="Hash only on CPU that other processes leave (SCHED_IDLE; default: WORKER_IDLE_PRIORITY).",
 )
 def worker(threads: int | None, idle_priority: bool | None) -> None:
     """Run background jobs until stopped (SIGTERM or Ctrl+C): the Procfile's `worker:` process.
@@ -30,8 +31,12 @@ def worker(threads: int | None, idle_priority: bool | None) -> None:
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
     ctx = context()
-    if ctx.settings.worker_idle_priority if idle_priority is None else idle_priority:
-        idle()
+    if idle_priority is not None and idle_priority != ctx.settings.worker_idle_priority:
+        ctx = Context(ctx.settings.model_copy(update={"worker_idle_priority": idle_priority}), ctx.sessions)
+    if ctx.settings.worker_idle_priority:
+        if not hasattr(os, "SCHED_IDLE"):
+            raise click.ClickException("--idle-priority needs Linux (SCHED_IDLE)")
+        click.echo("Hashing at idle priority (SCHED_IDLE).")
     jobs.configure(ctx, in_process=False)
     if not ctx.settings.redis_url:
         click.echo(
@@ -49,12 +54,3 @@ def worker(threads: int | None, idle_priority: bool | None) -> None:
     click.echo("Stopping: finishing the jobs in progress...")
     scheduler.stop()
     jobs.shutdown()
-
-
-def idle() -> None:
-    """Put this process, and every thread it starts from now on, at SCHED_IDLE (Linux): the hashing of a
-    batch then waits whenever a web process on the same machine needs a core."""
-    if not hasattr(os, "SCHED_IDLE"):
-        raise click.ClickException("--idle-priority needs Linux (SCHED_IDLE)")
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    click.echo("Running at idle priority (SCHED_IDLE).")
