@@ -79,7 +79,7 @@ def _start_hash_thread(idle_priority: bool) -> None:
     """
     with contextlib.suppress(OSError):
         Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(HASH_THREAD_NAME)
-    if idle_priority:
+    if idle_priority and hasattr(os, "SCHED_IDLE"):  # elsewhere `credbot worker` refuses the setting
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 

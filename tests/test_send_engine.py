@@ -109,6 +109,27 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
         time.sleep(0.05)
 
 
+def batch_for_workers(
+    ctx: Context,
+    standin: SendGridStandIn,
+    employees: list[Employee],
+    redis_url: str,
+    namespace: str,
+    **extra: str,
+) -> tuple[int, dict[str, str]]:
+    """A batch for `employees` enqueued on Redis, as the CLI does, and the environment of the `credbot
+    worker` processes that are to send it (`extra` adds settings)."""
+    jobs.configure(ctx, redis_url=redis_url, namespace=namespace, in_process=False)
+    batch_id = start_batch(ctx, [e.id for e in employees], "cli:tester", "cli")
+    enqueue_batch(ctx, batch_id, "cli")
+    return batch_id, cli_env(ctx, standin, REDIS_URL=redis_url, REDIS_NAMESPACE=namespace, **extra)
+
+
+def batch_ended(ctx: Context, batch_id: int) -> bool:
+    with ctx.sessions() as check:
+        return check.get_one(CredentialBatch, batch_id).status != BatchStatus.RUNNING
+
+
 # --- two sends at once ------------------------------------------------------------------------------------
 
 
@@ -173,26 +194,14 @@ def test_a_worker_at_idle_priority_hashes_at_it_and_runs_the_rest_as_usual(
     tmp_path: Path,
 ) -> None:
     employees = add_employees(session, 4)
-    env = cli_env(
-        context,
-        sendgrid_standin,
-        REDIS_URL=redis_server_url,
-        REDIS_NAMESPACE=redis_namespace,
-        WORKER_IDLE_PRIORITY="true",
+    batch_id, env = batch_for_workers(
+        context, sendgrid_standin, employees, redis_server_url, redis_namespace, WORKER_IDLE_PRIORITY="true"
     )
-    jobs.configure(context, redis_url=redis_server_url, namespace=redis_namespace, in_process=False)
-    batch_id = start_batch(context, [e.id for e in employees], "cli:tester", "cli")
-    enqueue_batch(context, batch_id, "cli")
     worker = subprocess.Popen(
         [CREDBOT, "worker", "--threads", "2"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
     )
     try:
-
-        def ended() -> bool:
-            with context.sessions() as check:
-                return check.get_one(CredentialBatch, batch_id).status != BatchStatus.RUNNING
-
-        wait_until(ended, 60, "the batch to end")
+        wait_until(lambda: batch_ended(context, batch_id), 60, "the batch to end")
         hashing, others = [], []
         for task in os.listdir(f"/proc/{worker.pid}/task"):
             name = Path(f"/proc/{worker.pid}/task/{task}/comm").read_text().strip()
@@ -219,17 +228,15 @@ def test_a_worker_killed_mid_batch_is_replaced_and_nobody_is_lost(
 ) -> None:
     employees = add_employees(session, 60)
     sendgrid_standin.delay = 0.1
-    env = cli_env(
+    batch_id, env = batch_for_workers(
         context,
         sendgrid_standin,
-        REDIS_URL=redis_server_url,
-        REDIS_NAMESPACE=redis_namespace,
+        employees,
+        redis_server_url,
+        redis_namespace,
         MAIL_CONCURRENCY="6",
         SEND_LEASE_SECONDS="2",
     )
-    jobs.configure(context, redis_url=redis_server_url, namespace=redis_namespace, in_process=False)
-    batch_id = start_batch(context, [e.id for e in employees], "cli:tester", "cli")
-    enqueue_batch(context, batch_id, "cli")
 
     def worker(name: str) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
@@ -248,12 +255,9 @@ def test_a_worker_killed_mid_batch_is_replaced_and_nobody_is_lost(
         assert check.get(CredentialBatch, batch_id).status == BatchStatus.RUNNING
     second = worker("second")
     try:
-
-        def ended() -> bool:
-            with context.sessions() as check:
-                return check.get(CredentialBatch, batch_id).status != BatchStatus.RUNNING
-
-        wait_until(ended, 90, "the batch to end after the first worker was killed")
+        wait_until(
+            lambda: batch_ended(context, batch_id), 90, "the batch to end after the first worker was killed"
+        )
     finally:
         second.terminate()
         second.wait(30)
