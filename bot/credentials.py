@@ -62,7 +62,7 @@ def _pool(settings: Settings) -> ThreadPoolExecutor:
         if _hash_pool is None:
             _hash_pool = ThreadPoolExecutor(
                 hash_threads(settings),
-                thread_name_prefix="credbot-hash",
+                thread_name_prefix=HASH_THREAD_NAME,
                 initializer=_start_hash_thread,
                 initargs=(settings.worker_idle_priority,),
             )
@@ -274,7 +274,7 @@ def promote_many(
     }
     if emailed_by is not None:
         values |= {_ACCOUNTS.c.credentials_emailed_at: now, _ACCOUNTS.c.credentials_emailed_by: emailed_by}
-    params: list[dict[str, Any]] = [{"b_id": p.account_id, "b_hash": p.secret_hash} for p in promotions]
+    params = [{"b_id": p.account_id, "b_hash": p.secret_hash, "b_expires": p.expires_at} for p in promotions]
     if mode != "link":
         ours = _ACCOUNTS.c.pending_password_hash == bindparam("b_hash")
         values |= {
@@ -286,8 +286,6 @@ def promote_many(
                 (ours, null()), else_=_ACCOUNTS.c.pending_password_expires_at
             ),
         }
-        for param, promotion in zip(params, promotions, strict=True):
-            param["b_expires"] = promotion.expires_at
     accounts = [{"b_id": p["b_id"]} for p in params] if mode == "link" else params
     session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_id")).values(values), accounts)
     if mode == "link":

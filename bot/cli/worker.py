@@ -31,7 +31,7 @@ def worker(threads: int | None, idle_priority: bool | None) -> None:
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
     ctx = context()
-    if idle_priority is not None and idle_priority != ctx.settings.worker_idle_priority:
+    if idle_priority is not None:  # the flag overrides WORKER_IDLE_PRIORITY
         ctx = Context(ctx.settings.model_copy(update={"worker_idle_priority": idle_priority}), ctx.sessions)
     if ctx.settings.worker_idle_priority:
         if not hasattr(os, "SCHED_IDLE"):
