@@ -118,27 +118,31 @@ class PasswordSupply:
     """Temporary passwords generated and hashed ahead of need, so the hash pool never waits for a caller.
 
     `ahead` credentials are always queued on the hash pool; `take` hands out the oldest and queues
-    another. A batch's mail threads spend most of their time waiting on the mail API: without this,
-    the pool idles whenever none of them happens to be between two emails. The plaintexts exist only
-    in memory, as with `make_credential`; `close` drops the ones not handed out.
+    another, until `most` were queued (None: no end; a batch knows how many it needs, and a hash made
+    for nobody is CPU taken from the batch). A batch's mail threads spend most of their time waiting on
+    the mail API: without this, the pool idles whenever none of them happens to be between two emails.
+    The plaintexts exist only in memory, as with `make_credential`; `close` drops the ones not handed out.
     """
 
-    def __init__(self, settings: Settings, ahead: int | None = None) -> None:
+    def __init__(self, settings: Settings, ahead: int | None = None, most: int | None = None) -> None:
         self.settings = settings
         self.ahead = ahead if ahead is not None else 2 * hash_threads(settings)
+        self._unqueued = most
         self._lock = threading.Lock()
         self._queued: deque[Future[Credential]] = deque()
         self._closed = False
 
     def take(self) -> Credential:
-        """A new password credential (hashed ahead when possible)."""
+        """A new password credential (hashed ahead when possible; made now once `most` were queued)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the password supply is closed")
             pool = _pool(self.settings)
-            while len(self._queued) <= self.ahead:
+            while len(self._queued) <= self.ahead and self._unqueued != 0:
                 self._queued.append(pool.submit(_make_password, self.settings))
-            made = self._queued.popleft()
+                if self._unqueued is not None:
+                    self._unqueued -= 1
+            made = self._queued.popleft() if self._queued else pool.submit(_make_password, self.settings)
         return made.result()
 
     def give_back(self, credential: Credential) -> None:

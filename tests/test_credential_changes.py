@@ -36,6 +36,27 @@ def test_make_credential_hashes_the_password_and_hands_out_the_plaintext_once(co
     assert credentials.token_hash(token) == link.secret_hash and link.email["password"] is None
 
 
+def test_a_password_supply_hashes_ahead_no_more_than_it_was_told_it_needs(
+    context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[str] = []
+    real = credentials.hash_password
+
+    def counted(password: str) -> str:
+        hashed.append(password)
+        return real(password)
+
+    monkeypatch.setattr(credentials, "hash_password", counted)
+    supply = credentials.PasswordSupply(context.settings, ahead=8, most=3)
+    taken = [supply.take() for _ in range(3)]
+    assert len(hashed) == 3  # a small batch does not hash eight passwords for nobody
+    extra = supply.take()  # one more than it was told (a claim's commit lost, say): made at once
+    supply.close()
+    assert len(hashed) == 4
+    for made in [*taken, extra]:
+        assert verify_password(made.email["password"], made.secret_hash)
+
+
 def test_store_pending_keeps_the_hash_and_says_what_was_pending(context: Context, session: Session) -> None:
     account_id = add_employee(session, "1").account.id
     first = credentials.make_credential(context.settings, "password")
