@@ -6,11 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.audit import AuditAction, batch_target, employee_target, record
+from bot.audit import AuditAction, batch_target, employee_target, record, record_many
 from bot.chunks import chunks
 from bot.context import Context
 from bot.sending.recipients import recipients_with_accounts
@@ -24,6 +24,8 @@ from models import (
     full_name,
     utcnow,
 )
+
+_DELIVERIES = Delivery.__table__
 
 ADDRESS_CHANGED = "address changed since the batch was confirmed"
 IN_PROGRESS = "a send for this employee is in progress"
@@ -98,8 +100,9 @@ def start_batch(
             session.flush()
             batch_id, mode = batch.id, batch.mode
             employees = skipped = 0
-            # In chunks, letting go of each chunk's objects: memory stays flat however many employees.
+            # In chunks, as plain rows (no ORM objects): memory stays flat however many employees.
             for chunk in chunks(list(dict.fromkeys(employee_ids))):
+                rows, skips = [], []
                 for recipient, account_id in recipients_with_accounts(session, chunk):
                     employees += 1
                     address, problem = recipient.address, recipient.problem
@@ -107,27 +110,29 @@ def start_batch(
                         shown = confirmed.get(recipient.employee_id)
                         if shown != address:
                             address, problem = shown, ADDRESS_CHANGED
-                    skipped += problem is not None
-                    session.add(
-                        Delivery(
-                            batch_id=batch_id,
-                            employee_id=recipient.employee_id,
-                            account_id=account_id,
-                            email_address=address,
-                            status=DeliveryStatus.SKIPPED if problem else DeliveryStatus.PENDING,
-                            error=problem,
-                        )
+                    rows.append(
+                        {
+                            "batch_id": batch_id,
+                            "employee_id": recipient.employee_id,
+                            "account_id": account_id,
+                            "email_address": address,
+                            "status": DeliveryStatus.SKIPPED if problem else DeliveryStatus.PENDING,
+                            "error": problem,
+                        }
                     )
                     if problem:
-                        record(
-                            session,
-                            actor,
-                            AuditAction.CREDENTIALS_SKIPPED,
-                            employee_target(recipient.employee_number),
-                            batch_id=batch_id,
-                            reason=problem,
+                        target = employee_target(recipient.employee_number)
+                        skips.append(
+                            (
+                                AuditAction.CREDENTIALS_SKIPPED,
+                                target,
+                                {"batch_id": batch_id, "reason": problem},
+                            )
                         )
-                session.flush()
+                if rows:
+                    session.execute(insert(_DELIVERIES), rows)
+                record_many(session, actor, skips)
+                skipped += len(skips)
                 session.expunge_all()
             record(
                 session,
