@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     welcome_subject: str = "Welcome to {company} Self-Service: your temporary password"
     welcome_link_subject: str = "Welcome to {company} Self-Service: set your password"
     username_subject: str = "Your {company} Self-Service username"
-    mail_concurrency: int = Field(default=32, ge=1, le=128)
+    mail_concurrency: int = Field(default=64, ge=1, le=128)
+    """Employees a worker mails at once per batch: each holds a mail thread for two API calls (about
+    0.3 s at 150 ms each), so 64 keep ahead of what two cores hash (about 110 employees/s)."""
     sendgrid_webhook_public_key: str | None = None
     """The signed Event Webhook's verification key; unset: POST /sendgrid/events answers 404."""
     hash_threads_spare_core: bool = False

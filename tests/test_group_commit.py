@@ -1,4 +1,4 @@
-"""bot.sending.group_commit: writes from many threads in groups, each caller waiting for its own."""
+"""bot.sending.group_commit: writes from many threads in groups, each caller told when its own is written."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_many_threads_get_their_own_results_from_few_groups() -> None:
 
     writer = GroupCommit(write, linger=0.05, most=16)
     with ThreadPoolExecutor(32) as pool:
-        results = list(pool.map(writer.submit, range(64)))
+        results = list(pool.map(lambda item: writer.submit(item).result(), range(64)))
     writer.close()
     assert results == [item * 10 for item in range(64)]
     assert sorted(item for group in groups for item in group) == list(range(64))
@@ -28,7 +28,7 @@ def test_many_threads_get_their_own_results_from_few_groups() -> None:
     assert len(groups) < 32  # gathered, not one write each
 
 
-def test_a_submit_returns_only_once_its_group_was_written() -> None:
+def test_a_submit_is_resolved_only_once_its_group_was_written() -> None:
     written = threading.Event()
 
     def write(items: list[str]) -> list[str]:
@@ -37,7 +37,9 @@ def test_a_submit_returns_only_once_its_group_was_written() -> None:
         return items
 
     writer = GroupCommit(write, linger=0.0, most=8)
-    assert writer.submit("a") == "a" and written.is_set()
+    submitted = writer.submit("a")
+    assert not submitted.done()  # submit does not wait
+    assert submitted.result() == "a" and written.is_set()
     writer.close()
 
 
@@ -53,10 +55,10 @@ def test_a_failed_write_raises_in_every_caller_of_its_group_and_the_writer_goes_
 
     writer = GroupCommit(write, linger=0.2, most=8)
     with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(writer.submit, item) for item in range(3)]
+        futures = list(pool.map(writer.submit, range(3)))
         errors = [future.exception() for future in futures]
     assert all(isinstance(error, RuntimeError) for error in errors)
-    assert writer.submit(7) == 7
+    assert writer.submit(7).result() == 7
     writer.close()
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit(8)

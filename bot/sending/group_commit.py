@@ -1,11 +1,11 @@
-"""Group commit: writes from many threads gathered into one transaction, each caller waiting for its own.
+"""Group commit: writes from many threads gathered into one transaction, each caller told when its own is.
 
 A batch's mail threads each end a delivery with a few small writes. Written one transaction per
 delivery, they cost the database and the worker several times more CPU than the same writes made
 together, and on a machine whose cores are busy hashing passwords that CPU is the batch's time. A
 writer thread takes what arrived within `linger` seconds (at most `most` items) and hands it to
-`write` as one group; `submit` returns once that group committed, so a caller never goes on before
-its write is durable.
+`write` as one group; the future `submit` returns is resolved once that group committed, so a caller
+that waits for it never goes on before its write is durable, and one that need not wait goes on at once.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ R = TypeVar("R")
 
 class GroupCommit(Generic[T, R]):
     """`submit(item)` from any thread: `write(items)` runs in the writer thread for a group of items and
-    returns one result per item (in order); `submit` returns the item's result or raises the group's error.
+    returns one result per item (in order); the future `submit` returns holds the item's result, or the
+    group's error.
     """
 
     def __init__(
@@ -38,8 +39,8 @@ class GroupCommit(Generic[T, R]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, item: T) -> R:
-        """Write `item` with the others of its group; its result, once the group committed."""
+    def submit(self, item: T) -> Future[R]:
+        """Write `item` with the others of its group; its result once the group committed."""
         done: Future[R] = Future()
         with self._ready:
             if self._closed:
@@ -51,7 +52,7 @@ class GroupCommit(Generic[T, R]):
             # wake-up would cost a thread switch per item for nothing.
             if len(self._items) == 1 or len(self._items) >= self.most:
                 self._ready.notify()
-        return done.result()
+        return done
 
     def close(self) -> None:
         """Write what is left, then stop the writer thread."""

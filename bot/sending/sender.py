@@ -18,25 +18,27 @@ Per delivery (a mail thread; every transaction retried on transient database err
 3. A new credential, hashed ahead of need (`bot.credentials.PasswordSupply`, so the hash pool never
    waits on the mail API); its hash is stored as pending (`bot.credentials.store_pending_many`). A
    retried claim takes fresh credentials: the lost commit may have stored the last ones.
-4. The welcome email. Accepted: the credential is promoted. Refused (4xx) or not sent at all: the
-   credential is discarded and the delivery FAILS with the reason. In doubt (timeout, connection lost
-   after the request was written, 5xx after the retries, which resend the same message): the delivery
-   is IN_DOUBT and the pending credential stays valid until it expires (signing in with it promotes it).
-   Any other error: FAILED with its type, the credential discarded. Stopped before its welcome email:
-   SKIPPED, the credential discarded.
-5. The username email; if it fails, the welcome email's credential still works and the reason says so.
+4. The welcome email. Accepted: the credential is promoted with the delivery's ending (6). Refused
+   (4xx) or not sent at all: the credential is discarded and the delivery FAILS with the reason. In
+   doubt (timeout, connection lost after the request was written, 5xx after the retries, which resend
+   the same message): the delivery is IN_DOUBT and the pending credential stays valid until it expires
+   (signing in with it promotes it). Any other error: FAILED with its type, the credential discarded.
+   Stopped before its welcome email: SKIPPED, the credential discarded.
+5. The username email, at once; if it fails, the welcome email's credential still works and the reason
+   says so.
+6. The ending, in one transaction: the final status, the welcome email's credential promoted, its audit
+   event, the account let go. Endings go through a group commit (`bot.sending.group_commit`): a writer
+   thread writes what the mail threads ended within WRITE_LINGER_SECONDS in one transaction. A mail
+   thread does not wait for it: it goes on to its next delivery (but not to the one after), and reports
+   the ended one once its write committed. Per employee that is a fraction of a transaction: the CPU
+   saved is the batch's time, as hashing fills every core.
 
-Promotions (4) and endings (every final status, its audit event, the account let go) go through a
-group commit (`bot.sending.group_commit`): a writer thread writes what the mail threads finished within
-WRITE_LINGER_SECONDS in one transaction, and each mail thread waits until its own write committed
-before it sends the username email or reports the delivery. Per employee that is a fraction of a
-transaction instead of three: the CPU saved is the batch's time, as hashing fills every core.
-
-A runner renews its leases and the batch's heartbeat every second; a killed worker's deliveries are
-claimed again once their lease runs out (a delivery whose welcome email was accepted only gets its
-username email again), and `resume_stalled` finds batches whose heartbeat stopped. The batch ends once
-nothing is pending or in flight: FINISHED, or ABORTED with the reason it was stopped (401/403 from the
-mail API, or a stop asked for, e.g. Ctrl-C in the CLI).
+Until its ending committed a delivery is in flight: SENDING under its lease, the account held. A runner
+renews its leases and the batch's heartbeat every second; a killed worker's deliveries are claimed
+again once their lease runs out and sent again, both emails with a new credential (the one in the first
+welcome email, never promoted, is replaced as pending), and `resume_stalled` finds batches whose
+heartbeat stopped. The batch ends once nothing is pending or in flight: FINISHED, or ABORTED with the
+reason it was stopped (401/403 from the mail API, or a stop asked for, e.g. Ctrl-C in the CLI).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,11 +111,12 @@ _DELIVERIES = Delivery.__table__
 _BATCHES = CredentialBatch.__table__
 _EMPLOYEES = Employee.__table__
 
-CLAIM_GROUP = 8
+CLAIM_GROUP = 64
 """Deliveries claimed (and credentials stored) per transaction; their leases are renewed until sent."""
-WRITE_GROUP = 64
-WRITE_LINGER_SECONDS = 0.02
-"""How long the writer gathers promotions and endings before writing them in one transaction."""
+WRITE_GROUP = 128
+WRITE_LINGER_SECONDS = 0.2
+"""How long the writer gathers endings before writing them in one transaction (a mail thread goes on
+meanwhile)."""
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 WELCOME_CATEGORY = "credbot-welcome"
@@ -160,7 +163,6 @@ class _Target:
     name: str
     address: str | None
     username: str | None
-    welcome_sent: bool
 
     def outcome(self, status: DeliveryStatus, error: str | None) -> DeliveryOutcome:
         return DeliveryOutcome(
@@ -170,8 +172,8 @@ class _Target:
 
 @dataclass(frozen=True)
 class _Claim:
-    """A delivery claimed by this runner: why it is skipped (None: send), and, when its welcome email
-    is to be sent, the new credential stored as pending with what was pending before it."""
+    """A delivery claimed by this runner: why it is skipped, or (to send) the new credential stored as
+    pending with what was pending before it."""
 
     target: _Target
     problem: str | None
@@ -199,9 +201,14 @@ class _Ending:
     status: DeliveryStatus
     error: str | None
     action: AuditAction | None
+    promotion: _Promotion | None
     discard: tuple[Credential, Pending] | None
     username_tried: bool
     username_message_id: str | None
+
+
+_Ended = Future[DeliveryOutcome]
+"""A delivery's ending handed to the writer: its outcome once committed (see `BatchRunner._finish`)."""
 
 
 class BatchRunner:
@@ -230,8 +237,10 @@ class BatchRunner:
         self._held: set[int] = set()
         self._lock = threading.Lock()
         self._claimed: deque[_Claim | DeliveryOutcome] = deque()
+        self._unclaimed = 0
+        """About how many deliveries are left to claim: how many credentials the next claims take."""
         self._claiming = threading.Lock()
-        self._writes: GroupCommit[_Promotion | _Ending, DeliveryOutcome | None] | None = None
+        self._writes: GroupCommit[_Ending, DeliveryOutcome] | None = None
 
     # The run ---------------------------------------------------------------------------------------
 
@@ -257,9 +266,12 @@ class BatchRunner:
         heartbeat = threading.Thread(target=self._heartbeat, name="credbot-lease", daemon=True)
         heartbeat.start()
         workers = max(1, min(self.settings.mail_concurrency, left or 1))
+        self._unclaimed = left or 0
         if self.mode == "password":
             self._supply = credentials.PasswordSupply(
-                self.settings, ahead=CLAIM_GROUP + 2 * hash_threads(self.settings)
+                self.settings,
+                ahead=min(CLAIM_GROUP, self._unclaimed) + 2 * hash_threads(self.settings),
+                most=self._unclaimed,
             )
         self._writes = GroupCommit(self._write, linger=WRITE_LINGER_SECONDS, most=WRITE_GROUP)
         try:
@@ -305,11 +317,24 @@ class BatchRunner:
         self._stop.set()
 
     def _work(self) -> None:
-        while (claimed := self._next()) is not None:
+        ending: deque[_Ended] = deque()  # this thread's ended deliveries, oldest first, until reported
+        while True:
+            # At most one of them waits for its write while this thread sends the next: with the
+            # database away, the batch holds rather than piling up emails that nothing records.
+            while ending and (ending[0].done() or len(ending) > 1):
+                self._report_ended(ending.popleft())
+            if (claimed := self._next()) is None:
+                break
             if isinstance(claimed, DeliveryOutcome):  # the employee is being sent to by another batch
                 self._report(claimed)
                 continue
-            self._report(self._deliver(claimed))
+            ending.append(self._deliver(claimed))
+        for ended in ending:
+            self._report_ended(ended)
+
+    def _report_ended(self, ended: _Ended) -> None:
+        """Report a delivery once its ending committed; the write's error (a crash) if it failed."""
+        self._report(ended.result())
 
     def _report(self, outcome: DeliveryOutcome) -> None:
         if self.on_progress is None:
@@ -415,7 +440,7 @@ class BatchRunner:
         """Claim up to CLAIM_GROUP deliveries and their accounts, check each employee and store the new
         credentials as pending, in one transaction: the claims, and the SKIPPED outcomes of deliveries
         whose employee another delivery is being sent to; empty when nothing is left to claim."""
-        fresh = self._new_credentials(CLAIM_GROUP)
+        fresh = self._new_credentials(min(CLAIM_GROUP, max(self._unclaimed, 1)))
         used: set[int] = set()
         try:
             now = utcnow()
@@ -472,13 +497,11 @@ class BatchRunner:
                 for target, address, problem in self._targets(session, ids):
                     if target.account_id is not None and target.delivery_id not in held:
                         busy.append(target)
-                    elif target.welcome_sent:  # its credential works already; only the username email is left
-                        claims.append(_Claim(target, None, None))
                     elif why := problem or self._why_not_now(target, address):
                         claims.append(_Claim(target, why, None))
                     else:
                         assert target.account_id is not None
-                        credential = fresh[len(new)] if fresh else self._new_credential()
+                        credential = fresh[len(new)] if len(new) < len(fresh) else self._new_credential()
                         new[target.account_id] = (target, credential)
                 if busy:
                     claims.extend(self._skip_busy(session, busy))
@@ -501,6 +524,7 @@ class BatchRunner:
                         _Claim(target, None, (credential, before[account_id]))
                         for account_id, (target, credential) in new.items()
                     )
+            self._unclaimed -= len(ids)
             return sorted(claims, key=lambda claim: claim.delivery_id)
         finally:
             # A credential never handed to the database cannot have been stored: the next claim takes it.
@@ -547,7 +571,6 @@ class BatchRunner:
             select(
                 _DELIVERIES.c.id,
                 _DELIVERIES.c.email_address,
-                _DELIVERIES.c.welcome_sent_at,
                 _EMPLOYEES.c.employee_number,
                 _EMPLOYEES.c.first_name,
                 _EMPLOYEES.c.last_name,
@@ -569,7 +592,6 @@ class BatchRunner:
         for (
             delivery_id,
             confirmed,
-            welcome_sent_at,
             number,
             first,
             last,
@@ -588,30 +610,29 @@ class BatchRunner:
                 name=full_name(first, last),
                 address=confirmed,
                 username=username,
-                welcome_sent=welcome_sent_at is not None,
             )
             found.append((target, address, problem))
         return found
 
     # One employee ----------------------------------------------------------------------------------
 
-    def _deliver(self, claim: _Claim) -> DeliveryOutcome:
+    def _deliver(self, claim: _Claim) -> _Ended:
         target, problem = claim.target, claim.problem
         if problem is not None:
             action = None if problem.startswith("not sent:") else AuditAction.CREDENTIALS_SKIPPED
             return self._finish(target, DeliveryStatus.SKIPPED, problem, action)
-        if claim.stored is not None:
-            if self._stop.is_set():  # claimed with its group before the stop: its email never went out
-                reason = f"not sent: {self.stopped_because}"
-                return self._finish(target, DeliveryStatus.SKIPPED, reason, discard=claim.stored)
-            failed = self._welcome(target, claim.stored)
-            if failed is not None:
-                return failed
-        return self._username(target)
+        assert claim.stored is not None
+        if self._stop.is_set():  # claimed with its group before the stop: its email never went out
+            reason = f"not sent: {self.stopped_because}"
+            return self._finish(target, DeliveryStatus.SKIPPED, reason, discard=claim.stored)
+        welcome = self._welcome(target, claim.stored)
+        if not isinstance(welcome, _Promotion):
+            return welcome
+        return self._username(target, welcome)
 
-    def _welcome(self, target: _Target, stored: tuple[Credential, Pending]) -> DeliveryOutcome | None:
-        """Send the welcome email with the new credential stored as pending; None once it was accepted
-        and promoted."""
+    def _welcome(self, target: _Target, stored: tuple[Credential, Pending]) -> _Ended | _Promotion:
+        """Send the welcome email with the new credential stored as pending: once it was accepted, the
+        promotion to write with the delivery's ending; otherwise the delivery ended."""
         what = "link" if self.mode == "link" else "password"
         credential = stored[0]
         try:
@@ -636,15 +657,17 @@ class BatchRunner:
             return self._finish(
                 target, DeliveryStatus.FAILED, reason, AuditAction.CREDENTIALS_FAILED, discard=stored
             )
-        self._promote(target, credential, message_id)
-        return None
+        return _Promotion(target, credential, message_id)
 
-    def _username(self, target: _Target) -> DeliveryOutcome:
+    def _username(self, target: _Target, promotion: _Promotion) -> _Ended:
+        """Send the username email; the delivery ends with the welcome email's credential promoted."""
         what = "set-password link" if self.mode == "link" else "temporary password"
         partial = f"the welcome email was sent and its {what} works, but the username email {{}}"
         if self._stop.is_set():
             error = partial.format(f"was not: {self.stopped_because}") + "; send again to email both"
-            return self._finish(target, DeliveryStatus.FAILED, error, AuditAction.CREDENTIALS_FAILED)
+            return self._finish(
+                target, DeliveryStatus.FAILED, error, AuditAction.CREDENTIALS_FAILED, promotion=promotion
+            )
         try:
             message_id = self._send(target, "username", USERNAME_CATEGORY, mode=self.mode)
         except MailError as error:
@@ -657,31 +680,38 @@ class BatchRunner:
                     DeliveryStatus.IN_DOUBT,
                     reason,
                     AuditAction.CREDENTIALS_IN_DOUBT,
+                    promotion=promotion,
                     username_tried=True,
                 )
             reason = partial.format(f"was not: {error.reason}") + "; send again to email both"
             return self._finish(
-                target, DeliveryStatus.FAILED, reason, AuditAction.CREDENTIALS_FAILED, username_tried=True
+                target,
+                DeliveryStatus.FAILED,
+                reason,
+                AuditAction.CREDENTIALS_FAILED,
+                promotion=promotion,
+                username_tried=True,
             )
         except Exception as error:
             log.exception("delivery %s failed unexpectedly", target.delivery_id)
             reason = partial.format(f"was not: internal error ({type(error).__name__}; see the logs)")
             return self._finish(
-                target, DeliveryStatus.FAILED, reason, AuditAction.CREDENTIALS_FAILED, username_tried=True
+                target,
+                DeliveryStatus.FAILED,
+                reason,
+                AuditAction.CREDENTIALS_FAILED,
+                promotion=promotion,
+                username_tried=True,
             )
         return self._finish(
             target,
             DeliveryStatus.SENT,
             None,
             AuditAction.CREDENTIALS_SENT,
+            promotion=promotion,
             username_tried=True,
             username_message_id=message_id,
         )
-
-    def _promote(self, target: _Target, credential: Credential, message_id: str) -> None:
-        """The welcome email was accepted: its credential becomes the account's (once this returns)."""
-        assert self._writes is not None
-        self._writes.submit(_Promotion(target, credential, message_id))
 
     def _send(self, target: _Target, template: str, category: str, **context: Any) -> str:
         """Render `template` for `target` and hand it to the transport; the accepted message id."""
@@ -720,32 +750,32 @@ class BatchRunner:
         error: str | None,
         action: AuditAction | None = None,
         *,
+        promotion: _Promotion | None = None,
         discard: tuple[Credential, Pending] | None = None,
         username_tried: bool = False,
         username_message_id: str | None = None,
-    ) -> DeliveryOutcome:
-        """Record the delivery's final status (and an audit event), let go of the account; its outcome.
+    ) -> _Ended:
+        """Record the delivery's final status (and an audit event), let go of the account: handed to the
+        writer, the outcome once it committed.
+
+        `promotion`: the welcome email was accepted; its credential becomes the account's in the same
+        transaction.
 
         `discard`: a credential whose email did not go out, and what was pending before it: it must not
         work, and the earlier one comes back. The account's current password is left alone.
         """
         assert self._writes is not None
-        ending = _Ending(target, status, error, action, discard, username_tried, username_message_id)
-        outcome = self._writes.submit(ending)
-        assert outcome is not None
-        return outcome
+        return self._writes.submit(
+            _Ending(target, status, error, action, promotion, discard, username_tried, username_message_id)
+        )
 
     @db_retry
-    def _write(self, group: list[_Promotion | _Ending]) -> list[DeliveryOutcome | None]:
-        """One transaction for what the mail threads finished meanwhile (see `GroupCommit`)."""
+    def _write(self, endings: list[_Ending]) -> list[DeliveryOutcome]:
+        """One transaction for the deliveries the mail threads ended meanwhile (see `GroupCommit`)."""
         now = utcnow()
-        promotions = [write for write in group if isinstance(write, _Promotion)]
-        endings = [write for write in group if isinstance(write, _Ending)]
         with self.ctx.sessions.begin() as session:
-            if promotions:
-                self._write_promotions(session, promotions, now)
-            if endings:
-                self._write_endings(session, endings)
+            self._write_promotions(session, [e.promotion for e in endings if e.promotion is not None], now)
+            self._write_endings(session, endings, now)
         with self._lock:
             self._held.difference_update(ending.target.delivery_id for ending in endings)
         for ending in endings:
@@ -755,10 +785,7 @@ class BatchRunner:
                 ending.status,
                 f" ({ending.error})" if ending.error else "",
             )
-        return [
-            write.target.outcome(write.status, write.error) if isinstance(write, _Ending) else None
-            for write in group
-        ]
+        return [ending.target.outcome(ending.status, ending.error) for ending in endings]
 
     def _write_promotions(self, session: Session, promotions: list[_Promotion], now: datetime) -> None:
         made = []
@@ -770,15 +797,10 @@ class BatchRunner:
                     promotion.target.account_id, credential.secret_hash, credential.expires_at
                 )
             )
-        credentials.promote_many(session, self.mode, made, emailed_by=self.actor, now=now)
-        session.execute(
-            update(_DELIVERIES)
-            .where(_DELIVERIES.c.id == bindparam("b_id"))
-            .values(welcome_sent_at=now, welcome_message_id=bindparam("b_message")),
-            [{"b_id": p.target.delivery_id, "b_message": p.message_id or None} for p in promotions],
-        )
+        if made:
+            credentials.promote_many(session, self.mode, made, emailed_by=self.actor, now=now)
 
-    def _write_endings(self, session: Session, endings: list[_Ending]) -> None:
+    def _write_endings(self, session: Session, endings: list[_Ending], now: datetime) -> None:
         for ending in endings:
             if ending.discard is not None and ending.target.account_id is not None:
                 credential, before = ending.discard
@@ -790,10 +812,18 @@ class BatchRunner:
             "status": bindparam("b_status"),
             "error": bindparam("b_error"),
             "lease_until": None,
+            "welcome_sent_at": bindparam("b_welcome_at"),  # written only here: with the delivery's ending
+            "welcome_message_id": bindparam("b_welcome"),
         }
         for tried in (False, True):
             rows = [
-                {"b_id": e.target.delivery_id, "b_status": e.status, "b_error": e.error}
+                {
+                    "b_id": e.target.delivery_id,
+                    "b_status": e.status,
+                    "b_error": e.error,
+                    "b_welcome_at": now if e.promotion else None,
+                    "b_welcome": (e.promotion.message_id or None) if e.promotion else None,
+                }
                 | ({"b_message": e.username_message_id or None} if tried else {})
                 for e in endings
                 if e.username_tried == tried
