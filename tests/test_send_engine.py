@@ -31,7 +31,16 @@ from bot.portal.auth import SignInOutcome, sign_in
 from bot.sending.batches import IN_PROGRESS, MAY_HAVE_ARRIVED, start_batch
 from bot.sending.jobs import enqueue_batch
 from bot.sending.sender import run_batch
-from models import Account, BatchStatus, CredentialBatch, Delivery, DeliveryStatus, Employee, make_engine
+from models import (
+    Account,
+    BatchStatus,
+    CredentialBatch,
+    Delivery,
+    DeliveryStatus,
+    Employee,
+    make_engine,
+    utcnow,
+)
 from models.session import make_session_factory
 from tests.builders import add_employee, audit_events
 from tests.credentials_helpers import (
@@ -179,6 +188,39 @@ def test_a_second_batch_skips_an_employee_whose_send_is_in_flight(
     slow.join()
     assert [o.error for o in summary.skipped] == [IN_PROGRESS]
     check_promise(ctx, sendgrid_standin, [employee])
+
+
+def test_a_running_batch_keeps_its_leases_and_a_second_runner_sends_nobody_twice(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    """Claimed deliveries wait for a mail thread far longer than a lease: renewals keep them this
+    runner's, so a second runner of the same batch (a resume started by mistake) finds nothing to take."""
+    employees = add_employees(session, 8)
+    sendgrid_standin.delay = 0.4  # a delivery holds its mail thread ~0.8 s; the last waits ~3 s
+    ctx = sendgrid_context(
+        context, sendgrid_standin, mail_concurrency=2, send_lease_seconds=1.2, sendgrid_timeout_seconds=5
+    )
+    batch_id = start_batch(ctx, [e.id for e in employees], "cli:tester", "cli")
+    first = threading.Thread(target=run_batch, args=(ctx, batch_id, sendgrid_transport(ctx)))
+    first.start()
+    wait_until(lambda: len(sendgrid_standin.messages) >= 1, 10, "the first runner to send")
+    expired = []
+    while first.is_alive():
+        with ctx.sessions() as check:
+            leases = check.scalars(
+                sa.select(Delivery.lease_until).where(Delivery.status == DeliveryStatus.SENDING)
+            ).all()
+        now = utcnow()
+        expired += [lease for lease in leases if lease is not None and lease < now]
+        if len(sendgrid_standin.messages) >= 6 and not expired:
+            second = run_batch(ctx, batch_id, sendgrid_transport(ctx))  # while the first still runs
+            assert second.unfinished or second.status == BatchStatus.FINISHED
+            break
+        time.sleep(0.05)
+    first.join(30)
+    assert not expired, "a claimed delivery's lease ran out while its runner was alive"
+    copies = check_promise(ctx, sendgrid_standin, employees)
+    assert set(copies.values()) == {1}, copies  # nobody was mailed twice
 
 
 # --- a worker at idle priority ---------------------------------------------------------------------------

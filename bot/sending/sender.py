@@ -47,6 +47,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -345,51 +346,63 @@ class BatchRunner:
             log.exception("progress callback failed for delivery %s", outcome.delivery_id)
 
     def _heartbeat(self) -> None:
-        """Renew this runner's leases and the batch's heartbeat; notice a stop asked for elsewhere."""
-        interval = min(1.0, self.lease.total_seconds() / 3)
-        while not self._done.wait(interval):
+        """Every second: the batch's heartbeat, a stop asked for elsewhere, the audit seal. Every third
+        of a lease: this runner's leases (renewed every second, they rewrote every claimed delivery
+        and held account that often, as much database work as sending them)."""
+        renew_every = self.lease.total_seconds() / 3
+        renew_at = time.monotonic() + renew_every
+        while not self._done.wait(min(1.0, renew_every)):
+            renew = time.monotonic() >= renew_at
             try:
-                self._renew()
+                self._beat(renew)
+                if renew:
+                    renew_at = time.monotonic() + renew_every
             except Exception:  # the database away for a moment: the next beat tries again
-                log.warning("could not renew the leases of batch %s", self.batch_id, exc_info=True)
+                log.warning(
+                    "the heartbeat of batch %s failed; the next beat tries again",
+                    self.batch_id,
+                    exc_info=True,
+                )
             seal_now(self.ctx.sessions)
 
-    def _renew(self) -> None:
+    def _beat(self, renew: bool) -> None:
         now = utcnow()
         with self._lock:
-            held = list(self._held)
-        # SKIP LOCKED (PostgreSQL; nothing on SQLite, which locks whole databases): a row the group
-        # writer holds is being promoted or released, so this beat leaves it to the next one rather
-        # than wait for it. Waiting deadlocked: the writer takes accounts, then deliveries, then
-        # accounts again, in its group's order; no order of the renewal's own avoids that cycle.
+            held = list(self._held) if renew else []
         with self.ctx.sessions.begin() as session:
-            mine = (
-                select(_DELIVERIES.c.id)
-                .where(
-                    _DELIVERIES.c.claimed_by == self.runner_id, _DELIVERIES.c.status == DeliveryStatus.SENDING
-                )
-                .with_for_update(skip_locked=True)
-            )
-            session.execute(
-                update(_DELIVERIES)
-                .where(_DELIVERIES.c.id.in_(mine.scalar_subquery()))
-                .values(lease_until=now + self.lease)
-            )
-            for chunk in chunks(held):
-                free = (
-                    select(_ACCOUNTS.c.id)
-                    .where(_ACCOUNTS.c.sending_delivery_id.in_(chunk))
-                    .with_for_update(skip_locked=True)
-                )
-                session.execute(
-                    update(_ACCOUNTS)
-                    .where(_ACCOUNTS.c.id.in_(free.scalar_subquery()))
-                    .values(sending_until=now + self.lease)
-                )
+            if renew:
+                self._renew(session, held, now)
             session.execute(update(_BATCHES).where(_BATCHES.c.id == self.batch_id).values(heartbeat_at=now))
             reason = session.scalar(select(_BATCHES.c.stop_reason).where(_BATCHES.c.id == self.batch_id))
         if reason:
             self._stopped(reason)
+
+    def _renew(self, session: Session, held: list[int], now: datetime) -> None:
+        # SKIP LOCKED (PostgreSQL; nothing on SQLite, which locks whole databases): a row the group
+        # writer holds is being promoted or released, so this renewal leaves it (it is ending) rather
+        # than wait for it. Waiting deadlocked: the writer takes accounts, then deliveries, then
+        # accounts again, in its group's order; no order of the renewal's own avoids that cycle.
+        mine = (
+            select(_DELIVERIES.c.id)
+            .where(_DELIVERIES.c.claimed_by == self.runner_id, _DELIVERIES.c.status == DeliveryStatus.SENDING)
+            .with_for_update(skip_locked=True)
+        )
+        session.execute(
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id.in_(mine.scalar_subquery()))
+            .values(lease_until=now + self.lease)
+        )
+        for chunk in chunks(held):
+            free = (
+                select(_ACCOUNTS.c.id)
+                .where(_ACCOUNTS.c.sending_delivery_id.in_(chunk))
+                .with_for_update(skip_locked=True)
+            )
+            session.execute(
+                update(_ACCOUNTS)
+                .where(_ACCOUNTS.c.id.in_(free.scalar_subquery()))
+                .values(sending_until=now + self.lease)
+            )
 
     def _let_go(self) -> None:
         """After a crash: make this runner's claims free to take at once (best effort)."""
