@@ -34,11 +34,12 @@ Per delivery (a mail thread; every transaction retried on transient database err
    saved is the batch's time, as hashing fills every core.
 
 Until its ending committed a delivery is in flight: SENDING under its lease, the account held. A runner
-renews its leases and the batch's heartbeat every second; a killed worker's deliveries are claimed
-again once their lease runs out and sent again, both emails with a new credential (the one in the first
-welcome email, never promoted, is replaced as pending), and `resume_stalled` finds batches whose
-heartbeat stopped. The batch ends once nothing is pending or in flight: FINISHED, or ABORTED with the
-reason it was stopped (401/403 from the mail API, or a stop asked for, e.g. Ctrl-C in the CLI).
+beats every second (the batch's heartbeat; a stop asked for elsewhere) and renews its leases every third
+of a lease; a killed worker's deliveries are claimed again once their lease runs out and sent again,
+both emails with a new credential (the one in the first welcome email, never promoted, is replaced as
+pending), and `resume_stalled` finds batches whose heartbeat stopped. The batch ends once nothing is
+pending or in flight: FINISHED, or ABORTED with the reason it was stopped (401/403 from the mail API, or
+a stop asked for, e.g. Ctrl-C in the CLI).
 """
 
 from __future__ import annotations
@@ -697,33 +698,26 @@ class BatchRunner:
                     username_tried=True,
                 )
             reason = partial.format(f"was not: {error.reason}") + "; send again to email both"
-            return self._finish(
-                target,
-                DeliveryStatus.FAILED,
-                reason,
-                AuditAction.CREDENTIALS_FAILED,
-                promotion=promotion,
-                username_tried=True,
-            )
         except Exception as error:
             log.exception("delivery %s failed unexpectedly", target.delivery_id)
             reason = partial.format(f"was not: internal error ({type(error).__name__}; see the logs)")
+        else:
             return self._finish(
                 target,
-                DeliveryStatus.FAILED,
-                reason,
-                AuditAction.CREDENTIALS_FAILED,
+                DeliveryStatus.SENT,
+                None,
+                AuditAction.CREDENTIALS_SENT,
                 promotion=promotion,
                 username_tried=True,
+                username_message_id=message_id,
             )
         return self._finish(
             target,
-            DeliveryStatus.SENT,
-            None,
-            AuditAction.CREDENTIALS_SENT,
+            DeliveryStatus.FAILED,
+            reason,
+            AuditAction.CREDENTIALS_FAILED,
             promotion=promotion,
             username_tried=True,
-            username_message_id=message_id,
         )
 
     def _send(self, target: _Target, template: str, category: str, **context: Any) -> str:
