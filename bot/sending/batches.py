@@ -100,7 +100,8 @@ def start_batch(
             session.flush()
             batch_id, mode = batch.id, batch.mode
             employees = skipped = 0
-            # In chunks, as plain rows (no ORM objects): memory stays flat however many employees.
+            # In chunks: each chunk's employees are read, its deliveries inserted as plain rows, and the
+            # employees let go, so memory stays flat however many employees.
             for chunk in chunks(list(dict.fromkeys(employee_ids))):
                 rows, skips = [], []
                 for recipient, account_id in recipients_with_accounts(session, chunk):
