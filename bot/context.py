@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.clock import Clock, SystemClock
 from bot.settings import Settings, get_settings
 from models import make_engine, make_session_factory
 
@@ -16,6 +17,7 @@ class Context:
 
     settings: Settings
     sessions: sessionmaker[Session]
+    clock: Clock = field(default_factory=SystemClock)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Context:

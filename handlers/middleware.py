@@ -3,7 +3,6 @@ state parsed into a plain dict."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -50,7 +49,7 @@ class AdminCheck:
         if not cached:
             return self._check(user_id)
         confirmed = self._confirmed.get(user_id)
-        age = time.monotonic() - confirmed if confirmed is not None else self.ttl
+        age = self.ctx.clock.monotonic() - confirmed if confirmed is not None else self.ttl
         if age >= self.ttl:
             return self._check(user_id)
         if age >= self.ttl / 2 and self.refresh_with and user_id not in self._refreshing:
@@ -59,7 +58,7 @@ class AdminCheck:
         return True
 
     def _check(self, user_id: str) -> bool:
-        checked_at = time.monotonic()
+        checked_at = self.ctx.clock.monotonic()
         try:
             with self.ctx.sessions() as session:
                 allowed = is_admin(session, user_id, self.ctx.settings.bootstrap_admin_ids)

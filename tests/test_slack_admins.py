@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from sqlalchemy.orm import Session
 
 from bot.admins import add_admin, remove_admin
+from bot.clock import ManualClock
 from bot.context import Context
 from handlers.middleware import AdminCheck
 
@@ -23,7 +24,8 @@ def test_admins_from_the_table_and_the_bootstrap_setting(context: Context, sessi
 
 
 def test_a_removed_admin_is_refused_once_the_short_cache_expires(context: Context, session: Session) -> None:
-    check = AdminCheck(context, ttl=0.3)
+    clock = ManualClock()
+    check = AdminCheck(replace(context, clock=clock), ttl=30)
     assert not check("UNEW00001")
     add_admin(session, "UNEW00001", "test")
     session.commit()
@@ -32,18 +34,19 @@ def test_a_removed_admin_is_refused_once_the_short_cache_expires(context: Contex
     session.commit()
     assert check("UNEW00001")  # still remembered...
     assert not check("UNEW00001", cached=False)  # ...except by the steps that change something
-    time.sleep(0.35)
+    clock.advance(30)
     assert not check("UNEW00001")  # ...and not for long
 
 
 def test_an_admin_at_work_is_rechecked_in_the_background(context: Context, session: Session) -> None:
     add_admin(session, "UBUSY0001", "test")
     session.commit()
+    clock = ManualClock()
     with ThreadPoolExecutor(1) as pool:
-        check = AdminCheck(context, ttl=0.4, refresh_with=pool)
+        check = AdminCheck(replace(context, clock=clock), ttl=30, refresh_with=pool)
         assert check("UBUSY0001")
         remove_admin(session, "UBUSY0001", "test")
         session.commit()
-        time.sleep(0.25)  # past half the cache's life: answered from the cache, re-checked behind it
+        clock.advance(20)  # past half the cache's life: answered from the cache, re-checked behind it
         assert check("UBUSY0001")
     assert not check("UBUSY0001")  # the background check found them gone
