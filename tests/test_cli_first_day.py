@@ -9,11 +9,14 @@ shown whole.
 from __future__ import annotations
 
 import os
+import pty
 import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
+from select import select as wait_readable
 
 import click
 import pytest
@@ -331,3 +334,51 @@ def test_the_outbox_notice_is_printed_once_per_send(
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert (sent.stdout + sent.stderr).count("SENDGRID_API_KEY is not set") == 1
     assert len(outbox_messages(settings.outbox_dir)) == 2
+
+
+def read_until(fd: int, wanted: str, seconds: float = 30) -> str:
+    """What the terminal `fd` shows until `wanted` appears (or the program ends)."""
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while wanted.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{wanted!r} never came; the terminal showed:\n{seen.decode(errors='replace')}"
+        if wait_readable([fd], [], [], left)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the program ended and closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_at_a_terminal_several_accounts_are_listed_and_asked_about(
+    settings: Settings, session: Session, tmp_path: Path
+) -> None:
+    add_employee(session, "1", "Grace", "Hopper", username="ghopper")
+    add_employee(session, "2", "Alan", "Turing", username="aturing")
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "OUTBOX_DIR": str(settings.outbox_dir)}
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [CREDBOT, "accounts", "disable", "ghopper", "2"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        cwd=tmp_path,
+    )
+    os.close(secondary)
+    try:
+        asked = read_until(primary, "Disable these 2 accounts? [y/N]: ")
+        assert "Grace Hopper" in asked and "Alan Turing" in asked
+        os.write(primary, b"y\n")
+        done = read_until(primary, "Disabled 2 account(s).")
+        assert process.wait(timeout=30) == 0, done
+    finally:
+        process.kill()
+        os.close(primary)
+    session.expire_all()
+    assert sorted(a.status for a in session.scalars(select(Account))) == ["disabled", "disabled"]
