@@ -112,12 +112,13 @@ def _named_accounts(employees: Sequence[str], question: str, yes: bool) -> list[
     """The employee numbers of EMPLOYEE arguments, after showing who and asking when there are several."""
     with context().sessions() as session:
         named = employees_named(session, employees, "nothing was changed")
-    if len(named) > 1 and not yes:
+    with_account = sum(1 for n in named if n.username is not None)
+    if with_account > 1 and not yes:
         print_table(
             ["EMPLOYEE", "NAME", "USERNAME", "STATUS"],
             ((n.employee_number, n.name, n.username or "", n.status or "no account") for n in named),
         )
-    confirm_many(question.format(count=len(named)), len(named), yes)
+    confirm_many(question.format(count=with_account), with_account, yes)
     return [n.employee_number for n in named]
 
 
