@@ -102,7 +102,7 @@ def test_an_unknown_role_is_refused_unless_create_role(sample: RunCli, session: 
     typo = sample("accounts", "roles", "--add", "Developr", "1001")
     assert typo.exit_code == 1 and typo.stdout == ""
     assert "No such role: Developr (did you mean Developer?)." in typo.stderr
-    assert "To create them, add --create-role. Nothing was changed." in typo.stderr
+    assert "To create it, add --create-role. Nothing was changed." in typo.stderr
     gone = sample("accounts", "roles", "--remove", "Legacy", "1001")
     assert (
         gone.exit_code == 1 and "No such role: Legacy." in gone.stderr and "--create-role" not in gone.stderr

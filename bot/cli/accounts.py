@@ -262,7 +262,8 @@ def roles_command(
                 confirmed=[t.employee_number for t in targets],
             )
     except UnknownRoles as error:
-        hint = " To create them, add --create-role." if error.to_add else ""
+        them = "it" if len(error.to_add) == 1 else "them"
+        hint = f" To create {them}, add --create-role." if error.to_add else ""
         raise click.ClickException(f"{error}{hint} Nothing was changed.") from error
     except AccountChangeError as error:
         raise click.ClickException(str(error)) from error
