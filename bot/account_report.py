@@ -21,6 +21,8 @@ from models import Account, Delivery, Employee, Role, account_roles, full_name, 
 HEADER = (
     "employee_number",
     "name",
+    "email",
+    "department",
     "username",
     "status",
     "roles",
@@ -30,6 +32,9 @@ HEADER = (
     "password_changed_utc",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_ENCODING = "utf-8-sig"
+"""UTF-8 with a byte-order mark: without it Excel reads the file as the local code page and mangles
+accents. Open the report's file with this encoding."""
 ROWS_PER_FETCH = 2000
 _SEPARATOR = "\x1f"
 
@@ -66,6 +71,8 @@ def account_rows(session: Session, now: datetime | None = None) -> Iterator[tupl
             Employee.employee_number,
             Employee.first_name,
             Employee.last_name,
+            Employee.email,
+            Employee.department,
             Account.username,
             status_column(now),
             roles,
@@ -86,6 +93,8 @@ def account_rows(session: Session, now: datetime | None = None) -> Iterator[tupl
         number,
         first,
         last,
+        email,
+        department,
         username,
         status,
         role_names,
@@ -97,6 +106,8 @@ def account_rows(session: Session, now: datetime | None = None) -> Iterator[tupl
         yield (
             number,
             full_name(first, last),
+            email or "",
+            department or "",
             username,
             status,
             ", ".join(sorted(role_names.split(_SEPARATOR), key=str.casefold)) if role_names else "",
@@ -108,7 +119,7 @@ def account_rows(session: Session, now: datetime | None = None) -> Iterator[tupl
 
 
 def write_accounts_csv(session: Session, out: IO[str], now: datetime | None = None) -> int:
-    """Write the report to `out` (opened with newline=""); the number of accounts written."""
+    """Write the report to `out` (opened with newline="" and CSV_ENCODING); the number of accounts."""
     writer = csv.writer(out)
     writer.writerow(HEADER)
     count = 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVarTuple
@@ -268,9 +269,16 @@ def list_accounts(session: Session, status: str | None = None, limit: int | None
         .order_by(Account.username)
         .limit(limit)
     )
-    if status:
-        query = query.where(status_column() == status)
-    return list(session.scalars(query))
+    return list(session.scalars(_of_status(query, status)))
+
+
+def count_accounts(session: Session, status: str | None = None) -> int:
+    """How many accounts `list_accounts` would list without a limit."""
+    return session.scalar(_of_status(select(func.count()).select_from(Account), status)) or 0
+
+
+def _of_status(query: Select[*_Ts], status: str | None) -> Select[*_Ts]:
+    return query.where(status_column() == status) if status else query
 
 
 @dataclass
@@ -437,6 +445,8 @@ class Renamed:
     employee_number: str
     old_username: str
     new_username: str
+    email: str | None
+    """The employee's address (None: they have none, so nobody can tell them by email)."""
 
 
 def check_username(session: Session, username: str, account_id: int | None = None) -> str | None:
@@ -486,7 +496,68 @@ def rename_account(session: Session, actor: str, employee_number: str, new_usern
         session.flush()  # a concurrent rename to the same name fails here, on the unique constraint
     except IntegrityError as error:
         raise AccountChangeError(f"The username {new_username} is already taken.") from error
-    return Renamed(account.id, employee.employee_number, old, new_username)
+    return Renamed(account.id, employee.employee_number, old, new_username, employee.email)
+
+
+class UnknownRoles(AccountChangeError):
+    """Roles named in a roles edit that do not exist (and were not to be created)."""
+
+    def __init__(self, to_add: list[str], to_remove: list[str], known: list[str]) -> None:
+        self.to_add, self.to_remove = to_add, to_remove
+        names = [*to_add, *to_remove]
+        hints = [
+            f"{name} (did you mean {close[0]}?)"
+            if (close := difflib.get_close_matches(name, known, 1))
+            else name
+            for name in names
+        ]
+        listed = f" The roles are: {', '.join(sorted(known, key=str.casefold))}." if known else ""
+        super().__init__(f"No such role: {', '.join(hints)}.{listed}")
+
+
+@dataclass(frozen=True)
+class RoleTarget:
+    """An employee a roles edit reaches."""
+
+    employee_number: str
+    name: str
+    account_id: int | None
+    username: str | None
+    """None (with account_id): the employee has no account."""
+
+
+def role_targets(
+    session: Session, employee_numbers: Sequence[str] = (), department: str | None = None
+) -> tuple[list[RoleTarget], list[str]]:
+    """Who a roles edit reaches: the given employees in order, or every active employee of `department`
+    (any case) by number; and the employee numbers that are not in the directory."""
+    department = (department or "").strip()
+    if bool(employee_numbers) == bool(department):
+        raise AccountChangeError("Pick employees, or give a department (not both).")
+    query = select(
+        Employee.employee_number, Employee.first_name, Employee.last_name, Account.id, Account.username
+    ).outerjoin(Account, Account.employee_id == Employee.id)
+    if department:
+        rows = list(
+            session.execute(
+                query.where(
+                    func.lower(Employee.department) == department.casefold(), Employee.active.is_(True)
+                ).order_by(Employee.employee_number)
+            )
+        )
+        if not rows:
+            raise AccountChangeError(f"Nobody active is in the department {department}.")
+        unknown: list[str] = []
+    else:
+        numbers = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
+        found = {row.employee_number: row for row in _in_chunks(session, query, numbers)}
+        unknown = [number for number in numbers if number not in found]
+        rows = [found[number] for number in numbers if number in found]
+    targets = [
+        RoleTarget(number, full_name(first, last), account_id, username)
+        for number, first, last, account_id, username in rows
+    ]
+    return targets, unknown
 
 
 @dataclass
@@ -495,10 +566,22 @@ class RolesEdited:
 
     group: int
     """The audit event that groups the per-employee events."""
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    """The roles given and taken away, as stored."""
     changed: int = 0
     unchanged: int = 0
     without_account: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+
+    def unchanged_text(self) -> str:
+        """Why the unchanged accounts were left alone: "2 already had Approver and did not have Legacy"."""
+        reasons = []
+        if self.added:
+            reasons.append(f"already had {' and '.join(self.added)}")
+        if self.removed:
+            reasons.append(f"did not have {' or '.join(self.removed)}")
+        return f"{self.unchanged:,} {' and '.join(reasons)}"
 
 
 def edit_roles(
@@ -508,11 +591,16 @@ def edit_roles(
     remove: Sequence[str] = (),
     employee_numbers: Sequence[str] = (),
     department: str | None = None,
+    *,
+    create_roles: bool = False,
+    confirmed: Collection[str] | None = None,
 ) -> RolesEdited:
     """Add and remove roles on many accounts at once: the given employees, or a whole department.
 
     One ROLES_EDITED audit event for the action, and one ACCOUNT_ROLES_CHANGED per account that
-    changed, pointing at it (`group`). Roles to add are created on demand; roles to remove must exist.
+    changed, pointing at it (`group`). Every role named must exist (UnknownRoles), except that roles to
+    add are created when `create_roles`, so that a typo does not become a new role. `confirmed`: the
+    employee numbers the admin was shown; if the department's people changed since, nothing is changed.
     """
     add = _unique_ignoring_case([name.strip() for name in add if name.strip()])
     remove = _unique_ignoring_case([name.strip() for name in remove if name.strip()])
@@ -521,36 +609,17 @@ def edit_roles(
     both = {name.casefold() for name in add} & {name.casefold() for name in remove}
     if both:
         raise AccountChangeError(f"A role cannot be both added and removed: {', '.join(sorted(both))}.")
-    if bool(employee_numbers) == bool(department and department.strip()):
-        raise AccountChangeError("Pick employees, or give a department (not both).")
+    targets, unknown = role_targets(session, employee_numbers, department)
+    if confirmed is not None and {t.employee_number for t in targets} != set(confirmed):
+        raise AccountChangeError("Who this reaches changed since it was shown; nothing was changed.")
     known = {
         name.casefold(): (name, role_id) for name, role_id in session.execute(select(Role.name, Role.id))
     }
-    missing = [name for name in remove if name.casefold() not in known]
-    if missing:
-        raise AccountChangeError(f"No such role to remove: {', '.join(missing)}.")
-
-    query = select(Employee.employee_number, Account.id, Account.username).outerjoin(
-        Account, Account.employee_id == Employee.id
-    )
-    result_rows: list[tuple[str, int | None, str | None]]
-    unknown: list[str] = []
-    if department and department.strip():
-        wanted = department.strip().casefold()
-        result_rows = list(
-            session.execute(
-                query.where(func.lower(Employee.department) == wanted, Employee.active.is_(True)).order_by(
-                    Employee.employee_number
-                )
-            )
-        )
-        if not result_rows:
-            raise AccountChangeError(f"Nobody active is in the department {department.strip()}.")
-    else:
-        numbers = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
-        found = {row.employee_number: row for row in _in_chunks(session, query, numbers)}
-        unknown = [number for number in numbers if number not in found]
-        result_rows = [found[number] for number in numbers if number in found]
+    missing_add = [] if create_roles else [name for name in add if name.casefold() not in known]
+    missing_remove = [name for name in remove if name.casefold() not in known]
+    if missing_add or missing_remove:
+        raise UnknownRoles(missing_add, missing_remove, [name for name, _ in known.values()])
+    department = (department or "").strip()
 
     role_ids = _role_ids(session, set(add)) if add else known
     add_ids = {role_ids[name.casefold()][1]: role_ids[name.casefold()][0] for name in add}
@@ -559,21 +628,23 @@ def edit_roles(
         session,
         actor,
         AuditAction.ROLES_EDITED,
-        department_target(department.strip()) if department and department.strip() else None,
+        department_target(department) if department else None,
         add=list(add_ids.values()),
         remove=list(remove_ids.values()),
-        employees=len(result_rows),
+        employees=len(targets),
     )
     session.flush()
-    result = RolesEdited(group=group.id, unknown=unknown)
-    targets: list[tuple[str, int, str]] = []
-    for number, account_id, username in result_rows:
-        if account_id is None or username is None:  # no account: both come from the outer join
-            result.without_account.append(number)
+    result = RolesEdited(
+        group=group.id, added=list(add_ids.values()), removed=list(remove_ids.values()), unknown=unknown
+    )
+    with_account: list[tuple[str, int, str]] = []
+    for target in targets:
+        if target.account_id is None or target.username is None:  # both come from the outer join
+            result.without_account.append(target.employee_number)
         else:
-            targets.append((number, account_id, username))
+            with_account.append((target.employee_number, target.account_id, target.username))
     now = utcnow()
-    for chunk in chunks(targets):
+    for chunk in chunks(with_account):
         current: dict[int, set[int]] = {}
         links = select(account_roles.c.account_id, account_roles.c.role_id).where(
             account_roles.c.account_id.in_([account_id for _, account_id, _ in chunk])

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Engine, event, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit_chain import request_seal
@@ -179,3 +179,11 @@ def recent(session: Session, limit: int = 50, action: str | None = None) -> list
     if action:
         query = query.where(AuditEvent.action == action)
     return list(session.scalars(query))
+
+
+def count_events(session: Session, action: str | None = None) -> int:
+    """How many events `recent` would list without a limit."""
+    query = select(func.count()).select_from(AuditEvent)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    return session.scalar(query) or 0

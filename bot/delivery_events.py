@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.chunks import CHUNK, chunks
 from bot.sending.sender import USERNAME_CATEGORY, WELCOME_CATEGORY
+from bot.settings import Settings
 from models import (
     CredentialBatch,
     Delivery,
@@ -472,6 +473,15 @@ def state_counts(session: Session, batch_id: int | None = None) -> dict[str, int
     for state, count in session.execute(query):
         counts[str(state or MailState.WAITING)] += count
     return counts
+
+
+def untracked_reason(settings: Settings) -> str | None:
+    """Why no delivery events will come (None: SendGrid's signed Event Webhook reports them)."""
+    if settings.uses_outbox:
+        return "outbox"
+    if not settings.sendgrid_webhook_public_key:
+        return "SENDGRID_WEBHOOK_PUBLIC_KEY is not set"
+    return None
 
 
 def describe_counts(counts: dict[str, int]) -> str:

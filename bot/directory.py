@@ -9,15 +9,16 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVarTuple, cast
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bot.admins import SLACK_USER_ID
 from bot.audit import AuditAction, employee_target, record
-from models import Account, Employee, utcnow
+from models import Account, Employee, name_sort_key, utcnow
+from models.directory import fold_accents as fold_accents  # its home is the model; imported from here too
 
 if TYPE_CHECKING:
     from _csv import Reader  # what csv.reader returns (the name exists in typeshed only)
@@ -76,23 +77,7 @@ MAX_ROLE_LENGTH = 100
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "active"})
 FALSE_WORDS = frozenset({"0", "false", "no", "n", "inactive"})
 PROGRESS_EVERY = 1000
-
-# Latin letters that NFKD does not split into a base letter plus an accent.
-_EXTRA_FOLDS = str.maketrans(
-    {
-        "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
-        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH",
-        "ı": "i", "ħ": "h", "Ħ": "H",  # noqa: RUF001
-    }
-)  # fmt: skip
-
-
-def fold_accents(text: str) -> str:
-    """`text` without accents: "Zoë Ñúñez" -> "Zoe Nunez", "Øst" -> "Ost" (other scripts kept)."""
-    if text.isascii():
-        return text
-    decomposed = unicodedata.normalize("NFKD", text.translate(_EXTRA_FOLDS))
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
+_Ts = TypeVarTuple("_Ts")
 
 
 def make_search_text(
@@ -167,6 +152,7 @@ def import_employees(
             continue
         merged = {**old, **row.values}
         merged["search_text"] = _search_text(merged)
+        merged["sort_name"] = name_sort_key(merged["first_name"], merged["last_name"])
         if any(merged[key] != old[key] for key in merged):
             merged["b_id"] = merged.pop("id")
             merged.pop("username")
@@ -285,6 +271,7 @@ def _existing_employees(session: Session) -> dict[str, dict[str, Any]]:
         Employee.directory_roles,
         Employee.active,
         Employee.search_text,
+        Employee.sort_name,
         Account.username,
     ).outerjoin(Account, Account.employee_id == Employee.id)
     return {row.employee_number: row._asdict() for row in session.execute(query)}
@@ -416,6 +403,7 @@ def _new_employee(values: dict[str, Any]) -> dict[str, Any]:
         **values,
     }
     employee["search_text"] = _search_text({**employee, "username": None})
+    employee["sort_name"] = name_sort_key(employee["first_name"], employee["last_name"])
     return employee
 
 
@@ -437,10 +425,51 @@ def list_employees(session: Session, search: str | None = None, limit: int = 50)
         .order_by(Employee.employee_number)
         .limit(limit)
     )
+    return list(session.scalars(_matching(query, search)))
+
+
+def count_employees(session: Session, search: str | None = None) -> int:
+    """How many employees `list_employees` would list without a limit."""
+    return session.scalar(_matching(select(func.count()).select_from(Employee), search)) or 0
+
+
+def _matching(query: Select[*_Ts], search: str | None) -> Select[*_Ts]:
     words = fold_accents(search or "").lower().split()
-    if words:
-        query = query.where(and_(*(Employee.search_text.contains(word, autoescape=True) for word in words)))
-    return list(session.scalars(query))
+    if not words:
+        return query
+    return query.where(and_(*(Employee.search_text.contains(word, autoescape=True) for word in words)))
+
+
+ICU_COLLATION = "und-x-icu"
+"""PostgreSQL's ICU root collation (CLDR's language-neutral order), where the server was built with ICU."""
+_icu_found: dict[tuple[str, str], bool] = {}
+
+
+def name_order(session: Session) -> tuple[ColumnElement[str], ...]:
+    """ORDER BY for employees by name, last name first, as a reader expects (not by code point).
+
+    PostgreSQL with ICU: its root collation over the names. Elsewhere the folded `sort_name`, which puts
+    Latin names in the same order. Ties go by employee number.
+    """
+    if _has_icu(session):
+        return (
+            Employee.last_name.collate(ICU_COLLATION),
+            Employee.first_name.collate(ICU_COLLATION),
+            Employee.employee_number.expression,
+        )
+    return (Employee.sort_name.expression, Employee.employee_number.expression)
+
+
+def _has_icu(session: Session) -> bool:
+    """Whether the database has ICU_COLLATION (asked once per database and process)."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return False
+    key = (bind.engine.url.render_as_string(), ICU_COLLATION)
+    if key not in _icu_found:
+        query = text("SELECT 1 FROM pg_collation WHERE collname = :name")
+        _icu_found[key] = session.scalar(query, {"name": ICU_COLLATION}) is not None
+    return _icu_found[key]
 
 
 def change_email(

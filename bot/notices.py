@@ -132,8 +132,11 @@ def _audit_failure(
     )
 
 
-def notify_renamed(ctx: Context, renamed: Renamed, actor: str) -> None:
-    """Queue the email telling the employee their new username (and that the old one stopped working)."""
+def notify_renamed(ctx: Context, renamed: Renamed, actor: str) -> bool:
+    """Queue the email telling the employee their new username (and that the old one stopped working);
+    False when the employee has no address, so nothing was queued."""
+    if not renamed.email:
+        return False
     enqueue_notice(
         ctx,
         renamed.account_id,
@@ -143,4 +146,17 @@ def notify_renamed(ctx: Context, renamed: Renamed, actor: str) -> None:
         failure_action=AuditAction.RENAME_NOTICE_FAILED,
         old_username=renamed.old_username,
         changed_at=utcnow(),
+    )
+    return True
+
+
+def rename_notice_text(renamed: Renamed) -> str:
+    """What the admin is told about the email a rename sends (or cannot send)."""
+    if not renamed.email:
+        return (
+            "The employee has no email address, so nobody was emailed: tell them their new username yourself."
+        )
+    return (
+        f"An email with the new username was queued for {renamed.email}; "
+        f"if it cannot be sent, that is audited as {AuditAction.RENAME_NOTICE_FAILED}."
     )

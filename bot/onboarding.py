@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.accounts import status_column
+from bot.directory import name_order
 from bot.reports import BatchLine, recent_batches
 from bot.sending.recipients import never_emailed
 from models import Account, AccountStatus, Employee, SetupLink, full_name, utcnow
@@ -112,9 +113,9 @@ class Person:
     locked_until: datetime | None
 
 
-def _in_order(query: Select[*_Ts], stage: Stage) -> Select[*_Ts]:
+def _in_order(session: Session, query: Select[*_Ts], stage: Stage) -> Select[*_Ts]:
     """A stage's list order: soonest deadline first for the emailed stages, else by name."""
-    by_name = (Employee.last_name, Employee.first_name, Employee.employee_number)
+    by_name = name_order(session)
     if stage in (Stage.EXPIRING, Stage.EXPIRED, Stage.AWAITING_SIGN_IN):
         return query.order_by(credential_deadline(), *by_name)
     return query.order_by(*by_name)
@@ -143,7 +144,7 @@ def _people(
     ).where(stage_clause(stage, now))
     if since is not None:
         query = query.where(deadline > since)
-    rows = session.execute(_in_order(query, stage).offset(offset).limit(limit))
+    rows = session.execute(_in_order(session, query, stage).offset(offset).limit(limit))
     return [
         Person(eid, number, full_name(first, last), account_id, username, due, locked)
         for eid, number, first, last, account_id, username, due, locked in rows
@@ -165,7 +166,7 @@ def expired_since(session: Session, since: datetime, now: datetime, limit: int) 
 def stage_employee_ids(session: Session, stage: Stage, now: datetime | None = None) -> list[int]:
     """Every employee in a stage, in the list's order."""
     query = _base(select(Employee.id)).where(stage_clause(stage, now or utcnow()))
-    return list(session.scalars(_in_order(query, stage)))
+    return list(session.scalars(_in_order(session, query, stage)))
 
 
 def stage_count(session: Session, stage: Stage, now: datetime | None = None) -> int:

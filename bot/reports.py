@@ -52,7 +52,9 @@ class Report:
     never_emailed: int
     """As `bot.sending.recipients.never_emailed`: the number the picker offers to email."""
     batches: list[BatchLine]
+    all_batches: int
     failures: list[FailureLine]
+    all_failures: int
     delivery_states: dict[str, int]
     """Deliveries whose welcome email was accepted, by MailState (SendGrid's events), over all batches."""
 
@@ -74,7 +76,12 @@ def build_report(session: Session, batches: int = 10, failures: int = 20) -> Rep
         without_email=session.scalar(count.where(active, Employee.email.is_(None))) or 0,
         never_emailed=count_never_emailed(session),
         batches=recent_batches(session, batches),
+        all_batches=session.scalar(select(func.count()).select_from(CredentialBatch)) or 0,
         failures=_recent_failures(session, failures),
+        all_failures=session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.FAILED)
+        )
+        or 0,
         delivery_states=state_counts(session),
     )
 

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     gets the CPU every other process on the machine leaves, so a web process beside it answers as if it
     were alone. The worker's other threads keep their priority."""
     send_lease_seconds: float = Field(default=60.0, ge=1.0)
-    """How long a worker's claim on a delivery lasts unless renewed (every second while it runs)."""
+    """How long a worker's claim on a delivery lasts unless renewed (every third of it while it runs)."""
 
     # Accounts and credentials
     portal_url: str = "http://localhost:3000/portal"

@@ -9,7 +9,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.context import Context
-from bot.sending.recipients import resolve_employees
+from bot.lookup import resolve_employees
 from handlers import ids
 from handlers.background import Background
 from handlers.credentials_flow import open_picker_modal
@@ -67,7 +67,8 @@ def open_from_command(ctx: Context, client: WebClient, body: dict[str, Any]) -> 
     """Open the picker with the command's employees (and "never emailed" if asked) preselected."""
     pending, keys = parse_command_text(body.get("text", ""))
     with ctx.sessions() as session:
-        employee_ids, unknown = resolve_employees(session, keys) if keys else ([], [])
+        resolved = resolve_employees(session, keys)
+    employee_ids, unknown = resolved.ids, resolved.not_found
     open_picker_modal(
         ctx,
         client,

@@ -11,7 +11,7 @@ import tempfile
 
 from slack_sdk import WebClient
 
-from bot.account_report import write_accounts_csv
+from bot.account_report import CSV_ENCODING, write_accounts_csv
 from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
 from handlers.slack_calls import SlackCallFailed, call, tell_user
@@ -23,7 +23,7 @@ def send_account_report(ctx: Context, client: WebClient, user_id: str, channel_i
     who = slack_actor(user_id)
     now = utcnow()
     filename = f"credbot-accounts-{now:%Y%m%d-%H%M}.csv"
-    with tempfile.NamedTemporaryFile("w+", newline="", encoding="utf-8", suffix=".csv") as out:
+    with tempfile.NamedTemporaryFile("w+", newline="", encoding=CSV_ENCODING, suffix=".csv") as out:
         with ctx.sessions() as session:
             count = write_accounts_csv(session, out, now)
         out.flush()

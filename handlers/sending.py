@@ -22,7 +22,7 @@ from slack_sdk import WebClient
 from bot import jobs
 from bot.audit import AuditAction, batch_target, record_now, slack_actor, slack_user_of
 from bot.context import Context
-from bot.delivery_events import remember_summary, state_counts
+from bot.delivery_events import remember_summary, state_counts, untracked_reason
 from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, remember_message
 from bot.sending.jobs import BATCH_TIME_LIMIT_MS, register_runner
 from bot.sending.sender import BatchRunner
@@ -125,8 +125,7 @@ class ChannelTrail:
             update_delivery_trail(self.ctx, self.batch_id, self.client, now_if_due=True)
 
     def _tracks_delivery(self) -> bool:
-        settings = self.ctx.settings
-        return bool(settings.sendgrid_webhook_public_key) and not settings.uses_outbox
+        return untracked_reason(self.ctx.settings) is None
 
     def crashed(self) -> None:
         text = (

@@ -27,7 +27,7 @@ from bot.accounts import (
 )
 from bot.audit import slack_actor
 from bot.context import Context
-from bot.notices import notify_renamed
+from bot.notices import notify_renamed, rename_notice_text
 from bot.selections import SelectionNotFound, load_selection
 from bot.settings import split_names
 from handlers import ids
@@ -121,8 +121,7 @@ def submit_rename(ack: Ack, form: dict[str, Any], user_id: str, ctx: Context, ba
         view=message_view(
             "Account renamed",
             f":white_check_mark: Renamed `{renamed.old_username}` to `{renamed.new_username}` "
-            f"({escape(renamed.employee_number)}). The employee is being emailed their new username "
-            "(a failure is audited).",
+            f"({escape(renamed.employee_number)}). {escape(rename_notice_text(renamed))}",
         ),
     )
     background.start("emailing the new username", user_id, None, after_rename, user_id, renamed)
@@ -154,7 +153,9 @@ def submit_roles(
         try:
             with ctx.sessions.begin() as session:
                 numbers = employee_numbers_for(session, picked)
-                result = edit_roles(session, slack_actor(user_id), add, remove, numbers, department or None)
+                result = edit_roles(
+                    session, slack_actor(user_id), add, remove, numbers, department or None, create_roles=True
+                )
         except AccountChangeError as error:
             return "Roles not changed", f":x: {error} Nothing was changed."
         return "Roles changed", roles_text(result)

@@ -366,7 +366,8 @@ def changes_text(done: str, result: AccountsChanged) -> str:
 
 
 def roles_text(result: RolesEdited) -> str:
-    text = f"*Changed the roles of {result.changed:,} account(s)*; {result.unchanged:,} already had them."
+    text = f"*Changed the roles of {result.changed:,} account(s)*"
+    text += f"; {escape(result.unchanged_text())}." if result.unchanged else "."
     if result.without_account:
         text += f"\n{len(result.without_account):,} employee(s) have no account and were left alone."
     return text + f"\nAudited as action #{result.group}."

@@ -5,7 +5,7 @@ from models.admins import Admin
 from models.audit import AuditEvent
 from models.base import Base, utcnow
 from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
-from models.directory import Employee, full_name
+from models.directory import Employee, fold_accents, full_name, name_sort_key
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
 __all__ = [
@@ -23,9 +23,11 @@ __all__ = [
     "Role",
     "SetupLink",
     "account_roles",
+    "fold_accents",
     "full_name",
     "make_engine",
     "make_session_factory",
+    "name_sort_key",
     "rowcount",
     "upgrade_database",
     "utcnow",

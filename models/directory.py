@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Index, String, Text
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
@@ -19,13 +21,45 @@ def full_name(first_name: str, last_name: str) -> str:
     return f"{first_name} {last_name}".strip()
 
 
+# Latin letters that NFKD does not split into a base letter plus an accent.
+_EXTRA_FOLDS = str.maketrans(
+    {
+        "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH",
+        "ı": "i", "ħ": "h", "Ħ": "H",  # noqa: RUF001
+    }
+)  # fmt: skip
+
+
+def fold_accents(text: str) -> str:
+    """`text` without accents: "Zoë Ñúñez" -> "Zoe Nunez", "Øst" -> "Ost" (other scripts kept)."""
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text.translate(_EXTRA_FOLDS))
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def name_sort_key(first_name: str, last_name: str) -> str:
+    """Where a person goes in a list by name, as a reader expects it rather than by code point: last name,
+    then first name, accents and case folded ("Ñúñez" among the N's, "Ó Briain" and "Østergaard" among
+    the O's, "İbrahimoğlu" among the I's). A tab (which names never hold) separates the two, so that
+    "Smith, Jane" comes before "Smith-Jones, Ann"; plain binary comparison of keys then sorts."""
+    return f"{fold_accents(last_name).casefold()}\t{fold_accents(first_name).casefold()}"
+
+
+def _sort_name_default(context: DefaultExecutionContext) -> str:
+    values = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return name_sort_key(values["first_name"], values["last_name"])
+
+
 class Employee(Base):
     """One person in the HR directory."""
 
     __tablename__ = "employees"
     __table_args__ = (
         # Lists by name (App Home, "show all") read the first few in order instead of sorting everyone.
-        Index("ix_employees_by_name", "last_name", "first_name", "employee_number"),
+        # On PostgreSQL with ICU, migration 0011 adds ix_employees_by_name_icu for the collated order.
+        Index("ix_employees_by_sort_name", "sort_name", "employee_number"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -38,6 +72,8 @@ class Employee(Base):
     directory_roles: Mapped[str] = mapped_column(String(1000), default="")
     """Roles from the HR export, `;`-separated; given to the account on creation."""
     active: Mapped[bool] = mapped_column(default=True)
+    sort_name: Mapped[str] = mapped_column(Text, default=_sort_name_default)
+    """`name_sort_key` of the names: lists by name order by it where no ICU collation is at hand."""
     search_text: Mapped[str] = mapped_column(Text, default="")
     """Lower-case, accent-folded name, email, number and username, for type-ahead search.
     On PostgreSQL the 0001 migration adds a pg_trgm GIN index on it when the extension is available."""

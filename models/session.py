@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-OPTIONAL_INDEXES = frozenset({"ix_employees_search_text_trgm"})
-"""Indexes a migration adds only where the database can have them (pg_trgm): the models do not know them."""
+OPTIONAL_INDEXES = frozenset({"ix_employees_search_text_trgm", "ix_employees_by_name_icu"})
+"""Indexes a migration adds only where the database can have them (pg_trgm, ICU): the models do not
+know them."""
 
 
 def rowcount(result: Result[*tuple[Any, ...]]) -> int:

@@ -64,7 +64,8 @@ def test_unknown_employees_are_an_error_and_nothing_is_sent(
 ) -> None:
     add_employee(session, "1")
     result = cli("credentials", "send", "1", "404", "--yes")
-    assert result.exit_code == 1 and "no employee with number or address 404" in result.output
+    assert result.exit_code == 1
+    assert "no employee has the number, email address or username 404; nothing was sent" in result.stderr
     assert batches(session) == 0
 
 

@@ -36,7 +36,8 @@ def test_rename_emails_the_employee_and_refuses_bad_names(
 ) -> None:
     result = sample("accounts", "rename", "1001", "john.smith")
     assert result.exit_code == 0, result.output
-    assert "Renamed jsmith to john.smith (1001)." in result.output and "was sent an email" in result.output
+    assert "Renamed jsmith to john.smith (1001)." in result.output
+    assert "An email with the new username was queued for john.smith@example.com" in result.output
     (mail,) = outbox_messages(settings.outbox_dir)
     assert mail["To"] == "John Smith <john.smith@example.com>"
     assert "john.smith" in mail.get_body(("plain",)).get_content()
@@ -44,7 +45,7 @@ def test_rename_emails_the_employee_and_refuses_bad_names(
     for args, message in [
         (("1002", "john.smith"), "already taken"),
         (("1002", "jane smith"), "A username must be"),
-        (("4242", "nobody"), "has no account"),
+        (("4242", "nobody"), "no employee has the number, email address or username 4242"),
     ]:
         refused = sample("accounts", "rename", *args)
         assert refused.exit_code == 1 and message in refused.stderr
@@ -52,11 +53,15 @@ def test_rename_emails_the_employee_and_refuses_bad_names(
 
 
 def test_roles_for_numbers_and_a_department(sample: RunCli, session: Session) -> None:
-    result = sample("accounts", "roles", "--add", "Auditor", "--department", "engineering")
+    result = sample(
+        "accounts", "roles", "--add", "Auditor", "--create-role", "--department", "engineering", "--yes"
+    )
     assert result.exit_code == 0, result.output
-    assert "Changed the roles of 3 account(s); 0 already had them." in result.output
+    assert result.output == "Changed the roles of 3 account(s).\n"
     result = sample("accounts", "roles", "--remove", "Auditor", "--remove", "Developer", "1003", "4242")
-    assert result.exit_code == 1 and "Unknown employee number(s): 4242" in result.stderr
+    assert result.exit_code == 1 and "username 4242; nothing was changed" in result.stderr
+    result = sample("accounts", "roles", "--remove", "Auditor", "--remove", "Developer", "1003")
+    assert result.output == "Changed the roles of 1 account(s).\n"
     roles = {
         a.username: sorted(r.name for r in a.roles)
         for a in session.scalars(
@@ -79,12 +84,12 @@ def test_unlock_disable_enable(sample: RunCli, session: Session) -> None:
     account = session.scalars(select(Account).where(Account.username == "jsmith")).one()
     account.locked_until = utcnow() + timedelta(minutes=5)
     session.commit()
-    result = sample("accounts", "unlock", "1001", "1002")
+    result = sample("accounts", "unlock", "1001", "1002", "--yes")
     assert "Unlocked 1001 (jsmith)." in result.output and "Not locked: 1002 (jsmith2)." in result.output
-    assert "Disabled 2 account(s)." in sample("accounts", "disable", "1001", "1002").output
+    assert "Disabled 2 account(s)." in sample("accounts", "disable", "1001", "1002", "-y").output
     assert "Enabled 1 account(s)." in sample("accounts", "enable", "1002").output
     unknown = sample("accounts", "enable", "999")
-    assert unknown.exit_code == 1 and "Unknown employee number(s): 999" in unknown.stderr
+    assert unknown.exit_code == 1 and "username 999; nothing was changed" in unknown.stderr
     session.expire_all()
     statuses = {a.username: a.status for a in session.scalars(select(Account))}
     assert statuses["jsmith"] == "disabled" and statuses["jsmith2"] == "pending"
@@ -103,11 +108,14 @@ def test_report_csv(sample: RunCli, session: Session, tmp_path: Path) -> None:
     target = tmp_path / "accounts.csv"
     result = sample("report", "--csv", target)
     assert result.exit_code == 0 and "Wrote 10 account(s)" in result.output
-    with target.open(newline="", encoding="utf-8") as file:
+    assert target.read_bytes().startswith(b"\xef\xbb\xbfemployee_number,name,email,department,username,")
+    with target.open(newline="", encoding="utf-8-sig") as file:  # what Excel reads as UTF-8
         rows = list(csv.DictReader(file))
     assert len(rows) == 10
     by_number = {row["employee_number"]: row for row in rows}
     assert by_number["1004"]["name"] == "'=HYPERLINK(evil) Lefèvre"
+    assert by_number["1003"]["email"] == "zoe.nunez@example.com"
+    assert by_number["1003"]["department"] == "Engineering"
     assert by_number["1003"]["roles"] == "Developer, Employee, On-call"
     assert by_number["1001"]["status"] == "pending" and by_number["1001"]["last_emailed_utc"] == ""
     assert actions(session)[-1] == "report.accounts_exported"

@@ -23,7 +23,7 @@ from bot.sending.batches import (
     request_stop,
     start_batch,
 )
-from bot.sending.recipients import never_emailed_employee_ids, preview, resolve_employees
+from bot.sending.recipients import never_emailed_employee_ids, preview
 from bot.sending.sender import INTERRUPTED, run_batch
 from models import (
     Account,
@@ -90,14 +90,6 @@ def test_preview_gives_reasons_and_normalised_addresses(session: Session) -> Non
     assert by_number["4"].problem == "account disabled"
     assert by_number["5"].problem == "no address" and by_number["5"].address is None
     assert by_number["6"].problem.startswith("invalid address: ") and by_number["6"].address is None
-
-
-def test_resolve_employees_by_number_or_address(session: Session) -> None:
-    ada = add_employee(session, "E-1", email="ada@example.com")
-    alan = add_employee(session, "E-2", "Alan", "Turing", email="alan@example.com")
-    ids, missing = resolve_employees(session, ["e-2", "ADA@example.com", "nobody", "E-1", "x@y.z"])
-    assert ids == [alan.id, ada.id]
-    assert missing == ["nobody", "x@y.z"]
 
 
 def test_never_emailed_lists_only_active_unsent_accounts(context: Context, session: Session) -> None:

@@ -389,8 +389,12 @@ def test_resend_and_later_confirmations_show_the_flag(
     session: Session,
     sendgrid_standin: SendGridStandIn,
     cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app, sender = webhook_app
+    for name in ("SENDGRID_API_KEY", "SENDGRID_WEBHOOK_PUBLIC_KEY", "SENDGRID_API_HOST"):
+        value = getattr(app.ctx.settings, name.lower())
+        monkeypatch.setenv(name, value.get_secret_value() if hasattr(value, "get_secret_value") else value)
     add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
     batch_id, channel, ts = send_from_slack(app, "1001")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from bot.account_report import HEADER, neutralise, write_accounts_csv
 from bot.accounts import (
     AccountChangeError,
+    UnknownRoles,
     disable_accounts,
     edit_roles,
     enable_accounts,
@@ -152,7 +153,11 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
     add_employee(session, "9", username=None).department = "Finance"
     session.add(Role(name="Auditor"))
     session.commit()
-    result = edit_roles(session, "cli:test", add=["Approver", "employee"], department="finance")
+    with pytest.raises(UnknownRoles, match=r"No such role: Approver, employee\. The roles are: Auditor\."):
+        edit_roles(session, "cli:test", add=["Approver", "employee"], department="finance")
+    result = edit_roles(
+        session, "cli:test", add=["Approver", "employee"], department="finance", create_roles=True
+    )
     session.commit()
     assert (result.changed, result.unchanged, result.without_account) == (2, 0, ["9"])
     roles = {a.username: sorted(r.name for r in a.roles) for a in session.scalars(select(Account))}
@@ -182,6 +187,11 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
         ({"add": [], "remove": []}, "at least one role"),
         ({"add": ["X"], "remove": ["x"]}, "both added and removed"),
         ({"remove": ["Ghost"], "employee_numbers": ["0"]}, "No such role"),
+        (
+            {"add": ["Aprover"], "employee_numbers": ["0"]},
+            r"No such role: Aprover \(did you mean Approver\?\)",
+        ),
+        ({"add": ["X"], "department": "Finance", "confirmed": ["0"]}, "changed since it was shown"),
         ({"add": ["X"]}, "Pick employees, or give a department"),
         ({"add": ["X"], "department": "Nowhere"}, "Nobody active"),
     ]:
@@ -190,7 +200,15 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
 
 
 def test_csv_report_neutralises_formulas(session: Session) -> None:
-    evil = add_employee(session, "=1+1", "@SUM(A1)", "-2+3", username="+cmd")
+    evil = add_employee(
+        session,
+        "=1+1",
+        "@SUM(A1)",
+        "-2+3",
+        username="+cmd",
+        email="-x@example.com",
+        department="=cmd|' /C calc'!A0",
+    )
     evil.account.roles = [Role(name="=HYPERLINK(x)"), Role(name="Employee")]  # type: ignore[union-attr]
     tab = add_employee(session, "1001", "Tab", "Return", username="\tplain")
     add_employee(session, "1003", "Carriage", "Return", username="\rplain")
@@ -203,17 +221,19 @@ def test_csv_report_neutralises_formulas(session: Session) -> None:
     assert write_accounts_csv(session, out) == 3
     rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     assert tuple(rows[0]) == HEADER
-    assert rows[3][:7] == [
+    assert rows[3][:9] == [
         "'=1+1",
         "'@SUM(A1) -2+3",
+        "'-x@example.com",
+        "'=cmd|' /C calc'!A0",
         "'+cmd",
         "pending",
         "'=HYPERLINK(x), Employee",
         "",
         "failed",
     ]
-    assert rows[1][:3] == ["1001", "Tab Return", "'\tplain"] and rows[1][6] == "bounced"
-    assert rows[2][2] == "'\rplain"
+    assert rows[1][:5] == ["1001", "Tab Return", "e1001@example.com", "", "'\tplain"]
+    assert rows[1][8] == "bounced" and rows[2][4] == "'\rplain"
     for cell in (cell for row in rows[1:] for cell in row):
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
     assert neutralise("2026-01-01") == "2026-01-01" and neutralise("-") == "'-"

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import click
+from sqlalchemy.orm import Session
 
 from bot import jobs
 from bot.accounts import (
     AccountChangeError,
     AccountsChanged,
+    UnknownRoles,
     UsernamePatternError,
+    count_accounts,
     create_accounts,
     disable_accounts,
     edit_roles,
     enable_accounts,
     list_accounts,
     rename_account,
+    role_targets,
     shown_status,
     unlock_accounts,
 )
-from bot.cli.common import cli_actor, context, print_table, printable
-from bot.notices import notify_renamed
+from bot.cli.common import (
+    cli_actor,
+    confirm_many,
+    context,
+    employees_named,
+    print_more,
+    print_table,
+    printable,
+)
+from bot.notices import notify_renamed, rename_notice_text
 from models import AccountStatus
 
 
@@ -30,22 +43,28 @@ def accounts() -> None:
     """Create and list Self-Service accounts."""
 
 
-@accounts.command("create")
-@click.argument("employee_numbers", nargs=-1)
-@click.option("--all-missing", is_flag=True, help="Every active employee without an account.")
-def create_command(employee_numbers: tuple[str, ...], all_missing: bool) -> None:
-    """Create accounts for EMPLOYEE_NUMBERS (or --all-missing); existing accounts are left alone.
+YES = click.option("--yes", "-y", is_flag=True, help="Change several accounts without asking first.")
 
-    Usernames follow USERNAME_PATTERN; roles are DEFAULT_ROLES plus the roles from the import.
+
+@accounts.command("create")
+@click.argument("employees", nargs=-1, metavar="[EMPLOYEE]...")
+@click.option("--all-missing", is_flag=True, help="Every active employee without an account.")
+def create_command(employees: tuple[str, ...], all_missing: bool) -> None:
+    """Create accounts (existing ones are left alone).
+
+    \b
+    For each EMPLOYEE, or every active employee without one (--all-missing).
+    EMPLOYEE: an employee number, email address or username.
+    Usernames follow USERNAME_PATTERN.
+    Roles: DEFAULT_ROLES plus the roles from the import.
     """
-    if all_missing == bool(employee_numbers):
-        raise click.UsageError("give either --all-missing or one or more employee numbers")
+    if all_missing == bool(employees):
+        raise click.UsageError("give either --all-missing or one or more employees")
     ctx = context()
     try:
         with ctx.sessions.begin() as session:
-            result = create_accounts(
-                session, ctx.settings, cli_actor(), None if all_missing else employee_numbers, all_missing
-            )
+            numbers = None if all_missing else _numbers(session, employees, "no account was created")
+            result = create_accounts(session, ctx.settings, cli_actor(), numbers, all_missing)
     except UsernamePatternError as error:
         raise click.ClickException(str(error)) from error
     if result.created:
@@ -61,15 +80,16 @@ def create_command(employee_numbers: tuple[str, ...], all_missing: bool) -> None
         click.echo(f"Already had an account: {existing}")
     for number, reason in result.skipped:
         click.echo(f"Skipped {printable(number)}: {reason}")
-    if result.unknown:
-        click.echo(f"Unknown employee number(s): {printable(', '.join(result.unknown))}", err=True)
-        sys.exit(1)
+
+
+def _numbers(session: Session, employees: Sequence[str], nothing_done: str) -> list[str]:
+    return [named.employee_number for named in employees_named(session, employees, nothing_done)]
 
 
 @accounts.command("list")
 @click.option("--status", type=click.Choice([s.value for s in AccountStatus]), help="Only this status.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many (by username).")
-def list_command(status: str | None, limit: int | None) -> None:
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many.")
+def list_command(status: str | None, limit: int) -> None:
     """List accounts by username."""
     with context().sessions() as session:
         rows = [
@@ -83,27 +103,48 @@ def list_command(status: str | None, limit: int | None) -> None:
             )
             for a in list_accounts(session, status, limit)
         ]
+        total = count_accounts(session, status) if len(rows) == limit else len(rows)
     print_table(["USERNAME", "EMPLOYEE", "NAME", "STATUS", "ROLES", "LAST EMAILED (UTC)"], rows)
+    print_more(len(rows), total)
+
+
+def _named_accounts(employees: Sequence[str], question: str, yes: bool) -> list[str]:
+    """The employee numbers of EMPLOYEE arguments, after showing who and asking when there are several."""
+    with context().sessions() as session:
+        named = employees_named(session, employees, "nothing was changed")
+    with_account = sum(1 for n in named if n.username is not None)
+    if with_account > 1 and not yes:
+        print_table(
+            ["EMPLOYEE", "NAME", "USERNAME", "STATUS"],
+            ((n.employee_number, n.name, n.username or "", n.status or "no account") for n in named),
+        )
+    confirm_many(question.format(count=with_account), with_account, yes)
+    return [n.employee_number for n in named]
 
 
 @accounts.command("unlock")
-@click.argument("employee_numbers", nargs=-1, required=True)
-def unlock_command(employee_numbers: tuple[str, ...]) -> None:
-    """End the lock that failed sign-ins put on the accounts of EMPLOYEE_NUMBERS (audited)."""
-    ctx = context()
-    with ctx.sessions.begin() as session:
-        result = unlock_accounts(session, cli_actor(), employee_numbers)
+@click.argument("employees", nargs=-1, required=True, metavar="EMPLOYEE...")
+@YES
+def unlock_command(employees: tuple[str, ...], yes: bool) -> None:
+    """Unlock accounts that failed sign-ins locked (audited).
+
+    \b
+    EMPLOYEE: an employee number, email address or username.
+    """
+    numbers = _named_accounts(employees, "Unlock these {count} accounts?", yes)
+    with context().sessions.begin() as session:
+        result = unlock_accounts(session, cli_actor(), numbers)
     for number, username in result.unlocked:
         click.echo(f"Unlocked {printable(number)} ({printable(username)}).")
     for number, username in result.not_locked:
         click.echo(f"Not locked: {printable(number)} ({printable(username)}).")
     if result.unknown:
-        click.echo(f"No account for employee number(s): {printable(', '.join(result.unknown))}", err=True)
+        click.echo(f"No account: {printable(', '.join(result.unknown))}", err=True)
         sys.exit(1)
 
 
 def _report_changes(done: str, result: AccountsChanged) -> None:
-    """Print what a disable or enable did; exit 1 when a number was unknown."""
+    """Print what a disable or enable did; exit 1 when an employee vanished meanwhile."""
     for number, username in result.changed:
         click.echo(f"{done} {printable(username)} ({printable(number)})")
     for number, why in result.unchanged:
@@ -115,63 +156,118 @@ def _report_changes(done: str, result: AccountsChanged) -> None:
 
 
 @accounts.command("disable")
-@click.argument("employee_numbers", nargs=-1, required=True)
-def disable_command(employee_numbers: tuple[str, ...]) -> None:
-    """Disable the accounts of EMPLOYEE_NUMBERS: no sign-in, no credentials emailed."""
+@click.argument("employees", nargs=-1, required=True, metavar="EMPLOYEE...")
+@YES
+def disable_command(employees: tuple[str, ...], yes: bool) -> None:
+    """Disable accounts: no sign-in, no credentials emailed.
+
+    \b
+    EMPLOYEE: an employee number, email address or username.
+    """
+    numbers = _named_accounts(employees, "Disable these {count} accounts?", yes)
     with context().sessions.begin() as session:
-        result = disable_accounts(session, cli_actor(), employee_numbers)
+        result = disable_accounts(session, cli_actor(), numbers)
     _report_changes("Disabled", result)
 
 
 @accounts.command("enable")
-@click.argument("employee_numbers", nargs=-1, required=True)
-def enable_command(employee_numbers: tuple[str, ...]) -> None:
-    """Enable the disabled accounts of EMPLOYEE_NUMBERS again."""
+@click.argument("employees", nargs=-1, required=True, metavar="EMPLOYEE...")
+@YES
+def enable_command(employees: tuple[str, ...], yes: bool) -> None:
+    """Enable disabled accounts again.
+
+    \b
+    EMPLOYEE: an employee number, email address or username.
+    """
+    numbers = _named_accounts(employees, "Enable these {count} accounts?", yes)
     with context().sessions.begin() as session:
-        result = enable_accounts(session, cli_actor(), employee_numbers)
+        result = enable_accounts(session, cli_actor(), numbers)
     _report_changes("Enabled", result)
 
 
 @accounts.command("rename")
-@click.argument("employee_number")
+@click.argument("employee")
 @click.argument("new_username")
-def rename_command(employee_number: str, new_username: str) -> None:
-    """Give the account of EMPLOYEE_NUMBER the username NEW_USERNAME and email the employee.
+def rename_command(employee: str, new_username: str) -> None:
+    """Give an account a new username, and email the employee.
 
+    \b
+    The account of EMPLOYEE gets NEW_USERNAME.
+    EMPLOYEE: an employee number, email address or username.
     Sign-in accepts only the new username from then on.
     """
     ctx = context()
     try:
         with ctx.sessions.begin() as session:
-            renamed = rename_account(session, cli_actor(), employee_number, new_username)
+            (number,) = _numbers(session, [employee], "nothing was renamed")
+            renamed = rename_account(session, cli_actor(), number, new_username)
     except AccountChangeError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"Renamed {renamed.old_username} to {renamed.new_username} ({renamed.employee_number}).")
-    notify_renamed(ctx, renamed, cli_actor())
-    jobs.join()
-    click.echo("The employee was sent an email with their new username (a failure shows in `credbot audit`).")
+    click.echo(
+        f"Renamed {renamed.old_username} to {renamed.new_username} ({printable(renamed.employee_number)})."
+    )
+    if notify_renamed(ctx, renamed, cli_actor()):
+        jobs.join()
+    click.echo(rename_notice_text(renamed))
 
 
 @accounts.command("roles")
-@click.argument("employee_numbers", nargs=-1)
+@click.argument("employees", nargs=-1, metavar="[EMPLOYEE]...")
 @click.option("--add", "add", multiple=True, metavar="ROLE", help="A role to give (repeatable).")
 @click.option("--remove", "remove", multiple=True, metavar="ROLE", help="A role to take away (repeatable).")
-@click.option("--department", help="Every active employee of this department instead of numbers.")
+@click.option("--department", help="Every active employee of this department instead of EMPLOYEEs.")
+@click.option("--create-role", is_flag=True, help="Create the roles to add that do not exist yet.")
+@YES
 def roles_command(
-    employee_numbers: tuple[str, ...], add: tuple[str, ...], remove: tuple[str, ...], department: str | None
+    employees: tuple[str, ...],
+    add: tuple[str, ...],
+    remove: tuple[str, ...],
+    department: str | None,
+    create_role: bool,
+    yes: bool,
 ) -> None:
-    """Add and remove roles on the accounts of EMPLOYEE_NUMBERS (or of --department) at once.
+    """Add and remove roles on accounts, in one action.
 
-    Audited as one action, with one event per employee whose roles changed.
+    \b
+    The accounts of EMPLOYEEs, or of every active employee of --department.
+    EMPLOYEE: an employee number, email address or username.
+    Every role named must exist (--create-role: create the roles to add).
+    Several accounts are listed and confirmed first (--yes: without asking).
+    Audited as one action, and one event per account whose roles changed.
     """
+    if bool(employees) == bool(department):
+        raise click.UsageError("give either --department or one or more employees")
+    if not add and not remove:
+        raise click.UsageError("give at least one role to --add or to --remove")
+    ctx = context()
     try:
-        with context().sessions.begin() as session:
-            result = edit_roles(session, cli_actor(), add, remove, employee_numbers, department)
+        with ctx.sessions() as session:
+            numbers = _numbers(session, employees, "nothing was changed") if employees else ()
+            targets, _ = role_targets(session, numbers, department)
+        reached = [t for t in targets if t.username is not None]
+        if len(reached) > 1 and not yes:
+            print_table(
+                ["EMPLOYEE", "NAME", "USERNAME"], ((t.employee_number, t.name, t.username) for t in reached)
+            )
+        confirm_many(f"Change the roles of these {len(reached)} accounts?", len(reached), yes)
+        with ctx.sessions.begin() as session:
+            result = edit_roles(
+                session,
+                cli_actor(),
+                add,
+                remove,
+                numbers,
+                department,
+                create_roles=create_role,
+                confirmed=[t.employee_number for t in targets],
+            )
+    except UnknownRoles as error:
+        them = "it" if len(error.to_add) == 1 else "them"
+        hint = f" To create {them}, add --create-role." if error.to_add else ""
+        raise click.ClickException(f"{error}{hint} Nothing was changed.") from error
     except AccountChangeError as error:
-        raise click.UsageError(str(error)) from error
-    click.echo(f"Changed the roles of {result.changed} account(s); {result.unchanged} already had them.")
+        raise click.ClickException(str(error)) from error
+    unchanged = f"; {printable(result.unchanged_text())}" if result.unchanged else ""
+    click.echo(f"Changed the roles of {result.changed} account(s){unchanged}.")
     if result.without_account:
-        click.echo(f"No account (left alone): {', '.join(result.without_account)}")
-    if result.unknown:
-        click.echo(f"Unknown employee number(s): {', '.join(result.unknown)}", err=True)
-        sys.exit(1)
+        click.echo(f"No account (left alone): {printable(', '.join(result.without_account))}")

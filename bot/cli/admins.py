@@ -32,7 +32,10 @@ def list_command() -> None:
 @click.argument("slack_user_id")
 @click.option("--name", help="A name to remember the admin by.")
 def add_command(slack_user_id: str, name: str | None) -> None:
-    """Allow SLACK_USER_ID (e.g. U012AB3CD) to use credbot."""
+    """Allow a Slack user to use credbot.
+
+    SLACK_USER_ID is the member id, like U012AB3CD (profile, then Copy member ID).
+    """
     try:
         with context().sessions.begin() as session:
             admin = add_admin(session, slack_user_id, cli_actor(), name)
@@ -44,7 +47,7 @@ def add_command(slack_user_id: str, name: str | None) -> None:
 @admins.command("remove")
 @click.argument("slack_user_id")
 def remove_command(slack_user_id: str) -> None:
-    """Stop SLACK_USER_ID from using credbot."""
+    """Stop a Slack user (SLACK_USER_ID) from using credbot."""
     try:
         with context().sessions.begin() as session:
             remove_admin(session, slack_user_id, cli_actor())

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy import func, select
 
-from bot.cli.common import cli_actor, context, print_table
+from bot.cli.common import cli_actor, context, print_more, print_table
 from bot.cli.credentials import follow_batch, print_summary
 from bot.sending.batches import list_batches, summarise
 from bot.sending.jobs import resume_batch
-from models import DeliveryStatus
+from models import CredentialBatch, DeliveryStatus
 
 
 @click.group(invoke_without_command=True)
 @click.option("--limit", default=20, show_default=True, help="How many of the newest batches to list.")
 @click.pass_context
 def batches(click_ctx: click.Context, limit: int) -> None:
-    """List credential batches, newest first, with how many deliveries are in each state."""
+    """List credential batches, newest first, with their counts.
+
+    Each batch with how many of its deliveries are in each state; `batches resume BATCH` takes one up.
+    """
     if click_ctx.invoked_subcommand is not None:
         return
     with context().sessions() as session:
         rows = list_batches(session, limit)
+        total = session.scalar(select(func.count()).select_from(CredentialBatch)) or 0
     if not rows:
         click.echo("No batches yet.")
         return
@@ -41,15 +46,17 @@ def batches(click_ctx: click.Context, limit: int) -> None:
             for row in rows
         ),
     )
+    print_more(len(rows), total)
 
 
 @batches.command("resume")
 @click.argument("batch_id", type=int)
 def resume_command(batch_id: int) -> None:
-    """Take up a running batch whose worker stopped, and follow it to its end.
+    """Take up a running batch whose worker stopped.
 
-    Workers resume such batches by themselves once their lease runs out (SEND_LEASE_SECONDS); this
-    does it now. Employees whose email was in flight may get it again; nobody else does.
+    Follows it to its end. Workers resume such batches by themselves once their lease runs out
+    (SEND_LEASE_SECONDS); this does it now. Employees whose email was in flight may get it again;
+    nobody else does.
     """
     ctx = context()
     try:

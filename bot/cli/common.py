@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import getpass
+import sys
 from collections.abc import Iterable, Sequence
 from functools import cache
 
 import click
+from sqlalchemy.orm import Session
 
 from bot import audit
 from bot.context import Context
+from bot.lookup import NamedEmployee, resolve_employees
 
 
 @cache
@@ -54,3 +57,38 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> Non
     click.echo("  ".join("-" * w for w in widths))
     for row in text_rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_more(shown: int, total: int, option: str = "--limit") -> None:
+    """Say that a list stopped before its end, and how to see more."""
+    if total > shown:
+        click.echo(f"… and {total - shown:,} more (use {option})")
+
+
+def employees_named(session: Session, words: Sequence[str], nothing_done: str) -> list[NamedEmployee]:
+    """The employees `words` name (number, email address or username); a clear error naming the words
+    that name nobody or more than one, ending with `nothing_done`."""
+    resolved = resolve_employees(session, words)
+    if problem := resolved.problem():
+        raise click.ClickException(f"{printable(problem)}; {nothing_done}")
+    return resolved.employees
+
+
+def stdin_is_a_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def confirm_many(question: str, count: int, yes: bool) -> None:
+    """Before a change to more than one account (after the caller listed them): ask, unless `yes`.
+
+    Without a terminal to ask on (cron, CI, a pipe) and without --yes, refuse rather than guess.
+    """
+    if yes or count <= 1:
+        return
+    if not stdin_is_a_terminal():
+        raise click.ClickException(
+            f"this changes {count:,} accounts and there is no terminal to ask for confirmation: "
+            "pass --yes to go ahead; nothing was changed"
+        )
+    if not click.confirm(question, default=False):
+        raise click.ClickException("not confirmed; nothing was changed")

@@ -11,6 +11,7 @@ import click
 from bot import jobs
 from bot.cli.common import cli_actor, context, print_table, printable
 from bot.context import Context
+from bot.lookup import resolve_employees
 from bot.mail import outbox_notice
 from bot.sending.batches import (
     MAY_HAVE_ARRIVED,
@@ -22,7 +23,7 @@ from bot.sending.batches import (
     summarise,
 )
 from bot.sending.jobs import enqueue_batch
-from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview, resolve_employees
+from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview
 from bot.sending.sender import INTERRUPTED
 from bot.settings import Settings
 from models import BatchStatus, CredentialBatch, DeliveryStatus
@@ -37,28 +38,28 @@ def credentials() -> None:
 
 
 @credentials.command("send")
-@click.argument("keys", nargs=-1, metavar="[EMPLOYEE_NUMBER_OR_EMAIL]...")
+@click.argument("keys", nargs=-1, metavar="[EMPLOYEE]...")
 @click.option("--all-pending", is_flag=True, help="Every active employee whose account was never emailed.")
 @click.option("--yes", "-y", is_flag=True, help="Send without asking for confirmation.")
 def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
-    """Email a new temporary password (and, separately, the username) to the given employees.
+    """Email employees new credentials, after a preview.
 
-    Employees are given by employee number or email address, or chosen with --all-pending. The list of
-    who will be mailed, and who cannot be and why, is shown before anything is sent.
+    Each gets a new temporary password (or link) and, separately, their username.
+    Employees are given by employee number, email address or username, or chosen with --all-pending.
+    The list of who will be mailed, and who cannot be and why, is shown before anything is sent.
     """
     if all_pending == bool(keys):
-        raise click.UsageError("give either --all-pending or one or more employee numbers or addresses")
+        raise click.UsageError("give either --all-pending or one or more employees")
     ctx = context()
     settings = ctx.settings
     with ctx.sessions() as session:
         if all_pending:
             employee_ids = never_emailed_employee_ids(session)
         else:
-            employee_ids, missing = resolve_employees(session, keys)
-            if missing:
-                raise click.ClickException(
-                    f"no employee with number or address {printable(', '.join(missing))}; nothing was sent"
-                )
+            resolved = resolve_employees(session, keys)
+            if problem := resolved.problem():
+                raise click.ClickException(f"{printable(problem)}; nothing was sent")
+            employee_ids = resolved.ids
         recipients = preview(session, employee_ids)
     mailable = [r for r in recipients if r.problem is None]
     unmailable = [r for r in recipients if r.problem is not None]

@@ -32,6 +32,9 @@ def upgrade() -> None:
 @db.command()
 @click.option("-m", "--message", required=True, help="What the migration changes, e.g. 'add lease columns'.")
 def revision(message: str) -> None:
-    """Write a new migration from the difference between the models and the database (upgrade it first)."""
+    """Write a new migration from the models' changes.
+
+    The migration holds the difference between the models and the database (upgrade it first).
+    """
     path = new_migration(context().sessions.kw["bind"], message)
     click.echo(f"Wrote {path}: read it and adjust it before you commit it.")

@@ -15,7 +15,10 @@ TIME = "%Y-%m-%d %H:%M"
 @click.command()
 @click.argument("batch_id", type=int, metavar="BATCH")
 def deliveries(batch_id: int) -> None:
-    """Each employee of a batch: sent or not, delivery state from SendGrid's events, the last event."""
+    """List each employee of a batch with the delivery state.
+
+    Sent or not, the delivery state from SendGrid's events, and the last event.
+    """
     with context().sessions() as session:
         if session.scalar(select(CredentialBatch.id).where(CredentialBatch.id == batch_id)) is None:
             raise click.ClickException(f"no credential batch {batch_id} (`credbot report` lists recent ones)")

@@ -39,7 +39,10 @@ def digest_lines(digest: Digest) -> list[str]:
 @click.command()
 @click.option("--post", is_flag=True, help="Post it to AUDIT_CHANNEL_ID in Slack instead of printing it.")
 def digest(post: bool) -> None:
-    """Whose credentials expire within 24 hours, who let them expire unused, who is locked."""
+    """Print (or --post) the daily digest.
+
+    Whose credentials expire within 24 hours, who let them expire unused, who is locked.
+    """
     ctx = context()
     if post:
         from handlers.digest import DigestNotPosted, post_digest

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from bot.cli.common import cli_actor, context, print_table, printable
-from bot.directory import ImportFileError, ImportResult, import_employees, list_employees
+from bot.cli.common import cli_actor, context, print_more, print_table, printable
+from bot.directory import ImportFileError, ImportResult, count_employees, import_employees, list_employees
 
 PROGRESS_BAR_BYTES = 1_000_000
 """Files larger than this (about 10,000 rows) get a progress bar even when stdout is not a terminal."""
@@ -24,8 +24,9 @@ def employees() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--skip-invalid", is_flag=True, help="Import the good rows even when some are bad.")
 def import_command(file: Path, skip_invalid: bool) -> None:
-    """Add or update employees from FILE (CSV, UTF-8), matched by employee number.
+    """Add or update employees from a CSV file.
 
+    FILE is CSV in UTF-8; rows are matched by employee number.
     Columns: employee_number, first_name, last_name, email (required); department, roles
     (;-separated), slack_user_id, active (optional). By default nothing is written if any row is bad.
     """
@@ -85,4 +86,6 @@ def list_command(search: str | None, limit: int) -> None:
             )
             for e in list_employees(session, search, limit)
         ]
+        total = count_employees(session, search) if len(rows) == limit else len(rows)
     print_table(["NUMBER", "NAME", "EMAIL", "DEPARTMENT", "USERNAME", "ACTIVE"], rows)
+    print_more(len(rows), total)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from bot.account_report import write_accounts_csv
-from bot.audit import AuditAction, recent, record_now
+from bot.account_report import CSV_ENCODING, write_accounts_csv
+from bot.audit import AuditAction, count_events, recent, record_now
 from bot.audit_chain import verify_chain
-from bot.cli.common import cli_actor, context, print_table
-from bot.delivery_events import MailState, describe_counts
+from bot.cli.common import cli_actor, context, print_more, print_table
+from bot.delivery_events import MailState, describe_counts, untracked_reason
 from bot.reports import BatchLine, build_report
 
 TIME = "%Y-%m-%d %H:%M"
@@ -26,35 +26,41 @@ TIME = "%Y-%m-%d %H:%M"
     "--csv",
     "csv_file",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Instead, write every account (number, name, username, status, roles, funnel dates) to this CSV.",
+    help="Instead, write every account (number, name, email, department, username, status, roles, funnel "
+    "dates) to this CSV file (UTF-8 with a byte-order mark, for Excel).",
 )
 def report(batches: int, failures: int, csv_file: Path | None) -> None:
-    """Accounts by status, gaps in the directory, recent credential batches and failed deliveries.
+    """Show where things stand, or write the account report.
 
+    Accounts by status, gaps in the directory, recent credential batches and failed deliveries.
     With --csv FILE: the account report as a CSV file, the same as App Home's "Account report".
     """
     if csv_file is not None:
         ctx = context()
-        with ctx.sessions() as session, csv_file.open("w", newline="", encoding="utf-8") as out:
+        with ctx.sessions() as session, csv_file.open("w", newline="", encoding=CSV_ENCODING) as out:
             count = write_accounts_csv(session, out)
         record_now(ctx.sessions, cli_actor(), AuditAction.ACCOUNTS_REPORTED, str(csv_file), accounts=count)
         click.echo(f"Wrote {count} account(s) to {csv_file}.")
         return
-    with context().sessions() as session:
+    ctx = context()
+    with ctx.sessions() as session:
         data = build_report(session, batches, failures)
+    untracked = untracked_reason(ctx.settings)
     click.echo(f"Employees: {data.employees} ({data.active_employees} active)")
     click.echo("Accounts:  " + ", ".join(f"{n} {status}" for status, n in data.accounts_by_status.items()))
     click.echo(f"Active employees without an account:   {data.without_account}")
     click.echo(f"Active employees without an email:     {data.without_email}")
     click.echo(f"Accounts never emailed their password: {data.never_emailed}")
-    click.echo(f"Delivery (SendGrid's events):          {describe_counts(data.delivery_states)}")
+    delivery = f"not tracked ({untracked})" if untracked else describe_counts(data.delivery_states)
+    click.echo(f"Delivery (SendGrid's events):          {delivery}")
     click.echo("\nRecent credential batches:")
     if data.batches:
         headers = ["BATCH", "BY", "SOURCE", "WHEN (UTC)", "STATUS", "SENT", "FAILED", "SKIPPED", "PENDING"]
         print_table(headers, (_batch_row(b) for b in data.batches))
+        print_more(len(data.batches), data.all_batches, "--batches")
     else:
         click.echo("  none")
-    tracked = [b for b in data.batches if any(b.delivery.values())]
+    tracked = [b for b in data.batches if any(b.delivery.values())] if not untracked else []
     if tracked:
         click.echo(
             "\nDelivery of the recent batches (SendGrid events; `credbot deliveries BATCH` lists employees):"
@@ -72,6 +78,7 @@ def report(batches: int, failures: int, csv_file: Path | None) -> None:
                 for f in data.failures
             ),
         )
+        print_more(len(data.failures), data.all_failures, "--failures")
     else:
         click.echo("  none")
 
@@ -83,10 +90,18 @@ def _batch_row(b: BatchLine) -> tuple[object, ...]:
 
 @click.group(invoke_without_command=True)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--action", type=click.Choice([a.value for a in AuditAction]), help="Only this action.")
+@click.option(
+    "--action",
+    type=click.Choice([a.value for a in AuditAction]),
+    metavar="ACTION",
+    help="Only this action, like account.created (a wrong one lists them all).",
+)
 @click.pass_context
 def audit(click_ctx: click.Context, limit: int, action: str | None) -> None:
-    """List the newest audit events, newest first (or `audit verify`: check the hash chain)."""
+    """List the newest audit events, newest first.
+
+    `audit verify` checks the hash chain.
+    """
     if click_ctx.invoked_subcommand is not None:
         return
     with context().sessions() as session:
@@ -100,13 +115,16 @@ def audit(click_ctx: click.Context, limit: int, action: str | None) -> None:
             )
             for event in recent(session, limit, action)
         ]
+        total = count_events(session, action) if len(rows) == limit else len(rows)
     print_table(["WHEN (UTC)", "ACTOR", "ACTION", "TARGET", "DETAILS"], rows)
+    print_more(len(rows), total)
 
 
 @audit.command("verify")
 def verify_command() -> None:
-    """Check that no audit event was changed, removed or inserted since it was sealed.
+    """Check the audit log's hash chain.
 
+    Checks that no audit event was changed, removed or inserted since it was sealed.
     Seals any unsealed events first, then checks every link of the hash chain. Exits with 1 and names
     the first event that does not fit when the log was tampered with.
     """

@@ -16,7 +16,9 @@ from bot.slack_app import SlackSettingsError
 @click.option("--port", type=int, default=None, help="Port to listen on (default: PORT, 3000).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def serve(port: int | None, host: str) -> None:
-    """Run the Slack endpoint and the portal with Flask's development server.
+    """Run the Slack endpoint and the portal (development server).
+
+    Uses Flask's development server.
 
     In development with no Slack setting at all, only the portal is served.
 
@@ -41,7 +43,10 @@ def serve(port: int | None, host: str) -> None:
 
 @click.command()
 def socket() -> None:
-    """Connect to Slack over Socket Mode (needs SLACK_APP_TOKEN); no public URL needed."""
+    """Connect to Slack over Socket Mode (no public URL needed).
+
+    Needs SLACK_APP_TOKEN.
+    """
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from bot.slack_app import create_bolt_app

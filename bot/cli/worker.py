@@ -22,7 +22,9 @@ from bot.context import Context
     help="Hash only on CPU that other processes leave (SCHED_IDLE; default: WORKER_IDLE_PRIORITY).",
 )
 def worker(threads: int | None, idle_priority: bool | None) -> None:
-    """Run background jobs until stopped (SIGTERM or Ctrl+C): the Procfile's `worker:` process.
+    """Run background jobs until stopped (SIGTERM or Ctrl+C).
+
+    The Procfile's `worker:` process.
 
     With REDIS_URL it takes jobs from Redis, which every web process and CLI enqueues to. Without it,
     each process runs its own jobs in-process, and this worker only runs the scheduled ones.

@@ -38,10 +38,15 @@ _lock = threading.Lock()
 
 
 def outbox_notice(settings: Settings) -> str:
-    """The one-line note that mail goes to the outbox folder instead of SendGrid."""
+    """The one-line note that mail goes to the outbox folder instead of SendGrid.
+
+    The caller shows it to the user, so `make_transport` does not log it again in this process.
+    """
+    directory = str(settings.outbox_dir.resolve())
+    with _lock:
+        _announced.add(directory)
     return (
-        f"SENDGRID_API_KEY is not set: emails are written as .eml files to "
-        f"{settings.outbox_dir.resolve()} instead of being sent."
+        f"SENDGRID_API_KEY is not set: emails are written as .eml files to {directory} instead of being sent."
     )
 
 

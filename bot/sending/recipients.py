@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from bot.chunks import chunks
+from bot.directory import name_order
 from models import Account, AccountStatus, Employee
 
 NO_ACCOUNT = "no account"
@@ -124,9 +125,7 @@ def _never_emailed(query: Select[Any]) -> Select[Any]:
 
 def never_emailed_employee_ids(session: Session) -> list[int]:
     """Active employees whose (not disabled) account never had credentials emailed, by name."""
-    query = _never_emailed(select(Employee.id)).order_by(
-        Employee.last_name, Employee.first_name, Employee.employee_number
-    )
+    query = _never_emailed(select(Employee.id)).order_by(*name_order(session))
     return list(session.scalars(query))
 
 
@@ -134,21 +133,3 @@ def count_never_emailed(session: Session) -> int:
     """len(never_emailed_employee_ids(session)) as one COUNT, without loading and sorting every id
     (most of a second at 100,000 employees), for the picker that must open within Slack's 3 seconds."""
     return session.scalar(_never_emailed(select(func.count()).select_from(Employee))) or 0
-
-
-def resolve_employees(session: Session, keys: Sequence[str]) -> tuple[list[int], list[str]]:
-    """Employee numbers or email addresses (case-insensitive) -> (employee ids, keys not found)."""
-    wanted = [key.strip() for key in keys if key.strip()]
-    lowered = list(dict.fromkeys(key.lower() for key in wanted))
-    by_key: dict[str, int] = {}
-    for chunk in chunks(lowered):
-        query = select(Employee.id, Employee.employee_number, Employee.email).where(
-            or_(func.lower(Employee.employee_number).in_(chunk), func.lower(Employee.email).in_(chunk))
-        )
-        for employee_id, number, address in session.execute(query):
-            by_key.setdefault(number.lower(), employee_id)
-            if address:
-                by_key.setdefault(address.lower(), employee_id)
-    ids = [by_key[key.lower()] for key in wanted if key.lower() in by_key]
-    missing = [key for key in wanted if key.lower() not in by_key]
-    return list(dict.fromkeys(ids)), list(dict.fromkeys(missing))

@@ -1,0 +1,38 @@
+"""`resolve_employees`: the one rule for employees named by number, email address or username."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from bot.lookup import resolve_employees
+from tests.builders import add_employee
+
+
+def test_by_number_address_or_username_in_any_case(session: Session) -> None:
+    ada = add_employee(session, "E-1", email="ada@example.com", username="alovelace")
+    alan = add_employee(session, "E-2", "Alan", "Turing", email="alan@example.com", username=None)
+    grace = add_employee(session, "E-3", "Grace", "Hopper", email=None, username="ghopper")
+    resolved = resolve_employees(
+        session, ["e-2", "ADA@example.com", "nobody", "E-1", "x@y.z", "GHopper", "alovelace"]
+    )
+    assert resolved.ids == [alan.id, ada.id, grace.id]  # each employee once, in the order first named
+    assert resolved.unknown == ["nobody", "x@y.z"] and resolved.ambiguous == {}
+    [_, _, hopper] = resolved.employees
+    assert (hopper.employee_number, hopper.name, hopper.username, hopper.status, hopper.email) == (
+        "E-3",
+        "Grace Hopper",
+        "ghopper",
+        "pending",
+        None,
+    )
+    assert resolved.employees[0].username is None and resolved.employees[0].status is None
+    assert resolved.problem() == "no employee has the number, email address or username nobody, x@y.z"
+
+
+def test_a_word_naming_two_employees_is_ambiguous(session: Session) -> None:
+    add_employee(session, "1001", username="jsmith")
+    add_employee(session, "2002", username="1001")  # a username that is someone else's number
+    resolved = resolve_employees(session, ["1001", "jsmith"])
+    assert resolved.ambiguous == {"1001": ["1001", "2002"]}
+    assert resolved.numbers == ["1001"] and resolved.not_found == ["1001"]
+    assert resolved.problem() == "1001 could be employee 1001 or 2002 (give the employee number)"
