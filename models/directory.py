@@ -58,7 +58,7 @@ class Employee(Base):
     __tablename__ = "employees"
     __table_args__ = (
         # Lists by name (App Home, "show all") read the first few in order instead of sorting everyone.
-        # On PostgreSQL with ICU, migration 0011 adds ix_employees_by_name_icu for the collated order.
+        # On PostgreSQL with ICU, migration 0007 adds ix_employees_by_name_icu for the collated order.
         Index("ix_employees_by_sort_name", "sort_name", "employee_number"),
     )
 
