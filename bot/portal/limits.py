@@ -35,7 +35,8 @@ PASSWORD_VIEWS = (
 RECOVERY_VIEW = "portal.recover_submit"
 TOO_MANY = (
     "There were too many attempts from your network. Wait a few minutes, then try again. "
-    "If you forgot your password, use \u201cDidn\u2019t get your email, or it expired?\u201d on the sign-in page."
+    "If you forgot your password, use \u201cDidn\u2019t get your email, or it expired?\u201d "
+    "on the sign-in page."
 )
 TOO_MANY_RECOVERY = "There were too many requests from your network. Wait a few minutes, then try again."
 KEY_PREFIX_CONFIG = "RATELIMIT_KEY_PREFIX"
