@@ -27,7 +27,7 @@ from handlers.views_credentials import message_view
 
 log = logging.getLogger(__name__)
 
-CARD_POLL_SECONDS = 5
+CARD_POLL_SECONDS = 10
 CARD_ACTOR = "credbot:recovery"
 
 

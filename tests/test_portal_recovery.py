@@ -120,7 +120,9 @@ def test_an_invited_account_gets_one_pending_request_that_expires_after_a_day(co
         ("recovery.expired", ""),
         ("portal.recovery_requested", "approval_requested"),
     ]
-    assert all(d["client_address"] == "198.51.100.4" for a, _, d in recovery_actions(context) if "requested" in a)
+    assert all(
+        d["client_address"] == "198.51.100.4" for a, _, d in recovery_actions(context) if "requested" in a
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,9 @@ def test_an_invited_account_gets_one_pending_request_that_expires_after_a_day(co
         ("locked by an admin", {"status": AccountStatus.LOCKED}),
     ],
 )
-def test_accounts_that_cannot_be_recovered_are_only_audited(context: Context, case: str, fields: dict) -> None:
+def test_accounts_that_cannot_be_recovered_are_only_audited(
+    context: Context, case: str, fields: dict
+) -> None:
     add_person(context, **{"status": AccountStatus.INVITED, "credentials_emailed_at": utcnow(), **fields})
     assert recovery.take_request(context, "adoe") is RecoveryOutcome.NOT_ELIGIBLE, case
     assert recovery.take_request(context, "nobody@example.com") is RecoveryOutcome.NO_ACCOUNT
@@ -200,7 +204,9 @@ def answer_of(browser: Browser, who: str, agent: str = "Firefox/140") -> tuple[i
 @pytest.fixture
 def recovering(context: Context) -> Iterator[tuple[Context, Flask]]:
     jobs.configure(context, redis_url="")
-    ctx = Context(context.settings.model_copy(update={"recovery_rate_limit": "1000/minute"}), context.sessions)
+    ctx = Context(
+        context.settings.model_copy(update={"recovery_rate_limit": "1000/minute"}), context.sessions
+    )
     yield ctx, make_portal_app(ctx)
     jobs.shutdown()
 
@@ -228,7 +234,9 @@ def test_the_answer_and_its_timing_are_the_same_for_known_and_unknown_people(
     known, unknown = (statistics.median(times[kind]) for kind in ("known", "unknown"))
     assert abs(known - unknown) < max(0.005, 0.5 * min(known, unknown)), times
 
-    outcomes = [outcome for action, outcome, _ in recovery_actions(ctx) if action == "portal.recovery_requested"]
+    outcomes = [
+        outcome for action, outcome, _ in recovery_actions(ctx) if action == "portal.recovery_requested"
+    ]
     assert outcomes.count("no_account") == 17 and outcomes.count("reset_sent") == 1
     assert outcomes.count("approval_requested") == 1 and outcomes.count("already_pending") == 15
     assert {d["user_agent"] for a, _, d in recovery_actions(ctx) if "requested" in a} == {"Firefox/140"}
@@ -344,7 +352,9 @@ def test_an_admin_denies_with_a_reason(slack_app: RunningApp) -> None:
     assert modal["callback_id"] == ids.RECOVERY_DENY_VIEW
     empty = app.requests.submit(modal, {ids.REASON_ACTION: "  "})
     assert empty.json()["response_action"] == "errors" and ids.REASON_BLOCK in empty.json()["errors"]
-    assert app.requests.submit(modal, {ids.REASON_ACTION: "Not <b>her</b>: she called to say so"}).status == 200
+    assert (
+        app.requests.submit(modal, {ids.REASON_ACTION: "Not <b>her</b>: she called to say so"}).status == 200
+    )
     app.slack.wait_for(lambda: "Denied by" in text_of_blocks(card_in(app)), what="the card's outcome")
     assert "Not &lt;b&gt;her&lt;/b&gt;" in text_of_blocks(card_in(app))
     [denied] = audit_events(ctx.sessions, "recovery.denied")

@@ -65,8 +65,9 @@ class RecoveryOutcome(enum.StrEnum):
     RESET_FAILED = "reset_failed"
 
 
-def submit_request(typed: str, client: Client) -> None:
+def submit_request(ctx: Context, typed: str, client: Client) -> None:
     """Enqueue the request: the same work for every input, so the answer tells nobody anything."""
+    jobs.use(ctx)
     take_recovery_request.send(typed[:MAX_TYPED], client.address, client.user_agent)
 
 

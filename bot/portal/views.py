@@ -258,7 +258,7 @@ def recover() -> str:
 @portal.post("/recover")
 def recover_submit() -> str:
     """The same answer, after the same work (one enqueue), whoever was named."""
-    recovery.submit_request(request.form.get("who", ""), _client())
+    recovery.submit_request(_ctx(), request.form.get("who", ""), _client())
     return render_template("portal/recover_sent.html")
 
 
