@@ -352,13 +352,13 @@ def test_recovery_of_an_expired_account_approved_in_slack(
     shown = json.dumps(card["blocks"])
     assert "alice.doe@example.com" in shown and "127.0.0.1" in shown and "HeadlessChrome" in shown
     assert "sent" in shown, "the delivery state"
-    approve = [
+    [approve] = [
         e
         for b in card["blocks"]
         if b["type"] == "actions"
         for e in b["elements"]
         if e["action_id"] == ids.RECOVERY_APPROVE_ACTION
-    ][0]
+    ]
     opened = len(app.slack.calls_to("views.open"))
     assert app.requests.block_action(ids.RECOVERY_APPROVE_ACTION, approve["value"]).status == 200
     app.slack.wait_for_call("views.open", opened + 1)
