@@ -415,3 +415,28 @@ def test_passwords_never_reach_logs_or_audit(
     recorded = caplog.text + repr(audit_events(context.sessions))
     for secret in ("wrong-password-987", TEMP_PASSWORD, "Password1234", GOOD_PASSWORD):
         assert secret not in recorded
+
+
+def test_every_portal_event_records_the_client(context: Context, portal_app: Flask) -> None:
+    add_person(context)
+    client = portal_app.test_client()
+    client.environ_base.update(REMOTE_ADDR="198.51.100.23", HTTP_USER_AGENT="Firefox/140 \x1b[2K")
+    browser = Browser(client)
+    assert browser.sign_in("adoe", "wrong-password-1").status_code == 401
+    assert browser.sign_in("nobody", "wrong-password-1").status_code == 401
+    assert browser.sign_in("adoe", TEMP_PASSWORD).status_code == 303
+    browser.get(CHANGE)
+    assert browser.post(CHANGE, change_form()).status_code == 303
+    browser.get("/portal/")
+    assert browser.post("/portal/logout").status_code == 303
+    events = [row for row in audit_events(context.sessions) if row.action.startswith("portal.")]
+    assert [row.action for row in events] == [
+        "portal.sign_in_failed",
+        "portal.sign_in_failed",
+        "portal.sign_in",
+        "portal.password_changed",
+        "portal.sign_out",
+    ]
+    for row in events:
+        assert row.details["client_address"] == "198.51.100.23", row
+        assert row.details["user_agent"] == "Firefox/140 ?[2K", "control characters replaced"

@@ -362,3 +362,21 @@ def test_an_admin_denies_with_a_reason(slack_app: RunningApp) -> None:
     with ctx.sessions() as session:
         account = session.scalars(select(Account).where(Account.username == "adoe")).one()
         assert verify_password(TEMP_PASSWORD, account.password_hash), "nothing was sent"
+
+
+def test_an_expired_request_shows_on_its_card_and_can_no_longer_be_approved(slack_app: RunningApp) -> None:
+    app = slack_app
+    ctx = app.ctx
+    invited(ctx)
+    request_from_portal(app, "adoe")
+    client = make_web_client(ctx.settings)
+    assert post_cards(ctx, client) == 1
+    request_id = buttons_of(card_in(app))[ids.RECOVERY_APPROVE_ACTION]["value"]
+    assert post_cards(ctx, client, now=utcnow() + RECOVERY_TTL + timedelta(minutes=1)) == 0
+    assert "Expired: nobody decided within 24 hours" in text_of_blocks(card_in(app))
+    assert buttons_of(card_in(app)) == {}
+    assert [row.actor for row in audit_events(ctx.sessions, "recovery.expired")] == ["credbot:recovery"]
+    told = len(app.slack.calls_to("chat.postEphemeral"))
+    assert app.requests.block_action(ids.RECOVERY_APPROVE_ACTION, request_id).status == 200
+    calls = app.slack.wait_for_call("chat.postEphemeral", told + 1)
+    assert "already expired" in calls[-1].args["text"]

@@ -95,20 +95,19 @@ def take_request(
             return RecoveryOutcome.NO_ACCOUNT
         account = session.get(Account, account.id, with_for_update=True)  # one pending request at a time
         assert account is not None
-        outcome = _decide(session, account, client, now)
-        detail = {"request_id": outcome[1]} if outcome[1] else {}
+        outcome, request_id = _decide(session, account, client, now)
         record(
             session,
             portal_user_actor(account.username),
             AuditAction.RECOVERY_REQUESTED,
             account_target(account.username),
-            outcome=str(outcome[0]),
-            **detail,
+            outcome=str(outcome),
+            **({"request_id": request_id} if request_id else {}),
             **client.audit(),
         )
-    if outcome[0] is RecoveryOutcome.RESET_SENT:
+    if outcome is RecoveryOutcome.RESET_SENT:
         return send_reset_link(ctx, account.id, client, now)
-    return outcome[0]
+    return outcome
 
 
 def _find(session: Session, typed: str) -> Account | None:
