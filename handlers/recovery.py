@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -134,21 +133,21 @@ def update_card(ctx: Context, client: WebClient, card: RecoveryCard) -> None:
         )
 
 
-def post_cards(ctx: Context, client: WebClient, now: datetime | None = None) -> int:
+def post_cards(ctx: Context, client: WebClient) -> int:
     """Post the card of every pending request not in Slack yet, and close expired ones; how many posted.
 
     A card Slack refused stays in the outbox (the next run tries again); the failure is audited. Cards
     go out one a second (chat.postMessage allows about one message a second per channel), at most
     CARDS_PER_RUN per run.
     """
-    for expired in recovery.expire_due(ctx, now):
+    for expired in recovery.expire_due(ctx):
         update_card(ctx, client, expired)
     channel = ctx.settings.audit_channel_id
     if not channel:
         log.warning("recovery requests wait for an admin, but AUDIT_CHANNEL_ID is not set: no card posted")
         return 0
     posted = 0
-    for card in recovery.cards_to_post(ctx, now)[:CARDS_PER_RUN]:
+    for card in recovery.cards_to_post(ctx)[:CARDS_PER_RUN]:
         if posted:
             time.sleep(CARD_INTERVAL)
         text, blocks = card_message(card)

@@ -9,6 +9,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default
@@ -19,6 +20,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from bot import jobs
+from bot.clock import ManualClock
 from bot.context import Context
 from bot.passwords import verify_password
 from bot.portal import recovery
@@ -27,7 +29,7 @@ from bot.portal.recovery import RECOVERY_TTL, RESET_LINK_TTL, DecisionRefused, R
 from bot.slack_app import make_web_client
 from handlers import ids
 from handlers.recovery import post_cards
-from models import Account, AccountStatus, RecoveryRequest, RecoveryStatus, SetupLink, utcnow
+from models import Account, AccountStatus, RecoveryRequest, RecoveryStatus, utcnow
 from tests.builders import TEMP_PASSWORD, add_person, audit_events
 from tests.portal_helpers import GOOD_PASSWORD, Browser, get_account, make_portal_app
 from tests.slack_requests import RunningApp, serve_app, slack_settings
@@ -149,7 +151,8 @@ def test_a_reset_link_works_once_only_the_newest_works_and_it_expires_after_an_h
 ) -> None:
     account_id = active(context)
     context_settings = context.settings.model_copy(update={"portal_url": "http://localhost/portal"})
-    ctx = Context(context_settings, context.sessions)
+    clock = ManualClock()
+    ctx = Context(context_settings, context.sessions, clock)
     app = make_portal_app(ctx)
     signed_in = Browser(app.test_client())
     assert signed_in.sign_in("bsmith", GOOD_PASSWORD).status_code == 303
@@ -174,14 +177,15 @@ def test_a_reset_link_works_once_only_the_newest_works_and_it_expires_after_an_h
     browser.get(path)
     assert browser.post(path).status_code == 410, "used once"
 
-    # A link older than an hour is refused.
+    # A link is refused once an hour has passed.
     assert recovery.take_request(ctx, "bsmith") is RecoveryOutcome.RESET_SENT
     stale = reset_url(outbox(ctx, "credbot-password-reset")[-1]).removeprefix("http://localhost")
-    with ctx.sessions.begin() as session:
-        link = session.scalars(select(SetupLink).order_by(SetupLink.id.desc())).first()
-        assert link is not None and link.expires_at <= utcnow() + RESET_LINK_TTL
-        link.expires_at = utcnow() - timedelta(seconds=1)
+    clock.advance(RESET_LINK_TTL.total_seconds() - 1)
     late = Browser(app.test_client())
+    late.get(stale)
+    assert late.post(stale).status_code == 303, "still usable just before the hour"
+    clock.advance(2)
+    assert late.get("/portal/setup/password").status_code == 410
     late.get(stale)
     assert late.post(stale).status_code == 410
 
@@ -366,13 +370,18 @@ def test_an_admin_denies_with_a_reason(slack_app: RunningApp) -> None:
 
 def test_an_expired_request_shows_on_its_card_and_can_no_longer_be_approved(slack_app: RunningApp) -> None:
     app = slack_app
-    ctx = app.ctx
+    clock = ManualClock()
+    ctx = replace(app.ctx, clock=clock)  # the worker's clock, moved on below
     invited(ctx)
     request_from_portal(app, "adoe")
     client = make_web_client(ctx.settings)
     assert post_cards(ctx, client) == 1
     request_id = buttons_of(card_in(app))[ids.RECOVERY_APPROVE_ACTION]["value"]
-    assert post_cards(ctx, client, now=utcnow() + RECOVERY_TTL + timedelta(minutes=1)) == 0
+    clock.advance(RECOVERY_TTL.total_seconds() - 1)
+    assert post_cards(ctx, client) == 0
+    assert buttons_of(card_in(app)) != {}, "not expired yet"
+    clock.advance(2)
+    assert post_cards(ctx, client) == 0
     assert "Expired: nobody decided within 24 hours" in text_of_blocks(card_in(app))
     assert buttons_of(card_in(app)) == {}
     assert [row.actor for row in audit_events(ctx.sessions, "recovery.expired")] == ["credbot:recovery"]

@@ -39,7 +39,7 @@ from bot.passwords import hash_password, needs_rehash, verify_password
 from bot.portal.client import NO_CLIENT, Client
 from bot.portal.password_rules import normalize_password, password_problems
 from bot.settings import Settings
-from models import Account, AccountStatus, SetupLink, full_name, rowcount, utcnow
+from models import Account, AccountStatus, SetupLink, full_name, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def sign_in(
     ctx: Context, username: str, password: str, now: datetime | None = None, client: Client = NO_CLIENT
 ) -> SignInResult:
     """Check a username and password, applying throttling, expiry and pending-password promotion."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     password = normalize_password(password[:MAX_TYPED_PASSWORD])
     username = _typed_username(username)
     with ctx.sessions.begin() as session:
@@ -344,7 +344,7 @@ def signed_in_user(
     A session is void once the account's session version moved on (sign-out, password change, a wait
     after failed attempts, an administrator ending its sessions), or while it is disabled or waiting.
     """
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions() as session:
         account = load_account(session, account_id)
         if account is None or account.session_version != session_version or not can_sign_in(account):
@@ -394,7 +394,7 @@ def change_password(
     A wrong current password counts as a failed sign-in; when it makes the account wait, the result
     says until when (`locked_until`) and the account's sessions have ended.
     """
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     if current_password is None:
         return _change_proven(ctx, account_id, new_password, confirmation, now, client)
     current = normalize_password(current_password[:MAX_TYPED_PASSWORD])
@@ -507,7 +507,7 @@ def _usable_link(session: Session, link: SetupLink | None, now: datetime) -> Set
 
 def open_setup_link(ctx: Context, token: str, now: datetime | None = None) -> int:
     """The id of the usable link for `token`; raises SetupLinkInvalid. Does not use the link up."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions() as session:
         link = session.scalars(
             select(SetupLink).where(SetupLink.token_hash == credentials.token_hash(token))
@@ -521,7 +521,7 @@ def open_setup_link(ctx: Context, token: str, now: datetime | None = None) -> in
 
 def setup_link_user(ctx: Context, link_id: int, now: datetime | None = None) -> PortalUser:
     """The employee a still-usable link belongs to; raises SetupLinkInvalid."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions() as session:
         link = _usable_link(session, session.get(SetupLink, link_id), now)
         return _view(link.account)
@@ -539,7 +539,7 @@ def set_password_with_link(
 
     Raises SetupLinkInvalid if the link stopped being usable (e.g. used in another tab meanwhile).
     """
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions.begin() as session:
         link = _usable_link(session, session.get(SetupLink, link_id), now)
         account = link.account
@@ -582,5 +582,5 @@ def notify_password_changed(ctx: Context, account_id: int, now: datetime | None 
         "password_changed",
         "Your {company} Self-Service password was changed",
         failure_action=AuditAction.PASSWORD_CHANGE_NOTICE_FAILED,
-        changed_at=now or utcnow(),
+        changed_at=now or ctx.clock.now(),
     )

@@ -40,7 +40,6 @@ from models import (
     RecoveryStatus,
     SetupLink,
     full_name,
-    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def take_request(
     ctx: Context, typed: str, client: Client = NO_CLIENT, now: datetime | None = None
 ) -> RecoveryOutcome:
     """Act on one request for the account named by `typed` (a username or an email address)."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions.begin() as session:
         account = _find(session, typed)
         if account is None:
@@ -321,7 +320,7 @@ def card_of(session: Session, request_id: int) -> RecoveryCard | None:
 
 def cards_to_post(ctx: Context, now: datetime | None = None) -> list[RecoveryCard]:
     """Pending requests whose card is not in Slack yet (the outbox the card poster drains)."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions() as session:
         ids = session.scalars(
             select(RecoveryRequest.id)
@@ -346,7 +345,7 @@ def card_posted(ctx: Context, request_id: int, channel: str, ts: str) -> None:
 
 def expire_due(ctx: Context, now: datetime | None = None) -> list[RecoveryCard]:
     """Mark the pending requests past their time expired (audited); their cards, to update in Slack."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions.begin() as session:
         due = session.scalars(
             select(RecoveryRequest)
@@ -384,7 +383,7 @@ def _decide_request(
     reason: str | None,
     now: datetime | None,
 ) -> RecoveryCard:
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions.begin() as session:
         request = session.get(RecoveryRequest, request_id, with_for_update=True)
         refusal = _refusal(session, request, now)

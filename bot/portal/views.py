@@ -27,7 +27,6 @@ from bot.context import Context
 from bot.portal import auth, recovery
 from bot.portal.client import Client
 from bot.portal.csrf import CsrfRefused, check_csrf, csrf_token
-from models import utcnow
 from templates import TEMPLATES_DIR
 
 EXTENSION_KEY = "credbot.portal"
@@ -106,7 +105,8 @@ def _client() -> Client:
 def _proven() -> bool:
     """True while the session's sign-in with the temporary password is recent enough to stand for it."""
     proven_at = session.get("proven")
-    return isinstance(proven_at, float) and 0 <= time.time() - proven_at <= PROVEN_SECONDS
+    now = _ctx().clock.now().timestamp()
+    return isinstance(proven_at, float) and 0 <= now - proven_at <= PROVEN_SECONDS
 
 
 def signed_in(view: Callable[_P, ResponseReturnValue]) -> Callable[_P, ResponseReturnValue]:
@@ -156,7 +156,7 @@ def login_submit() -> Response | tuple[str, int]:
     _start_session(result.account_id, result.session_version)
     session["previous"] = result.previous_sign_in.isoformat() if result.previous_sign_in else None
     if result.outcome is auth.SignInOutcome.MUST_CHANGE:
-        session["proven"] = time.time()  # the temporary password was typed just now
+        session["proven"] = _ctx().clock.now().timestamp()  # the temporary password was typed just now
         return redirect(url_for("portal.change_password"), 303)
     return redirect(url_for("portal.home"), 303)
 
@@ -263,7 +263,7 @@ def recover_submit() -> str:
 
 
 def _locked_message(locked_until: datetime) -> str:
-    minutes = max(1, math.ceil((locked_until - utcnow()).total_seconds() / 60))
+    minutes = max(1, math.ceil((locked_until - _ctx().clock.now()).total_seconds() / 60))
     wait = "a minute" if minutes == 1 else f"{minutes} minutes"
     return (
         "Your current password was not correct, and after too many wrong passwords your account is "
