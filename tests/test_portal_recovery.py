@@ -9,6 +9,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from email.message import EmailMessage
@@ -389,3 +390,15 @@ def test_an_expired_request_shows_on_its_card_and_can_no_longer_be_approved(slac
     assert app.requests.block_action(ids.RECOVERY_APPROVE_ACTION, request_id).status == 200
     calls = app.slack.wait_for_call("chat.postEphemeral", told + 1)
     assert "already expired" in calls[-1].args["text"]
+
+
+def test_parallel_requests_for_one_account_collapse_into_one(context: Context) -> None:
+    invited(context)
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: recovery.take_request(context, "adoe"), range(8)))
+    assert sorted(outcomes) == sorted(
+        [RecoveryOutcome.APPROVAL_REQUESTED] + [RecoveryOutcome.ALREADY_PENDING] * 7
+    )
+    with context.sessions() as session:
+        [request] = session.scalars(select(RecoveryRequest)).all()
+        assert request.request_count == 8

@@ -81,9 +81,11 @@ def take_request(
 ) -> RecoveryOutcome:
     """Act on one request for the account named by `typed` (a username or an email address)."""
     now = now or ctx.clock.now()
+    with ctx.sessions() as session:
+        found = _find(session, typed)
+        account_id = found.id if found else None
     with ctx.sessions.begin() as session:
-        account = _find(session, typed)
-        if account is None:
+        if account_id is None:
             record(
                 session,
                 PORTAL_UNKNOWN_USER_ACTOR,
@@ -92,8 +94,7 @@ def take_request(
                 **client.audit(),
             )
             return RecoveryOutcome.NO_ACCOUNT
-        account = session.get(Account, account.id, with_for_update=True)  # one pending request at a time
-        assert account is not None
+        account = _locked_account(session, account_id)
         outcome, request_id = _decide(session, account, client, now)
         record(
             session,
@@ -107,6 +108,21 @@ def take_request(
     if outcome is RecoveryOutcome.RESET_SENT:
         return send_reset_link(ctx, account.id, client, now)
     return outcome
+
+
+def _locked_account(session: Session, account_id: int) -> Account:
+    """The account, read after taking its lock as the transaction's first statement: parallel requests
+    for one account queue here, so at most one request is pending. The lock is a write that changes
+    nothing, not SELECT ... FOR UPDATE: SQLite has no row locks, and a write takes its database lock."""
+    session.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(updated_at=Account.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    account = session.get(Account, account_id, options=[joinedload(Account.employee)])
+    assert account is not None  # accounts are never deleted
+    return account
 
 
 def _find(session: Session, typed: str) -> Account | None:
