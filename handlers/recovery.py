@@ -53,7 +53,12 @@ def deny(ack: Ack, body: dict[str, Any], background: Background) -> None:
 
 
 def deny_submitted(
-    ack: Ack, body: dict[str, Any], form: dict[str, Any], user_id: str, background: Background
+    ack: Ack,
+    body: dict[str, Any],
+    form: dict[str, Any],
+    user_id: str,
+    ctx: Context,
+    background: Background,
 ) -> None:
     """A reason is required; the decision itself is a quick update of one row, so it is taken here."""
     reason = str(form.get(ids.REASON_ACTION) or "").strip()
@@ -61,7 +66,6 @@ def deny_submitted(
         ack(response_action="errors", errors={ids.REASON_BLOCK: "Say why the request is denied."})
         return
     request_id = _request_id(body["view"].get("private_metadata", ""))
-    ctx: Context = background.ctx
     try:
         card = recovery.deny(ctx, request_id, slack_actor(user_id), reason)
     except DecisionRefused as refused:

@@ -30,10 +30,12 @@ from bot.portal.recovery import RECOVERY_TTL, RESET_LINK_TTL, DecisionRefused, R
 from bot.slack_app import make_web_client
 from handlers import ids
 from handlers.recovery import post_cards
-from models import Account, AccountStatus, RecoveryRequest, RecoveryStatus, utcnow
+from models import Account, AccountStatus, RecoveryRequest, RecoveryStatus, SetupLink, utcnow
 from tests.builders import TEMP_PASSWORD, add_person, audit_events
+from tests.credentials_helpers import sendgrid_context
 from tests.portal_helpers import GOOD_PASSWORD, Browser, get_account, make_portal_app
 from tests.slack_requests import RunningApp, serve_app, slack_settings
+from tests.standins.sendgrid import SendGridStandIn
 from tests.standins.slack import ADMIN_ID, SlackStandIn
 
 HOSTILE_AGENT = "Mozilla/5.0 <!channel> <script>alert(1)</script> *bold* <@U0ADMIN01>"
@@ -242,7 +244,7 @@ def test_the_answer_and_its_timing_are_the_same_for_known_and_unknown_people(
     outcomes = [
         outcome for action, outcome, _ in recovery_actions(ctx) if action == "portal.recovery_requested"
     ]
-    assert outcomes.count("no_account") == 17 and outcomes.count("reset_sent") == 1
+    assert outcomes.count("no_account") == 17 and outcomes.count("reset_link") == 1
     assert outcomes.count("approval_requested") == 1 and outcomes.count("already_pending") == 15
     assert {d["user_agent"] for a, _, d in recovery_actions(ctx) if "requested" in a} == {"Firefox/140"}
 
@@ -402,3 +404,18 @@ def test_parallel_requests_for_one_account_collapse_into_one(context: Context) -
     with context.sessions() as session:
         [request] = session.scalars(select(RecoveryRequest)).all()
         assert request.request_count == 8
+
+
+def test_a_reset_email_the_mail_api_refuses_is_revoked_and_audited_and_the_last_accepted_one_works(
+    context: Context, sendgrid_standin: SendGridStandIn
+) -> None:
+    ctx = sendgrid_context(context, sendgrid_standin)
+    account_id = active(ctx)
+    assert recovery.take_request(ctx, "bsmith") is RecoveryOutcome.RESET_SENT
+    sendgrid_standin.answer(400, to="bob.smith@example.com", category="credbot-password-reset")
+    assert recovery.take_request(ctx, "bsmith") is RecoveryOutcome.RESET_FAILED
+    with ctx.sessions() as session:
+        links = session.scalars(select(SetupLink).where(SetupLink.account_id == account_id)).all()
+        assert [link.revoked_at is None for link in links] == [True, False], "the accepted one works"
+    [failed] = audit_events(ctx.sessions, "portal.reset_link_failed")
+    assert failed.target == "account:bsmith" and failed.details["error"]

@@ -60,6 +60,8 @@ class RecoveryOutcome(enum.StrEnum):
     NOT_ELIGIBLE = "not_eligible"
     APPROVAL_REQUESTED = "approval_requested"
     ALREADY_PENDING = "already_pending"
+    RESET_LINK = "reset_link"
+    """An active account: a reset link is due (what the request's audit event says)."""
     RESET_SENT = "reset_sent"
     RESET_FAILED = "reset_failed"
 
@@ -105,7 +107,7 @@ def take_request(
             **({"request_id": request_id} if request_id else {}),
             **client.audit(),
         )
-    if outcome is RecoveryOutcome.RESET_SENT:
+    if outcome is RecoveryOutcome.RESET_LINK:
         return send_reset_link(ctx, account.id, client, now)
     return outcome
 
@@ -152,7 +154,7 @@ def _decide(
     if not employee.active or account.status in (AccountStatus.DISABLED, AccountStatus.LOCKED):
         return RecoveryOutcome.NOT_ELIGIBLE, None
     if account.status == AccountStatus.ACTIVE:
-        return (RecoveryOutcome.RESET_SENT, None) if employee.email else (RecoveryOutcome.NOT_ELIGIBLE, None)
+        return (RecoveryOutcome.RESET_LINK, None) if employee.email else (RecoveryOutcome.NOT_ELIGIBLE, None)
     if account.status != AccountStatus.INVITED or account.credentials_emailed_at is None:
         return RecoveryOutcome.NOT_ELIGIBLE, None
     pending = _pending_request(session, account.id, now)
@@ -204,7 +206,8 @@ def send_reset_link(ctx: Context, account_id: int, client: Client, now: datetime
     """Make a reset link and email it now; once the mail API accepted it, older open links stop working.
 
     A link whose email was refused (or could not be handed over) is revoked at once and the failure
-    audited: the employee can ask again.
+    audited; the link in the newest email the mail API accepted keeps working, and the employee can ask
+    again.
     """
     token = secrets.token_urlsafe(32)
     secret_hash = credentials.token_hash(token)
@@ -242,7 +245,7 @@ def send_reset_link(ctx: Context, account_id: int, client: Client, now: datetime
         message_id = make_transport(settings).send(email)
     except MailError as error:  # MailUnavailable too: the employee asks again rather than wait for us
         with ctx.sessions.begin() as session:
-            credentials.revoke_links(session, account_id, now, keep=None)
+            credentials.discard(session, account_id, "link", secret_hash, None)
             record(
                 session,
                 portal_user_actor(username),
