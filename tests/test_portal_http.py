@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import io
 import logging
 import re
 import time
@@ -13,13 +14,16 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from bot import jobs, notices
 from bot.context import Context
+from bot.directory import import_employees
 from bot.mail import MailUnavailable
+from bot.passwords import hash_password
 from bot.portal import auth
 from bot.portal.views import REFUSED_MESSAGE
-from models import AccountStatus, utcnow
+from models import Account, AccountStatus, Employee, utcnow
 from tests.builders import TEMP_PASSWORD, add_person, audit_events
 from tests.credentials_helpers import sendgrid_context
 from tests.portal_helpers import GOOD_PASSWORD, Browser, get_account, make_portal_app
@@ -440,3 +444,33 @@ def test_every_portal_event_records_the_client(context: Context, portal_app: Fla
     for row in events:
         assert row.details["client_address"] == "198.51.100.23", row
         assert row.details["user_agent"] == "Firefox/140 ?[2K", "control characters replaced"
+
+
+def test_the_home_page_shows_the_account_with_the_manager_from_the_directory(
+    context: Context, browser: Browser
+) -> None:
+    csv = (
+        "Employee Number,First name,Last name,Email,Dept,Line manager\n"
+        "7,Ada,Lovelace,ada@example.com,R&D,Charles <b>Babbage</b>\n"
+    )
+    with context.sessions.begin() as session:
+        assert import_employees(session, io.StringIO(csv), "tester").created == 1
+        employee = session.scalars(select(Employee)).one()
+        assert employee.manager == "Charles <b>Babbage</b>"
+        session.add(
+            Account(
+                employee=employee,
+                username="alovelace",
+                status=AccountStatus.ACTIVE,
+                password_hash=hash_password(GOOD_PASSWORD),
+                password_changed_at=utcnow() - timedelta(days=3),
+                last_login_at=utcnow() - timedelta(days=1),
+            )
+        )
+    assert browser.sign_in("alovelace", GOOD_PASSWORD).status_code == 303
+    home = browser.get("/portal/").text
+    facts = dict(re.findall(r"<dt>([^<]+)</dt><dd>(.*?)</dd>", home, re.S))
+    assert facts["Manager"] == "Charles &lt;b&gt;Babbage&lt;/b&gt;"
+    assert facts["Department"] == "R&amp;D" and facts["Username"] == "<code>alovelace</code>"
+    assert facts["Previous sign-in"].endswith("UTC") and facts["Password changed"].endswith("UTC")
+    assert "Sign out everywhere" in home

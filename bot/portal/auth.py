@@ -310,6 +310,7 @@ class PortalUser:
     roles: list[str]
     must_change_password: bool
     department: str | None = None
+    manager: str | None = None
     password_changed_at: datetime | None = None
 
     @property
@@ -332,6 +333,7 @@ def _view(account: Account) -> PortalUser:
         roles=[role.name for role in account.roles],
         must_change_password=account.must_change_password,
         department=account.employee.department,
+        manager=account.employee.manager,
         password_changed_at=account.password_changed_at,
     )
 

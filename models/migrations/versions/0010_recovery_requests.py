@@ -1,4 +1,4 @@
-"""Recovery requests from the portal, approved or denied by an admin in Slack.
+"""Recovery requests from the portal, approved or denied by an admin in Slack; the employee's manager.
 
 Revision ID: 0010
 Revises: 0006
@@ -17,6 +17,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("employees", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("manager", sa.String(length=200), nullable=True))
     op.create_table(
         "recovery_requests",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -46,3 +48,5 @@ def downgrade() -> None:
     op.drop_index("ix_recovery_requests_status", table_name="recovery_requests")
     op.drop_index("ix_recovery_requests_account_status", table_name="recovery_requests")
     op.drop_table("recovery_requests")
+    with op.batch_alter_table("employees", schema=None) as batch_op:
+        batch_op.drop_column("manager")
