@@ -51,6 +51,12 @@ class AuditAction(enum.StrEnum):
     DIGEST_POSTED = "digest.posted"
     PASSWORD_CHANGE_NOTICE_FAILED = "portal.password_change_notice_failed"  # noqa: S105 (an action name)
     NOTICE_FAILED = "mail.notice_failed"
+    RECOVERY_REQUESTED = "portal.recovery_requested"
+    RECOVERY_APPROVED = "recovery.approved"
+    RECOVERY_DENIED = "recovery.denied"
+    RECOVERY_EXPIRED = "recovery.expired"
+    RESET_LINK_SENT = "portal.reset_link_sent"
+    RESET_LINK_FAILED = "portal.reset_link_failed"
 
 
 # Who acted and on what, as written in the log. Existing logs and reports read these exact strings.

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from _csv import Reader  # what csv.reader returns (the name exists in typeshed only)
 
 REQUIRED_COLUMNS = ("employee_number", "first_name", "last_name", "email")
-OPTIONAL_COLUMNS = ("department", "roles", "slack_user_id", "active")
+OPTIONAL_COLUMNS = ("department", "manager", "roles", "slack_user_id", "active")
 COLUMN_ALIASES = {
     "employee_number": (
         "employee_id",
@@ -56,6 +56,7 @@ COLUMN_ALIASES = {
         "company_email",
     ),
     "department": ("dept", "department_name", "division"),
+    "manager": ("manager_name", "line_manager", "reports_to", "supervisor"),
     "roles": ("role",),
     "slack_user_id": ("slack_id", "slack_user", "slack_member_id", "slack"),
     "active": ("is_active", "enabled"),
@@ -71,6 +72,7 @@ MAX_LENGTHS = {
     "last_name": 200,
     "email": 320,
     "department": 200,
+    "manager": 200,
     "directory_roles": 1000,
 }
 MAX_ROLE_LENGTH = 100
@@ -267,6 +269,7 @@ def _existing_employees(session: Session) -> dict[str, dict[str, Any]]:
         Employee.last_name,
         Employee.email,
         Employee.department,
+        Employee.manager,
         Employee.slack_user_id,
         Employee.directory_roles,
         Employee.active,
@@ -340,6 +343,8 @@ def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple
             problems.append(f"invalid email {email!r}: {error}")
     if "department" in raw:
         values["department"] = raw["department"] or None
+    if "manager" in raw:
+        values["manager"] = raw["manager"] or None
     if "roles" in raw:
         roles = list(dict.fromkeys(role.strip() for role in raw["roles"].split(";") if role.strip()))
         if any(len(role) > MAX_ROLE_LENGTH for role in roles):
@@ -397,6 +402,7 @@ def _drop_duplicates(rows: list[_Row], errors: list[tuple[int, str]]) -> list[_R
 def _new_employee(values: dict[str, Any]) -> dict[str, Any]:
     employee = {
         "department": None,
+        "manager": None,
         "slack_user_id": None,
         "directory_roles": "",
         "active": True,

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 JOB_MODULES = [
     "bot.notices",
+    "bot.portal.recovery",
+    "handlers.recovery",
     "handlers.delivery_trail",
     "bot.sending.jobs",
     "handlers.sending",

@@ -82,7 +82,12 @@ class Settings(BaseSettings):
     """The first wait; it doubles with each further failure, up to LOCKOUT_MINUTES."""
     lockout_minutes: int = Field(default=15, ge=1)
     sign_in_rate_limit: str = "10/minute;100/hour"
-    """Sign-in and set-password attempts allowed per client address (Flask-Limiter's notation)."""
+    """Failed sign-ins, password changes and set-password attempts allowed per client address and
+    username together (Flask-Limiter's notation)."""
+    portal_address_rate_limit: str = "300/minute;3000/hour"
+    """Sign-in, password-change and set-password attempts (failed or not) allowed per client address."""
+    recovery_rate_limit: str = "5/minute;30/hour"
+    """Recovery requests ("Didn't get your email, or it expired?") allowed per client address."""
     trusted_proxies: int = Field(default=0, ge=0, le=5)
     """Reverse proxies in front of the web server whose X-Forwarded-For names the client."""
 

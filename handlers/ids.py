@@ -71,3 +71,11 @@ MANAGE_CHOICE_ACTION = "manage_choice_select"
 MANAGE_UNLOCK = "unlock"
 MANAGE_DISABLE = "disable"
 MANAGE_ENABLE = "enable"
+
+# Recovery requests from the portal: the approval card in the audit channel, and the deny modal.
+RECOVERY_APPROVE_ACTION = "recovery_approve"
+RECOVERY_DENY_ACTION = "recovery_deny"
+"""Value of both: the recovery request's id."""
+RECOVERY_DENY_VIEW = "credbot_recovery_deny"
+REASON_BLOCK = "deny_reason"
+REASON_ACTION = "deny_reason_input"

@@ -6,6 +6,7 @@ from models.audit import AuditEvent
 from models.base import Base, utcnow
 from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
 from models.directory import Employee, fold_accents, full_name, name_sort_key
+from models.recovery import RecoveryRequest, RecoveryStatus
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "DeliveryEvent",
     "DeliveryStatus",
     "Employee",
+    "RecoveryRequest",
+    "RecoveryStatus",
     "Role",
     "SetupLink",
     "account_roles",

@@ -68,6 +68,8 @@ class Employee(Base):
     last_name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     department: Mapped[str | None] = mapped_column(String(200))
+    manager: Mapped[str | None] = mapped_column(String(200))
+    """The manager as the HR export names them (free text), shown on the employee's portal home page."""
     slack_user_id: Mapped[str | None] = mapped_column(String(32), index=True)
     directory_roles: Mapped[str] = mapped_column(String(1000), default="")
     """Roles from the HR export, `;`-separated; given to the account on creation."""

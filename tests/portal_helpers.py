@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from bot.context import Context
 from bot.portal import init_portal
+from bot.portal.views import PROVEN_SECONDS
 from models import Account, SetupLink, utcnow
 
 GOOD_PASSWORD = "orbit-lantern-pickle-meadow"
@@ -80,6 +81,12 @@ class Browser:
     def sign_in(self, username: str, password: str):
         self.get("/portal/login")
         return self.post("/portal/login", {"username": username, "password": password})
+
+    def outside_the_window(self) -> None:
+        """As if the sign-in with the temporary password was longer ago than PROVEN_SECONDS: the
+        change-password page asks for it again."""
+        with self.client.session_transaction() as session:
+            session["proven"] = session.get("proven", 0.0) - PROVEN_SECONDS - 1
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ go to `test-artifacts/browser/`.
 from __future__ import annotations
 
 import email
+import json
 import logging
 import os
 import re
@@ -23,12 +24,18 @@ from flask import Flask
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, sync_playwright
 from werkzeug.serving import make_server
 
+from bot import jobs
 from bot.context import Context
 from bot.settings import PROJECT_ROOT
-from models import AccountStatus, DeliveryStatus
+from bot.slack_app import make_web_client
+from handlers import ids
+from handlers.recovery import post_cards
+from models import Account, AccountStatus, DeliveryStatus, utcnow
 from tests.builders import add_person
 from tests.credentials_helpers import send_credentials
 from tests.portal_helpers import make_portal_app
+from tests.slack_requests import RunningApp, serve_app, slack_settings
+from tests.standins.slack import SlackStandIn
 
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
@@ -46,6 +53,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "browser"
 NEW_PASSWORD = "marmalade-glacier-trombone"
 LINK_PASSWORD = "velvet-cactus-lighthouse-9"
+AUDIT_CHANNEL = "CAUDIT001"
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +204,13 @@ def test_password_mode_first_sign_in_forced_change_and_new_password(
     page.goto(server.url + "/portal/")
     assert page.url.endswith("/portal/password"), "nothing else is reachable before the change"
 
-    page.fill("#current_password", temporary)
+    assert page.locator("#current_password").count() == 0, "not asked again right after signing in"
     page.fill("#new_password", "Password1234")
     page.fill("#confirm_password", "Password1234")
     page.click("button:has-text('Save new password')")
     assert "too easy to guess" in page.inner_text("#problems")
     shot(page, "password-04-rules")
 
-    page.fill("#current_password", temporary)
     page.fill("#new_password", NEW_PASSWORD)
     page.fill("#confirm_password", NEW_PASSWORD)
     page.click("button:has-text('Save new password')")
@@ -286,7 +293,7 @@ def test_link_mode_set_password_once_then_sign_in(
     page.goto(setup_url)
     page.click("button:has-text('Continue')")
     assert "This link can no longer be used" in page.inner_text("h1")
-    assert "Ask an administrator" in page.inner_text("main")
+    assert "Ask for a new link" in page.inner_text("main")
     shot(page, "link-05-used")
     assert console_errors == []
     token = setup_url.rsplit("/", 1)[1]
@@ -302,3 +309,198 @@ def test_expired_temporary_password_page(live: tuple, page: Page, console_errors
     sign_in(page, "adoe", "TempPassw0rdXyzQ")
     assert "Your temporary password has expired" in page.inner_text("h1")
     shot(page, "expired")
+
+
+# --- Recovery, the no-retype change, the rules, phones (issue 22) -------------------------------------
+
+
+@pytest.fixture
+def slack_live(settings, slack_standin: SlackStandIn) -> Iterator[RunningApp]:
+    """The whole web app (Slack and the portal) on loopback, with the audit channel in the stand-in."""
+    slack_standin.channels.add(AUDIT_CHANNEL)
+    yield from serve_app(
+        slack_settings(settings, slack_standin, audit_channel_id=AUDIT_CHANNEL), slack_standin
+    )
+
+
+def test_recovery_of_an_expired_account_approved_in_slack(
+    slack_live: RunningApp, page: Page, console_errors: list[str]
+) -> None:
+    app = slack_live
+    ctx = app.ctx
+    base = app.url.removesuffix("/slack/events")
+    person = add_person(ctx, password=None, must_change=False, status=AccountStatus.PENDING)
+    old = text_of(send_to(ctx, person.employee_id)["credbot-welcome"])
+    temporary = re.search(r"temporary password:\s+(\S+)", old).group(1)
+    with ctx.sessions.begin() as session:  # a long weekend later
+        session.get(Account, person.account_id).temp_password_expires_at = utcnow() - timedelta(hours=1)
+
+    page.goto(base + "/portal/login")
+    sign_in(page, "adoe", temporary)
+    assert "Your temporary password has expired" in page.inner_text("h1")
+    page.click("text=Ask for new credentials")
+    page.wait_for_url("**/portal/recover")
+    shot(page, "recovery-01-request")
+    page.fill("#who", "alice.doe@example.com")
+    page.click("button:has-text('Continue')")
+    assert "If an account matches what you typed" in page.inner_text("main")
+    shot(page, "recovery-02-received")
+    jobs.join()
+
+    assert post_cards(ctx, make_web_client(ctx.settings)) == 1
+    [card] = [m for (channel, _), m in app.slack.messages.items() if channel == AUDIT_CHANNEL]
+    shown = json.dumps(card["blocks"])
+    assert "alice.doe@example.com" in shown and "127.0.0.1" in shown and "HeadlessChrome" in shown
+    assert "sent" in shown, "the delivery state"
+    [approve] = [
+        e
+        for b in card["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == ids.RECOVERY_APPROVE_ACTION
+    ]
+    opened = len(app.slack.calls_to("views.open"))
+    assert app.requests.block_action(ids.RECOVERY_APPROVE_ACTION, approve["value"]).status == 200
+    app.slack.wait_for_call("views.open", opened + 1)
+    confirm = app.slack.last_view()
+    assert confirm["callback_id"] == ids.CONFIRM_VIEW and "alice.doe@example.com" in json.dumps(confirm)
+    before = len(read_outbox(ctx).get("credbot-welcome", []))
+    assert app.requests.submit(confirm).status == 200
+    app.slack.wait_for(lambda: len(read_outbox(ctx).get("credbot-welcome", [])) > before, what="the email")
+    welcome = text_of(read_outbox(ctx)["credbot-welcome"][-1])
+    fresh = re.search(r"temporary password:\s+(\S+)", welcome).group(1)
+    assert fresh != temporary
+
+    page.goto(base + "/portal/login")
+    sign_in(page, "adoe", fresh)
+    page.wait_for_url("**/portal/password")
+    assert page.locator("#current_password").count() == 0, "not asked again right after signing in"
+    page.fill("#new_password", NEW_PASSWORD)
+    page.fill("#confirm_password", NEW_PASSWORD)
+    page.click("button:has-text('Save new password')")
+    page.wait_for_url("**/portal/")
+    assert "Hello, Alice" in page.inner_text("h1")
+    shot(page, "recovery-03-home")
+    assert console_errors == []
+
+
+def test_a_reset_link_used_once_and_refused_the_second_time(
+    live: tuple, page: Page, console_errors: list[str]
+) -> None:
+    ctx, server = live
+    jobs.configure(ctx, redis_url="")
+    add_person(ctx, password=NEW_PASSWORD, must_change=False, status=AccountStatus.ACTIVE)
+    page.goto(server.url + "/portal/login")
+    page.click("text=Didn't get your email, or it expired?")
+    page.fill("#who", "adoe")
+    page.click("button:has-text('Continue')")
+    assert "Request received" in page.inner_text("h1")
+    jobs.join()
+    [reset] = read_outbox(ctx)["credbot-password-reset"]
+    link = re.search(r"(http://\S+/portal/setup/\S+)", text_of(reset)).group(1)
+
+    page.goto(link)
+    page.click("button:has-text('Continue')")
+    page.wait_for_url("**/portal/setup/password")
+    shot(page, "reset-01-choose")
+    page.fill("#new_password", LINK_PASSWORD)
+    page.fill("#confirm_password", LINK_PASSWORD)
+    page.click("button:has-text('Set password')")
+    page.wait_for_url("**/portal/")
+    page.goto(link)
+    page.click("button:has-text('Continue')")
+    assert "This link can no longer be used" in page.inner_text("h1")
+    shot(page, "reset-02-used")
+    assert console_errors == []
+
+
+def rule_states(page: Page) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        "#new_password_rules li", "items => Object.fromEntries(items.map(i => [i.dataset.rule, i.className]))"
+    )
+
+
+def test_the_toggle_and_the_live_rules_and_the_page_without_javascript(
+    live: tuple, page: Page, chromium: Browser, console_errors: list[str]
+) -> None:
+    ctx, server = live
+    add_person(ctx)
+    page.goto(server.url + "/portal/login")
+    sign_in(page, "adoe", "TempPassw0rdXyzQ")
+    page.wait_for_url("**/portal/password")
+    rules = page.inner_text("#new_password_rules")
+    assert "At least 12 characters" in rules and "Without your username or your name" in rules
+    assert rule_states(page) == {"length": "", "personal": "", "match": "", "guess": ""}
+
+    page.fill("#new_password", "short")
+    assert rule_states(page)["length"] == "unmet"
+    page.fill("#new_password", "alice-lantern-orbit")
+    assert rule_states(page)["length"] == "met" and rule_states(page)["personal"] == "unmet"
+    page.fill("#new_password", NEW_PASSWORD)
+    page.fill("#confirm_password", NEW_PASSWORD + "x")
+    assert rule_states(page) == {"length": "met", "personal": "met", "match": "unmet", "guess": ""}
+    page.fill("#confirm_password", NEW_PASSWORD)
+    assert rule_states(page)["match"] == "met"
+    shot(page, "rules-01-live")
+
+    assert page.get_attribute("#new_password", "type") == "password"
+    page.check("#show_password")
+    assert page.get_attribute("#new_password", "type") == "text"
+    assert page.get_attribute("#confirm_password", "type") == "text"
+    shot(page, "rules-02-shown")
+    page.uncheck("#show_password")
+    assert page.get_attribute("#new_password", "type") == "password"
+    assert console_errors == []
+
+    # Without JavaScript: no toggle, the rules are listed, and the server judges.
+    plain = chromium.new_context(java_script_enabled=False)
+    try:
+        nojs = plain.new_page()
+        add_person(ctx, username="bsmith", first_name="Bob", last_name="Smith", email="bob@example.com")
+        nojs.goto(server.url + "/portal/login")
+        sign_in(nojs, "bsmith", "TempPassw0rdXyzQ")
+        nojs.wait_for_url("**/portal/password")
+        assert not nojs.is_visible("#show_password") and nojs.is_visible("#new_password_rules")
+        nojs.fill("#new_password", "bob-smith-password")
+        nojs.fill("#confirm_password", "bob-smith-password")
+        nojs.click("button:has-text('Save new password')")
+        assert 'Do not include your name ("Smith")' in nojs.inner_text("#problems")
+        nojs.fill("#new_password", LINK_PASSWORD)
+        nojs.fill("#confirm_password", LINK_PASSWORD)
+        nojs.click("button:has-text('Save new password')")
+        nojs.wait_for_url("**/portal/")
+    finally:
+        plain.close()
+
+
+def test_the_pages_fit_a_320_pixel_phone(live: tuple, chromium: Browser, console_errors: list[str]) -> None:
+    ctx, server = live
+    add_person(ctx, department="Finance & Control")
+    phone = chromium.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2)
+    try:
+        page = phone.new_page()
+
+        def fits(name: str) -> None:
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 320, f"{name} is {width} px wide"
+            box = page.locator("main").bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 320, name
+            shot(page, f"phone-320-{name}")
+
+        page.goto(server.url + "/portal/login")
+        fits("sign-in")
+        page.goto(server.url + "/portal/recover")
+        fits("recover")
+        page.goto(server.url + "/portal/login")
+        sign_in(page, "adoe", "TempPassw0rdXyzQ")
+        page.wait_for_url("**/portal/password")
+        fits("change-password")
+        page.fill("#new_password", NEW_PASSWORD)
+        page.fill("#confirm_password", NEW_PASSWORD)
+        page.click("button:has-text('Save new password')")
+        page.wait_for_url("**/portal/")
+        main = page.inner_text("main")
+        assert "Finance & Control" in main and "Sign out everywhere" in main and "Password changed" in main
+        fits("home")
+    finally:
+        phone.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import io
 import logging
 import re
 import time
@@ -13,13 +14,16 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from bot import jobs, notices
 from bot.context import Context
+from bot.directory import import_employees
 from bot.mail import MailUnavailable
+from bot.passwords import hash_password
 from bot.portal import auth
 from bot.portal.views import REFUSED_MESSAGE
-from models import AccountStatus, utcnow
+from models import Account, AccountStatus, Employee, utcnow
 from tests.builders import TEMP_PASSWORD, add_person, audit_events
 from tests.credentials_helpers import sendgrid_context
 from tests.portal_helpers import GOOD_PASSWORD, Browser, get_account, make_portal_app
@@ -72,7 +76,8 @@ def test_first_sign_in_forces_a_password_change(context: Context, browser: Brows
     assert browser.get("/portal/").headers["Location"] == CHANGE
     assert browser.get("/portal/login").headers["Location"] == "/portal/"
     page = browser.get(CHANGE)
-    assert "Choose a new password" in page.text and "Temporary password (from the email)" in page.text
+    assert "Choose a new password" in page.text and "do not need to type it again" in page.text
+    assert 'name="current_password"' not in page.text, "the session proves the temporary password"
 
     response = browser.post(CHANGE, change_form())
     assert response.status_code == 303 and response.headers["Location"] == "/portal/"
@@ -116,6 +121,8 @@ def test_password_change_problems_are_shown_and_nothing_changes(context: Context
     assert "This password is too easy to guess" in response.text
     response = browser.post(CHANGE, change_form(confirm="something-else-entirely"))
     assert "The two new passwords do not match" in response.text
+    browser.outside_the_window()
+    assert "Temporary password (from the email)" in browser.get(CHANGE).text
     response = browser.post(CHANGE, change_form(current="wrong"))
     assert "Your current password is not correct" in response.text
     assert get_account(context, person.account_id).must_change_password
@@ -127,7 +134,7 @@ def test_expired_temporary_password_page(context: Context, browser: Browser) -> 
     response = browser.sign_in("adoe", TEMP_PASSWORD)
     assert response.status_code == 403
     assert "Your temporary password has expired" in response.text
-    assert "Ask an administrator to send you new credentials." in response.text
+    assert "Ask for new credentials" in response.text and 'href="/portal/recover"' in response.text
     assert browser.get("/portal/").headers["Location"] == "/portal/login"
 
 
@@ -290,7 +297,7 @@ def test_security_headers(browser: Browser, path: str) -> None:
     response = browser.get(path)
     headers = response.headers
     csp = headers["Content-Security-Policy"]
-    assert "default-src 'self'" in csp and "script-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["X-Content-Type-Options"] == "nosniff"
@@ -412,3 +419,58 @@ def test_passwords_never_reach_logs_or_audit(
     recorded = caplog.text + repr(audit_events(context.sessions))
     for secret in ("wrong-password-987", TEMP_PASSWORD, "Password1234", GOOD_PASSWORD):
         assert secret not in recorded
+
+
+def test_every_portal_event_records_the_client(context: Context, portal_app: Flask) -> None:
+    add_person(context)
+    client = portal_app.test_client()
+    client.environ_base.update(REMOTE_ADDR="198.51.100.23", HTTP_USER_AGENT="Firefox/140 \x1b[2K")
+    browser = Browser(client)
+    assert browser.sign_in("adoe", "wrong-password-1").status_code == 401
+    assert browser.sign_in("nobody", "wrong-password-1").status_code == 401
+    assert browser.sign_in("adoe", TEMP_PASSWORD).status_code == 303
+    browser.get(CHANGE)
+    assert browser.post(CHANGE, change_form()).status_code == 303
+    browser.get("/portal/")
+    assert browser.post("/portal/logout").status_code == 303
+    events = [row for row in audit_events(context.sessions) if row.action.startswith("portal.")]
+    assert [row.action for row in events] == [
+        "portal.sign_in_failed",
+        "portal.sign_in_failed",
+        "portal.sign_in",
+        "portal.password_changed",
+        "portal.sign_out",
+    ]
+    for row in events:
+        assert row.details["client_address"] == "198.51.100.23", row
+        assert row.details["user_agent"] == "Firefox/140 ?[2K", "control characters replaced"
+
+
+def test_the_home_page_shows_the_account_with_the_manager_from_the_directory(
+    context: Context, browser: Browser
+) -> None:
+    csv = (
+        "Employee Number,First name,Last name,Email,Dept,Line manager\n"
+        "7,Ada,Lovelace,ada@example.com,R&D,Charles <b>Babbage</b>\n"
+    )
+    with context.sessions.begin() as session:
+        assert import_employees(session, io.StringIO(csv), "tester").created == 1
+        employee = session.scalars(select(Employee)).one()
+        assert employee.manager == "Charles <b>Babbage</b>"
+        session.add(
+            Account(
+                employee=employee,
+                username="alovelace",
+                status=AccountStatus.ACTIVE,
+                password_hash=hash_password(GOOD_PASSWORD),
+                password_changed_at=utcnow() - timedelta(days=3),
+                last_login_at=utcnow() - timedelta(days=1),
+            )
+        )
+    assert browser.sign_in("alovelace", GOOD_PASSWORD).status_code == 303
+    home = browser.get("/portal/").text
+    facts = dict(re.findall(r"<dt>([^<]+)</dt><dd>(.*?)</dd>", home, re.S))
+    assert facts["Manager"] == "Charles &lt;b&gt;Babbage&lt;/b&gt;"
+    assert facts["Department"] == "R&amp;D" and facts["Username"] == "<code>alovelace</code>"
+    assert facts["Previous sign-in"].endswith("UTC") and facts["Password changed"].endswith("UTC")
+    assert "Sign out everywhere" in home

@@ -98,7 +98,7 @@ def test_a_link_works_only_once(context: Context, browser: Browser) -> None:
     response = again.post(f"/portal/setup/{token}")
     assert response.status_code == 410
     assert "This link can no longer be used" in response.text
-    assert "Ask an administrator to send you new credentials." in response.text
+    assert "Ask for a new link" in response.text
 
 
 def test_a_second_tab_cannot_use_the_link_after_the_first(context: Context, portal_app) -> None:
@@ -132,7 +132,7 @@ def test_unusable_links_get_a_clear_page(context: Context, browser: Browser, sta
     browser.get(path)
     response = browser.post(path)
     assert response.status_code == 410
-    assert "Ask an administrator to send you new credentials." in response.text
+    assert "Ask for a new link" in response.text
     assert browser.get(FORM).status_code == 410
 
 

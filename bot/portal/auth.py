@@ -36,9 +36,10 @@ from bot.audit import (
 from bot.context import Context
 from bot.notices import enqueue_notice
 from bot.passwords import hash_password, needs_rehash, verify_password
+from bot.portal.client import NO_CLIENT, Client
 from bot.portal.password_rules import normalize_password, password_problems
 from bot.settings import Settings
-from models import Account, AccountStatus, SetupLink, full_name, rowcount, utcnow
+from models import Account, AccountStatus, SetupLink, full_name, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class SignInResult:
     account_id: int | None = None
     session_version: int | None = None
     """The account's session version after this sign-in, for the session cookie."""
+    previous_sign_in: datetime | None = None
+    """When the account was signed in to before this sign-in (None: this is the first)."""
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,11 @@ def can_sign_in(account: Account) -> bool:
     return account.status != AccountStatus.DISABLED and account.employee.active
 
 
-def sign_in(ctx: Context, username: str, password: str, now: datetime | None = None) -> SignInResult:
+def sign_in(
+    ctx: Context, username: str, password: str, now: datetime | None = None, client: Client = NO_CLIENT
+) -> SignInResult:
     """Check a username and password, applying throttling, expiry and pending-password promotion."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     password = normalize_password(password[:MAX_TYPED_PASSWORD])
     username = _typed_username(username)
     with ctx.sessions.begin() as session:
@@ -174,14 +179,14 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
 
     with ctx.sessions.begin() as session:
         if account is None:
-            return _refuse(session, None, FailureReason.UNKNOWN_USER)
+            return _refuse(session, None, FailureReason.UNKNOWN_USER, client)
         if attempt.failures is None or account.status == AccountStatus.LOCKED:
-            return _refuse(session, account, FailureReason.LOCKED)
+            return _refuse(session, account, FailureReason.LOCKED, client)
         if not snapshot.can_sign_in:
-            return _refuse(session, account, FailureReason.DISABLED)
+            return _refuse(session, account, FailureReason.DISABLED, client)
         if not (current_ok or pending_ok):
-            result = _refuse(session, account, FailureReason.WRONG_PASSWORD)
-            _start_wait(session, account, attempt)
+            result = _refuse(session, account, FailureReason.WRONG_PASSWORD, client)
+            _start_wait(session, account, attempt, client)
             return result
         account = session.get(Account, account.id, with_for_update=True, populate_existing=True)
         if (
@@ -189,7 +194,7 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
             or account.password_hash != snapshot.password_hash
             or (not current_ok and account.pending_password_hash != snapshot.pending_hash)
         ):
-            return _refuse(session, account, FailureReason.WRONG_PASSWORD)  # changed meanwhile
+            return _refuse(session, account, FailureReason.WRONG_PASSWORD, client)  # changed meanwhile
         account.failed_login_count = 0
         account.locked_until = None
         if pending_ok and not current_ok:
@@ -203,14 +208,15 @@ def sign_in(ctx: Context, username: str, password: str, now: datetime | None = N
         if account.must_change_password and (
             account.temp_password_expires_at is None or account.temp_password_expires_at <= now
         ):
-            return _refuse(session, account, FailureReason.EXPIRED, SignInOutcome.EXPIRED)
+            return _refuse(session, account, FailureReason.EXPIRED, client, SignInOutcome.EXPIRED)
 
         assert account.password_hash is not None
         if needs_rehash(account.password_hash):
             account.password_hash = hash_password(password)
-        _mark_signed_in(session, account, now)
+        previous = account.last_login_at
+        _mark_signed_in(session, account, now, client)
         outcome = SignInOutcome.MUST_CHANGE if account.must_change_password else SignInOutcome.OK
-        return SignInResult(outcome, account.id, account.session_version)
+        return SignInResult(outcome, account.id, account.session_version, previous)
 
 
 @dataclass(frozen=True)
@@ -234,13 +240,15 @@ def _verify_twice(password: str, first: str | None, second: str | None) -> tuple
     return verify_password(password, first), verify_password(password, second)
 
 
-def _mark_signed_in(session: Session, account: Account, now: datetime) -> None:
+def _mark_signed_in(session: Session, account: Account, now: datetime, client: Client) -> None:
     account.failed_login_count = 0
     account.locked_until = None
     account.last_login_at = now
     if account.first_sign_in_at is None:
         account.first_sign_in_at = now
-    record(session, portal_user_actor(account.username), AuditAction.SIGN_IN, _target(account))
+    record(
+        session, portal_user_actor(account.username), AuditAction.SIGN_IN, _target(account), **client.audit()
+    )
 
 
 def _target(account: Account) -> str:
@@ -251,6 +259,7 @@ def _refuse(
     session: Session,
     account: Account | None,
     reason: FailureReason,
+    client: Client,
     outcome: SignInOutcome = SignInOutcome.REFUSED,
 ) -> SignInResult:
     actor, target = (
@@ -258,11 +267,11 @@ def _refuse(
         if account
         else (PORTAL_UNKNOWN_USER_ACTOR, None)
     )
-    record(session, actor, AuditAction.SIGN_IN_FAILED, target, reason=str(reason))
+    record(session, actor, AuditAction.SIGN_IN_FAILED, target, reason=str(reason), **client.audit())
     return SignInResult(outcome, account.id if account else None)
 
 
-def _start_wait(session: Session, account: Account, attempt: _Attempt) -> None:
+def _start_wait(session: Session, account: Account, attempt: _Attempt, client: Client) -> None:
     """When a failed attempt made the account wait: end its sessions (every copy of every cookie)
     and audit the wait."""
     if attempt.locked_until is None:
@@ -280,6 +289,7 @@ def _start_wait(session: Session, account: Account, attempt: _Attempt) -> None:
         _target(account),
         failed_attempts=attempt.failures,
         locked_until=attempt.locked_until.isoformat(),
+        **client.audit(),
     )
     log.warning(
         "account %s waits until %s after %s failures", account.id, attempt.locked_until, attempt.failures
@@ -299,6 +309,9 @@ class PortalUser:
     last_name: str
     roles: list[str]
     must_change_password: bool
+    department: str | None = None
+    manager: str | None = None
+    password_changed_at: datetime | None = None
 
     @property
     def full_name(self) -> str:
@@ -319,6 +332,9 @@ def _view(account: Account) -> PortalUser:
         last_name=account.employee.last_name,
         roles=[role.name for role in account.roles],
         must_change_password=account.must_change_password,
+        department=account.employee.department,
+        manager=account.employee.manager,
+        password_changed_at=account.password_changed_at,
     )
 
 
@@ -330,7 +346,7 @@ def signed_in_user(
     A session is void once the account's session version moved on (sign-out, password change, a wait
     after failed attempts, an administrator ending its sessions), or while it is disabled or waiting.
     """
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions() as session:
         account = load_account(session, account_id)
         if account is None or account.session_version != session_version or not can_sign_in(account):
@@ -340,7 +356,7 @@ def signed_in_user(
         return _view(account)
 
 
-def sign_out(ctx: Context, account_id: int, session_version: int) -> None:
+def sign_out(ctx: Context, account_id: int, session_version: int, client: Client = NO_CLIENT) -> None:
     """End every session of the account (each copy of every cookie), and audit the sign-out."""
     with ctx.sessions.begin() as session:
         ended = session.execute(
@@ -355,6 +371,7 @@ def sign_out(ctx: Context, account_id: int, session_version: int) -> None:
                 portal_user_actor(ended.username),
                 AuditAction.SIGN_OUT,
                 account_target(ended.username),
+                **client.audit(),
             )
 
 
@@ -366,24 +383,29 @@ WRONG_CURRENT_PASSWORD = "Your current password is not correct. Type the passwor
 def change_password(
     ctx: Context,
     account_id: int,
-    current_password: str,
+    current_password: str | None,
     new_password: str,
     confirmation: str,
     now: datetime | None = None,
+    client: Client = NO_CLIENT,
 ) -> PasswordChange:
     """Replace the password after checking the current one and the rules; ends the temporary password.
 
+    `current_password` None: the session proved it moments ago (signing in with the temporary password),
+    so it is not asked again; the new password must still differ from it.
     A wrong current password counts as a failed sign-in; when it makes the account wait, the result
     says until when (`locked_until`) and the account's sessions have ended.
     """
-    now = now or utcnow()
+    now = now or ctx.clock.now()
+    if current_password is None:
+        return _change_proven(ctx, account_id, new_password, confirmation, now, client)
     current = normalize_password(current_password[:MAX_TYPED_PASSWORD])
     with ctx.sessions.begin() as session:
         attempt = _count_attempt(session, Account.id == account_id, ctx.settings, now)
         account = load_account(session, account_id)
         password_hash = account.password_hash if account else None
     if account is None or attempt.failures is None:
-        return PasswordChange(["Your session has ended. Sign in again."], fields={"current_password"})
+        return PasswordChange([SESSION_ENDED], fields={"current_password"})
     current_ok = verify_password(current, password_hash)
     with ctx.sessions.begin() as session:
         account = load_account(session, account_id)
@@ -395,8 +417,9 @@ def change_password(
                 AuditAction.SIGN_IN_FAILED,
                 _target(account),
                 reason="wrong_current_password",
+                **client.audit(),
             )
-            _start_wait(session, account, attempt)
+            _start_wait(session, account, attempt, client)
             return PasswordChange(
                 [WRONG_CURRENT_PASSWORD], fields={"current_password"}, locked_until=attempt.locked_until
             )
@@ -405,7 +428,29 @@ def change_password(
         problems, fields = _new_password_problems(ctx, account, new_password, confirmation, current)
         if problems:
             return PasswordChange(problems, fields=fields)
-        _set_password(session, account, new_password, now)
+        _set_password(session, account, new_password, now, client)
+        session.flush()
+        return PasswordChange([], account.session_version)
+
+
+SESSION_ENDED = "Your session has ended. Sign in again."
+
+
+def _change_proven(
+    ctx: Context, account_id: int, new_password: str, confirmation: str, now: datetime, client: Client
+) -> PasswordChange:
+    """The change right after signing in with the temporary password (the caller checked the window)."""
+    with ctx.sessions.begin() as session:
+        account = load_account(session, account_id)
+        if account is None or not can_sign_in(account) or is_locked(account, now):
+            return PasswordChange([SESSION_ENDED])
+        problems, fields = _new_password_problems(ctx, account, new_password, confirmation, None)
+        if not problems and verify_password(normalize_password(new_password), account.password_hash):
+            problems.append("Choose a password different from your current (temporary) password.")
+            fields.add("new_password")
+        if problems:
+            return PasswordChange(problems, fields=fields)
+        _set_password(session, account, new_password, now, client)
         session.flush()
         return PasswordChange([], account.session_version)
 
@@ -430,11 +475,20 @@ def _new_password_problems(
     return problems, fields
 
 
-def _set_password(session: Session, account: Account, new_password: str, now: datetime) -> None:
-    """Store the new password; the temporary password, pending password and open links stop working."""
+def _set_password(
+    session: Session, account: Account, new_password: str, now: datetime, client: Client
+) -> None:
+    """Store the new password; the temporary password, pending password and open links stop working,
+    and every session ends."""
     credentials.set_password(session, account.id, hash_password(normalize_password(new_password)), now)
     session.refresh(account)
-    record(session, portal_user_actor(account.username), AuditAction.PASSWORD_CHANGED, _target(account))
+    record(
+        session,
+        portal_user_actor(account.username),
+        AuditAction.PASSWORD_CHANGED,
+        _target(account),
+        **client.audit(),
+    )
 
 
 # --- Set-password links (CREDENTIAL_MODE=link) --------------------------------------------------------
@@ -455,7 +509,7 @@ def _usable_link(session: Session, link: SetupLink | None, now: datetime) -> Set
 
 def open_setup_link(ctx: Context, token: str, now: datetime | None = None) -> int:
     """The id of the usable link for `token`; raises SetupLinkInvalid. Does not use the link up."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions() as session:
         link = session.scalars(
             select(SetupLink).where(SetupLink.token_hash == credentials.token_hash(token))
@@ -469,20 +523,25 @@ def open_setup_link(ctx: Context, token: str, now: datetime | None = None) -> in
 
 def setup_link_user(ctx: Context, link_id: int, now: datetime | None = None) -> PortalUser:
     """The employee a still-usable link belongs to; raises SetupLinkInvalid."""
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions() as session:
         link = _usable_link(session, session.get(SetupLink, link_id), now)
         return _view(link.account)
 
 
 def set_password_with_link(
-    ctx: Context, link_id: int, new_password: str, confirmation: str, now: datetime | None = None
+    ctx: Context,
+    link_id: int,
+    new_password: str,
+    confirmation: str,
+    now: datetime | None = None,
+    client: Client = NO_CLIENT,
 ) -> PasswordChange:
     """Set the password through a link and sign in; the link is used up only when this succeeds.
 
     Raises SetupLinkInvalid if the link stopped being usable (e.g. used in another tab meanwhile).
     """
-    now = now or utcnow()
+    now = now or ctx.clock.now()
     with ctx.sessions.begin() as session:
         link = _usable_link(session, session.get(SetupLink, link_id), now)
         account = link.account
@@ -506,9 +565,10 @@ def set_password_with_link(
             AuditAction.SETUP_LINK_USED,
             _target(account),
             link_id=link.id,
+            **client.audit(),
         )
-        _set_password(session, account, new_password, now)
-        _mark_signed_in(session, account, now)
+        _set_password(session, account, new_password, now, client)
+        _mark_signed_in(session, account, now, client)
         session.flush()
         return PasswordChange([], account.session_version)
 
@@ -524,5 +584,5 @@ def notify_password_changed(ctx: Context, account_id: int, now: datetime | None 
         "password_changed",
         "Your {company} Self-Service password was changed",
         failure_action=AuditAction.PASSWORD_CHANGE_NOTICE_FAILED,
-        changed_at=now or utcnow(),
+        changed_at=now or ctx.clock.now(),
     )

@@ -9,7 +9,7 @@ from typing import Any
 from werkzeug.wrappers import Response
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self'; object-src 'none'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _SETUP_TOKEN = re.compile(r"(/setup/)(?!password\b)[A-Za-z0-9_\-]{8,}")

@@ -1,4 +1,4 @@
-"""The portal's pages: sign-in, change password, home, sign-out and set-password links."""
+"""The portal's pages: sign-in, change password, home, sign-out, set-password links and recovery."""
 
 from __future__ import annotations
 
@@ -24,15 +24,17 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from bot.context import Context
-from bot.portal import auth
+from bot.portal import auth, recovery
+from bot.portal.client import Client
 from bot.portal.csrf import CsrfRefused, check_csrf, csrf_token
-from models import utcnow
 from templates import TEMPLATES_DIR
 
 EXTENSION_KEY = "credbot.portal"
 _P = ParamSpec("_P")
 SESSION_IDLE_SECONDS = 30 * 60
 SESSION_MAX_SECONDS = 8 * 60 * 60
+PROVEN_SECONDS = 10 * 60
+"""How long after signing in with the temporary password the change-password page does not ask for it."""
 REFUSED_MESSAGE = "Incorrect username or password, or the account is temporarily locked."
 
 portal = Blueprint(
@@ -95,6 +97,18 @@ def _start_session(account_id: int, session_version: int | None) -> None:
     _new_session(uid=account_id, sv=session_version)
 
 
+def _client() -> Client:
+    """Who sent this request, for the audit (the address TRUSTED_PROXIES makes the client's)."""
+    return Client.of(request.remote_addr, request.user_agent.string)
+
+
+def _proven() -> bool:
+    """True while the session's sign-in with the temporary password is recent enough to stand for it."""
+    proven_at = session.get("proven")
+    now = _ctx().clock.now().timestamp()
+    return isinstance(proven_at, float) and 0 <= now - proven_at <= PROVEN_SECONDS
+
+
 def signed_in(view: Callable[_P, ResponseReturnValue]) -> Callable[_P, ResponseReturnValue]:
     """Only for signed-in employees; while they must change their password, only that page."""
 
@@ -112,7 +126,13 @@ def signed_in(view: Callable[_P, ResponseReturnValue]) -> Callable[_P, ResponseR
 @portal.get("/")
 @signed_in
 def home() -> str:
-    return render_template("portal/home.html", user=g.user)
+    previous = session.get("previous")
+    return render_template(
+        "portal/home.html",
+        user=g.user,
+        previous_sign_in=datetime.fromisoformat(previous) if isinstance(previous, str) else None,
+        first_sign_in="previous" in session and previous is None,
+    )
 
 
 @portal.get("/login")
@@ -125,7 +145,7 @@ def login() -> Response | str:
 @portal.post("/login")
 def login_submit() -> Response | tuple[str, int]:
     username = request.form.get("username", "")
-    result = auth.sign_in(_ctx(), username, request.form.get("password", ""))
+    result = auth.sign_in(_ctx(), username, request.form.get("password", ""), client=_client())
     if result.outcome is auth.SignInOutcome.EXPIRED:
         session.clear()
         g.user = None
@@ -134,7 +154,9 @@ def login_submit() -> Response | tuple[str, int]:
         return render_template("portal/login.html", error=REFUSED_MESSAGE, username=username[:100]), 401
     assert result.account_id is not None
     _start_session(result.account_id, result.session_version)
+    session["previous"] = result.previous_sign_in.isoformat() if result.previous_sign_in else None
     if result.outcome is auth.SignInOutcome.MUST_CHANGE:
+        session["proven"] = _ctx().clock.now().timestamp()  # the temporary password was typed just now
         return redirect(url_for("portal.change_password"), 303)
     return redirect(url_for("portal.home"), 303)
 
@@ -143,15 +165,17 @@ def login_submit() -> Response | tuple[str, int]:
 @signed_in
 def change_password() -> Response | str | tuple[str, int]:
     user = g.user
+    proven = user.must_change_password and _proven()
     if request.method == "GET":
-        return render_template("portal/change_password.html", user=user)
+        return render_template("portal/change_password.html", user=user, proven=proven)
     form = request.form
     change = auth.change_password(
         _ctx(),
         user.account_id,
-        form.get("current_password", ""),
+        None if proven else form.get("current_password", ""),
         form.get("new_password", ""),
         form.get("confirm_password", ""),
+        client=_client(),
     )
     if change.locked_until is not None:
         session.clear()
@@ -160,9 +184,15 @@ def change_password() -> Response | str | tuple[str, int]:
         return redirect(url_for("portal.login"), 303)
     if not change.ok:
         return render_template(
-            "portal/change_password.html", user=user, problems=change.problems, invalid=change.fields
+            "portal/change_password.html",
+            user=user,
+            proven=proven,
+            problems=change.problems,
+            invalid=change.fields,
         ), 400
+    previous = session.get("previous")
     _start_session(user.account_id, change.session_version)
+    session["previous"] = previous
     auth.notify_password_changed(_ctx(), user.account_id)
     flash("Your password was changed. Use the new password from now on.")
     return redirect(url_for("portal.home"), 303)
@@ -171,7 +201,7 @@ def change_password() -> Response | str | tuple[str, int]:
 @portal.post("/logout")
 def logout() -> Response:
     if g.user is not None:
-        auth.sign_out(_ctx(), g.user.account_id, session["sv"])
+        auth.sign_out(_ctx(), g.user.account_id, session["sv"], client=_client())
     session.clear()
     flash("You have signed out.")
     return redirect(url_for("portal.login"), 303)
@@ -205,7 +235,7 @@ def setup_password() -> Response | str | tuple[str, int]:
             return render_template("portal/setup_password.html", user=user)
         form = request.form
         change = auth.set_password_with_link(
-            ctx, link_id, form.get("new_password", ""), form.get("confirm_password", "")
+            ctx, link_id, form.get("new_password", ""), form.get("confirm_password", ""), client=_client()
         )
     except auth.SetupLinkInvalid:
         session.pop("setup_link", None)
@@ -220,8 +250,20 @@ def setup_password() -> Response | str | tuple[str, int]:
     return redirect(url_for("portal.home"), 303)
 
 
+@portal.get("/recover")
+def recover() -> str:
+    return render_template("portal/recover.html")
+
+
+@portal.post("/recover")
+def recover_submit() -> str:
+    """The same answer, after the same work (one enqueue), whoever was named."""
+    recovery.submit_request(_ctx(), request.form.get("who", ""), _client())
+    return render_template("portal/recover_sent.html")
+
+
 def _locked_message(locked_until: datetime) -> str:
-    minutes = max(1, math.ceil((locked_until - utcnow()).total_seconds() / 60))
+    minutes = max(1, math.ceil((locked_until - _ctx().clock.now()).total_seconds() / 60))
     wait = "a minute" if minutes == 1 else f"{minutes} minutes"
     return (
         "Your current password was not correct, and after too many wrong passwords your account is "
