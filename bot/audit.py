@@ -32,6 +32,7 @@ class AuditAction(enum.StrEnum):
     CREDENTIALS_FAILED = "credentials.failed"
     CREDENTIALS_SKIPPED = "credentials.skipped"
     CREDENTIALS_IN_DOUBT = "credentials.in_doubt"
+    CREDENTIALS_SUPERSEDED = "credentials.superseded"
     BATCH_RESUMED = "credentials.batch_resumed"
     SLACK_CALL_FAILED = "slack.call_failed"
     SELECTION_SAVED = "credentials.selection_saved"

@@ -110,6 +110,12 @@ class Job(Generic[P, R]):
 _jobs: dict[str, Job[Any, Any]] = {}
 
 
+def by_name(name: str) -> Job[Any, Any]:
+    """The declared job called `name` (the job modules loaded)."""
+    _ensure()
+    return _jobs[name]
+
+
 def job(
     name: str | None = None,
     *,
@@ -194,7 +200,8 @@ def configure(
     broker: dramatiq.Broker
     with _state.lock:
         if url:
-            client = redis.Redis.from_url(url)
+            # A queue that does not answer fails an enqueue in seconds (it waits in the outbox).
+            client = redis.Redis.from_url(url, socket_connect_timeout=5)
             broker = RedisBroker(client=client, namespace=namespace)
             _state.redis = client
         else:
