@@ -268,7 +268,11 @@ def promote_many(
     emailed_by: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """`promote` for several accounts, one statement of each kind for them all (a batch's deliveries)."""
+    """`promote` for several accounts, one statement of each kind for them all (a batch's deliveries).
+
+    One live credential per account, across modes: a promoted password revokes every open link, a
+    promoted link retires the temporary password (emailed, or pending) but not one the employee chose.
+    """
     now = now or utcnow()
     session.flush()  # a caller's ORM changes to the account first
     values: dict[Any, Any] = {
@@ -289,6 +293,14 @@ def promote_many(
             _ACCOUNTS.c.pending_password_expires_at: case(
                 (ours, null()), else_=_ACCOUNTS.c.pending_password_expires_at
             ),
+        }
+    else:  # one live credential per account: the link retires every emailed temporary password
+        temporary = _ACCOUNTS.c.must_change_password.is_(True)
+        values |= {
+            _ACCOUNTS.c.password_hash: case((temporary, null()), else_=_ACCOUNTS.c.password_hash),
+            _ACCOUNTS.c.temp_password_expires_at: None,
+            _ACCOUNTS.c.pending_password_hash: None,
+            _ACCOUNTS.c.pending_password_expires_at: None,
         }
     accounts = [{"b_id": p["b_id"]} for p in params] if mode == "link" else params
     session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_id")).values(values), accounts)

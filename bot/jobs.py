@@ -292,13 +292,14 @@ def join(timeout: float = 60.0) -> None:
         _state.worker.join()
 
 
-def shutdown() -> None:
-    """Stop the in-process worker and forget the broker (tests; process exit)."""
+def shutdown(timeout_seconds: float = 10.0) -> None:
+    """Stop the in-process worker (waiting up to `timeout_seconds` for its jobs) and forget the broker
+    (tests; process exit)."""
     with _state.lock:
         worker, broker, client = _state.worker, _state.broker, _state.redis
         _state.worker = _state.broker = _state.ctx = _state.redis = None
     if worker is not None:
-        worker.stop(timeout=10_000)
+        worker.stop(timeout=int(timeout_seconds * 1000))
     if broker is not None:
         broker.close()
     if client is not None:

@@ -46,7 +46,9 @@ def relay(ctx: Context) -> bool:
                 select(_OUTBOX.c.id, _OUTBOX.c.job, _OUTBOX.c.args)
                 .order_by(_OUTBOX.c.id)
                 .limit(RELAY_GROUP)
-                .with_for_update(skip_locked=True)  # PostgreSQL: two relays hand over different jobs
+                # Another relay's jobs are waited for, not skipped: once it committed they are gone
+                # (handed over) or still here (the queue unreachable), and the answer is true either way.
+                .with_for_update()
             ).all()
             if not waiting:
                 return True

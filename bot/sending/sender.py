@@ -349,7 +349,9 @@ class BatchRunner:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
                 futures = [pool.submit(self._work) for _ in range(workers)]
                 crashed = [error for future in futures if (error := future.exception()) is not None]
-                if not crashed and self._release_orphans():  # claims whose commit answer was lost
+                # Claims whose commit answer was lost go back to pending and are sent (after a drain,
+                # `_release_unsent` lets go of the claims left, their accounts too).
+                if not crashed and not self._draining.is_set() and self._release_orphans():
                     futures = [pool.submit(self._work) for _ in range(workers)]
         finally:
             self._writes.close()
@@ -453,11 +455,12 @@ class BatchRunner:
                     self._renew()
                     renew_at = time.monotonic() + renew_every
                 self._beat()
-            except Exception:  # the database away for a moment: the next beat tries again
+            except Exception as error:  # the database away for a moment: the next beat tries again
                 log.warning(
-                    "the heartbeat of batch %s failed; the next beat tries again",
+                    "the heartbeat of batch %s failed (%s); the next beat tries again",
                     self.batch_id,
-                    exc_info=True,
+                    type(error).__name__,
+                    exc_info=not transient(error),  # a known outage is one line, not a traceback
                 )
             seal_now(self.ctx.sessions)
 
