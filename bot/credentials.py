@@ -4,7 +4,8 @@
 - `store_pending` (`store_pending_many`): keep the new credential's hash as *pending* while its email is
   handed to the mail API.
 - `promote` (`promote_many`): the mail API accepted the email (or the employee signed in with the
-  pending password): the credential becomes the account's, and older unused links stop working.
+  pending password): the credential becomes the account's; every other emailed credential (older links,
+  or the temporary password when a link is emailed) stops working.
 - `discard`: the mail API refused the email for good: the pending credential stops working, and the one
   pending before it (which may have reached the employee) is put back.
 - `set_password`: the employee chose a password in the portal: every temporary credential ends.

@@ -242,11 +242,15 @@ _Ended = Future[DeliveryOutcome | None]
 
 _running: set[BatchRunner] = set()
 _running_lock = threading.Lock()
+_stopping = threading.Event()
+"""Set once this process drains: a runner started later (a job taken as the worker stopped) is drained."""
 
 
 def drain_all() -> int:
-    """Drain every runner of this process (a worker stopping); how many were running."""
+    """Drain every runner of this process (a worker stopping), and any started later; how many were
+    running."""
     with _running_lock:
+        _stopping.set()
         running = list(_running)
     for runner in running:
         runner.drain()
@@ -300,6 +304,8 @@ class BatchRunner:
         """Send what is left of the batch; (its summary, whether this run ended the batch)."""
         with _running_lock:
             _running.add(self)
+            if _stopping.is_set():
+                self.drain()
         try:
             return self._run()
         finally:
