@@ -478,10 +478,13 @@ class BatchRunner:
         if reason:
             self._stopped(reason)
 
-    def _renew(self) -> None:
-        """Renew the leases this runner still holds (fenced: see `claims.renew`); note the ones lost."""
+    def _renew(self, if_stale: bool = False) -> None:
+        """Renew the leases this runner still holds (fenced: see `claims.renew`); note the ones lost.
+        `if_stale`: only if no other thread renewed them meanwhile."""
         with self._renewing:
             started = time.monotonic()
+            if if_stale and started < self._fresh_until:
+                return
             with self._lock:
                 held = [Held(i, f) for i, f in self._held.items()]
             with self.ctx.sessions.begin() as session:
@@ -496,7 +499,7 @@ class BatchRunner:
         """Whether this runner may still send for the delivery: its leases were renewed recently enough
         (or are renewed now) and no other runner took it."""
         if time.monotonic() >= self._fresh_until:
-            db_retry(self._renew)()
+            db_retry(self._renew)(if_stale=True)
         with self._lock:
             return target.delivery_id not in self._lost
 
@@ -924,7 +927,6 @@ class BatchRunner:
             "status": bindparam("b_status"),
             "error": bindparam("b_error"),
             "lease_until": None,
-            "claimed_by": None,
             "welcome_sent_at": bindparam("b_welcome_at"),  # written only here: with the delivery's ending
             "welcome_message_id": bindparam("b_welcome"),
         }
