@@ -482,7 +482,7 @@ class BatchRunner:
         """Renew the leases this runner still holds (fenced: see `claims.renew`); note the ones lost.
         `if_stale`: only if no other thread renewed them meanwhile."""
         with self._renewing:
-            started = time.monotonic()
+            started = self.ctx.clock.monotonic()
             if if_stale and started < self._fresh_until:
                 return
             with self._lock:
@@ -498,7 +498,7 @@ class BatchRunner:
     def _still_mine(self, target: _Target) -> bool:
         """Whether this runner may still send for the delivery: its leases were renewed recently enough
         (or are renewed now) and no other runner took it."""
-        if time.monotonic() >= self._fresh_until:
+        if self.ctx.clock.monotonic() >= self._fresh_until:
             db_retry(self._renew)(if_stale=True)
         with self._lock:
             return target.delivery_id not in self._lost
@@ -542,7 +542,7 @@ class BatchRunner:
         try:
             now = utcnow()
             until = now + self.lease
-            started = time.monotonic()
+            started = self.ctx.clock.monotonic()
             with self.ctx.sessions.begin() as session:
                 claimed, held = claims.claim(session, self.batch_id, self.runner_id, now, until, CLAIM_GROUP)
                 if not claimed:
