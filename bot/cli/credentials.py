@@ -130,7 +130,8 @@ def follow_batch(ctx: Context, batch_id: int, label: str) -> BatchSummary:
                     bar.update(_done(counts) - bar.pos)
                     if status != BatchStatus.RUNNING:
                         break
-                    if time.monotonic() >= relay_at:  # a job left in the outbox by a queue outage
+                    # A job left in the outbox by a queue outage (without Redis there is no outage).
+                    if settings.redis_url and time.monotonic() >= relay_at:
                         relay_at = time.monotonic() + RELAY_SECONDS
                         with contextlib.suppress(DBAPIError):  # the database away: waited out above
                             outbox.relay(ctx)

@@ -52,7 +52,9 @@ def worker(threads: int | None, idle_priority: bool | None) -> None:
     threads = threads or ctx.settings.worker_threads
     jobs.start_worker(threads)
     scheduler = jobs.Scheduler().start()
-    relay = outbox.Relay(ctx).start()
+    # Without Redis each process relays its own jobs to its own in-process worker: a relay here would
+    # take theirs onto a queue nobody reads.
+    relay = outbox.Relay(ctx).start() if ctx.settings.redis_url else None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -61,7 +63,7 @@ def worker(threads: int | None, idle_priority: bool | None) -> None:
     _stop(ctx.settings.worker_shutdown_seconds, scheduler, relay)
 
 
-def _stop(bound: float, scheduler: jobs.Scheduler, relay: outbox.Relay) -> NoReturn:
+def _stop(bound: float, scheduler: jobs.Scheduler, relay: outbox.Relay | None) -> NoReturn:
     """Stop within `bound` seconds and exit 0: batches take nobody more at once, the emails in flight
     end and are recorded, the claims not yet sent are let go (another worker takes them up at once).
 
@@ -77,7 +79,8 @@ def _stop(bound: float, scheduler: jobs.Scheduler, relay: outbox.Relay) -> NoRet
     )
     scheduler.stop()
     jobs.shutdown(timeout_seconds=max(0.1, deadline - time.monotonic() - 0.5))
-    relay.stop()
+    if relay is not None:
+        relay.stop()
     click.echo("Stopped.")
     sys.stdout.flush()
     sys.stderr.flush()
