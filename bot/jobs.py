@@ -110,8 +110,14 @@ class Job(Generic[P, R]):
 _jobs: dict[str, Job[Any, Any]] = {}
 
 
+def declared() -> set[str]:
+    """The names of every declared job (the job modules loaded)."""
+    _ensure()
+    return set(_jobs)
+
+
 def by_name(name: str) -> Job[Any, Any]:
-    """The declared job called `name` (the job modules loaded)."""
+    """The declared job called `name` (see `declared`)."""
     _ensure()
     return _jobs[name]
 

@@ -55,7 +55,10 @@ def relay(ctx: Context) -> bool:
             handed: list[int] = []
             try:
                 for job_id, name, args in waiting:
-                    jobs.by_name(name).send(*args)
+                    if name in jobs.declared():
+                        jobs.by_name(name).send(*args)
+                    else:  # a job this release no longer has: it can never run, and must not block the rest
+                        log.error("outbox job %s names an unknown job %r; dropped", job_id, name)
                     handed.append(job_id)
             except QUEUE_ERRORS as error:
                 failed = waiting[len(handed)][0]
