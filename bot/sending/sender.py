@@ -548,10 +548,6 @@ class BatchRunner:
                 if not claimed:
                     return []
                 ids = [h.delivery_id for h in claimed]
-                with self._lock:
-                    if not self._held:
-                        self._fresh_until = started + self.lease.total_seconds() * 2 / 3
-                    self._held.update(claimed)
                 found: list[_Claim | DeliveryOutcome] = []
                 busy: list[_Target] = []
                 new: dict[int, tuple[_Target, Credential]] = {}
@@ -586,6 +582,13 @@ class BatchRunner:
                         _Claim(target, None, (credential, before[account_id]))
                         for account_id, (target, credential) in new.items()
                     )
+            # Held (renewed, fenced) once committed: a renewal reading them before would find them still
+            # pending and count them as lost.
+            skipped = {target.delivery_id for target in busy}
+            with self._lock:
+                if not self._held:
+                    self._fresh_until = started + self.lease.total_seconds() * 2 / 3
+                self._held.update(h for h in claimed if h.delivery_id not in skipped)
             self._unclaimed -= len(ids)
             return sorted(found, key=lambda claim: claim.delivery_id)
         finally:
@@ -619,9 +622,6 @@ class BatchRunner:
             .where(_DELIVERIES.c.id.in_([target.delivery_id for target in targets]))
             .values(status=DeliveryStatus.SKIPPED, error=IN_PROGRESS, lease_until=None)
         )
-        with self._lock:
-            for target in targets:
-                self._held.pop(target.delivery_id, None)
         events = [self._event(target, AuditAction.CREDENTIALS_SKIPPED, IN_PROGRESS) for target in targets]
         record_many(session, self.actor, events)
         return [target.outcome(DeliveryStatus.SKIPPED, IN_PROGRESS) for target in targets]
@@ -715,8 +715,8 @@ class BatchRunner:
             return self._finish(target, DeliveryStatus.SKIPPED, reason, discard=claim.stored)
         if self._draining.is_set():
             return self._writes_or_fail().submit(self._release(claim))
-        if not self._still_mine(target):
-            return self._finish(target, DeliveryStatus.SKIPPED, SUPERSEDED, discard=claim.stored)
+        if not self._still_mine(target):  # superseded when written (or, if it was ours after all, pending)
+            return self._writes_or_fail().submit(self._release(claim))
         welcome = self._welcome(target, claim.stored)
         if not isinstance(welcome, _Promotion):
             return welcome
@@ -861,7 +861,8 @@ class BatchRunner:
         return self._writes
 
     def _release(self, claim: _Claim) -> _Ending:
-        """A claimed delivery whose email was not sent, put back to pending (the worker is stopping)."""
+        """A claimed delivery whose email was not sent, put back to pending (the worker is stopping, or
+        this runner lost its claim)."""
         return _Ending(claim.target, DeliveryStatus.PENDING, None, None, None, claim.stored, False, None)
 
     @db_retry
