@@ -102,6 +102,12 @@ def every_delivery_ended(ctx: Context) -> list[tuple[str, str | None]]:
     return rows
 
 
+def taken_over(ctx: Context) -> bool:
+    """Whether a delivery was claimed a second time (its fencing token raised again)."""
+    with ctx.sessions() as check:
+        return bool(check.scalar(sa.select(sa.func.count()).where(Delivery.fence > 1)))
+
+
 def running_pid(ctx: Context) -> int:
     """The process id of the worker holding the batch's claims (`claimed_by` is host:pid:run)."""
     with ctx.sessions() as check:
@@ -166,6 +172,7 @@ def test_a_worker_stopped_past_its_lease_changes_no_account_when_it_resumes(
         stopped_at = time.monotonic()
         second = start_worker(env, tmp_path, "second")
         time.sleep(max(0.0, freeze - (time.monotonic() - stopped_at)))  # the stall itself
+        wait_until(lambda: taken_over(context), 60, "the second worker to take claims over")
         first.send_signal(signal.SIGCONT)
         wait_until(lambda: batch_ended(context, batch_id), 90, "the batch to end")
         first.terminate()  # drains: its stalled mail threads end (superseded) before it exits
