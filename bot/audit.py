@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.audit_chain import request_seal
@@ -32,6 +33,7 @@ class AuditAction(enum.StrEnum):
     CREDENTIALS_FAILED = "credentials.failed"
     CREDENTIALS_SKIPPED = "credentials.skipped"
     CREDENTIALS_IN_DOUBT = "credentials.in_doubt"
+    CREDENTIALS_SUPERSEDED = "credentials.superseded"
     BATCH_RESUMED = "credentials.batch_resumed"
     SLACK_CALL_FAILED = "slack.call_failed"
     SELECTION_SAVED = "credentials.selection_saved"
@@ -153,8 +155,8 @@ def seal_now(sessions: sessionmaker[Session]) -> None:
     if isinstance(bind, Engine):
         try:
             request_seal(bind)
-        except Exception:
-            log.exception("could not seal the audit log")
+        except Exception as error:
+            _seal_failed(error)
 
 
 @event.listens_for(Session, "after_commit")
@@ -163,8 +165,14 @@ def _seal_after_commit(session: Session) -> None:
     if session.info.pop("audit_unsealed", False) and isinstance(bind, Engine):
         try:
             request_seal(bind)
-        except Exception:  # the events are committed; the next seal (or `audit verify`) seals them
-            log.exception("could not seal the audit log")
+        except Exception as error:  # the events are committed; the next seal (or `audit verify`) seals them
+            _seal_failed(error)
+
+
+def _seal_failed(error: Exception) -> None:
+    """Log a failed seal: one line for the database away (a known outage), the traceback otherwise."""
+    unreachable = isinstance(error, (OperationalError, InterfaceError))
+    log.error("could not seal the audit log (%s)", type(error).__name__, exc_info=not unreachable)
 
 
 def record_now(

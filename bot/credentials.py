@@ -4,7 +4,8 @@
 - `store_pending` (`store_pending_many`): keep the new credential's hash as *pending* while its email is
   handed to the mail API.
 - `promote` (`promote_many`): the mail API accepted the email (or the employee signed in with the
-  pending password): the credential becomes the account's, and older unused links stop working.
+  pending password): the credential becomes the account's; every other emailed credential (older links,
+  or the temporary password when a link is emailed) stops working.
 - `discard`: the mail API refused the email for good: the pending credential stops working, and the one
   pending before it (which may have reached the employee) is put back.
 - `set_password`: the employee chose a password in the portal: every temporary credential ends.
@@ -268,7 +269,11 @@ def promote_many(
     emailed_by: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """`promote` for several accounts, one statement of each kind for them all (a batch's deliveries)."""
+    """`promote` for several accounts, one statement of each kind for them all (a batch's deliveries).
+
+    One live credential per account, across modes: a promoted password revokes every open link, a
+    promoted link retires the temporary password (emailed, or pending) but not one the employee chose.
+    """
     now = now or utcnow()
     session.flush()  # a caller's ORM changes to the account first
     values: dict[Any, Any] = {
@@ -289,6 +294,14 @@ def promote_many(
             _ACCOUNTS.c.pending_password_expires_at: case(
                 (ours, null()), else_=_ACCOUNTS.c.pending_password_expires_at
             ),
+        }
+    else:  # one live credential per account: the link retires every emailed temporary password
+        temporary = _ACCOUNTS.c.must_change_password.is_(True)
+        values |= {
+            _ACCOUNTS.c.password_hash: case((temporary, null()), else_=_ACCOUNTS.c.password_hash),
+            _ACCOUNTS.c.temp_password_expires_at: None,
+            _ACCOUNTS.c.pending_password_hash: None,
+            _ACCOUNTS.c.pending_password_expires_at: None,
         }
     accounts = [{"b_id": p["b_id"]} for p in params] if mode == "link" else params
     session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_id")).values(values), accounts)

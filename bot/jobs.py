@@ -110,6 +110,18 @@ class Job(Generic[P, R]):
 _jobs: dict[str, Job[Any, Any]] = {}
 
 
+def declared() -> set[str]:
+    """The names of every declared job (the job modules loaded)."""
+    _ensure()
+    return set(_jobs)
+
+
+def by_name(name: str) -> Job[Any, Any]:
+    """The declared job called `name` (see `declared`)."""
+    _ensure()
+    return _jobs[name]
+
+
 def job(
     name: str | None = None,
     *,
@@ -194,7 +206,8 @@ def configure(
     broker: dramatiq.Broker
     with _state.lock:
         if url:
-            client = redis.Redis.from_url(url)
+            # A queue that does not answer fails an enqueue in seconds (it waits in the outbox).
+            client = redis.Redis.from_url(url, socket_connect_timeout=5)
             broker = RedisBroker(client=client, namespace=namespace)
             _state.redis = client
         else:
@@ -285,13 +298,14 @@ def join(timeout: float = 60.0) -> None:
         _state.worker.join()
 
 
-def shutdown() -> None:
-    """Stop the in-process worker and forget the broker (tests; process exit)."""
+def shutdown(timeout_seconds: float = 10.0) -> None:
+    """Stop the in-process worker (waiting up to `timeout_seconds` for its jobs) and forget the broker
+    (tests; process exit)."""
     with _state.lock:
         worker, broker, client = _state.worker, _state.broker, _state.redis
         _state.worker = _state.broker = _state.ctx = _state.redis = None
     if worker is not None:
-        worker.stop(timeout=10_000)
+        worker.stop(timeout=int(timeout_seconds * 1000))
     if broker is not None:
         broker.close()
     if client is not None:

@@ -4,19 +4,22 @@
 `templates/emails/password_changed.{txt,html}` in a worker and sends it through the normal transport.
 Every template gets `first_name`, `username`, `company` and `sign_in_url`; the keywords add to them
 (JSON values; a datetime is passed as ISO text and the templates' `time` filter reads it).
-A service that cannot be reached is retried with backoff; a refusal, a missing address or the last
-retry failing is audited (`failure_action`) and logged, never raised into the web request.
+The notice goes through the outbox (`bot.outbox`): with the job queue away it waits and is sent once
+the queue is back. A service that cannot be reached is retried with backoff; a refusal, a missing
+address or the last retry failing is audited (`failure_action`) and logged, never raised into the web
+request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from bot import jobs
+from bot import jobs, outbox
 from bot.accounts import Renamed
 from bot.audit import PORTAL_ACTOR, AuditAction, account_target, record_now
 from bot.context import Context
@@ -38,10 +41,27 @@ def enqueue_notice(
     failure_action: AuditAction = AuditAction.NOTICE_FAILED,
     **context: Any,
 ) -> None:
-    """Queue the notice email `template` to the account's employee; `subject` may use {company}."""
+    """Queue the notice email `template` to the account's employee; `subject` may use {company}.
+
+    Never raises into the request that made the change: the notice is kept in the outbox
+    (`bot.outbox`) and sent once the job queue is reachable; a database too far away to keep it is
+    logged and audited as the notice failing.
+    """
     values = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in context.items()}
-    jobs.use(ctx)
-    send_notice.send(account_id, template, subject, actor, str(failure_action), values)
+    try:
+        with ctx.sessions.begin() as session:
+            args = (account_id, template, subject, actor, str(failure_action), values)
+            outbox.stage(session, send_notice, *args)
+    except Exception as error:
+        log.exception("could not keep the %s notice for account %s", template, account_id)
+        with contextlib.suppress(Exception):
+            _audit_failure(ctx, account_id, template, actor, str(failure_action), f"not queued: {error}")
+        return
+    try:
+        if not outbox.relay(ctx):
+            log.warning("the %s notice for account %s waits for the job queue", template, account_id)
+    except Exception:  # kept in the outbox: a worker's relay hands it over
+        log.warning("the %s notice for account %s waits in the outbox", template, account_id, exc_info=True)
 
 
 def _give_up(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,11 +29,16 @@ def save_selection(
     employee_ids: Sequence[int],
     purpose: str,
     addresses: Mapping[int, str | None] | None = None,
+    emailed: Mapping[int, datetime | None] | None = None,
 ) -> str:
-    """Store `employee_ids` (order kept), and the address shown for each when given; the reference
-    to put in the modal."""
+    """Store `employee_ids` (order kept), and the address and last-emailed time shown for each when
+    given; the reference to put in the modal."""
     nonce = secrets.token_urlsafe(12)
-    shown = {"addresses": {str(k): v for k, v in addresses.items()}} if addresses is not None else {}
+    shown: dict[str, Any] = {}
+    if addresses is not None:
+        shown["addresses"] = {str(k): v for k, v in addresses.items()}
+    if emailed is not None:
+        shown["emailed"] = {str(k): v.isoformat() if v else None for k, v in emailed.items()}
     with sessions.begin() as session:
         event = record(
             session,
@@ -57,6 +64,14 @@ def confirmed_addresses(session: Session, reference: str, actor: str) -> dict[in
     """The address shown per employee id when the selection was saved (None if none were saved)."""
     addresses = _saved(session, reference, actor).details.get("addresses")
     return None if addresses is None else {int(k): v for k, v in addresses.items()}
+
+
+def confirmed_emailed(session: Session, reference: str, actor: str) -> dict[int, datetime | None] | None:
+    """When each employee was last emailed, as shown when the selection was saved (None if not saved)."""
+    emailed = _saved(session, reference, actor).details.get("emailed")
+    if emailed is None:
+        return None
+    return {int(k): datetime.fromisoformat(v) if v else None for k, v in emailed.items()}
 
 
 def _saved(session: Session, reference: str, actor: str) -> AuditEvent:

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     on a worker inside each process and rate limits are counted in memory."""
     redis_namespace: str = "credbot"
     worker_threads: int = Field(default=8, ge=1, le=64)
+    worker_shutdown_seconds: float = Field(default=20.0, ge=1.0)
+    """On SIGTERM, how long a worker may take to end the deliveries in flight and let go of the rest
+    before it exits: below the platform's kill timeout (Heroku sends SIGKILL 30 s after SIGTERM)."""
 
     # Mail
     sendgrid_api_key: SecretStr | None = None

@@ -74,6 +74,7 @@ def review_view(
         [r.employee_id for r in recipients],
         "review",
         addresses={r.employee_id: r.address for r in recipients},  # what the admin confirms
+        emailed={r.employee_id: r.last_emailed_at for r in recipients},
     )
     state = FlowState(channel_id=channel_id, selection=reference)
     return confirm_view(recipients, ctx.settings.credential_mode, state)

@@ -24,7 +24,7 @@ from bot.audit import AuditAction, batch_target, record_now, slack_actor, slack_
 from bot.context import Context
 from bot.delivery_events import remember_summary, state_counts, untracked_reason
 from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, remember_message
-from bot.sending.jobs import BATCH_TIME_LIMIT_MS, register_runner
+from bot.sending.jobs import BATCH_TIME_LIMIT_MS, register_runner, requeue_if_drained
 from bot.sending.sender import BatchRunner
 from bot.slack_app import make_web_client
 from handlers.blocks import Block, context, section
@@ -205,13 +205,15 @@ def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) ->
         trail.resume(ts, counts)
     else:
         trail.start(counts[DeliveryStatus.PENDING], counts[DeliveryStatus.SKIPPED])
+    runner = BatchRunner(ctx, batch_id, on_progress=trail.progress)
     try:
-        summary, ended_here = BatchRunner(ctx, batch_id, on_progress=trail.progress).run()
+        summary, ended_here = runner.run()
     except Exception:
         log.exception("batch %s stopped unexpectedly", batch_id)
         raise
     if ended_here:
         trail.finish(summary)
+    requeue_if_drained(ctx, runner, "slack")
 
 
 def _trail(ctx: Context, batch_id: int) -> tuple[ChannelTrail, str | None]:

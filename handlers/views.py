@@ -20,22 +20,25 @@ from bot.directory import change_email
 from bot.selections import (
     SelectionNotFound,
     confirmed_addresses,
+    confirmed_emailed,
     load_selection,
     selection_id,
 )
-from bot.sending.batches import DuplicateBatchError, batch_with_key, start_batch
-from bot.sending.jobs import enqueue_batch
+from bot.sending.batches import DuplicateBatchError, batch_with_key
+from bot.sending.jobs import start_and_enqueue
 from bot.sending.recipients import never_emailed_employee_ids, normalise_address
 from handlers import ids
 from handlers.background import Background
 from handlers.credentials_flow import review_view
 from handlers.delivery_messages import FixState
-from handlers.slack_calls import SlackCallFailed, call, call_or_tell
+from handlers.slack_calls import SlackCallFailed, call, call_or_tell, tell_user
 from handlers.views_credentials import (
     FlowState,
     already_sent_view,
     message_view,
     preparing_view,
+    queued_text,
+    queued_view,
     sending_view,
 )
 
@@ -175,29 +178,34 @@ def confirm(ack: Ack, body: dict[str, Any], user_id: str, ctx: Context, backgrou
 def start_and_send(
     ctx: Context, client: WebClient, user_id: str, view_id: str, channel_id: str | None, selection: str
 ) -> None:
-    """Commit the batch (once per selection) with the addresses the admin confirmed, and hand it to a
-    worker, which sends it with its audit trail in the channel."""
+    """Commit the batch (once per selection) with what the admin confirmed and the job that sends it,
+    and hand the job to a worker, which sends it with its audit trail in the channel. With the job
+    queue unreachable, the batch waits in the outbox and the admin is told so."""
     state = FlowState(channel_id=channel_id, selection=selection)
     try:
         with ctx.sessions() as session:
             employee_ids = load_selection(session, selection, slack_actor(user_id))
             confirmed = confirmed_addresses(session, selection, slack_actor(user_id))
-        batch_id = start_batch(
+            emailed = confirmed_emailed(session, selection, slack_actor(user_id))
+        batch_id, queued = start_and_enqueue(
             ctx,
             employee_ids,
-            actor=slack_actor(user_id),
-            source="slack",
+            slack_actor(user_id),
+            "slack",
             channel_id=channel_id,
             idempotency_key=idempotency_key(state),
             confirmed=confirmed,
+            confirmed_emailed=emailed,
         )
     except DuplicateBatchError as duplicate:  # the other of two simultaneous submissions is sending
         view = already_sent_view(duplicate.batch_id)
     except SelectionNotFound:
         view = message_view("Email credentials", EXPIRED_TEXT)
     else:
-        enqueue_batch(ctx, batch_id, "slack")
-        return
+        if queued:
+            return
+        view = queued_view(batch_id)
+        tell_user(ctx, client, user_id, channel_id, queued_text(batch_id))  # the modal may be closed
     # The modal may be closed by now: a failure is audited, and nothing was sent twice.
     with contextlib.suppress(SlackCallFailed):
         call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)

@@ -238,6 +238,17 @@ def sending_view(channel_id: str | None) -> dict[str, Any]:
     )
 
 
+def queued_text(batch_id: int) -> str:
+    return (
+        f":hourglass: Batch #{batch_id} is saved and queued: credbot's job queue is unreachable right now, "
+        "so sending starts when it is back. Nothing was sent yet, and you need not send again."
+    )
+
+
+def queued_view(batch_id: int) -> dict[str, Any]:
+    return message_view("Queued", queued_text(batch_id))
+
+
 def already_sent_view(batch_id: int) -> dict[str, Any]:
     return message_view(
         "Already sent",

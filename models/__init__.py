@@ -6,6 +6,7 @@ from models.audit import AuditEvent
 from models.base import Base, utcnow
 from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
 from models.directory import Employee, fold_accents, full_name, name_sort_key
+from models.outbox import OutboxJob
 from models.recovery import RecoveryRequest, RecoveryStatus
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
@@ -21,6 +22,7 @@ __all__ = [
     "DeliveryEvent",
     "DeliveryStatus",
     "Employee",
+    "OutboxJob",
     "RecoveryRequest",
     "RecoveryStatus",
     "Role",

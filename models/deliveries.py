@@ -83,6 +83,12 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     """While SENDING: when the claim runs out unless its worker renews it."""
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    fence: Mapped[int] = mapped_column(default=0, server_default="0")
+    """The fencing token: raised by every claim. A runner's ending, promotion and lease renewal take
+    effect only while the delivery still carries the token its claim returned."""
+    confirmed_emailed_at: Mapped[datetime | None]
+    """When the employee was last emailed, as the admin was shown it (None: never): emailed since by
+    another batch, the employee is skipped at send time."""
     welcome_sent_at: Mapped[datetime | None]
     """When the mail API accepted the welcome email (its credential promoted)."""
     welcome_message_id: Mapped[str | None] = mapped_column(String(255))

@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
 
 import click
+from sqlalchemy.exc import DBAPIError
 
-from bot import jobs
+from bot import jobs, outbox
 from bot.cli.common import cli_actor, context, print_table, printable
 from bot.context import Context
 from bot.lookup import resolve_employees
 from bot.mail import outbox_notice
+from bot.outbox import RELAY_SECONDS
 from bot.sending.batches import (
     MAY_HAVE_ARRIVED,
     BatchSummary,
     DeliveryOutcome,
     delivery_counts,
     request_stop,
-    start_batch,
     summarise,
 )
-from bot.sending.jobs import enqueue_batch
+from bot.sending.jobs import start_and_enqueue
 from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview
-from bot.sending.sender import INTERRUPTED
+from bot.sending.sender import INTERRUPTED, db_retry
 from bot.settings import Settings
 from models import BatchStatus, CredentialBatch, DeliveryStatus
 
 POLL_SECONDS = 0.2
 NO_WORKER_HINT_SECONDS = 15.0
+QUEUED_TEXT = (
+    "The job queue is unreachable: batch {batch_id} is saved and queued; it starts when the job queue "
+    "is back. Do not send again: this command shows the batch's progress once it runs."
+)
 
 
 @click.group()
@@ -91,30 +97,44 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
                 "not confirmed, nothing was sent (to send without a prompt, pass --yes)"
             ) from None
 
-    confirmed = {r.employee_id: r.address for r in recipients}  # what was shown, fixed for the batch
-    batch_id = start_batch(ctx, [r.employee_id for r in recipients], cli_actor(), "cli", confirmed=confirmed)
-    enqueue_batch(ctx, batch_id, "cli")
+    batch_id, queued = start_and_enqueue(
+        ctx,
+        [r.employee_id for r in recipients],
+        cli_actor(),
+        "cli",
+        # What was shown, fixed for the batch and checked again for each employee at send time.
+        confirmed={r.employee_id: r.address for r in recipients},
+        confirmed_emailed={r.employee_id: r.last_emailed_at for r in recipients},
+    )
+    if not queued:
+        click.echo(QUEUED_TEXT.format(batch_id=batch_id))
     summary = follow_batch(ctx, batch_id, "Sending")
     print_summary(summary)
 
 
 def follow_batch(ctx: Context, batch_id: int, label: str) -> BatchSummary:
-    """Show a batch's progress until it ends (a worker runs it); Ctrl-C asks it to stop. Its summary."""
+    """Show a batch's progress until it ends (a worker runs it); Ctrl-C asks it to stop. Its summary.
+
+    A short database or job queue outage is waited out: the progress holds, and jobs waiting in the
+    outbox are handed to the queue once it is back.
+    """
     settings = ctx.settings
-    with ctx.sessions() as session:
-        counts = delivery_counts(session, batch_id)
+    counts, _ = _progress(ctx, batch_id)
     total = sum(counts[s] for s in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)) + _done(counts)
-    started, hinted = time.monotonic(), False
+    started, hinted, relay_at = time.monotonic(), False, 0.0
     try:
         with click.progressbar(length=total, label=label, show_pos=True) as bar:
             while True:
                 try:
-                    with ctx.sessions() as session:
-                        counts = delivery_counts(session, batch_id)
-                        status = session.get_one(CredentialBatch, batch_id).status
+                    counts, status = _progress(ctx, batch_id)
                     bar.update(_done(counts) - bar.pos)
                     if status != BatchStatus.RUNNING:
                         break
+                    # A job left in the outbox by a queue outage (without Redis there is no outage).
+                    if settings.redis_url and time.monotonic() >= relay_at:
+                        relay_at = time.monotonic() + RELAY_SECONDS
+                        with contextlib.suppress(DBAPIError):  # the database away: waited out above
+                            outbox.relay(ctx)
                     if (
                         not hinted
                         and settings.redis_url
@@ -129,6 +149,18 @@ def follow_batch(ctx: Context, batch_id: int, label: str) -> BatchSummary:
                     click.echo("\nStopping: emails in flight finish, the rest are not sent...", err=True)
     finally:
         jobs.shutdown()  # without Redis, the in-process worker ran it
+    return _summary(ctx, batch_id)
+
+
+@db_retry
+def _progress(ctx: Context, batch_id: int) -> tuple[dict[str, int], str]:
+    """The batch's delivery counts and status (a short database outage is waited out)."""
+    with ctx.sessions() as session:
+        return delivery_counts(session, batch_id), session.get_one(CredentialBatch, batch_id).status
+
+
+@db_retry
+def _summary(ctx: Context, batch_id: int) -> BatchSummary:
     with ctx.sessions() as session:
         return summarise(session, batch_id)
 

@@ -6,9 +6,11 @@ The invariant (kept by `bot.sending.sender`, tested in tests/test_send_engine.py
 - A credential becomes the account's password only once the mail API accepted the email carrying it.
 - A pending credential that may have reached the employee stays valid until it expires.
 - Every delivery ends as sent, failed, skipped or in doubt, each with its reason.
+- Fencing: a runner's ending, promotion and lease renewal take effect only while its claim's fencing
+  token is current (`claims`); a runner that lost its claim changes no account.
 
 Modules: `recipients` (who can be mailed, the confirmation list), `batches` (starting, counting,
-listing and summarising batches), `sender` (claims, leases and the two emails per employee), `jobs`
-(the background jobs that run and resume batches). Credential changes themselves live in
-`bot.credentials`, shared with the portal.
+listing and summarising batches), `claims` (the SQL of claims, leases and fencing tokens), `sender`
+(the runner: the two emails per employee), `jobs` (the background jobs that run and resume batches).
+Credential changes themselves live in `bot.credentials`, shared with the portal.
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +29,7 @@ _DELIVERIES = Delivery.__table__
 
 ADDRESS_CHANGED = "address changed since the batch was confirmed"
 IN_PROGRESS = "a send for this employee is in progress"
+EMAILED_SINCE = "emailed by batch {} after you confirmed"
 MAY_HAVE_ARRIVED = "may have been delivered; the password in that email works if it arrived"
 MAY_HAVE_ARRIVED_LINK = "may have been delivered; the link in that email works if it arrived"
 
@@ -75,11 +76,19 @@ def start_batch(
     channel_id: str | None = None,
     idempotency_key: str | None = None,
     confirmed: Mapping[int, str | None] | None = None,
+    confirmed_emailed: Mapping[int, datetime | None] | None = None,
+    enqueue: Callable[[Session, int], None] | None = None,
 ) -> int:
     """Commit a batch and one delivery per employee (unmailable ones SKIPPED with the reason); its id.
 
-    `confirmed`: the address the admin was shown per employee id. Each delivery keeps it, and an employee
-    whose address is different now is skipped with ADDRESS_CHANGED (also checked again at send time).
+    What the admin confirmed is a snapshot kept with each delivery and checked again at send time:
+    `confirmed`, the address they were shown per employee id (an employee whose address is different
+    now is skipped with ADDRESS_CHANGED); `confirmed_emailed`, when they were shown the employee was
+    last emailed (None: never; without the mapping, as the batch starts). An employee emailed by
+    another batch since is skipped at send time with EMAILED_SINCE.
+
+    `enqueue(session, batch_id)` runs in the batch's transaction: the job that runs it is committed
+    with it (the outbox, `bot.outbox`).
     """
     try:
         with ctx.sessions.begin() as session:
@@ -111,12 +120,18 @@ def start_batch(
                         shown = confirmed.get(recipient.employee_id)
                         if shown != address:
                             address, problem = shown, ADDRESS_CHANGED
+                    emailed = (
+                        confirmed_emailed.get(recipient.employee_id)
+                        if confirmed_emailed is not None
+                        else recipient.last_emailed_at
+                    )
                     rows.append(
                         {
                             "batch_id": batch_id,
                             "employee_id": recipient.employee_id,
                             "account_id": account_id,
                             "email_address": address,
+                            "confirmed_emailed_at": emailed,
                             "status": DeliveryStatus.SKIPPED if problem else DeliveryStatus.PENDING,
                             "error": problem,
                         }
@@ -147,6 +162,8 @@ def start_batch(
                 to_send=employees - skipped,
                 skipped=skipped,
             )
+            if enqueue is not None:
+                enqueue(session, batch_id)
             return batch_id
     except IntegrityError:
         if not idempotency_key:

@@ -1,18 +1,24 @@
 """The background jobs that run batches, and the sweeper that resumes a batch whose worker stopped.
 
-Web processes and the CLI only start a batch and enqueue it (`enqueue_batch`); a worker runs it. A
-batch's source picks the job that runs it: `handlers.sending` registers the Slack one (it keeps the
-channel trail), any other source runs `send_batch`.
+Web processes and the CLI only start a batch with its job (`start_and_enqueue`: both commit together,
+through the outbox, `bot.outbox`); a worker runs it. A batch's source picks the job that runs it:
+`handlers.sending` registers the Slack one (it keeps the channel trail), any other source runs
+`send_batch`. A run drained by a stopping worker queues the batch again, so another worker takes it up
+at once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from bot import jobs
+from bot import jobs, outbox
 from bot.context import Context
+from bot.sending.batches import start_batch
 from bot.sending.sender import BatchRunner, mark_resumed, resume_stalled
 from models import BatchStatus, CredentialBatch
 
@@ -27,7 +33,16 @@ _runners: dict[str, jobs.Job[..., None]] = {}
 @jobs.job(max_retries=5, time_limit_ms=BATCH_TIME_LIMIT_MS)
 def send_batch(ctx: Context, batch_id: int, resumed: bool = False) -> None:
     """Run a batch (one from the CLI, or any source without a runner of its own)."""
-    BatchRunner(ctx, batch_id).run()
+    runner = BatchRunner(ctx, batch_id)
+    runner.run()
+    requeue_if_drained(ctx, runner, "cli")
+
+
+def requeue_if_drained(ctx: Context, runner: BatchRunner, source: str) -> None:
+    """A run the stopping worker drained: queue the batch again for another worker."""
+    if runner.drained:
+        log.warning("batch %s was drained (the worker is stopping); queuing it again", runner.batch_id)
+        enqueue_batch(ctx, runner.batch_id, source, resumed=True)
 
 
 def register_runner(source: str, runner: jobs.Job[..., None]) -> None:
@@ -35,10 +50,31 @@ def register_runner(source: str, runner: jobs.Job[..., None]) -> None:
     _runners[source] = runner
 
 
-def enqueue_batch(ctx: Context, batch_id: int, source: str, *, resumed: bool = False) -> None:
-    """Hand a started batch to a worker."""
-    jobs.use(ctx)
-    _runners.get(source, send_batch).send(batch_id, resumed)
+def stage_batch(session: Session, batch_id: int, source: str, *, resumed: bool = False) -> None:
+    """Add the job that runs the batch to the outbox, in the caller's transaction."""
+    jobs.load_job_modules()  # the runner of each source is registered
+    outbox.stage(session, _runners.get(source, send_batch), batch_id, resumed)
+
+
+def enqueue_batch(ctx: Context, batch_id: int, source: str, *, resumed: bool = False) -> bool:
+    """Hand a started batch to a worker (through the outbox); False if the job queue is unreachable:
+    the job waits in the outbox and the batch starts once it is back."""
+    with ctx.sessions.begin() as session:
+        stage_batch(session, batch_id, source, resumed=resumed)
+    return outbox.relay(ctx)
+
+
+def start_and_enqueue(
+    ctx: Context, employee_ids: Sequence[int], actor: str, source: str, **options: Any
+) -> tuple[int, bool]:
+    """Commit a batch together with the job that runs it (`start_batch`'s `options`), then hand the job
+    to the queue: (the batch's id, False if the queue is unreachable: it starts once the queue is back)."""
+
+    def enqueue(session: Session, batch_id: int) -> None:
+        stage_batch(session, batch_id, source)
+
+    batch_id = start_batch(ctx, employee_ids, actor, source, enqueue=enqueue, **options)
+    return batch_id, outbox.relay(ctx)
 
 
 @jobs.job()

@@ -5,6 +5,18 @@ all processes; a credential becomes the account's password only once the mail AP
 carrying it; a pending credential that may have reached the employee stays valid until it expires;
 every delivery ends as sent, failed, skipped or in doubt, each with its reason.
 
+The fencing rule that keeps it when a runner stalls (a paused VM, a GC or swap storm, a worker cut off
+from the database but still reaching the mail API): every claim raises the delivery's fencing token
+(`bot.sending.claims`), and a runner's ending, promotion and lease renewal take effect only while its
+token is still current, checked in the database with the delivery locked. A runner that lost its
+claim changes no account: its late result is recorded as superseded (audited, `credentials.superseded`)
+and, if the mail API accepted its email after all, that credential is left as it is, never promoted:
+pending until it expires if no newer claim replaced it, like one in doubt. Which accepted email is the
+newest is therefore decided in the database, by the claim that is current when it ends. A runner also
+fences itself: before each email it checks that its leases were renewed within two thirds of a lease
+(by the monotonic clock, which runs on while a process is stopped), and renews them first if not; a
+delivery it no longer holds is not sent.
+
 Per delivery (a mail thread; every transaction retried on transient database errors):
 
 1. Claim, check and store, in one transaction for a group of up to CLAIM_GROUP deliveries (one thread
@@ -40,6 +52,11 @@ both emails with a new credential (the one in the first welcome email, never pro
 pending), and `resume_stalled` finds batches whose heartbeat stopped. The batch ends once nothing is
 pending or in flight: FINISHED, or ABORTED with the reason it was stopped (401/403 from the mail API, or
 a stop asked for, e.g. Ctrl-C in the CLI).
+
+A worker stopping (SIGTERM: a deploy) drains its runners (`drain_all`): they claim nobody more, end
+the deliveries already handed to the mail API, and release the claimed ones not yet sent (back to
+pending, their credential discarded), so another worker takes them at once; the job then queues the
+batch again.
 """
 
 from __future__ import annotations
@@ -83,8 +100,10 @@ from bot.chunks import chunks
 from bot.context import Context
 from bot.credentials import Credential, Pending, hash_threads
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
+from bot.sending import claims
 from bot.sending.batches import (
     ADDRESS_CHANGED,
+    EMAILED_SINCE,
     IN_PROGRESS,
     MAY_HAVE_ARRIVED,
     MAY_HAVE_ARRIVED_LINK,
@@ -92,6 +111,7 @@ from bot.sending.batches import (
     DeliveryOutcome,
     summarise,
 )
+from bot.sending.claims import Held
 from bot.sending.group_commit import GroupCommit
 from bot.sending.recipients import mail_check
 from models import (
@@ -121,6 +141,7 @@ WRITE_LINGER_SECONDS = 0.2
 meanwhile)."""
 
 INTERRUPTED = "interrupted (Ctrl-C)"
+SUPERSEDED = "superseded: this runner lost its claim (stalled past its lease) and another runner took it"
 WELCOME_CATEGORY = "credbot-welcome"
 USERNAME_CATEGORY = "credbot-username"
 DB_RETRY_SECONDS = 60.0
@@ -159,12 +180,18 @@ class _Target:
     """What a worker knows about one employee; no ORM objects cross transactions."""
 
     delivery_id: int
+    fence: int
+    """The fencing token of this runner's claim (see `bot.sending.claims`)."""
     account_id: int | None
     employee_number: str
     first_name: str
     name: str
     address: str | None
     username: str | None
+
+    @property
+    def held(self) -> Held:
+        return Held(self.delivery_id, self.fence)
 
     def outcome(self, status: DeliveryStatus, error: str | None) -> DeliveryOutcome:
         return DeliveryOutcome(
@@ -209,8 +236,25 @@ class _Ending:
     username_message_id: str | None
 
 
-_Ended = Future[DeliveryOutcome]
-"""A delivery's ending handed to the writer: its outcome once committed (see `BatchRunner._finish`)."""
+_Ended = Future[DeliveryOutcome | None]
+"""A delivery's ending handed to the writer: its outcome once committed, None if superseded (see
+`BatchRunner._finish`)."""
+
+_running: set[BatchRunner] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
+"""Set once this process drains: a runner started later (a job taken as the worker stopped) is drained."""
+
+
+def drain_all() -> int:
+    """Drain every runner of this process (a worker stopping), and any started later; how many were
+    running."""
+    with _running_lock:
+        _stopping.set()
+        running = list(_running)
+    for runner in running:
+        runner.drain()
+    return len(running)
 
 
 class BatchRunner:
@@ -236,33 +280,64 @@ class BatchRunner:
         self._stop = threading.Event()
         self._supply: credentials.PasswordSupply | None = None
         self._done = threading.Event()
-        self._held: set[int] = set()
+        self._held: dict[int, int] = {}
+        """Claimed deliveries in flight: id -> fencing token."""
+        self._lost: set[int] = set()
+        """Claimed deliveries another runner took meanwhile (found by a renewal): not to be sent."""
+        self._fresh_until = 0.0
+        """Until when (monotonic) every lease of this runner is known to be at least 2/3 of a lease
+        from running out: after it, a mail thread renews before it sends."""
+        self._renewing = threading.Lock()
+        self._draining = threading.Event()
+        self.drained = False
+        """True if this run was drained (the worker stopping) before the batch ended."""
         self._lock = threading.Lock()
         self._claimed: deque[_Claim | DeliveryOutcome] = deque()
         self._unclaimed = 0
         """About how many deliveries are left to claim: how many credentials the next claims take."""
         self._claiming = threading.Lock()
-        self._writes: GroupCommit[_Ending, DeliveryOutcome] | None = None
+        self._writes: GroupCommit[_Ending, DeliveryOutcome | None] | None = None
 
     # The run ---------------------------------------------------------------------------------------
 
     def run(self) -> tuple[BatchSummary, bool]:
         """Send what is left of the batch; (its summary, whether this run ended the batch)."""
+        with _running_lock:
+            _running.add(self)
+            if _stopping.is_set():
+                self.drain()
+        try:
+            return self._run()
+        finally:
+            with _running_lock:
+                _running.discard(self)
+
+    @db_retry
+    def _read_batch(self) -> tuple[bool, str | None, int]:
+        """(whether the batch is running, why it was stopped, how many deliveries are left)."""
         with self.ctx.sessions() as session:
             batch = session.get(CredentialBatch, self.batch_id)
             if batch is None:
                 raise LookupError(f"no credential batch {self.batch_id}")
             self.actor, self.mode = batch.requested_by, batch.mode
-            running, stop_reason = batch.status == BatchStatus.RUNNING, batch.stop_reason
             left = session.scalar(
                 select(func.count()).where(
                     Delivery.batch_id == self.batch_id,
                     Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
                 )
             )
-        if not running:
-            with self.ctx.sessions() as session:
-                return summarise(session, self.batch_id), False
+            return batch.status == BatchStatus.RUNNING, batch.stop_reason, left or 0
+
+    @db_retry
+    def _summary(self) -> BatchSummary:
+        with self.ctx.sessions() as session:
+            return summarise(session, self.batch_id)
+
+    def _run(self) -> tuple[BatchSummary, bool]:
+        running, stop_reason, left = self._read_batch()
+        if not running or self._draining.is_set():
+            self.drained = running
+            return self._summary(), False
         if stop_reason:
             self._stopped(stop_reason)
         heartbeat = threading.Thread(target=self._heartbeat, name="credbot-lease", daemon=True)
@@ -280,7 +355,9 @@ class BatchRunner:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="credbot-mail") as pool:
                 futures = [pool.submit(self._work) for _ in range(workers)]
                 crashed = [error for future in futures if (error := future.exception()) is not None]
-                if not crashed and self._release_orphans():  # claims whose commit answer was lost
+                # Claims whose commit answer was lost go back to pending and are sent (after a drain,
+                # `_release_unsent` lets go of the claims left, their accounts too).
+                if not crashed and not self._draining.is_set() and self._release_orphans():
                     futures = [pool.submit(self._work) for _ in range(workers)]
         finally:
             self._writes.close()
@@ -293,11 +370,34 @@ class BatchRunner:
         if crashed:
             self._let_go()
             raise crashed[0]
-        if self.stopped_because:
+        if self._draining.is_set():
+            self._release_unsent()
+        elif self.stopped_because:
             self._skip_the_rest()
         finished = self._try_finish()
-        with self.ctx.sessions() as session:
-            return summarise(session, self.batch_id), finished
+        self.drained = self._draining.is_set() and not finished
+        return self._summary(), finished
+
+    def drain(self) -> None:
+        """The worker is stopping: claim nobody more, end what is in flight, release the rest (`run`)."""
+        self._draining.set()
+
+    def _release_unsent(self) -> None:
+        """After a drain: the claims no mail thread started go back to pending, their credentials
+        discarded and their accounts let go, so another worker takes them at once."""
+        left = [claim for claim in self._claimed if isinstance(claim, _Claim)]
+        self._claimed.clear()
+        if not left:
+            return
+        writes: GroupCommit[_Ending, DeliveryOutcome | None] = GroupCommit(
+            self._write, linger=0, most=WRITE_GROUP
+        )
+        try:
+            ended = [writes.submit(self._release(claim)) for claim in left]
+        finally:
+            writes.close()
+        for done in ended:
+            done.result()
 
     def stop(self, reason: str) -> None:
         """Stop the batch, in every process running it: no more API calls."""
@@ -335,8 +435,10 @@ class BatchRunner:
             self._report_ended(ended)
 
     def _report_ended(self, ended: _Ended) -> None:
-        """Report a delivery once its ending committed; the write's error (a crash) if it failed."""
-        self._report(ended.result())
+        """Report a delivery once its ending committed (not a superseded or released one); the write's
+        error (a crash) if it failed."""
+        if (outcome := ended.result()) is not None:
+            self._report(outcome)
 
     def _report(self, outcome: DeliveryOutcome) -> None:
         if self.on_progress is None:
@@ -355,68 +457,57 @@ class BatchRunner:
         while not self._done.wait(min(1.0, renew_every)):
             renew = time.monotonic() >= renew_at
             try:
-                self._beat(renew)
                 if renew:
+                    self._renew()
                     renew_at = time.monotonic() + renew_every
-            except Exception:  # the database away for a moment: the next beat tries again
+                self._beat()
+            except Exception as error:  # the database away for a moment: the next beat tries again
                 log.warning(
-                    "the heartbeat of batch %s failed; the next beat tries again",
+                    "the heartbeat of batch %s failed (%s); the next beat tries again",
                     self.batch_id,
-                    exc_info=True,
+                    type(error).__name__,
+                    exc_info=not transient(error),  # a known outage is one line, not a traceback
                 )
             seal_now(self.ctx.sessions)
 
-    def _beat(self, renew: bool) -> None:
+    def _beat(self) -> None:
         now = utcnow()
-        with self._lock:
-            held = list(self._held) if renew else []
         with self.ctx.sessions.begin() as session:
-            if renew:
-                self._renew(session, held, now)
             session.execute(update(_BATCHES).where(_BATCHES.c.id == self.batch_id).values(heartbeat_at=now))
             reason = session.scalar(select(_BATCHES.c.stop_reason).where(_BATCHES.c.id == self.batch_id))
         if reason:
             self._stopped(reason)
 
-    def _renew(self, session: Session, held: list[int], now: datetime) -> None:
-        # SKIP LOCKED (PostgreSQL; nothing on SQLite, which locks whole databases): a row the group
-        # writer holds is being promoted or released, so this renewal leaves it (it is ending) rather
-        # than wait for it. Waiting deadlocked: the writer takes accounts, then deliveries, then
-        # accounts again, in its group's order; no order of the renewal's own avoids that cycle.
-        mine = (
-            select(_DELIVERIES.c.id)
-            .where(_DELIVERIES.c.claimed_by == self.runner_id, _DELIVERIES.c.status == DeliveryStatus.SENDING)
-            .with_for_update(skip_locked=True)
-        )
-        session.execute(
-            update(_DELIVERIES)
-            .where(_DELIVERIES.c.id.in_(mine.scalar_subquery()))
-            .values(lease_until=now + self.lease)
-        )
-        for chunk in chunks(held):
-            free = (
-                select(_ACCOUNTS.c.id)
-                .where(_ACCOUNTS.c.sending_delivery_id.in_(chunk))
-                .with_for_update(skip_locked=True)
-            )
-            session.execute(
-                update(_ACCOUNTS)
-                .where(_ACCOUNTS.c.id.in_(free.scalar_subquery()))
-                .values(sending_until=now + self.lease)
-            )
+    def _renew(self, if_stale: bool = False) -> None:
+        """Renew the leases this runner still holds (fenced: see `claims.renew`); note the ones lost.
+        `if_stale`: only if no other thread renewed them meanwhile."""
+        with self._renewing:
+            started = self.ctx.clock.monotonic()
+            if if_stale and started < self._fresh_until:
+                return
+            with self._lock:
+                held = [Held(i, f) for i, f in self._held.items()]
+            with self.ctx.sessions.begin() as session:
+                lost = claims.renew(session, held, utcnow() + self.lease)
+            with self._lock:
+                self._lost.update(lost)
+                self._fresh_until = started + self.lease.total_seconds() * 2 / 3
+        if lost:
+            log.warning("batch %s: %d claims were taken by another runner", self.batch_id, len(lost))
+
+    def _still_mine(self, target: _Target) -> bool:
+        """Whether this runner may still send for the delivery: its leases were renewed recently enough
+        (or are renewed now) and no other runner took it."""
+        if self.ctx.clock.monotonic() >= self._fresh_until:
+            db_retry(self._renew)(if_stale=True)
+        with self._lock:
+            return target.delivery_id not in self._lost
 
     def _let_go(self) -> None:
         """After a crash: make this runner's claims free to take at once (best effort)."""
         try:
             with self.ctx.sessions.begin() as session:
-                session.execute(
-                    update(_DELIVERIES)
-                    .where(
-                        _DELIVERIES.c.claimed_by == self.runner_id,
-                        _DELIVERIES.c.status == DeliveryStatus.SENDING,
-                    )
-                    .values(lease_until=utcnow())
-                )
+                claims.expire(session, self.runner_id, utcnow())
         except DBAPIError:
             log.warning(
                 "could not let go of the claims of batch %s; their leases will run out", self.batch_id
@@ -429,22 +520,14 @@ class BatchRunner:
         """Deliveries this run claimed without knowing it (the connection dropped as the claim committed,
         and the retry claimed others): nothing was sent for them, so they go back to pending."""
         with self.ctx.sessions.begin() as session:
-            released = session.execute(
-                update(_DELIVERIES)
-                .where(
-                    _DELIVERIES.c.batch_id == self.batch_id,
-                    _DELIVERIES.c.claimed_by == self.runner_id,
-                    _DELIVERIES.c.status == DeliveryStatus.SENDING,
-                    _DELIVERIES.c.welcome_sent_at.is_(None),
-                )
-                .values(status=DeliveryStatus.PENDING, lease_until=None)
-            )
-            return rowcount(released)
+            return claims.release_orphans(session, self.batch_id, self.runner_id)
 
     def _next(self) -> _Claim | DeliveryOutcome | None:
         """The next delivery for a mail thread: from this runner's claimed ones, claiming the next group
         when none is left; None when nothing is left to claim (or the batch was stopped)."""
         with self._claiming:  # one thread claims a group; the others wait for it
+            if self._draining.is_set():
+                return None  # the claims left are released once the mail threads are done
             if not self._claimed and not self._stop.is_set():
                 self._claimed.extend(self._claim_group())
             return self._claimed.popleft() if self._claimed else None
@@ -459,66 +542,27 @@ class BatchRunner:
         try:
             now = utcnow()
             until = now + self.lease
+            started = self.ctx.clock.monotonic()
             with self.ctx.sessions.begin() as session:
-                claimable = or_(
-                    _DELIVERIES.c.status == DeliveryStatus.PENDING,
-                    and_(_DELIVERIES.c.status == DeliveryStatus.SENDING, _DELIVERIES.c.lease_until < now),
-                )
-                # Picked apart from the UPDATE: as its subquery, PostgreSQL may run a SKIP LOCKED pick more
-                # than once and claim more rows than the limit.
-                picked = list(
-                    session.scalars(
-                        select(_DELIVERIES.c.id)
-                        .where(_DELIVERIES.c.batch_id == self.batch_id, claimable)
-                        .order_by(_DELIVERIES.c.id)
-                        .limit(CLAIM_GROUP)
-                        .with_for_update(skip_locked=True)  # PostgreSQL: runners pick different rows
-                    )
-                )
-                if not picked:
+                claimed, held = claims.claim(session, self.batch_id, self.runner_id, now, until, CLAIM_GROUP)
+                if not claimed:
                     return []
-                ids = sorted(
-                    session.scalars(
-                        update(_DELIVERIES)
-                        .where(_DELIVERIES.c.id.in_(picked), claimable)
-                        .values(status=DeliveryStatus.SENDING, lease_until=until, claimed_by=self.runner_id)
-                        .returning(_DELIVERIES.c.id)
-                    )
-                )
-                if not ids:
-                    return []
-                held = set(
-                    session.scalars(
-                        update(_ACCOUNTS)
-                        .where(
-                            _ACCOUNTS.c.employee_id == _DELIVERIES.c.employee_id,
-                            _DELIVERIES.c.id.in_(ids),
-                            or_(
-                                _ACCOUNTS.c.sending_until.is_(None),
-                                _ACCOUNTS.c.sending_until < now,
-                                _ACCOUNTS.c.sending_delivery_id == _DELIVERIES.c.id,
-                            ),
-                        )
-                        .values(sending_delivery_id=_DELIVERIES.c.id, sending_until=until)
-                        .returning(_ACCOUNTS.c.sending_delivery_id)
-                    )
-                )
-                with self._lock:
-                    self._held.update(ids)
-                claims: list[_Claim | DeliveryOutcome] = []
+                ids = [h.delivery_id for h in claimed]
+                found: list[_Claim | DeliveryOutcome] = []
                 busy: list[_Target] = []
                 new: dict[int, tuple[_Target, Credential]] = {}
-                for target, address, problem in self._targets(session, ids):
+                fences = dict(claimed)
+                for target, address, problem in self._targets(session, ids, fences):
                     if target.account_id is not None and target.delivery_id not in held:
                         busy.append(target)
                     elif why := problem or self._why_not_now(target, address):
-                        claims.append(_Claim(target, why, None))
+                        found.append(_Claim(target, why, None))
                     else:
                         assert target.account_id is not None
                         credential = fresh[len(new)] if len(new) < len(fresh) else self._new_credential()
                         new[target.account_id] = (target, credential)
                 if busy:
-                    claims.extend(self._skip_busy(session, busy))
+                    found.extend(self._skip_busy(session, busy))
                 if new:
                     used.update(range(len(new)))
                     before = credentials.store_pending_many(
@@ -534,12 +578,19 @@ class BatchRunner:
                         .where(_DELIVERIES.c.id.in_([target.delivery_id for target, _ in new.values()]))
                         .values(account_id=account_of, attempts=_DELIVERIES.c.attempts + 1)
                     )
-                    claims.extend(
+                    found.extend(
                         _Claim(target, None, (credential, before[account_id]))
                         for account_id, (target, credential) in new.items()
                     )
+            # Held (renewed, fenced) once committed: a renewal reading them before would find them still
+            # pending and count them as lost.
+            skipped = {target.delivery_id for target in busy}
+            with self._lock:
+                if not self._held:
+                    self._fresh_until = started + self.lease.total_seconds() * 2 / 3
+                self._held.update(h for h in claimed if h.delivery_id not in skipped)
             self._unclaimed -= len(ids)
-            return sorted(claims, key=lambda claim: claim.delivery_id)
+            return sorted(found, key=lambda claim: claim.delivery_id)
         finally:
             # A credential never handed to the database cannot have been stored: the next claim takes it.
             # A retried claim takes fresh ones: the lost commit may have stored the others.
@@ -571,20 +622,20 @@ class BatchRunner:
             .where(_DELIVERIES.c.id.in_([target.delivery_id for target in targets]))
             .values(status=DeliveryStatus.SKIPPED, error=IN_PROGRESS, lease_until=None)
         )
-        with self._lock:
-            self._held.difference_update(target.delivery_id for target in targets)
         events = [self._event(target, AuditAction.CREDENTIALS_SKIPPED, IN_PROGRESS) for target in targets]
         record_many(session, self.actor, events)
         return [target.outcome(DeliveryStatus.SKIPPED, IN_PROGRESS) for target in targets]
 
     def _targets(
-        self, session: Session, delivery_ids: Sequence[int]
+        self, session: Session, delivery_ids: Sequence[int], fences: dict[int, int] | None = None
     ) -> list[tuple[_Target, str | None, str | None]]:
         """(target, the employee's address now, why they cannot be mailed now or None) per delivery."""
         rows = session.execute(
             select(
                 _DELIVERIES.c.id,
                 _DELIVERIES.c.email_address,
+                _DELIVERIES.c.confirmed_emailed_at,
+                _ACCOUNTS.c.credentials_emailed_at,
                 _EMPLOYEES.c.employee_number,
                 _EMPLOYEES.c.first_name,
                 _EMPLOYEES.c.last_name,
@@ -602,10 +653,13 @@ class BatchRunner:
             .where(_DELIVERIES.c.id.in_(delivery_ids))
             .order_by(_DELIVERIES.c.id)
         ).all()
-        found = []
+        found: list[tuple[_Target, str | None, str | None]] = []
+        since = []
         for (
             delivery_id,
             confirmed,
+            emailed_confirmed,
+            emailed,
             number,
             first,
             last,
@@ -616,8 +670,11 @@ class BatchRunner:
             status,
         ) in rows:
             address, problem = mail_check(active, status, raw)
+            if problem is None and _emailed_since(emailed, emailed_confirmed):
+                since.append(len(found))
             target = _Target(
                 delivery_id=delivery_id,
+                fence=(fences or {}).get(delivery_id, 0),
                 account_id=account_id,
                 employee_number=number,
                 first_name=first,
@@ -626,7 +683,24 @@ class BatchRunner:
                 username=username,
             )
             found.append((target, address, problem))
+        for index in since:  # rare: each one looks up the batch that emailed the employee
+            target, address, _ = found[index]
+            found[index] = (target, address, EMAILED_SINCE.format(self._emailed_by(session, target)))
         return found
+
+    def _emailed_by(self, session: Session, target: _Target) -> str:
+        """The number of the batch whose email last reached the account (for EMAILED_SINCE)."""
+        batch_id = session.scalar(
+            select(_DELIVERIES.c.batch_id)
+            .where(
+                _DELIVERIES.c.account_id == target.account_id,
+                _DELIVERIES.c.welcome_sent_at.is_not(None),
+                _DELIVERIES.c.id != target.delivery_id,
+            )
+            .order_by(_DELIVERIES.c.welcome_sent_at.desc())
+            .limit(1)
+        )
+        return f"#{batch_id}" if batch_id is not None else "(unknown)"
 
     # One employee ----------------------------------------------------------------------------------
 
@@ -639,6 +713,10 @@ class BatchRunner:
         if self._stop.is_set():  # claimed with its group before the stop: its email never went out
             reason = f"not sent: {self.stopped_because}"
             return self._finish(target, DeliveryStatus.SKIPPED, reason, discard=claim.stored)
+        if self._draining.is_set():
+            return self._writes_or_fail().submit(self._release(claim))
+        if not self._still_mine(target):  # superseded when written (or, if it was ours after all, pending)
+            return self._writes_or_fail().submit(self._release(claim))
         welcome = self._welcome(target, claim.stored)
         if not isinstance(welcome, _Promotion):
             return welcome
@@ -682,6 +760,9 @@ class BatchRunner:
             return self._finish(
                 target, DeliveryStatus.FAILED, error, AuditAction.CREDENTIALS_FAILED, promotion=promotion
             )
+        if not self._still_mine(target):  # its ending is superseded: the promotion will not happen
+            action = AuditAction.CREDENTIALS_SENT
+            return self._finish(target, DeliveryStatus.SENT, None, action, promotion=promotion)
         try:
             message_id = self._send(target, "username", USERNAME_CATEGORY, mode=self.mode)
         except MailError as error:
@@ -771,28 +852,56 @@ class BatchRunner:
         `discard`: a credential whose email did not go out, and what was pending before it: it must not
         work, and the earlier one comes back. The account's current password is left alone.
         """
-        assert self._writes is not None
-        return self._writes.submit(
+        return self._writes_or_fail().submit(
             _Ending(target, status, error, action, promotion, discard, username_tried, username_message_id)
         )
 
+    def _writes_or_fail(self) -> GroupCommit[_Ending, DeliveryOutcome | None]:
+        assert self._writes is not None
+        return self._writes
+
+    def _release(self, claim: _Claim) -> _Ending:
+        """A claimed delivery whose email was not sent, put back to pending (the worker is stopping, or
+        this runner lost its claim)."""
+        return _Ending(claim.target, DeliveryStatus.PENDING, None, None, None, claim.stored, False, None)
+
     @db_retry
-    def _write(self, endings: list[_Ending]) -> list[DeliveryOutcome]:
-        """One transaction for the deliveries the mail threads ended meanwhile (see `GroupCommit`)."""
+    def _write(self, endings: list[_Ending]) -> list[DeliveryOutcome | None]:
+        """One transaction for the deliveries the mail threads ended meanwhile (see `GroupCommit`): the
+        endings whose claim is still current (the fencing rule); the others are superseded."""
         now = utcnow()
         with self.ctx.sessions.begin() as session:
-            self._write_promotions(session, [e.promotion for e in endings if e.promotion is not None], now)
-            self._write_endings(session, endings, now)
+            mine = claims.current(session, [e.target.held for e in endings])
+            current = [e for e in endings if e.target.delivery_id in mine]
+            late = [e for e in endings if e.target.delivery_id not in mine]
+            self._write_promotions(session, [e.promotion for e in current if e.promotion is not None], now)
+            self._write_endings(session, current, now)
+            if late:
+                record_many(session, self.actor, [self._superseded(e) for e in late])
         with self._lock:
-            self._held.difference_update(ending.target.delivery_id for ending in endings)
+            for ending in endings:
+                self._held.pop(ending.target.delivery_id, None)
         for ending in endings:
             log.info(
-                "delivery %s: %s%s",
+                "delivery %s: %s%s%s",
                 ending.target.delivery_id,
                 ending.status,
                 f" ({ending.error})" if ending.error else "",
+                "" if ending.target.delivery_id in mine else " - superseded, not recorded",
             )
-        return [ending.target.outcome(ending.status, ending.error) for ending in endings]
+        return [
+            e.target.outcome(e.status, e.error)
+            if e.target.delivery_id in mine and e.status != DeliveryStatus.PENDING
+            else None
+            for e in endings
+        ]
+
+    def _superseded(self, ending: _Ending) -> tuple[AuditAction, str, dict[str, Any]]:
+        """The audit event of a late result: what this runner would have recorded, and its token."""
+        action, target, details = self._event(ending.target, AuditAction.CREDENTIALS_SUPERSEDED, SUPERSEDED)
+        late = {"late_status": str(ending.status), "late_reason": ending.error, "fence": ending.target.fence}
+        accepted = {"welcome_accepted": ending.promotion is not None}
+        return action, target, details | late | accepted
 
     def _write_promotions(self, session: Session, promotions: list[_Promotion], now: datetime) -> None:
         made = []
@@ -840,16 +949,9 @@ class BatchRunner:
                 session.execute(ended.values(values | more), rows)
             elif rows:
                 session.execute(ended.values(values), rows)
-        released = [e.target for e in endings if e.target.account_id is not None]
-        if released:  # an account is only ever held by a delivery for its own employee: one statement
-            session.execute(
-                update(_ACCOUNTS)
-                .where(
-                    _ACCOUNTS.c.id.in_([target.account_id for target in released]),
-                    _ACCOUNTS.c.sending_delivery_id.in_([target.delivery_id for target in released]),
-                )
-                .values(sending_delivery_id=None, sending_until=None)
-            )
+        claims.let_go_accounts(
+            session, [(e.target.account_id, e.target.delivery_id) for e in endings if e.target.account_id]
+        )
         events = [self._event(e.target, e.action, e.error) for e in endings if e.action is not None]
         record_many(session, self.actor, events)
         seal_later(session)  # the heartbeat seals once a second, not every group
@@ -927,6 +1029,11 @@ class BatchRunner:
             details = {str(s): counts.get(s, 0) for s in DeliveryStatus if s not in ("pending", "sending")}
             record(session, self.actor, action, batch_target(self.batch_id), error=reason, **details)
             return True
+
+
+def _emailed_since(emailed: datetime | None, confirmed: datetime | None) -> bool:
+    """Whether the account was emailed after what the admin was shown (`confirmed`, None: never)."""
+    return emailed is not None and (confirmed is None or emailed > confirmed)
 
 
 def run_batch(
