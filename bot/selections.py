@@ -9,7 +9,7 @@ Only the admin who saved a selection can load it, and only with the nonce.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,11 +27,16 @@ def save_selection(
     employee_ids: Sequence[int],
     purpose: str,
     addresses: Mapping[int, str | None] | None = None,
+    bypass: Collection[int] = (),
 ) -> str:
     """Store `employee_ids` (order kept), and the address shown for each when given; the reference
-    to put in the modal."""
+    to put in the modal. `bypass`: employees shown as on SendGrid's bounce list (sent bypassing it)."""
     nonce = secrets.token_urlsafe(12)
-    shown = {"addresses": {str(k): v for k, v in addresses.items()}} if addresses is not None else {}
+    shown: dict[str, object] = {}
+    if addresses is not None:
+        shown["addresses"] = {str(k): v for k, v in addresses.items()}
+    if bypass:
+        shown["bypass_bounce_list"] = sorted(bypass)
     with sessions.begin() as session:
         event = record(
             session,
@@ -57,6 +62,11 @@ def confirmed_addresses(session: Session, reference: str, actor: str) -> dict[in
     """The address shown per employee id when the selection was saved (None if none were saved)."""
     addresses = _saved(session, reference, actor).details.get("addresses")
     return None if addresses is None else {int(k): v for k, v in addresses.items()}
+
+
+def confirmed_bypass(session: Session, reference: str, actor: str) -> set[int]:
+    """The employees whose address the admin confirmed while shown on SendGrid's bounce list."""
+    return {int(i) for i in _saved(session, reference, actor).details.get("bypass_bounce_list", [])}
 
 
 def _saved(session: Session, reference: str, actor: str) -> AuditEvent:

@@ -20,6 +20,7 @@ from bot.directory import change_email
 from bot.selections import (
     SelectionNotFound,
     confirmed_addresses,
+    confirmed_bypass,
     load_selection,
     selection_id,
 )
@@ -182,6 +183,7 @@ def start_and_send(
         with ctx.sessions() as session:
             employee_ids = load_selection(session, selection, slack_actor(user_id))
             confirmed = confirmed_addresses(session, selection, slack_actor(user_id))
+            bypass = confirmed_bypass(session, selection, slack_actor(user_id))
         batch_id = start_batch(
             ctx,
             employee_ids,
@@ -190,6 +192,7 @@ def start_and_send(
             channel_id=channel_id,
             idempotency_key=idempotency_key(state),
             confirmed=confirmed,
+            bypass_bounce_list=bypass,
         )
     except DuplicateBatchError as duplicate:  # the other of two simultaneous submissions is sending
         view = already_sent_view(duplicate.batch_id)

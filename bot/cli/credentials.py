@@ -13,6 +13,7 @@ from bot.cli.common import cli_actor, context, print_table, printable
 from bot.context import Context
 from bot.lookup import resolve_employees
 from bot.mail import outbox_notice
+from bot.outside_text import inert
 from bot.sending.batches import (
     MAY_HAVE_ARRIVED,
     BatchSummary,
@@ -23,7 +24,7 @@ from bot.sending.batches import (
     summarise,
 )
 from bot.sending.jobs import enqueue_batch
-from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview
+from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview, with_suppressions
 from bot.sending.sender import INTERRUPTED
 from bot.settings import Settings
 from models import BatchStatus, CredentialBatch, DeliveryStatus
@@ -61,6 +62,7 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
                 raise click.ClickException(f"{printable(problem)}; nothing was sent")
             employee_ids = resolved.ids
         recipients = preview(session, employee_ids)
+    recipients, suppression_note = with_suppressions(settings, recipients)
     mailable = [r for r in recipients if r.problem is None]
     unmailable = [r for r in recipients if r.problem is not None]
 
@@ -80,6 +82,8 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         click.echo("\nNothing to send.")
         return
 
+    if suppression_note:
+        click.echo(f"\n{suppression_note}")
     click.echo("")
     click.echo(_transport_line(settings))
     click.echo(_warning(settings, mailable))
@@ -92,7 +96,15 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
             ) from None
 
     confirmed = {r.employee_id: r.address for r in recipients}  # what was shown, fixed for the batch
-    batch_id = start_batch(ctx, [r.employee_id for r in recipients], cli_actor(), "cli", confirmed=confirmed)
+    bypass = {r.employee_id for r in mailable if r.on_bounce_list}
+    batch_id = start_batch(
+        ctx,
+        [r.employee_id for r in recipients],
+        cli_actor(),
+        "cli",
+        confirmed=confirmed,
+        bypass_bounce_list=bypass,
+    )
     enqueue_batch(ctx, batch_id, "cli")
     summary = follow_batch(ctx, batch_id, "Sending")
     print_summary(summary)
@@ -167,7 +179,7 @@ def _count(recipients: Sequence[Recipient]) -> str:
 
 
 def _recipient_table(recipients: Sequence[Recipient]) -> None:
-    warnings = any(r.address_warning for r in recipients)
+    warnings = any(r.address_warning or r.suppression for r in recipients)
     print_table(
         ["EMPLOYEE", "NAME", "USERNAME", "ADDRESS", "LAST EMAILED (UTC)"]
         + (["ADDRESS WARNING"] if warnings else []),
@@ -179,15 +191,29 @@ def _recipient_table(recipients: Sequence[Recipient]) -> None:
                 r.address,
                 f"{r.last_emailed_at:%Y-%m-%d %H:%M}" if r.last_emailed_at else "never",
             )
-            + ((r.address_warning,) if warnings else ())
+            + ((_address_warning(r),) if warnings else ())
             for r in recipients
         ),
     )
     if warnings:
         click.echo(
-            "Addresses with a warning bounced or were dropped before: correct them first "
-            "(credbot employees import)."
+            "Addresses with a warning bounced, were dropped or are on SendGrid's suppression lists: correct "
+            "them first (credbot employees import)."
         )
+    if any(r.on_bounce_list for r in recipients):
+        click.echo(
+            "Emails to an address on SendGrid's bounce list bypass it this once if you send: send only if "
+            "the mailbox exists now."
+        )
+
+
+def _address_warning(recipient: Recipient) -> str:
+    """What SendGrid's events and suppression lists say of the address (their words made inert)."""
+    parts = [
+        inert(recipient.address_warning) if recipient.address_warning else "",
+        recipient.suppression or "",
+    ]
+    return "; ".join(part for part in parts if part)
 
 
 def _outcome_table(outcomes: Sequence[DeliveryOutcome]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -75,11 +75,14 @@ def start_batch(
     channel_id: str | None = None,
     idempotency_key: str | None = None,
     confirmed: Mapping[int, str | None] | None = None,
+    bypass_bounce_list: Collection[int] = (),
 ) -> int:
     """Commit a batch and one delivery per employee (unmailable ones SKIPPED with the reason); its id.
 
     `confirmed`: the address the admin was shown per employee id. Each delivery keeps it, and an employee
     whose address is different now is skipped with ADDRESS_CHANGED (also checked again at send time).
+    `bypass_bounce_list`: employee ids whose address the admin confirmed while shown on SendGrid's bounce
+    list; their emails bypass it.
     """
     try:
         with ctx.sessions.begin() as session:
@@ -119,6 +122,7 @@ def start_batch(
                             "email_address": address,
                             "status": DeliveryStatus.SKIPPED if problem else DeliveryStatus.PENDING,
                             "error": problem,
+                            "bypass_bounce_list": recipient.employee_id in bypass_bounce_list,
                         }
                     )
                     if problem:

@@ -82,6 +82,7 @@ from bot.audit import (
 from bot.chunks import chunks
 from bot.context import Context
 from bot.credentials import Credential, Pending, hash_threads
+from bot.installation import custom_args, identity
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
 from bot.sending.batches import (
     ADDRESS_CHANGED,
@@ -165,6 +166,8 @@ class _Target:
     name: str
     address: str | None
     username: str | None
+    bypass_bounce_list: bool = False
+    """The admin confirmed the address although it is on SendGrid's bounce list."""
 
     def outcome(self, status: DeliveryStatus, error: str | None) -> DeliveryOutcome:
         return DeliveryOutcome(
@@ -585,6 +588,7 @@ class BatchRunner:
             select(
                 _DELIVERIES.c.id,
                 _DELIVERIES.c.email_address,
+                _DELIVERIES.c.bypass_bounce_list,
                 _EMPLOYEES.c.employee_number,
                 _EMPLOYEES.c.first_name,
                 _EMPLOYEES.c.last_name,
@@ -606,6 +610,7 @@ class BatchRunner:
         for (
             delivery_id,
             confirmed,
+            bypass,
             number,
             first,
             last,
@@ -624,6 +629,7 @@ class BatchRunner:
                 name=full_name(first, last),
                 address=confirmed,
                 username=username,
+                bypass_bounce_list=bypass,
             )
             found.append((target, address, problem))
         return found
@@ -744,8 +750,13 @@ class BatchRunner:
             text=text,
             html=html,
             category=category,
-            custom_args={"batch_id": str(self.batch_id), "delivery_id": str(target.delivery_id)},
+            custom_args=custom_args(
+                identity(self.settings, self.ctx.sessions, self.ctx.clock).instance_id,
+                self.batch_id,
+                target.delivery_id,
+            ),
             employee_number=target.employee_number,
+            bypass_bounce_list=target.bypass_bounce_list,
         )
         del text, html
         return self.transport.send(email)
