@@ -17,14 +17,16 @@ _SCHEME = re.compile(
 )
 _HOST = re.compile(r"(?<![\w.-])((?:[a-z0-9-]*[a-z][a-z0-9-]*\.)+[a-z]{2,63})(?![\w-])", re.IGNORECASE)
 """A host name: labels holding a letter, ending in an alphabetic top-level domain (not `5.1.1`)."""
-_MARKUP = str.maketrans({"*": "\uff0a", "_": "\uff3f", "~": "\uff5e", "`": "\uff40"})
-"""Slack's mrkdwn markers, as look-alikes that format nothing."""
+_MARKUP = str.maketrans(
+    {"*": "\uff0a", "_": "\uff3f", "~": "\uff5e", "`": "\uff40", "<": "\u2039", ">": "\u203a"}
+)
+"""Slack's mrkdwn markers and its `<link|text>` / `<!channel>` brackets, as look-alikes that do nothing."""
 
 
 def inert(text: object, limit: int = MAX_OUTSIDE_TEXT) -> str:
     """`text` as one line of plain text: no control or invisible characters, links defanged
-    (`hxxp://evil[.]example`, `evil[.]example`, `a@evil[.]example`), markup markers replaced by look-alikes,
-    at most `limit` characters. Still to be escaped (`&`, `<`, `>`) where it goes into Slack's mrkdwn."""
+    (`hxxp://evil[.]example`, `evil[.]example`, `a@evil[.]example`), markup markers and angle brackets
+    replaced by look-alikes, at most `limit` characters."""
     raw = "" if text is None else str(text)
     visible = "".join(" " if unicodedata.category(char)[0] in "CZ" else char for char in raw)
     line = " ".join(visible.split())
