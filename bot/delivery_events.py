@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import String, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import jobs
@@ -439,8 +439,9 @@ def _insert(session: Session, events: list[ParsedEvent], now: datetime) -> set[s
     """Insert the events not stored yet (in sg_event_id order, so concurrent POSTs cannot deadlock)."""
     if not events:
         return set()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    ordered = sorted(events, key=lambda e: e.sg_event_id)
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_postgresql(session, ordered, now)
     rows = [
         {
             "sg_event_id": e.sg_event_id,
@@ -452,17 +453,47 @@ def _insert(session: Session, events: list[ParsedEvent], now: datetime) -> set[s
             "status": e.status,
             "received_at": now,
         }
-        for e in sorted(events, key=lambda e: e.sg_event_id)
+        for e in ordered
     ]
     new: set[str] = set()
     table = DeliveryEvent.__table__
     # One cached statement executed for many rows: SQLAlchemy batches them into multi-row INSERTs.
     statement = (
-        insert(table).on_conflict_do_nothing(index_elements=["sg_event_id"]).returning(table.c.sg_event_id)
+        sqlite.insert(table)
+        .on_conflict_do_nothing(index_elements=["sg_event_id"])
+        .returning(table.c.sg_event_id)
     )
     for chunk in chunks(rows):
         new.update(session.scalars(statement, list(chunk)))
     return new
+
+
+_INSERT_UNNEST = text(
+    "INSERT INTO delivery_events "
+    "(sg_event_id, delivery_id, email, event, occurred_at, reason, status, received_at) "
+    "SELECT e.sg_event_id, e.delivery_id, e.email, e.event, e.occurred_at, e.reason, e.status, :received_at "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:deliveries AS integer[]), "
+    "CAST(:emails AS varchar[]), CAST(:events AS varchar[]), CAST(:ats AS timestamptz[]), "
+    "CAST(:reasons AS text[]), CAST(:statuses AS varchar[])) WITH ORDINALITY "
+    "AS e(sg_event_id, delivery_id, email, event, occurred_at, reason, status, n) "
+    "ORDER BY e.n ON CONFLICT (sg_event_id) DO NOTHING RETURNING sg_event_id"
+).columns(sg_event_id=String)
+"""PostgreSQL: a whole POST's events as one short statement of arrays. A multi-row VALUES statement is a
+different long text per POST, which the driver parses anew every time (a fifth of a POST's time)."""
+
+
+def _insert_postgresql(session: Session, events: list[ParsedEvent], now: datetime) -> set[str]:
+    parameters = {
+        "ids": [e.sg_event_id for e in events],
+        "deliveries": [e.delivery_id for e in events],
+        "emails": [e.email for e in events],
+        "events": [e.event for e in events],
+        "ats": [e.occurred_at for e in events],
+        "reasons": [e.reason for e in events],
+        "statuses": [e.status for e in events],
+        "received_at": now,
+    }
+    return set(session.scalars(_INSERT_UNNEST, parameters))
 
 
 def _update_states(session: Session, delivery_ids: list[int]) -> set[int]:
