@@ -391,7 +391,7 @@ def apply_events(ctx: Context, raw_events: Sequence[Any]) -> ApplyResult:
         result.duplicates += len(ours) - len(new)
         touched = sorted({event.delivery_id for event in ours if event.sg_event_id in new})
         if touched:
-            changed_batches = _update_states(session, touched)
+            changed_batches = _update_states(session, touched, deliveries)
             result.scheduled = _schedule(session, changed_batches, now)
     return result
 
@@ -496,9 +496,11 @@ def _insert_postgresql(session: Session, events: list[ParsedEvent], now: datetim
     return set(session.scalars(_INSERT_UNNEST, parameters))
 
 
-def _update_states(session: Session, delivery_ids: list[int]) -> set[int]:
+def _update_states(
+    session: Session, delivery_ids: list[int], deliveries: dict[int, dict[str, Any]]
+) -> set[int]:
     """Derive the states of `delivery_ids` from all their events; flag bad addresses; the batches changed."""
-    deliveries = _deliveries(session, delivery_ids)  # locked (PostgreSQL) until the transaction ends
+    # `deliveries` were read locked (PostgreSQL) in this transaction: they are as read until it ends.
     per_email: dict[int, dict[str, list[tuple[str, datetime, str | None, str | None]]]] = defaultdict(
         lambda: defaultdict(list)
     )
