@@ -176,6 +176,12 @@ def serve(settings: dict[str, Any], conn: Connection) -> None:
         conn.recv()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -212,6 +218,7 @@ def run(url: str, posts: int, per_post: int, hostile: float) -> None:
     port = parent.recv()
     sender.url = f"http://127.0.0.1:{port}/sendgrid/events"
     times, memory = [], {}
+    cpu_before = cpu_seconds(process.pid)
     at = int(time.time())
     run_started = time.monotonic()
     for number in range(posts):
@@ -224,6 +231,7 @@ def run(url: str, posts: int, per_post: int, hostile: float) -> None:
         if number + 1 in (1, posts // 10, posts // 2, posts):
             memory[(number + 1) * per_post] = rss_mib(process.pid)
     elapsed = time.monotonic() - run_started
+    cpu_per_post = (cpu_seconds(process.pid) - cpu_before) / posts
     quiet_since, seen = time.monotonic(), len(slack.calls)
     while time.monotonic() - quiet_since < 4:  # the last scheduled update and thread replies
         time.sleep(0.2)
@@ -243,6 +251,7 @@ def run(url: str, posts: int, per_post: int, hostile: float) -> None:
     median = statistics.median(times) * 1000
     print(f"  per POST: median {median:.0f} ms, p99 {p99 * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms")
     print(f"  the first POST (new connections) {first * 1000:.0f} ms; others p99 {warm_p99 * 1000:.0f} ms")
+    print(f"  server CPU per POST {cpu_per_post * 1000:.0f} ms (PostgreSQL not counted, Slack updates are)")
     print(f"  load average at the end: {Path('/proc/loadavg').read_text().strip()} (target p99 <= 250 ms)")
     print(
         "  server memory (RSS) after "
