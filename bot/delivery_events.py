@@ -516,7 +516,8 @@ def _update_states(
         ).where(table.c.delivery_id.in_(chunk))
         for delivery_id, email, event, at, reason, status in session.execute(query):
             per_email[delivery_id][email].append((event, _aware(at), reason, status))
-    changes, flags, clears, batches = [], [], [], set()
+    changes: list[dict[str, Any]] = []
+    flags, clears, batches = [], [], set()
     for delivery_id, emails in per_email.items():
         known = deliveries[delivery_id]
         states = {email: state for email, events in emails.items() if (state := email_state(events))}
@@ -543,7 +544,19 @@ def _update_states(
         elif state.state == MailState.DELIVERED and address:
             clears.append({"b_employee": known["employee_id"], "b_address": address, "b_at": state.at})
     # Rows in id order, so that two POSTs flagging the same employees cannot deadlock.
-    _execute_many(session, _STATE_UPDATE, sorted(changes, key=lambda row: row["b_id"]))
+    changes.sort(key=lambda row: row["b_id"])
+    if session.get_bind().dialect.name == "postgresql" and changes:
+        session.execute(
+            _STATE_UPDATE_UNNEST,
+            {
+                "ids": [row["b_id"] for row in changes],
+                "states": [str(row["b_state"]) for row in changes],
+                "ats": [row["b_at"] for row in changes],
+                "reasons": [row["b_reason"] for row in changes],
+            },
+        )
+    else:
+        _execute_many(session, _STATE_UPDATE, changes)
     _execute_many(session, _FLAG, sorted(flags, key=lambda row: row["b_employee"]))
     _execute_many(session, _CLEAR_FLAG, sorted(clears, key=lambda row: row["b_employee"]))
     return batches
@@ -558,6 +571,12 @@ _STATE_UPDATE = (
         mail_state=bindparam("b_state"), mail_state_at=bindparam("b_at"), mail_reason=bindparam("b_reason")
     )
 )
+_STATE_UPDATE_UNNEST = text(
+    "UPDATE deliveries SET mail_state = u.state, mail_state_at = u.at, mail_reason = u.reason "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:states AS varchar[]), CAST(:ats AS timestamptz[]), "
+    "CAST(:reasons AS text[])) AS u(id, state, at, reason) WHERE deliveries.id = u.id"
+)
+"""PostgreSQL: every changed delivery in one statement (the rows are locked already, see `_deliveries`)."""
 _FLAG = (
     update(_EMPLOYEES)
     .where(
