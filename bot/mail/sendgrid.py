@@ -343,7 +343,7 @@ def _abort(connection: http.client.HTTPConnection, expired: threading.Event) -> 
 
 def _classify(status: int, text: str, body: bytes, headers: http.client.HTTPMessage) -> MailError:
     """The MailError for an HTTP answer, with SendGrid's own reasons from its `errors` JSON."""
-    reason = f"SendGrid {status}: {_api_reasons(body) or text}"
+    reason = f"SendGrid {status}: {_api_reasons(body) or inert(text)}"
     if status in (401, 403):
         return MailAuthError(reason + " (check SENDGRID_API_KEY and its Mail Send permission)")
     if status == 429:
