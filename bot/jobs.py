@@ -55,6 +55,7 @@ JOB_MODULES = [
     "bot.notices",
     "bot.portal.recovery",
     "handlers.recovery",
+    "bot.delivery_events",
     "handlers.delivery_trail",
     "bot.sending.jobs",
     "handlers.sending",

@@ -9,7 +9,7 @@ Only the admin who saved a selection can load it, and only with the nonce.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,15 +30,19 @@ def save_selection(
     purpose: str,
     addresses: Mapping[int, str | None] | None = None,
     emailed: Mapping[int, datetime | None] | None = None,
+    bypass: Collection[int] = (),
 ) -> str:
     """Store `employee_ids` (order kept), and the address and last-emailed time shown for each when
-    given; the reference to put in the modal."""
+    given; the reference to put in the modal. `bypass`: employees shown as on SendGrid's bounce list
+    (sent bypassing it)."""
     nonce = secrets.token_urlsafe(12)
     shown: dict[str, Any] = {}
     if addresses is not None:
         shown["addresses"] = {str(k): v for k, v in addresses.items()}
     if emailed is not None:
         shown["emailed"] = {str(k): v.isoformat() if v else None for k, v in emailed.items()}
+    if bypass:
+        shown["bypass_bounce_list"] = sorted(bypass)
     with sessions.begin() as session:
         event = record(
             session,
@@ -72,6 +76,11 @@ def confirmed_emailed(session: Session, reference: str, actor: str) -> dict[int,
     if emailed is None:
         return None
     return {int(k): datetime.fromisoformat(v) if v else None for k, v in emailed.items()}
+
+
+def confirmed_bypass(session: Session, reference: str, actor: str) -> set[int]:
+    """The employees whose address the admin confirmed while shown on SendGrid's bounce list."""
+    return {int(i) for i in _saved(session, reference, actor).details.get("bypass_bounce_list", [])}
 
 
 def _saved(session: Session, reference: str, actor: str) -> AuditEvent:

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     0.3 s at 150 ms each), so 64 keep ahead of what two cores hash (about 110 employees/s)."""
     sendgrid_webhook_public_key: str | None = None
     """The signed Event Webhook's verification key; unset: POST /sendgrid/events answers 404."""
+    credbot_instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """Names this installation in every email's custom args, so that two installations sharing one
+    SendGrid account never take each other's events; unset: a random id kept in the database."""
+    delivery_events_retention_days: int = Field(default=90, ge=1)
+    """Delivery events are pruned this long after they arrived; each delivery keeps its final state."""
     hash_threads_spare_core: bool = False
     """Hash on one thread fewer than cores, leaving one to a web process on the same machine."""
     worker_idle_priority: bool = False

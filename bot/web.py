@@ -3,7 +3,6 @@ a health check, and the portal."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -20,7 +19,7 @@ from slack_bolt.adapter.flask import SlackRequestHandler
 from bot import jobs
 from bot.context import Context
 from bot.delivery_events import apply_events
-from bot.mail.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventWebhookVerifier
+from bot.mail.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventWebhookVerifier, event_array
 from bot.portal import init_portal
 from bot.slack_app import background_pool, create_bolt_app, slack_wanted
 
@@ -173,18 +172,16 @@ def _serve_sendgrid_events(flask_app: Flask, ctx: Context, update_slack: bool) -
         if len(body) > MAX_EVENTS_BODY:
             return Response("Too large\n", 413, mimetype="text/plain")
         headers = request.headers
-        problem = verifier.problem(headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER), body)
+        now = ctx.clock.now().timestamp()
+        problem = verifier.problem(headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER), body, now)
         if problem:
             log.warning("refused a SendGrid event POST: %s", problem)
             return Response("Forbidden\n", 403, mimetype="text/plain")
-        try:
-            events = json.loads(body)
-        except ValueError:
-            events = None
-        if not isinstance(events, list):
+        events = event_array(body)
+        if events is None:
             log.warning("refused a SendGrid event POST: the body is not a JSON array")
             return Response("Bad request: a JSON array of events is expected\n", 400, mimetype="text/plain")
-        result = apply_events(ctx.sessions, events)
+        result = apply_events(ctx, events)
         log.info("SendGrid events: %s", result.describe())
         if update_slack:
             for batch_id, due in result.scheduled.items():

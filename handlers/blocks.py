@@ -32,6 +32,12 @@ def plain(text: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any]:
     return {"type": "plain_text", "text": shorten(text, limit), "emoji": True}
 
 
+def plain_text(text: str) -> dict[str, Any]:
+    """A plain_text object for text someone outside credbot wrote (made `inert` first): not even emoji
+    codes are turned into pictures."""
+    return {"type": "plain_text", "text": shorten(text, MAX_SECTION_TEXT), "emoji": False}
+
+
 def mrkdwn(text: str) -> dict[str, Any]:
     """A mrkdwn object; the caller has escaped any user data in `text`."""
     return {"type": "mrkdwn", "text": shorten(text, MAX_SECTION_TEXT)}

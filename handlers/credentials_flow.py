@@ -13,7 +13,7 @@ from bot.audit import slack_actor
 from bot.context import Context
 from bot.search import choices_for
 from bot.selections import save_selection
-from bot.sending.recipients import count_never_emailed, preview
+from bot.sending.recipients import count_never_emailed, preview, with_suppressions
 from handlers.slack_calls import call_or_tell
 from handlers.views_credentials import PICKER_LIMIT, FlowState, confirm_view, picker_view
 
@@ -68,6 +68,7 @@ def review_view(
     """
     with ctx.sessions() as session:
         recipients = preview(session, employee_ids)
+    recipients, note = with_suppressions(ctx.settings, recipients)
     reference = save_selection(
         ctx.sessions,
         slack_actor(user_id),
@@ -75,6 +76,7 @@ def review_view(
         "review",
         addresses={r.employee_id: r.address for r in recipients},  # what the admin confirms
         emailed={r.employee_id: r.last_emailed_at for r in recipients},
+        bypass=[r.employee_id for r in recipients if r.on_bounce_list and r.problem is None],
     )
     state = FlowState(channel_id=channel_id, selection=reference)
-    return confirm_view(recipients, ctx.settings.credential_mode, state)
+    return confirm_view(recipients, ctx.settings.credential_mode, state, suppression_note=note)

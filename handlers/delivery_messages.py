@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.delivery_events import MailState, Problem, describe_counts
+from bot.outside_text import inert
 from handlers import ids
-from handlers.blocks import MAX_VIEW_TITLE, Block, context, escape, modal, plain, section
+from handlers.blocks import MAX_VIEW_TITLE, Block, context, escape, modal, plain, plain_text, section
 
 WHAT_HAPPENED = {
     MailState.BOUNCED: "bounced",
@@ -34,13 +35,19 @@ PROBLEMS_PER_MESSAGE = 20
 
 
 def problem_blocks(problem: Problem) -> tuple[str, list[Block]]:
-    """One bounced, dropped or blocked employee: the reason in plain words, and the two buttons."""
+    """One bounced, dropped or blocked employee: the reason in plain words, and the two buttons.
+
+    The reason holds what the recipient's mail server wrote: it goes in as inert plain text (see
+    `bot.outside_text`), beside credbot's own words, never as markup.
+    """
     what = WHAT_HAPPENED.get(problem.state, str(problem.state))
     to = f" to {escape(problem.address)}" if problem.address else ""
+    said = f"Why: {inert(problem.reason or 'no reason given')}"
     text = (
         f":warning: *{escape(problem.name)}* ({escape(problem.employee_number)}) did not get their "
-        f"credentials: the email{to} {what}: {escape(problem.reason or 'no reason given')}."
+        f"credentials: the email{to} {what}."
     )
+    section_block = {**section(text), "fields": [plain_text(said)]}
     value = str(problem.delivery_id)
     buttons = [
         {
@@ -52,7 +59,7 @@ def problem_blocks(problem: Problem) -> tuple[str, list[Block]]:
         },
         {"type": "button", "action_id": ids.RESEND_ACTION, "text": plain("Resend", 75), "value": value},
     ]
-    return text, [section(text), {"type": "actions", "elements": buttons}]
+    return f"{text} {escape(said)}", [section_block, {"type": "actions", "elements": buttons}]
 
 
 def problem_message(problems: Sequence[Problem]) -> tuple[str, list[Block]]:
@@ -95,11 +102,13 @@ def fix_address_view(
     if address:
         element["initial_value"] = address
     blocks: list[Block] = [
-        section(
-            f"*{escape(name)}* ({escape(employee_number)}): the credentials email"
-            f"{' to ' + escape(address) if address else ''} did not arrive"
-            f"{': ' + escape(reason) if reason else ''}."
-        ),
+        {
+            **section(
+                f"*{escape(name)}* ({escape(employee_number)}): the credentials email"
+                f"{' to ' + escape(address) if address else ''} did not arrive."
+            ),
+            **({"fields": [plain_text(f"Why: {inert(reason)}")]} if reason else {}),
+        },
         {
             "type": "input",
             "block_id": ids.ADDRESS_BLOCK,

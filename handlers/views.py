@@ -20,6 +20,7 @@ from bot.directory import change_email
 from bot.selections import (
     SelectionNotFound,
     confirmed_addresses,
+    confirmed_bypass,
     confirmed_emailed,
     load_selection,
     selection_id,
@@ -187,6 +188,7 @@ def start_and_send(
             employee_ids = load_selection(session, selection, slack_actor(user_id))
             confirmed = confirmed_addresses(session, selection, slack_actor(user_id))
             emailed = confirmed_emailed(session, selection, slack_actor(user_id))
+            bypass = confirmed_bypass(session, selection, slack_actor(user_id))
         batch_id, queued = start_and_enqueue(
             ctx,
             employee_ids,
@@ -196,6 +198,7 @@ def start_and_send(
             idempotency_key=idempotency_key(state),
             confirmed=confirmed,
             confirmed_emailed=emailed,
+            bypass_bounce_list=bypass,
         )
     except DuplicateBatchError as duplicate:  # the other of two simultaneous submissions is sending
         view = already_sent_view(duplicate.batch_id)

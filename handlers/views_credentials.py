@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.outside_text import inert
 from bot.search import EmployeeChoice
 from bot.sending.recipients import Recipient
 from handlers import ids
@@ -144,14 +145,20 @@ def recipient_line(recipient: Recipient) -> str:
         recipient.name, recipient.employee_number, recipient.username, recipient.address, recipient.problem
     )
     if recipient.address_warning:
-        line = f"{line} :warning: {escape(recipient.address_warning)}"
+        line = f"{line} :warning: {escape(inert(recipient.address_warning))}"
+    if recipient.suppression:
+        line = f"{line} :no_entry_sign: {escape(recipient.suppression)}"
     if not recipient.problem and recipient.last_emailed_at:
         return f"{line} _(emailed before, {recipient.last_emailed_at:%Y-%m-%d}: gets a new one)_"
     return line
 
 
-def confirm_view(recipients: Sequence[Recipient], mode: str, state: FlowState) -> dict[str, Any]:
-    """The confirmation: every address the emails go to, who cannot be mailed and why, and the warning."""
+def confirm_view(
+    recipients: Sequence[Recipient], mode: str, state: FlowState, suppression_note: str | None = None
+) -> dict[str, Any]:
+    """The confirmation: every address the emails go to, who cannot be mailed and why, and the warning.
+
+    `suppression_note`: what to say about the check of SendGrid's suppression lists (not allowed...)."""
     mailable = [r for r in recipients if r.problem is None]
     unmailable = [r for r in recipients if r.problem is not None]
     again = sum(1 for r in mailable if r.last_emailed_at)
@@ -174,6 +181,9 @@ def confirm_view(recipients: Sequence[Recipient], mode: str, state: FlowState) -
                     "(marked below): correct them in the directory first, or they will likely fail again."
                 )
             )
+        listed = [r for r in mailable if r.suppression or r.on_bounce_list]
+        if listed or suppression_note:
+            blocks.append(section(_suppression_text(listed, suppression_note)))
         blocks.append(divider())
         blocks.append(header(f"Will be emailed ({len(mailable):,})"))
         blocks.extend(listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS))
@@ -193,6 +203,24 @@ def confirm_view(recipients: Sequence[Recipient], mode: str, state: FlowState) -
         close="Cancel" if mailable else "Close",
         private_metadata=state.dump(),
     )
+
+
+def _suppression_text(listed: Sequence[Recipient], note: str | None) -> str:
+    bypass = sum(1 for r in listed if r.on_bounce_list)
+    parts = []
+    if listed:
+        parts.append(
+            f":no_entry_sign: *{len(listed):,} of these addresses are on SendGrid's suppression lists* "
+            "(marked below). SendGrid drops mail to addresses on its bounce or spam report list."
+        )
+    if bypass:
+        parts.append(
+            f"If you send, the emails to the {bypass:,} on the bounce list bypass it this once: send only "
+            "if the mailbox exists now (e.g. it was created since)."
+        )
+    if note:
+        parts.append(f":grey_question: {escape(note)}")
+    return " ".join(parts)
 
 
 def _warning(mode: str, emailed_before: int) -> str:

@@ -4,7 +4,14 @@ from models.accounts import Account, AccountStatus, Role, SetupLink, account_rol
 from models.admins import Admin
 from models.audit import AuditEvent
 from models.base import Base, utcnow
-from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
+from models.deliveries import (
+    BatchStatus,
+    CredentialBatch,
+    Delivery,
+    DeliveryEvent,
+    DeliveryStatus,
+    Installation,
+)
 from models.directory import Employee, fold_accents, full_name, name_sort_key
 from models.outbox import OutboxJob
 from models.recovery import RecoveryRequest, RecoveryStatus
@@ -22,6 +29,7 @@ __all__ = [
     "DeliveryEvent",
     "DeliveryStatus",
     "Employee",
+    "Installation",
     "OutboxJob",
     "RecoveryRequest",
     "RecoveryStatus",

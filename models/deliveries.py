@@ -103,6 +103,9 @@ class Delivery(Base):
     """Why, in plain words, for a bounce, drop, block or deferral."""
     problem_posted_at: Mapped[datetime | None]
     """When the bounce, drop or block was posted in the batch's Slack thread (once)."""
+    bypass_bounce_list: Mapped[bool] = mapped_column(default=False)
+    """The admin confirmed this address although SendGrid's bounce list holds it: both emails bypass the
+    list (SendGrid's `bypass_bounce_management`), so a mailbox created since the bounce gets them."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -112,6 +115,18 @@ class Delivery(Base):
 
     def __repr__(self) -> str:
         return f"<Delivery {self.id} {self.status}>"
+
+
+class Installation(Base):
+    """This credbot installation's id, made on first use: every email carries it, and events for mail
+    sent by another installation sharing the SendGrid account are ignored (unless CREDBOT_INSTANCE is set)."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the id was made: deliveries created before it were sent with the old custom args."""
 
 
 class DeliveryEvent(Base):
@@ -132,7 +147,8 @@ class DeliveryEvent(Base):
     """SendGrid's reason or the mail server's response, as given."""
     status: Mapped[str | None] = mapped_column(String(32))
     """The SMTP status of a bounce, e.g. 5.1.1."""
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    """Pruned DELIVERY_EVENTS_RETENTION_DAYS after this; the delivery keeps its state."""
 
     def __repr__(self) -> str:
         return f"<DeliveryEvent {self.id} {self.event} delivery={self.delivery_id}>"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot.audit import AuditAction
 from bot.context import Context
+from bot.installation import identity
 from bot.mail import OutgoingEmail
 from bot.passwords import verify_password
 from bot.sending.batches import (
@@ -202,8 +203,9 @@ def test_other_employees_are_unaffected_by_one_failure(
     assert sendgrid_standin.invalid == []
     body = sendgrid_standin.sent_to(employees[0].email)[0]
     assert body["custom_args"] == {
-        "batch_id": str(summary.batch_id),
-        "delivery_id": str(delivery_of(session, summary.batch_id, employees[0]).id),
+        "credbot_instance": identity(context.settings, context.sessions, context.clock).instance_id,
+        "credbot_batch": str(summary.batch_id),
+        "credbot_delivery": str(delivery_of(session, summary.batch_id, employees[0]).id),
     }
     assert actions(session).count(AuditAction.CREDENTIALS_FAILED) == 1
 

@@ -159,14 +159,16 @@ def test_only_signed_fresh_posts_are_accepted(
         sender.post(events, signed=False),
         sender.post(events, tamper=True),
         sender.post(events, key=other_key),
-        sender.post(events, timestamp=int(time.time()) - 3600),
+        sender.post(events, timestamp=int(time.time()) - 26 * 3600),  # older than SendGrid retries
         sender.post(events, timestamp=int(time.time()) + 3600),
         sender.post(events, signature="not base64!"),
     ]
     assert [answer.status for answer in refused] == [403] * 6
     assert stored_events(app) == 0 and set(states(app).values()) == {None}
 
-    assert sender.post(events).status == 200
+    assert (
+        sender.post(events, timestamp=int(time.time()) - 23 * 3600).status == 200
+    )  # a retry after an outage
     assert stored_events(app) == len(events) == 4  # processed + delivered, for both emails
     assert states(app) == {"ada@example.com": "delivered"}
 
@@ -237,34 +239,64 @@ def test_duplicates_change_nothing_and_out_of_order_events_end_right(
     assert "example.com" not in logged and "does not exist" not in logged  # counts only
 
 
-def test_events_for_other_mail_are_counted_and_ignored(
+def test_foreign_events_and_another_installs_events_change_nothing(
     webhook_app: tuple[RunningApp, EventWebhookSender],
     session: Session,
     sendgrid_standin: SendGridStandIn,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The issue's red-team post: another app's bounce naming credbot's batch and delivery with generic
+    custom args, credbot-looking args about a message credbot never sent, and a second credbot install
+    sharing the SendGrid account. Signed and posted, none of them counts."""
     app, sender = webhook_app
     add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
-    batch_id, _, _ = send_from_slack(app, "1001")
-    (ours, *_) = sendgrid_standin.events()
+    batch_id, channel, ts = send_from_slack(app, "1001")
+    events = sendgrid_standin.events()
+    ours = events[0]
+    bounce = {
+        **ours,
+        "event": "bounce",
+        "type": "bounce",
+        "reason": "550 5.1.1 user unknown",
+        "status": "5.1.1",
+    }
     strangers = [
-        {
-            "email": "x@example.org",
-            "event": "delivered",
-            "timestamp": 1,
-            "sg_event_id": "a",
-        },  # no custom args
-        {**ours, "sg_event_id": "b", "delivery_id": "999999"},  # no such delivery
-        {**ours, "sg_event_id": "c", "batch_id": str(batch_id + 1)},  # not that batch's
-        {**ours, "sg_event_id": "d", "event": "open"},  # not tracked
-        "not an event",
+        {  # another app's newsletter: generic args that happen to name credbot's batch and delivery
+            "email": "someone@example.org",
+            "event": "bounce",
+            "type": "bounce",
+            "reason": "550 5.1.1 user unknown",
+            "timestamp": int(time.time()),
+            "sg_event_id": "foreign-1",
+            "sg_message_id": "NotCredbotsMessage.filter0001.1.2.0",
+            "category": ["newsletter"],
+            "batch_id": str(batch_id),
+            "delivery_id": ours["credbot_delivery"],
+        },
+        {**bounce, "sg_event_id": "foreign-2", "sg_message_id": "NeverSent.filter0001.1.2.0"},
+        {**bounce, "sg_event_id": "foreign-3", "credbot_instance": "another-install"},
+        {**bounce, "sg_event_id": "foreign-4", "credbot_batch": str(batch_id + 1)},
+        {"email": "x@example.org", "event": "delivered", "timestamp": 1, "sg_event_id": "foreign-5"},
+        {**ours, "sg_event_id": "foreign-6", "event": "open"},
     ]
     with caplog.at_level(logging.INFO, logger="bot.web"):
         assert sender.post(strangers).status == 200
-    assert stored_events(app) == 0
+    assert stored_events(app) == 0 and states(app) == {"ada@example.com": None}
+    with app.ctx.sessions() as s:
+        ada = s.scalars(select(Employee).where(Employee.employee_number == "1001")).one()
+        batch = s.get_one(CredentialBatch, batch_id)
+        assert ada.bad_address is None
+        assert batch.delivery_update_due_at is None  # nothing new to show: no Slack update scheduled
+    assert not [m for m in app.slack.thread(channel, ts) if "did not get their credentials" in m["text"]]
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    assert "5 received, 0 stored, 0 duplicates, 3 for other mail, 1 not tracked, 1 malformed" in logged
+    assert (
+        "6 received, 0 stored, 0 duplicates, 4 for other mail, 1 from another install, 1 not tracked, "
+        "0 malformed, 0 about deliveries past retention"
+    ) in logged
+
+    assert sender.post(events).status == 200  # credbot's own events still count
+    assert states(app) == {"ada@example.com": "delivered"}
 
 
 def test_hr_names_reach_sendgrid_in_a_form_it_delivers(
@@ -306,7 +338,7 @@ def test_a_bounce_reaches_the_thread_and_fix_address_resends_to_the_new_address(
     assert len(problem) == 1
     text = problem[0]["text"]
     assert "*Alan &lt;!channel&gt; Turing* (1002)" in text and "<!channel>" not in text
-    assert "bounced: the mailbox does not exist" in text
+    assert "bounced. Why: the mailbox does not exist" in text
     blocks = (
         problem[0]["blocks"] if isinstance(problem[0]["blocks"], list) else json.loads(problem[0]["blocks"])
     )
@@ -406,7 +438,7 @@ def test_resend_and_later_confirmations_show_the_flag(
         lambda: [m for m in app.slack.thread(channel, ts) if "did not get their credentials" in m["text"]],
         what="the drop in the thread",
     )[0]
-    assert "was dropped by SendGrid: this address bounced before" in message["text"]
+    assert "was dropped by SendGrid. Why: this address bounced before" in message["text"]
 
     opened = len(app.slack.calls_to("views.open"))
     delivery_id = message["blocks"][1]["elements"][1]["value"] if isinstance(message["blocks"], list) else ""
@@ -532,16 +564,17 @@ def test_a_later_delivery_to_the_flagged_address_clears_the_flag(
     session.commit()
     sendgrid_standin.bounce("ada@example.com", "452 4.2.2 mailbox full", status="5.2.2")
     send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))
-    assert apply_events(ctx.sessions, sendgrid_standin.events(time.time() - 60)).stored == 4
+    assert apply_events(ctx, sendgrid_standin.events(time.time() - 60)).stored == 4
     session.expire_all()
     assert (ada.bad_address, ada.bad_address_event) == ("ada@example.com", "bounced")
     assert ada.bad_address_reason.startswith("the mailbox is full")
     (recipient,) = preview(session, [ada.id])
     assert recipient.address_warning.startswith("bounced on ")
 
-    sendgrid_standin._bounces.clear()  # the mailbox was emptied: delivered now
+    sendgrid_standin.create_mailbox("ada@example.com")  # the mailbox was emptied: delivered now
+    sendgrid_standin.suppressions["bounces"].clear()  # and taken off SendGrid's bounce list
     sendgrid_standin.messages.clear()
     send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))
-    apply_events(ctx.sessions, sendgrid_standin.events())
+    apply_events(ctx, sendgrid_standin.events())
     session.expire_all()
     assert ada.bad_address is None and preview(session, [ada.id])[0].address_warning is None

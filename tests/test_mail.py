@@ -9,6 +9,7 @@ import socket
 import stat
 import threading
 import time
+from dataclasses import replace
 from email.policy import default
 from pathlib import Path
 
@@ -451,10 +452,23 @@ def test_recipient_name_rules() -> None:
     assert recipient_name("") is None
 
 
-def test_credential_emails_turn_click_and_open_tracking_off(sendgrid_standin: SendGridStandIn) -> None:
+def test_credential_emails_turn_click_open_and_subscription_tracking_off(
+    sendgrid_standin: SendGridStandIn,
+) -> None:
+    """No unsubscribe link either: an account-wide setting would add one, and one click would block every
+    later credential email to that address."""
     transport_for(sendgrid_standin).send(make_email())
     (body,) = sendgrid_standin.messages
     assert body["tracking_settings"] == {
         "click_tracking": {"enable": False, "enable_text": False},
         "open_tracking": {"enable": False},
+        "subscription_tracking": {"enable": False},
     }
+    assert "mail_settings" not in body  # no bypass unless the admin confirmed a bounced address
+
+
+def test_a_confirmed_bounced_address_bypasses_the_bounce_list_only(sendgrid_standin: SendGridStandIn) -> None:
+    transport_for(sendgrid_standin).send(replace(make_email(), bypass_bounce_list=True))
+    (body,) = sendgrid_standin.messages
+    assert body["mail_settings"] == {"bypass_bounce_management": {"enable": True}}
+    assert sendgrid_standin.invalid == []

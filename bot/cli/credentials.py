@@ -16,6 +16,7 @@ from bot.context import Context
 from bot.lookup import resolve_employees
 from bot.mail import outbox_notice
 from bot.outbox import RELAY_SECONDS
+from bot.outside_text import inert
 from bot.sending.batches import (
     MAY_HAVE_ARRIVED,
     BatchSummary,
@@ -25,7 +26,7 @@ from bot.sending.batches import (
     summarise,
 )
 from bot.sending.jobs import start_and_enqueue
-from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview
+from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview, with_suppressions
 from bot.sending.sender import INTERRUPTED, db_retry
 from bot.settings import Settings
 from models import BatchStatus, CredentialBatch, DeliveryStatus
@@ -67,6 +68,7 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
                 raise click.ClickException(f"{printable(problem)}; nothing was sent")
             employee_ids = resolved.ids
         recipients = preview(session, employee_ids)
+    recipients, suppression_note = with_suppressions(settings, recipients)
     mailable = [r for r in recipients if r.problem is None]
     unmailable = [r for r in recipients if r.problem is not None]
 
@@ -86,6 +88,8 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         click.echo("\nNothing to send.")
         return
 
+    if suppression_note:
+        click.echo(f"\n{suppression_note}")
     click.echo("")
     click.echo(_transport_line(settings))
     click.echo(_warning(settings, mailable))
@@ -105,6 +109,8 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         # What was shown, fixed for the batch and checked again for each employee at send time.
         confirmed={r.employee_id: r.address for r in recipients},
         confirmed_emailed={r.employee_id: r.last_emailed_at for r in recipients},
+        # Addresses confirmed while on SendGrid's bounce list: their emails bypass it.
+        bypass_bounce_list={r.employee_id for r in mailable if r.on_bounce_list},
     )
     if not queued:
         click.echo(QUEUED_TEXT.format(batch_id=batch_id))
@@ -199,7 +205,7 @@ def _count(recipients: Sequence[Recipient]) -> str:
 
 
 def _recipient_table(recipients: Sequence[Recipient]) -> None:
-    warnings = any(r.address_warning for r in recipients)
+    warnings = any(r.address_warning or r.suppression for r in recipients)
     print_table(
         ["EMPLOYEE", "NAME", "USERNAME", "ADDRESS", "LAST EMAILED (UTC)"]
         + (["ADDRESS WARNING"] if warnings else []),
@@ -211,15 +217,29 @@ def _recipient_table(recipients: Sequence[Recipient]) -> None:
                 r.address,
                 f"{r.last_emailed_at:%Y-%m-%d %H:%M}" if r.last_emailed_at else "never",
             )
-            + ((r.address_warning,) if warnings else ())
+            + ((_address_warning(r),) if warnings else ())
             for r in recipients
         ),
     )
     if warnings:
         click.echo(
-            "Addresses with a warning bounced or were dropped before: correct them first "
-            "(credbot employees import)."
+            "Addresses with a warning bounced, were dropped or are on SendGrid's suppression lists: correct "
+            "them first (credbot employees import)."
         )
+    if any(r.on_bounce_list for r in recipients):
+        click.echo(
+            "Emails to an address on SendGrid's bounce list bypass it this once if you send: send only if "
+            "the mailbox exists now."
+        )
+
+
+def _address_warning(recipient: Recipient) -> str:
+    """What SendGrid's events and suppression lists say of the address (their words made inert)."""
+    parts = [
+        inert(recipient.address_warning) if recipient.address_warning else "",
+        recipient.suppression or "",
+    ]
+    return "; ".join(part for part in parts if part)
 
 
 def _outcome_table(outcomes: Sequence[DeliveryOutcome]) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from bot.cli.common import context, print_table
 from bot.delivery_events import batch_deliveries, describe_counts, state_counts
+from bot.outside_text import inert
 from models import CredentialBatch
 
 TIME = "%Y-%m-%d %H:%M"
@@ -32,7 +33,7 @@ def deliveries(batch_id: int) -> None:
                 f"{line.last_event} {line.last_event_at:{TIME}}"
                 if line.last_event and line.last_event_at
                 else "-",
-                line.reason,
+                inert(line.reason) if line.reason else None,
             )
             for line in batch_deliveries(session, batch_id)
         ]

@@ -18,9 +18,11 @@ class OutgoingEmail:
     category: str
     """E.g. `credbot-welcome`, `credbot-username`; lets delivery events be matched later."""
     custom_args: dict[str, str] = field(default_factory=dict)
-    """E.g. `batch_id`, `delivery_id`; travel with the message and come back in delivery events."""
+    """E.g. `credbot_batch`, `credbot_delivery`; travel with the message and come back in delivery events."""
     employee_number: str = ""
     """Whose message it is, for people reading the outbox (not sent to the mail API)."""
+    bypass_bounce_list: bool = False
+    """Deliver even if the address is on SendGrid's bounce list (the admin confirmed it)."""
 
 
 class MailTransport(Protocol):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sendgrid.helpers.mail import (
+    BypassBounceManagement,
     Category,
     ClickTracking,
     CustomArg,
@@ -27,6 +28,7 @@ from sendgrid.helpers.mail import (
     MailSettings,
     OpenTracking,
     SandBoxMode,
+    SubscriptionTracking,
     To,
     TrackingSettings,
 )
@@ -40,6 +42,7 @@ from tenacity import (
 )
 
 from bot.mail.message import MailAuthError, MailError, MailRejected, MailUnavailable, OutgoingEmail
+from bot.outside_text import inert
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -179,12 +182,18 @@ class SendGridTransport:
         for key, value in email.custom_args.items():
             mail.custom_arg = CustomArg(key, str(value))
         # No rewritten links or tracking pixel: the sign-in and set-password links must reach the
-        # employee as written, and credential emails are not marketing.
+        # employee as written. No unsubscribe link either (an account-wide setting would add one): one
+        # click would block every later credential email, and credential emails are not marketing.
         mail.tracking_settings = TrackingSettings(
-            click_tracking=ClickTracking(False, False), open_tracking=OpenTracking(False)
+            click_tracking=ClickTracking(False, False),
+            open_tracking=OpenTracking(False),
+            subscription_tracking=SubscriptionTracking(False),
         )
-        if self.sandbox:
-            mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
+        if self.sandbox or email.bypass_bounce_list:
+            mail.mail_settings = MailSettings(
+                bypass_bounce_management=BypassBounceManagement(True) if email.bypass_bounce_list else None,
+                sandbox_mode=SandBoxMode(True) if self.sandbox else None,
+            )
         payload: dict[str, Any] = mail.get()  # sendgrid is untyped
         return payload
 
@@ -334,7 +343,7 @@ def _abort(connection: http.client.HTTPConnection, expired: threading.Event) -> 
 
 def _classify(status: int, text: str, body: bytes, headers: http.client.HTTPMessage) -> MailError:
     """The MailError for an HTTP answer, with SendGrid's own reasons from its `errors` JSON."""
-    reason = f"SendGrid {status}: {_api_reasons(body) or text}"
+    reason = f"SendGrid {status}: {_api_reasons(body) or inert(text)}"
     if status in (401, 403):
         return MailAuthError(reason + " (check SENDGRID_API_KEY and its Mail Send permission)")
     if status == 429:
@@ -347,7 +356,8 @@ def _classify(status: int, text: str, body: bytes, headers: http.client.HTTPMess
 
 
 def _api_reasons(body: bytes | str | None) -> str:
-    """`errors[].message` (and field) from a SendGrid error answer; never anything else of the body."""
+    """`errors[].message` (and field) from a SendGrid error answer, made inert (it reaches Slack and the
+    terminal); never anything else of the body."""
     try:
         errors = json.loads(body or b"").get("errors") or []
     except (ValueError, AttributeError):
@@ -357,7 +367,7 @@ def _api_reasons(body: bytes | str | None) -> str:
         if isinstance(item, dict) and item.get("message"):
             field = item.get("field")
             reasons.append(f"{item['message']} ({field})" if field else str(item["message"]))
-    return "; ".join(reasons)[:500]
+    return inert("; ".join(reasons), 500)
 
 
 def _reset_at(headers: http.client.HTTPMessage) -> float | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -78,6 +78,7 @@ def start_batch(
     confirmed: Mapping[int, str | None] | None = None,
     confirmed_emailed: Mapping[int, datetime | None] | None = None,
     enqueue: Callable[[Session, int], None] | None = None,
+    bypass_bounce_list: Collection[int] = (),
 ) -> int:
     """Commit a batch and one delivery per employee (unmailable ones SKIPPED with the reason); its id.
 
@@ -89,6 +90,9 @@ def start_batch(
 
     `enqueue(session, batch_id)` runs in the batch's transaction: the job that runs it is committed
     with it (the outbox, `bot.outbox`).
+
+    `bypass_bounce_list`: employee ids whose address the admin confirmed while shown on SendGrid's bounce
+    list; their emails bypass it.
     """
     try:
         with ctx.sessions.begin() as session:
@@ -134,6 +138,7 @@ def start_batch(
                             "confirmed_emailed_at": emailed,
                             "status": DeliveryStatus.SKIPPED if problem else DeliveryStatus.PENDING,
                             "error": problem,
+                            "bypass_bounce_list": recipient.employee_id in bypass_bounce_list,
                         }
                     )
                     if problem:

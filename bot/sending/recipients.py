@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.chunks import chunks
 from bot.directory import name_order
+from bot.mail import suppressions
+from bot.mail.suppressions import BOUNCE_LIST_DROP
+from bot.settings import Settings
 from models import Account, AccountStatus, Employee
 
 NO_ACCOUNT = "no account"
@@ -38,6 +41,11 @@ class Recipient:
     last_emailed_at: datetime | None
     address_warning: str | None = None
     """E.g. `bounced on 25 Nov 2026: the mailbox does not exist`: SendGrid's events flagged this address."""
+    suppression: str | None = None
+    """E.g. `on SendGrid's bounce list since 25 Nov 2026` (see `with_suppressions`)."""
+    on_bounce_list: bool = False
+    """SendGrid's bounce list holds the address (its API says so, or it bounced or was dropped as bounced):
+    confirmed anyway, the emails bypass the list."""
 
 
 def normalise_address(raw: str | None) -> tuple[str | None, str | None]:
@@ -76,7 +84,34 @@ def recipient_of(employee: Employee) -> Recipient:
         problem=problem,
         last_emailed_at=account.credentials_emailed_at if account else None,
         address_warning=_address_warning(employee, address),
+        on_bounce_list=_bounced_before(employee, address),
     )
+
+
+def _bounced_before(employee: Employee, address: str | None) -> bool:
+    """SendGrid's events said this address bounced (or was dropped because it had): it is on the list."""
+    if not address or employee.bad_address != address:
+        return False
+    return employee.bad_address_event == "bounced" or employee.bad_address_reason == BOUNCE_LIST_DROP
+
+
+def with_suppressions(
+    settings: Settings, recipients: Sequence[Recipient]
+) -> tuple[list[Recipient], str | None]:
+    """The recipients with what SendGrid's suppression lists say of their addresses, and a note about the
+    check itself (not allowed for the API key, not complete) for the confirmation to show."""
+    found = suppressions.check(settings, [r.address for r in recipients if r.problem is None and r.address])
+    checked = []
+    for recipient in recipients:
+        listing = found.listed.get(recipient.address.lower()) if recipient.address else None
+        if listing is not None:
+            recipient = replace(
+                recipient,
+                suppression=listing.describe(),
+                on_bounce_list=recipient.on_bounce_list or listing.list_name == "bounces",
+            )
+        checked.append(recipient)
+    return checked, found.note
 
 
 def _address_warning(employee: Employee, address: str | None) -> str | None:

@@ -99,6 +99,7 @@ from bot.audit import (
 from bot.chunks import chunks
 from bot.context import Context
 from bot.credentials import Credential, Pending, hash_threads
+from bot.installation import custom_args, identity
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
 from bot.sending import claims
 from bot.sending.batches import (
@@ -188,6 +189,8 @@ class _Target:
     name: str
     address: str | None
     username: str | None
+    bypass_bounce_list: bool = False
+    """The admin confirmed the address although it is on SendGrid's bounce list."""
 
     @property
     def held(self) -> Held:
@@ -636,6 +639,7 @@ class BatchRunner:
                 _DELIVERIES.c.email_address,
                 _DELIVERIES.c.confirmed_emailed_at,
                 _ACCOUNTS.c.credentials_emailed_at,
+                _DELIVERIES.c.bypass_bounce_list,
                 _EMPLOYEES.c.employee_number,
                 _EMPLOYEES.c.first_name,
                 _EMPLOYEES.c.last_name,
@@ -660,6 +664,7 @@ class BatchRunner:
             confirmed,
             emailed_confirmed,
             emailed,
+            bypass,
             number,
             first,
             last,
@@ -681,6 +686,7 @@ class BatchRunner:
                 name=full_name(first, last),
                 address=confirmed,
                 username=username,
+                bypass_bounce_list=bypass,
             )
             found.append((target, address, problem))
         for index in since:  # rare: each one looks up the batch that emailed the employee
@@ -825,8 +831,13 @@ class BatchRunner:
             text=text,
             html=html,
             category=category,
-            custom_args={"batch_id": str(self.batch_id), "delivery_id": str(target.delivery_id)},
+            custom_args=custom_args(
+                identity(self.settings, self.ctx.sessions, self.ctx.clock).instance_id,
+                self.batch_id,
+                target.delivery_id,
+            ),
             employee_number=target.employee_number,
+            bypass_bounce_list=target.bypass_bounce_list,
         )
         del text, html
         return self.transport.send(email)

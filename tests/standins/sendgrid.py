@@ -12,6 +12,13 @@ Like SendGrid, it answers 202 to a message whose recipient name holds an unquote
 control character) and then drops it: such a message goes to `dropped`, never to `messages`.
 `events()` gives the Event Webhook events SendGrid would post for what it accepted (processed, then
 delivered, dropped, or a bounce scripted with `bounce(...)`).
+
+Like SendGrid, it keeps suppression lists: an address that bounced goes on the bounce list (a block on
+the block list, which suppresses nothing), and every later message to an address on the bounce or spam
+list is dropped ("Bounced Address", "Spam Reporting Address") unless the message sets
+`mail_settings.bypass_bounce_management` (bounces only) or the address was removed from the list
+(`DELETE /v3/suppression/bounces/{email}`). `GET /v3/suppression/{bounces,blocks,spam_reports}/{email}`
+answer what is listed, or 403 when the key lacks the Suppressions permission (`scopes`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ from typing import Any
 import pytest
 
 API_KEY = "SG.standin-key.0123456789"
+SUPPRESSION_LISTS = ("bounces", "blocks", "spam_reports")
 
 
 class _Server(ThreadingHTTPServer):
@@ -93,6 +102,12 @@ class SendGridStandIn:
         self.dropped: list[dict[str, Any]] = []
         """Bodies answered 202 and then dropped (a recipient name SendGrid cannot parse)."""
         self._bounces: dict[str, tuple[str, str, str]] = {}
+        self.suppressions: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in SUPPRESSION_LISTS}
+        """Per list (`bounces`, `blocks`, `spam_reports`), the addresses on it with SendGrid's record."""
+        self.scopes = {"mail.send", "suppression.read", "suppression.delete"}
+        """What the API key may do (SendGrid's permission scopes)."""
+        self.suppression_calls: list[tuple[str, str]] = []
+        """(method, path) of every Suppressions API call."""
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -209,6 +224,12 @@ class SendGridStandIn:
             def do_POST(self) -> None:
                 standin._handle(self)
 
+            def do_GET(self) -> None:
+                standin._handle(self)
+
+            def do_DELETE(self) -> None:
+                standin._handle(self)
+
         return Handler
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
@@ -216,6 +237,8 @@ class SendGridStandIn:
         raw = handler.rfile.read(length)
         if self.delay:
             time.sleep(self.delay)
+        if handler.path.startswith("/v3/suppression/"):
+            return self._suppression(handler)
         if handler.path != "/v3/mail/send":
             return self._reply(handler, 404, [], errors=[{"message": "Not found", "field": None}])
         if handler.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -264,13 +287,15 @@ class SendGridStandIn:
         reset_in: float | None = None,
         headers: dict[str, str] | None = None,
         drip: bool = False,
+        body: bytes = b"",
+        record: bool = True,
     ) -> None:
-        with self._lock:
-            self.requests.append(Request(recipients, status, time.time()))
+        if record:  # Mail Send calls; the Suppressions API's are in `suppression_calls`
+            with self._lock:
+                self.requests.append(Request(recipients, status, time.time()))
         if drip:
             return self._drip(handler, status, headers or {})
         headers = dict(headers or {})
-        body = b""
         if status >= 400:
             errors = errors or [{"message": f"stand-in error {status}", "field": None, "help": None}]
             body = json.dumps({"errors": errors}).encode()
@@ -304,6 +329,50 @@ class SendGridStandIn:
         except OSError:
             pass  # the client gave up
 
+    def _suppression(self, handler: BaseHTTPRequestHandler) -> None:
+        """GET or DELETE /v3/suppression/{list}/{email}, as SendGrid answers them."""
+        with self._lock:
+            self.suppression_calls.append((handler.command, handler.path))
+        if handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._reply(
+                handler, 401, [], errors=[{"message": "Permission denied, wrong credentials"}], record=False
+            )
+        _, _, _, name, quoted = (handler.path.split("?")[0].split("/", 4) + [""] * 5)[:5]
+        address = urllib.parse.unquote(quoted).lower()
+        scope = "suppression.read" if handler.command == "GET" else "suppression.delete"
+        deletable = handler.command == "GET" or name == "bounces"
+        if name not in SUPPRESSION_LISTS or not address or not deletable:
+            return self._reply(
+                handler, 404, [], errors=[{"message": "Not found", "field": None}], record=False
+            )
+        if scope not in self.scopes:
+            return self._reply(
+                handler, 403, [], errors=[{"field": None, "message": "access forbidden"}], record=False
+            )
+        with self._lock:
+            listed = self.suppressions[name]
+            if handler.command == "DELETE":
+                listed.pop(address, None)
+                return self._reply(handler, 204, [], record=False)
+            body = json.dumps([listed[address]] if address in listed else []).encode()
+        return self._reply(
+            handler, 200, [], headers={"Content-Type": "application/json"}, body=body, record=False
+        )
+
+    def suppress(self, address: str, name: str = "bounces", reason: str = "550 5.1.1 user unknown") -> None:
+        """Put `address` on a suppression list, as SendGrid does after a bounce, block or spam report."""
+        with self._lock:
+            self._suppress(address.lower(), name, reason)
+
+    def _suppress(self, address: str, name: str, reason: str) -> None:
+        record = {"created": int(time.time()), "email": address, "reason": reason, "status": "5.1.1"}
+        self.suppressions[name][address] = record
+
+    def create_mailbox(self, address: str) -> None:
+        """The recipient's mailbox now exists: later mail is delivered (unless SendGrid suppresses it)."""
+        with self._lock:
+            self._bounces.pop(address.lower(), None)
+
     def bounce(self, address: str, reason: str, status: str = "5.1.1", kind: str = "bounce") -> None:
         """Make `events()` report messages to `address` as bounced (`kind="blocked"`: blocked)."""
         with self._lock:
@@ -312,15 +381,18 @@ class SendGridStandIn:
     def events(self, start: float | None = None) -> list[dict[str, Any]]:
         """The Event Webhook events for every message accepted so far, as SendGrid posts them.
 
-        Each message gets `processed`, then `delivered`, `dropped` (reason "Invalid", as SendGrid reports a
-        recipient name it split into bad addresses) or `bounce`. Custom args come back as top-level keys.
+        Each message gets `processed`, then `delivered`, `dropped` or `bounce`: dropped with "Invalid" for a
+        recipient name SendGrid split into bad addresses, or "Bounced Address" / "Spam Reporting Address"
+        when a suppression list held the address as the message came (see the module docstring). Each
+        message's fate is decided once, in the order accepted, and kept. Custom args come back as
+        top-level keys.
         """
         at = int(start if start is not None else time.time())
         with self._lock:
             accepted = [(m, False) for m in self.messages] + [(m, True) for m in self.dropped]
-            bounces = dict(self._bounces)
+            fates = [(body, self._fate(body, dropped)) for body, dropped in accepted]
         events = []
-        for body, dropped in accepted:
+        for body, fate in fates:
             for address in _recipients(body):
                 common = {
                     "email": address,
@@ -331,16 +403,30 @@ class SendGridStandIn:
                     **body.get("custom_args", {}),
                 }
                 events.append({**common, "event": "processed", "sg_event_id": uuid.uuid4().hex})
-                final: dict[str, Any]
-                if dropped:
-                    final = {"event": "dropped", "reason": "Invalid"}
-                elif address in bounces:
-                    reason, status, kind = bounces[address]
-                    final = {"event": "bounce", "type": kind, "reason": reason, "status": status}
-                else:
-                    final = {"event": "delivered", "response": "250 OK"}
-                events.append({**common, **final, "timestamp": at + 1, "sg_event_id": uuid.uuid4().hex})
+                events.append({**common, **fate, "timestamp": at + 1, "sg_event_id": uuid.uuid4().hex})
         return events
+
+    def _fate(self, body: dict[str, Any], dropped: bool) -> dict[str, Any]:
+        """What became of a message (decided the first time, under the lock, then kept in `body`)."""
+        if "_fate" in body:
+            return dict(body["_fate"])
+        address = (_recipients(body) or [""])[0]
+        bypass = bool(body.get("mail_settings", {}).get("bypass_bounce_management", {}).get("enable"))
+        fate: dict[str, Any]
+        if dropped:
+            fate = {"event": "dropped", "reason": "Invalid"}
+        elif address in self.suppressions["bounces"] and not bypass:
+            fate = {"event": "dropped", "reason": "Bounced Address"}
+        elif address in self.suppressions["spam_reports"]:
+            fate = {"event": "dropped", "reason": "Spam Reporting Address"}
+        elif address in self._bounces:
+            reason, status, kind = self._bounces[address]
+            fate = {"event": "bounce", "type": kind, "reason": reason, "status": status}
+            self._suppress(address, "blocks" if kind == "blocked" else "bounces", reason)
+        else:
+            fate = {"event": "delivered", "response": "250 OK"}
+        body["_fate"] = fate
+        return dict(fate)
 
 
 def unparsable_name(name: Any) -> bool:
@@ -427,8 +513,17 @@ def validate_mail_send(body: Any, content_type: str) -> list[str]:
     sandbox = body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable", False)
     if not isinstance(sandbox, bool):
         problems.append("The sandbox mode enable param should be a boolean value.")
+    settings = body.get("mail_settings", {})
+    for name in ("bypass_bounce_management", "bypass_list_management"):
+        if not isinstance(settings.get(name, {}).get("enable", False), bool):
+            problems.append(f"The {name} enable param should be a boolean value.")
+    others = ("bounce", "spam", "unsubscribe")
+    if settings.get("bypass_list_management", {}).get("enable") and any(
+        settings.get(f"bypass_{name}_management", {}).get("enable") for name in others
+    ):
+        problems.append("bypass_list_management cannot be combined with the other bypass filters")
     tracking = body.get("tracking_settings", {})
-    for name in ("click_tracking", "open_tracking"):
+    for name in ("click_tracking", "open_tracking", "subscription_tracking"):
         enable = tracking.get(name, {}).get("enable", False) if isinstance(tracking, dict) else None
         if not isinstance(enable, bool):
             problems.append(f"The {name} enable param should be a boolean value.")
