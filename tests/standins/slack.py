@@ -95,6 +95,9 @@ class SlackStandIn:
         """What was posted to each response_url handed out, in order."""
         self.rate_limited: list[Call] = []
         """Calls answered 429 because their method's tier (or channel) was spent."""
+        self.limits, self.channel_limits = dict(TIER_LIMITS), dict(PER_CHANNEL_LIMITS)
+        self.rate_window = RATE_WINDOW
+        """Calls per `rate_window` seconds: Slack's, unless a test scales its minute down."""
         self._recent: dict[str, list[float]] = {}
         self.files: dict[str, dict[str, Any]] = {}
         """Uploaded files by id: name, title, length, content (bytes), channel once shared."""
@@ -257,17 +260,17 @@ class SlackStandIn:
 
     def _spend(self, method: str, args: dict[str, Any]) -> int | None:
         """Count a call against its tier; None if allowed, else Retry-After (whole seconds)."""
-        if method in PER_CHANNEL_LIMITS:
-            key, limit = f"{method}:{args.get('channel')}", PER_CHANNEL_LIMITS[method]
-        elif method in TIER_LIMITS:
-            key, limit = method, TIER_LIMITS[method]
+        if method in self.channel_limits:
+            key, limit = f"{method}:{args.get('channel')}", self.channel_limits[method]
+        elif method in self.limits:
+            key, limit = method, self.limits[method]
         else:
             return None
-        now = self.clock()
-        recent = [at for at in self._recent.get(key, []) if at > now - RATE_WINDOW]
+        now, window = self.clock(), self.rate_window
+        recent = [at for at in self._recent.get(key, []) if at > now - window]
         if len(recent) >= limit:
             self._recent[key] = recent
-            return max(1, math.ceil(recent[0] + RATE_WINDOW - now))
+            return max(1, math.ceil(recent[0] + window - now))
         self._recent[key] = [*recent, now]
         return None
 
