@@ -195,7 +195,7 @@ def respond(ctx: Context, actor: str, response_url: str, text: str) -> bool:
             text=text, response_type="ephemeral"
         )
         error = None if answer.status_code == 200 else f"HTTP {answer.status_code} {answer.body}"
-    except (URLError, OSError) as failure:
+    except (SlackClientError, URLError, OSError) as failure:  # SlackRequestError: not a URL Slack gave
         error = type(failure).__name__
     if error:
         log.warning("Slack response_url failed: %s", error)
