@@ -20,16 +20,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot import jobs
+from bot.clock import ManualClock
+from bot.context import Context
 from bot.delivery_events import MAX_REASON, MailState, Problem
 from bot.rate_budget import BudgetStore, MemoryBudget, Priority, Rate, RedisBudget
+from bot.sending.batches import DeliveryOutcome
+from bot.slack_app import make_web_client
+from bot.slack_rates import METHOD_RATES, take_slot
 from handlers import ids
 from handlers.delivery_messages import problem_messages
-from models import CredentialBatch
+from handlers.sending import PROGRESS_INTERVAL, ChannelTrail
+from models import CredentialBatch, DeliveryStatus
 from tests.builders import add_employee, audit_events
-from tests.slack_requests import RunningApp
+from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.sendgrid import SendGridStandIn
 from tests.standins.sendgrid_webhook import EventWebhookSender
-from tests.standins.slack import ADMIN_ID, MAX_BLOCKS_JSON, check_message
+from tests.standins.slack import ADMIN_ID, CHANNEL_ID, MAX_BLOCKS_JSON, SlackStandIn, check_message
 from tests.test_delivery_events import delivery_text, send_from_slack, webhook_app  # noqa: F401
 from tests.test_slack_flow import open_picker, review
 
@@ -109,6 +115,30 @@ def test_processes_share_one_budget_through_redis(redis_server_url: str, redis_n
     assert len(granted) == 30 and all(taker.returncode == 0 for taker in takers)
     assert granted[:4] == [T] * 4  # the burst, then one every 10 s whoever asks
     assert granted[4:] == pytest.approx([T + 10 * n for n in range(1, 27)])
+
+
+def test_progress_updates_are_coalesced_when_chat_update_is_busy(
+    context: Context, slack_standin: SlackStandIn
+) -> None:
+    """Other batches have spent chat.update's slots: progress is skipped, and a later one shows the newer
+    counts. Time is the injected clock's: nothing sleeps."""
+    clock = ManualClock()
+    settings = slack_settings(context.settings, slack_standin)
+    ctx = Context(settings, context.sessions, clock)
+    client = make_web_client(settings, clock)
+    trail = ChannelTrail(ctx, client, ADMIN_ID, CHANNEL_ID, batch_id=1)
+    trail.ts, trail.to_send = client.chat_postMessage(channel=CHANNEL_ID, text="started")["ts"], 10
+    sent = DeliveryOutcome(1, "1001", "Ada", "ada", "ada@example.com", DeliveryStatus.SENT, None)
+
+    clock.advance(PROGRESS_INTERVAL)
+    while take_slot(settings, clock, "chat.update", Priority.SKIP):  # the other batches' updates
+        pass
+    trail.progress(sent)
+    assert slack_standin.calls_to("chat.update") == []  # skipped, not queued
+    clock.advance(METHOD_RATES["chat.update"].interval)
+    trail.progress(sent)
+    (update,) = slack_standin.calls_to("chat.update")
+    assert "2 of 10 done (2 sent, 0 failed)" in update.args["text"]
 
 
 # --- views carry their hash --------------------------------------------------------------------------------
@@ -216,7 +246,7 @@ def test_ten_batches_at_once_share_chat_update_and_end_right(
 ) -> None:
     app, sender = webhook_app
     scaled = Rate(calls=9, window=SCALED_WINDOW, burst=4, reserve=3)
-    monkeypatch.setitem(__import__("bot.slack_rates").slack_rates.METHOD_RATES, "chat.update", scaled)
+    monkeypatch.setitem(METHOD_RATES, "chat.update", scaled)
     monkeypatch.setattr(jobs, "IN_PROCESS_THREADS", 24)
     app.slack.rate_window, app.slack.limits["chat.update"] = SCALED_WINDOW, 10
     app.slack.fail("chat.update", status=429, retry_after=1, times=2)  # another app's calls, say
