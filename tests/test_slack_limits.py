@@ -24,13 +24,15 @@ from bot.clock import ManualClock
 from bot.context import Context
 from bot.delivery_events import MAX_REASON, MailState, Problem
 from bot.rate_budget import BudgetStore, MemoryBudget, Priority, Rate, RedisBudget
-from bot.sending.batches import DeliveryOutcome
+from bot.sending.batches import BatchSummary, DeliveryOutcome
 from bot.slack_app import make_web_client
 from bot.slack_rates import METHOD_RATES, take_slot
 from handlers import ids
+from handlers.blocks import section
 from handlers.delivery_messages import problem_messages
+from handlers.message_blocks import detail_messages, summary_blocks, summary_text
 from handlers.sending import PROGRESS_INTERVAL, ChannelTrail
-from models import CredentialBatch, DeliveryStatus
+from models import BatchStatus, CredentialBatch, DeliveryStatus
 from tests.builders import add_employee, audit_events
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.sendgrid import SendGridStandIn
@@ -205,6 +207,37 @@ def test_twenty_long_bounce_reasons_are_split_into_replies_slack_accepts() -> No
         assert check_message({"text": text, "blocks": blocks}) == []
         assert len(json.dumps(blocks, separators=(",", ":"))) <= MAX_BLOCKS_JSON
         assert all(f"*{p.name}*" in text for p in chunk)
+
+
+def test_a_summary_of_twenty_failures_with_long_reasons_is_whole() -> None:
+    """Twenty failed, twenty in doubt and twenty skipped employees, each with its own 300-character reason:
+    the summary counts the reasons it leaves out and keeps its last line; the thread lists everyone."""
+
+    def outcomes(status: DeliveryStatus, kind: str) -> list[DeliveryOutcome]:
+        reason = f"{kind} {{}} " + "x" * 290
+        return [
+            DeliveryOutcome(n, f"{n}", f"Person {n}", f"u{n}", f"p{n}@example.com", status, reason.format(n))
+            for n in range(1, 21)
+        ]
+
+    summary = BatchSummary(
+        batch_id=7,
+        status=BatchStatus.FINISHED,
+        sent=[],
+        failed=outcomes(DeliveryStatus.FAILED, "refused"),
+        skipped=outcomes(DeliveryStatus.SKIPPED, "skipped"),
+        error=None,
+        in_doubt=outcomes(DeliveryStatus.IN_DOUBT, "timeout"),
+    )
+    blocks = summary_blocks(ADMIN_ID, summary)
+    text = blocks[0]["text"]["text"]
+    assert check_message({"text": summary_text(ADMIN_ID, summary), "blocks": blocks}) == []
+    assert text == summary_text(ADMIN_ID, summary)  # not cut
+    assert text.count("15 other reasons") == 3 and text.endswith("Every employee is listed in the thread.")
+    replies = detail_messages(summary)
+    assert all(check_message({"text": reply, "blocks": [section(reply)]}) == [] for reply in replies)
+    listed = "\n".join(replies)
+    assert all(f"refused {n} " + "x" * 290 in listed for n in range(1, 21))  # every reason, whole
 
 
 def test_twenty_long_bounces_reach_the_thread(
