@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
 from urllib.parse import parse_qsl
 
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -22,7 +21,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from bot.clock import Clock
-from bot.rate_budget import Priority, Rate, budget_store
+from bot.rate_budget import BudgetStore, Priority, Rate, budget_store
 from bot.settings import Settings
 
 TIER_2 = Rate(calls=18, burst=4, reserve=2)
@@ -59,7 +58,7 @@ def _key(settings: Settings, method: str, channel: str | None) -> str:
     return f"slack:{_workspace(settings)}:{method}{where}"
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings) -> BudgetStore:
     return budget_store(settings.redis_url, settings.redis_namespace)
 
 
