@@ -94,7 +94,7 @@ class SlackStandIn:
         self.responses: dict[str, list[dict[str, Any]]] = {}
         """What was posted to each response_url handed out, in order."""
         self.rate_limited: list[Call] = []
-        """Calls answered 429 because their method's tier (or channel) was spent."""
+        """Calls answered 429: their method's tier (or channel) was spent, or a test scripted it."""
         self.limits, self.channel_limits = dict(TIER_LIMITS), dict(PER_CHANNEL_LIMITS)
         self.rate_window = RATE_WINDOW
         """Calls per `rate_window` seconds: Slack's, unless a test scales its minute down."""
@@ -225,7 +225,7 @@ class SlackStandIn:
         args.update(parse_qsl(query))  # slack_sdk sends some methods' arguments in the query string
         auth = handler.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
-        call = Call(method, args, token)
+        call = Call(method, args, token, self.clock())
         with self._lock:
             self.calls.append(call)
             failure = self._take_failure(method, args)
@@ -233,10 +233,13 @@ class SlackStandIn:
         if held is not None:
             held.wait(10)
         if failure:
+            if failure.status == 429:
+                with self._lock:
+                    self.rate_limited.append(call)
             self._reply_failure(handler, failure)
             return
         with self._lock:
-            retry_after = self._spend(method, args)
+            retry_after = self._spend(method, args, call.at)
             if retry_after is not None:
                 self.rate_limited.append(call)
         if retry_after is not None:
@@ -258,15 +261,15 @@ class SlackStandIn:
         with self._lock:
             self._reply(handler, answer(args))
 
-    def _spend(self, method: str, args: dict[str, Any]) -> int | None:
-        """Count a call against its tier; None if allowed, else Retry-After (whole seconds)."""
+    def _spend(self, method: str, args: dict[str, Any], now: float) -> int | None:
+        """Count a call (received at `now`) against its tier; None if allowed, else Retry-After (seconds)."""
         if method in self.channel_limits:
             key, limit = f"{method}:{args.get('channel')}", self.channel_limits[method]
         elif method in self.limits:
             key, limit = method, self.limits[method]
         else:
             return None
-        now, window = self.clock(), self.rate_window
+        window = self.rate_window
         recent = [at for at in self._recent.get(key, []) if at > now - window]
         if len(recent) >= limit:
             self._recent[key] = recent
