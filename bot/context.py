@@ -1,4 +1,4 @@
-"""The process's shared resources: settings and the database session factory."""
+"""The process's shared resources: settings, the database session factory and the clock."""
 
 from __future__ import annotations
 

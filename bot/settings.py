@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     # Storage
     database_url: str = "sqlite:///credbot.db"
     redis_url: str | None = None
-    """Dramatiq's Redis broker for background jobs and the portal's rate-limit counters; empty: jobs run
-    on a worker inside each process and rate limits are counted in memory."""
+    """Dramatiq's Redis broker for background jobs, the portal's rate-limit counters and the Slack Web API's
+    rate budget; empty: jobs run on a worker inside each process and rate limits are counted in memory."""
     redis_namespace: str = "credbot"
     worker_threads: int = Field(default=8, ge=1, le=64)
     worker_shutdown_seconds: float = Field(default=20.0, ge=1.0)

@@ -19,10 +19,11 @@ from urllib.error import URLError
 from slack_bolt import App
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bot.clock import Clock, SystemClock
 from bot.context import Context
 from bot.settings import Settings
+from bot.slack_rates import BudgetedRetryHandler
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,15 @@ def slack_wanted(settings: Settings) -> bool:
     return any(_secret(settings, name) for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"))
 
 
-def make_web_client(settings: Settings) -> WebClient:
-    """A Web API client for SLACK_API_URL that waits and retries (twice) when Slack rate-limits a call."""
+def make_web_client(settings: Settings, clock: Clock | None = None) -> WebClient:
+    """A Web API client for SLACK_API_URL that, when Slack rate-limits a call, holds its method off in the
+    shared budget (bot.slack_rates) and retries after Retry-After."""
     client = WebClient(
         token=_secret(settings, "SLACK_BOT_TOKEN"),
         base_url=settings.slack_api_url,
         timeout=SLACK_TIMEOUT_SECONDS,
     )
-    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
+    client.retry_handlers.append(BudgetedRetryHandler(settings, clock or SystemClock()))
     return client
 
 
@@ -123,7 +125,7 @@ def create_bolt_app(
     check_slack_settings(settings, socket_mode=socket_mode)
     try:
         app = App(
-            client=make_web_client(settings),
+            client=make_web_client(settings, ctx.clock),
             signing_secret=_secret(settings, "SLACK_SIGNING_SECRET"),
             process_before_response=True,
             token_verification_enabled=verify_token,

@@ -24,8 +24,11 @@ P = ParamSpec("P")
 class Background:
     """Starts work for one request with credbot's context and the request's Web API client."""
 
-    def __init__(self, executor: Executor, ctx: Context, client: WebClient) -> None:
-        self.executor, self.ctx, self.client = executor, ctx, client
+    def __init__(
+        self, executor: Executor, ctx: Context, client: WebClient, response_url: str | None = None
+    ) -> None:
+        """`response_url`: the request's, where an unexpected failure is told (see `tell_user`)."""
+        self.executor, self.ctx, self.client, self.response_url = executor, ctx, client, response_url
 
     def start(
         self,
@@ -50,5 +53,5 @@ class Background:
         args: tuple[object, ...],
         kwargs: dict[str, object],
     ) -> None:
-        with errors_told(self.ctx, self.client, user_id, channel_id, doing):
+        with errors_told(self.ctx, self.client, user_id, channel_id, doing, self.response_url):
             work(self.ctx, self.client, *args, **kwargs)

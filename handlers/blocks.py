@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,8 +14,16 @@ MAX_VIEW_TITLE = 24
 MAX_PRIVATE_METADATA = 3000
 MAX_MESSAGE_TEXT = 3000
 """Per message we post: Slack accepts more, but shows long texts collapsed; we chunk at this size."""
+MAX_MESSAGE_BLOCKS_JSON = 11_000
+"""A message's blocks as JSON, at most: Slack refuses messages whose blocks pass about 13,000 characters
+(`msg_blocks_too_long`, undocumented; measured between 11,300 characters of text and 13,300 of JSON)."""
 
 Block = dict[str, Any]
+
+
+def blocks_size(blocks: list[Block]) -> int:
+    """The size Slack's undocumented limit on a message's blocks is measured in (their compact JSON)."""
+    return len(json.dumps(blocks, separators=(",", ":"), ensure_ascii=False))
 
 
 def escape(text: object) -> str:

@@ -1,4 +1,9 @@
-"""`/email-credentials [pending | employee numbers or emails | report | help]`: ack at once, then act."""
+"""`/email-credentials [pending | employee numbers or emails | report | help]`: ack at once, then act.
+
+What the command says later (a window that would not open, a report Slack refused) goes through its
+`response_url`, which answers in every conversation; chat.postEphemeral fails where the bot is not a
+member.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +61,13 @@ def email_credentials(ack: Ack, body: dict[str, Any], background: Background) ->
         case "report":
             ack(response_type="ephemeral", text=REPORT_TEXT)
             background.start(
-                "building the account report", user_id, channel_id, send_account_report, user_id, channel_id
+                "building the account report",
+                user_id,
+                channel_id,
+                send_account_report,
+                user_id,
+                channel_id,
+                body.get("response_url"),
             )
         case _:
             ack()
@@ -78,4 +89,5 @@ def open_from_command(ctx: Context, client: WebClient, body: dict[str, Any]) -> 
         employee_ids=employee_ids,
         unknown_keys=unknown,
         pending=pending,
+        response_url=body.get("response_url"),
     )

@@ -28,8 +28,10 @@ def open_picker_modal(
     employee_ids: Sequence[int] = (),
     unknown_keys: Sequence[str] = (),
     pending: bool = False,
+    response_url: str | None = None,
 ) -> None:
-    """Open the picker with `employee_ids` preselected; tell the admin (and audit) if Slack refuses."""
+    """Open the picker with `employee_ids` preselected; tell the admin (and audit) if Slack refuses,
+    through `response_url` when the picker was asked for by a command."""
     employee_ids = list(dict.fromkeys(employee_ids))
     with ctx.sessions() as session:
         never_emailed = count_never_emailed(session)
@@ -53,6 +55,7 @@ def open_picker_modal(
         "I could not open the credentials window",
         "views.open",
         client.views_open,
+        response_url=response_url,
         trigger_id=trigger_id,
         view=view,
     )

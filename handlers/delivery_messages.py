@@ -10,7 +10,18 @@ from typing import Any
 from bot.delivery_events import MailState, Problem, describe_counts
 from bot.outside_text import inert
 from handlers import ids
-from handlers.blocks import MAX_VIEW_TITLE, Block, context, escape, modal, plain, plain_text, section
+from handlers.blocks import (
+    MAX_MESSAGE_BLOCKS_JSON,
+    MAX_VIEW_TITLE,
+    Block,
+    blocks_size,
+    context,
+    escape,
+    modal,
+    plain,
+    plain_text,
+    section,
+)
 
 WHAT_HAPPENED = {
     MailState.BOUNCED: "bounced",
@@ -31,7 +42,8 @@ def with_delivery_line(message: dict[str, Any], counts: dict[str, int]) -> tuple
 
 
 PROBLEMS_PER_MESSAGE = 20
-"""Employees per thread reply (two blocks each, within Slack's 50), so a mass bounce stays a few posts."""
+"""Employees per thread reply at most (two blocks each, within Slack's 50), so a mass bounce stays a few
+posts; fewer when their reasons are long (MAX_MESSAGE_BLOCKS_JSON)."""
 
 
 def problem_blocks(problem: Problem) -> tuple[str, list[Block]]:
@@ -62,10 +74,25 @@ def problem_blocks(problem: Problem) -> tuple[str, list[Block]]:
     return f"{text} {escape(said)}", [section_block, {"type": "actions", "elements": buttons}]
 
 
-def problem_message(problems: Sequence[Problem]) -> tuple[str, list[Block]]:
-    """One thread reply (text, blocks) for up to PROBLEMS_PER_MESSAGE employees."""
-    parts = [problem_blocks(problem) for problem in problems[:PROBLEMS_PER_MESSAGE]]
-    return "\n".join(text for text, _ in parts), [block for _, blocks in parts for block in blocks]
+def problem_messages(problems: Sequence[Problem]) -> list[tuple[str, list[Block], list[Problem]]]:
+    """Thread replies (text, blocks, the employees in it) listing every problem, each within Slack's
+    block count and its limit on the blocks' total size (`msg_blocks_too_long`)."""
+    messages: list[tuple[str, list[Block], list[Problem]]] = []
+    texts: list[str] = []
+    blocks: list[Block] = []
+    chunk: list[Problem] = []
+    for problem in problems:
+        text, more = problem_blocks(problem)
+        full = len(chunk) == PROBLEMS_PER_MESSAGE or blocks_size([*blocks, *more]) > MAX_MESSAGE_BLOCKS_JSON
+        if chunk and full:
+            messages.append(("\n".join(texts), blocks, chunk))
+            texts, blocks, chunk = [], [], []
+        texts.append(text)
+        blocks.extend(more)
+        chunk.append(problem)
+    if chunk:
+        messages.append(("\n".join(texts), blocks, chunk))
+    return messages
 
 
 @dataclass(frozen=True)

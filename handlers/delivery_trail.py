@@ -4,7 +4,8 @@ bounced, dropped or blocked employee posted once in the thread with buttons to f
 The web process stores SendGrid's events and enqueues the job `refresh_delivery_trail` for when a batch's
 update is due (bot.web). At most one update per batch is scheduled at a time, at most every
 UPDATE_INTERVAL (the database decides, across processes), so Slack sees a few updates whatever the
-event rate.
+event rate. chat.update's budget, shared by every batch (bot.slack_rates), spaces them further when
+many batches run; a line with nothing left waiting is final and goes ahead of routine ones.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from bot import jobs
 from bot.context import Context
 from bot.delivery_events import (
     UPDATE_INTERVAL,
+    MailState,
     claim_problems,
     claim_summary_update,
     due_at,
     release_problems,
+    state_counts,
 )
+from bot.rate_budget import Priority
 from bot.slack_app import make_web_client
-from handlers.delivery_messages import PROBLEMS_PER_MESSAGE, problem_message, with_delivery_line
+from bot.slack_rates import take_slot
+from handlers.delivery_messages import problem_messages, with_delivery_line
 from handlers.slack_calls import SlackCallFailed, call
 from models import utcnow
 
@@ -47,28 +52,26 @@ def update_delivery_trail(
     update = claim_summary_update(ctx.sessions, batch_id, now_if_due=now_if_due)
     if update is None:
         return
-    client = client or make_web_client(ctx.settings)
+    client = client or make_web_client(ctx.settings, ctx.clock)
     message = update.message
-    text, blocks = with_delivery_line(message, update.counts)
+    # Routine lines wait behind final ones (nothing left waiting), which may use the budget's reserve.
+    final = update.counts.get(MailState.WAITING, 0) == 0
+    take_slot(ctx.settings, ctx.clock, "chat.update", Priority.URGENT if final else Priority.WAIT)
+    with ctx.sessions() as session:  # the counts as they are now, after any wait for the slot
+        text, blocks = with_delivery_line(message, state_counts(session, batch_id))
     with contextlib.suppress(SlackCallFailed):  # audited; the next update tries again
         call(
             ctx,
             update.requested_by,
             "chat.update",
             client.chat_update,
+            priority=None,
             channel=message["channel"],
             ts=message["ts"],
             text=text,
             blocks=blocks,
         )
-    from handlers.sending import THREAD_REPLY_INTERVAL  # sending imports this module
-
-    problems = claim_problems(ctx.sessions, batch_id)
-    for number, start in enumerate(range(0, len(problems), PROBLEMS_PER_MESSAGE)):
-        chunk = problems[start : start + PROBLEMS_PER_MESSAGE]
-        if number:
-            time.sleep(THREAD_REPLY_INTERVAL)
-        text, blocks = problem_message(chunk)
+    for text, blocks, chunk in problem_messages(claim_problems(ctx.sessions, batch_id)):
         try:
             call(
                 ctx,

@@ -70,7 +70,7 @@ def post_digest(ctx: Context, client: WebClient | None = None) -> str:
         raise DigestNotPosted("AUDIT_CHANNEL_ID is not set: the digest has nowhere to go.")
     with ctx.sessions() as session:
         digest = build_digest(session)
-    client = client or make_web_client(ctx.settings)
+    client = client or make_web_client(ctx.settings, ctx.clock)
     try:
         response = call(
             ctx,

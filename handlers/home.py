@@ -7,7 +7,6 @@ does little before `views.open`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 from bot.accounts import AccountsChanged, employee_numbers_for, enable_accounts, unlock_as_change
 from bot.audit import slack_actor
 from bot.context import Context
+from bot.home_views import remember_opened
 from bot.onboarding import Stage, stage_count, stage_employee_ids, stage_page
 from bot.selections import save_selection
 from handlers import ids
@@ -26,7 +26,7 @@ from handlers.app_home import publish_home
 from handlers.background import Background
 from handlers.credentials_flow import open_picker_modal
 from handlers.report_upload import send_account_report
-from handlers.slack_calls import SlackCallFailed, call, call_or_tell
+from handlers.slack_calls import call_or_tell, call_with_hash
 from handlers.views_home import (
     LISTED,
     PAGE_SIZE,
@@ -73,8 +73,14 @@ def register(app: App) -> None:
 def home_opened(ack: Ack, event: dict[str, Any], admin: bool, background: Background) -> None:
     ack()
     if event.get("tab", "home") == "home":
-        user_id = event["user"]
-        background.start("showing App Home", user_id, None, publish_home, user_id, admin=admin)
+        user_id, view_hash = event["user"], (event.get("view") or {}).get("hash")
+        background.start("showing App Home", user_id, None, show_home, user_id, admin, view_hash)
+
+
+def show_home(ctx: Context, client: WebClient, user_id: str, admin: bool, view_hash: str | None) -> None:
+    """Remember that `user_id` has App Home open (a batch ending republishes it), and publish it."""
+    remember_opened(ctx.sessions, user_id, ctx.clock.now())
+    publish_home(ctx, client, user_id, admin=admin, view_hash=view_hash)
 
 
 def clicked(ack: Ack, action: dict[str, Any], body: dict[str, Any], background: Background) -> None:
@@ -85,8 +91,13 @@ def clicked(ack: Ack, action: dict[str, Any], body: dict[str, Any], background: 
     background.start("acting on your click", user_id, None, work, user_id, str(action.get("value", "")), body)
 
 
-def refresh(ctx: Context, client: WebClient, user_id: str, _value: str, _body: dict[str, Any]) -> None:
-    publish_home(ctx, client, user_id)
+def refresh(ctx: Context, client: WebClient, user_id: str, _value: str, body: dict[str, Any]) -> None:
+    publish_home(ctx, client, user_id, view_hash=_view_hash(body))
+
+
+def _view_hash(body: dict[str, Any]) -> str | None:
+    """The hash of the view a click came from (App Home or a modal), as Slack sends it."""
+    return (body.get("view") or {}).get("hash")
 
 
 def show_all(ctx: Context, client: WebClient, user_id: str, value: str, body: dict[str, Any]) -> None:
@@ -98,17 +109,29 @@ def show_all(ctx: Context, client: WebClient, user_id: str, value: str, body: di
 
 def turn_page(ctx: Context, client: WebClient, user_id: str, value: str, body: dict[str, Any]) -> None:
     if parsed := parse_page(value):
-        update_list(ctx, client, user_id, body["view"]["id"], *parsed)
+        update_list(ctx, client, user_id, body["view"]["id"], *parsed, view_hash=_view_hash(body))
 
 
-def update_list(ctx: Context, client: WebClient, user_id: str, view_id: str, stage: Stage, page: int) -> None:
-    with ctx.sessions() as session:
-        total = stage_count(session, stage)
-        page = min(page, max(0, (total - 1) // PAGE_SIZE))
-        people = stage_page(session, stage, page, PAGE_SIZE)
-    view = list_view(stage, people, page, total, utcnow())
-    with contextlib.suppress(SlackCallFailed):  # audited; the modal may have been closed
-        call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+def update_list(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    view_id: str,
+    stage: Stage,
+    page: int,
+    view_hash: str | None = None,
+) -> None:
+    """Show `page` of the list modal (a failure is audited; the modal may have been closed)."""
+
+    def build() -> dict[str, Any]:
+        with ctx.sessions() as session:
+            total = stage_count(session, stage)
+            shown = min(page, max(0, (total - 1) // PAGE_SIZE))
+            people = stage_page(session, stage, shown, PAGE_SIZE)
+        return list_view(stage, people, shown, total, utcnow())
+
+    actor = slack_actor(user_id)
+    call_with_hash(ctx, actor, "views.update", client.views_update, build, view_hash, view_id=view_id)
 
 
 def change_row(
@@ -124,7 +147,7 @@ def change_row(
         change(session, slack_actor(user_id), [number])
     parsed = parse_page_metadata(body["view"].get("private_metadata", ""))
     if parsed:
-        update_list(ctx, client, user_id, body["view"]["id"], *parsed)
+        update_list(ctx, client, user_id, body["view"]["id"], *parsed, view_hash=_view_hash(body))
     publish_home(ctx, client, user_id)
 
 

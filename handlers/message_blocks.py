@@ -7,9 +7,21 @@ from collections.abc import Sequence
 
 from bot.sending.batches import BatchSummary, DeliveryOutcome
 from handlers import ids
-from handlers.blocks import MAX_MESSAGE_TEXT, Block, escape, pack_lines, person_line, plain, section
+from handlers.blocks import (
+    MAX_MESSAGE_TEXT,
+    Block,
+    escape,
+    pack_lines,
+    person_line,
+    plain,
+    section,
+    shorten,
+)
 
 TOP_REASONS = 5
+REASON_SHOWN = 150
+"""Characters of each reason in the summary (the thread lists each employee with the whole reason): five
+reasons for each of failed, in doubt and skipped stay within one section's 3,000."""
 IN_DOUBT_ADVICE = (
     "the mail service may have accepted these; the password in that email works if it arrived. "
     "Ask the employee before sending again: a new send replaces it"
@@ -42,7 +54,8 @@ def resumed_text(batch_id: int, left: int) -> str:
 
 def _reasons(outcomes: Sequence[DeliveryOutcome]) -> str:
     counts = Counter(outcome.error or "no reason given" for outcome in outcomes)
-    parts = [f"{escape(reason)} ({count:,})" for reason, count in counts.most_common(TOP_REASONS)]
+    top = counts.most_common(TOP_REASONS)
+    parts = [f"{escape(shorten(reason, REASON_SHOWN))} ({count:,})" for reason, count in top]
     if len(counts) > TOP_REASONS:
         parts.append(f"{len(counts) - TOP_REASONS:,} other reasons")
     return "; ".join(parts)

@@ -95,7 +95,8 @@ class ListenerArguments(Middleware):
         self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
     ) -> BoltResponse | None:
         req.context["ctx"] = self.ctx
-        req.context["background"] = Background(self.executor, self.ctx, req.context.client)
+        response_url = req.body.get("response_url")  # commands and message buttons have one
+        req.context["background"] = Background(self.executor, self.ctx, req.context.client, response_url)
         return next()
 
 
@@ -163,7 +164,14 @@ def refusal(
         return BoltResponse(status=200, body={"options": []})
     if is_block_actions(body) and user_id:
         background.start(
-            "telling you that", user_id, channel_id, tell_user, user_id, channel_id, NOT_ALLOWED_TEXT
+            "telling you that",
+            user_id,
+            channel_id,
+            tell_user,
+            user_id,
+            channel_id,
+            NOT_ALLOWED_TEXT,
+            response_url=body.get("response_url"),
         )
     return BoltResponse(status=200, body="")
 

@@ -18,8 +18,15 @@ from handlers.slack_calls import SlackCallFailed, call, tell_user
 from models import utcnow
 
 
-def send_account_report(ctx: Context, client: WebClient, user_id: str, channel_id: str | None = None) -> None:
-    """Build the account report and upload it to the admin's DM; tell them if Slack refuses."""
+def send_account_report(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    channel_id: str | None = None,
+    response_url: str | None = None,
+) -> None:
+    """Build the account report and upload it to the admin's DM; tell them if Slack refuses (through the
+    command's `response_url` when there is one)."""
     who = slack_actor(user_id)
     now = utcnow()
     filename = f"credbot-accounts-{now:%Y%m%d-%H%M}.csv"
@@ -53,6 +60,7 @@ def send_account_report(ctx: Context, client: WebClient, user_id: str, channel_i
                 user_id,
                 channel_id,
                 f"I could not send the account report: {failure.explanation}",
+                response_url=response_url,
             )
             return
     record_now(ctx.sessions, who, AuditAction.ACCOUNTS_REPORTED, filename, accounts=count, via="slack")

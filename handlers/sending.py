@@ -6,7 +6,10 @@ seconds while it runs, then replaced by the summary; every employee listed in th
 taken up again after its worker stopped says so in the thread and carries on updating the same message.
 When the channel cannot be used (channel_not_found, not_in_channel...) the trail goes to the admin's DM
 instead, with a note why; every failed Slack call is audited, and the batch itself is always in the
-database.
+database. When it ends, App Home is published again for the admins who have it open.
+
+Progress updates take chat.update's shared budget only when it has a slot free (one later shows newer
+counts); the summary waits for its slot, and may use the part kept for final messages.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from typing import Any
 
 from slack_sdk import WebClient
@@ -27,6 +29,7 @@ from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, 
 from bot.sending.jobs import BATCH_TIME_LIMIT_MS, register_runner, requeue_if_drained
 from bot.sending.sender import BatchRunner
 from bot.slack_app import make_web_client
+from handlers.app_home import republish_homes
 from handlers.blocks import Block, context, section
 from handlers.delivery_messages import with_delivery_line
 from handlers.delivery_trail import update_delivery_trail
@@ -38,15 +41,13 @@ from handlers.message_blocks import (
     summary_blocks,
     summary_text,
 )
-from handlers.slack_calls import SlackCallFailed, call
+from handlers.slack_calls import SlackCallFailed, call, call_unless_busy
 from models import CredentialBatch, DeliveryStatus
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 2.0
 """Seconds between two progress updates of the channel message (chat.update is rate-limited)."""
-THREAD_REPLY_INTERVAL = 1.0
-"""Seconds between two thread replies: Slack allows about one chat.postMessage per second per channel."""
 
 
 class ChannelTrail:
@@ -63,11 +64,12 @@ class ChannelTrail:
         self.to_send = 0
         self._sent = self._failed = 0
         self._last_update = 0.0
+        self._updating = False
         self._lock = threading.Lock()
 
     def start(self, to_send: int, skipped: int) -> None:
         self.to_send = to_send
-        self._last_update = time.monotonic()
+        self._last_update = self.ctx.clock.monotonic()
         self.ts = self._post(started_text(self.user_id, self.batch_id, to_send, skipped))
         if self.ts:
             remember_message(self.ctx.sessions, self.batch_id, self.channel, self.ts)
@@ -77,7 +79,7 @@ class ChannelTrail:
         done = counts[DeliveryStatus.SENT] + counts[DeliveryStatus.FAILED] + counts[DeliveryStatus.IN_DOUBT]
         self.to_send = done + counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]
         self._sent, self._failed = counts[DeliveryStatus.SENT], done - counts[DeliveryStatus.SENT]
-        self._last_update = time.monotonic()
+        self._last_update = self.ctx.clock.monotonic()
         self.ts = ts
         if ts is None:  # the stopped worker had not posted the batch message yet
             progress = progress_text(self.user_id, self.batch_id, self.to_send, self._sent, self._failed)
@@ -88,19 +90,27 @@ class ChannelTrail:
             self._post(resumed_text(self.batch_id, self.to_send - done), thread_ts=self.ts)
 
     def progress(self, outcome: DeliveryOutcome) -> None:
-        """Count one finished delivery; called from the mail worker threads."""
+        """Count one finished delivery; called from the mail worker threads.
+
+        At most every PROGRESS_INTERVAL, and only when chat.update's budget has a slot free: otherwise
+        a later delivery shows the newer counts (updates are coalesced; the summary always comes).
+        """
         with self._lock:
             if outcome.status == DeliveryStatus.SENT:
                 self._sent += 1
             elif outcome.status in (DeliveryStatus.FAILED, DeliveryStatus.IN_DOUBT):
                 self._failed += 1
-            now = time.monotonic()
-            due = now - self._last_update >= PROGRESS_INTERVAL
-            if due:
-                self._last_update = now
+            due = not self._updating and self.ctx.clock.monotonic() - self._last_update >= PROGRESS_INTERVAL
+            self._updating = self._updating or due
             sent, failed = self._sent, self._failed
         if due:
-            self._update(progress_text(self.user_id, self.batch_id, self.to_send, sent, failed))
+            shown = self._update_unless_busy(
+                progress_text(self.user_id, self.batch_id, self.to_send, sent, failed)
+            )
+            with self._lock:
+                self._updating = False
+                if shown:
+                    self._last_update = self.ctx.clock.monotonic()
 
     def finish(self, summary: BatchSummary) -> None:
         text, blocks = summary_text(self.user_id, summary), summary_blocks(self.user_id, summary)
@@ -116,9 +126,7 @@ class ChannelTrail:
                 self._update(text, blocks, shown=True)
             elif not posted_now:
                 self._update(text, blocks)
-        for number, chunk in enumerate(detail_messages(summary)):
-            if number:
-                time.sleep(THREAD_REPLY_INTERVAL)
+        for chunk in detail_messages(summary):  # paced by chat.postMessage's budget in the channel
             if self._post(chunk, thread_ts=self.ts) is None:
                 break
         if self.ts:  # events that came while sending: their update waited for the summary
@@ -181,6 +189,22 @@ class ChannelTrail:
                 **content,
             )
 
+    def _update_unless_busy(self, text: str) -> bool:
+        """A progress update if chat.update's budget has a slot now; False if it was skipped or failed."""
+        try:
+            done = call_unless_busy(
+                self.ctx,
+                self.actor,
+                "chat.update",
+                self.client.chat_update,
+                channel=self.channel,
+                ts=self.ts,
+                **self._content(text, None),
+            )
+        except SlackCallFailed:  # audited
+            return False
+        return done is not None
+
 
 def _trail_crashed(ctx: Context, error: Exception, batch_id: int, resumed: bool = False) -> None:
     """The batch job gave up (the database away for minutes): say so; the sweeper resumes it later."""
@@ -213,6 +237,7 @@ def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) ->
         raise
     if ended_here:
         trail.finish(summary)
+        republish_homes(ctx, trail.client)
     requeue_if_drained(ctx, runner, "slack")
 
 
@@ -221,7 +246,7 @@ def _trail(ctx: Context, batch_id: int) -> tuple[ChannelTrail, str | None]:
         batch = session.get_one(CredentialBatch, batch_id)
         user_id = slack_user_of(batch.requested_by) or batch.requested_by
         channel_id, ts = batch.channel_id, batch.slack_message_ts
-    return ChannelTrail(ctx, make_web_client(ctx.settings), user_id, channel_id, batch_id), ts
+    return ChannelTrail(ctx, make_web_client(ctx.settings, ctx.clock), user_id, channel_id, batch_id), ts
 
 
 register_runner("slack", send_batch_with_trail)

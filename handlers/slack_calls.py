@@ -1,7 +1,12 @@
-"""Slack calls that may fail: every failure is audited, and the admin is told in words."""
+"""Slack calls that may fail: every failure is audited, and the admin is told in words.
+
+Every call first takes a slot of its method's shared rate budget (bot.slack_rates): routine updates
+wait behind, or skip for, the calls someone is waiting for.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,9 +16,13 @@ from urllib.error import URLError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
+from slack_sdk.webhook import WebhookClient
 
 from bot.audit import AuditAction, record_now, slack_actor
 from bot.context import Context
+from bot.rate_budget import Priority
+from bot.slack_app import SLACK_TIMEOUT_SECONDS
+from bot.slack_rates import take_slot
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +61,62 @@ def error_code(error: Exception) -> str:
 
 
 def call(
+    ctx: Context,
+    actor: str,
+    method: str,
+    function: Callable[..., SlackResponse],
+    *,
+    priority: Priority | None = Priority.URGENT,
+    **kwargs: Any,
+) -> SlackResponse:
+    """`function(**kwargs)` once the budget has a slot (`priority`: URGENT for what someone waits for,
+    WAIT for routine updates, None when the caller took the slot); on failure audit SLACK_CALL_FAILED
+    and raise SlackCallFailed."""
+    if priority is not None:
+        take_slot(ctx.settings, ctx.clock, method, priority, kwargs.get("channel"))
+    return _call(ctx, actor, method, function, **kwargs)
+
+
+def call_with_hash(
+    ctx: Context,
+    actor: str,
+    method: str,
+    function: Callable[..., SlackResponse],
+    build: Callable[[], dict[str, Any]],
+    view_hash: str | None,
+    **kwargs: Any,
+) -> SlackResponse | None:
+    """views.update / views.publish of `build()`, on condition that the shown view is still `view_hash`.
+
+    Slack answers `hash_conflict` when another call changed the view since: its content may be newer
+    than this build, so the view is built again now and sent unconditionally. None when Slack refused
+    (audited).
+    """
+    try:
+        view = build()
+        if view_hash:
+            return call(ctx, actor, method, function, view=view, hash=view_hash, **kwargs)
+        return call(ctx, actor, method, function, view=view, **kwargs)
+    except SlackCallFailed as failure:
+        if failure.error != "hash_conflict" or not view_hash:
+            return None
+    with contextlib.suppress(SlackCallFailed):
+        return call(ctx, actor, method, function, view=build(), **kwargs)
+    return None
+
+
+def call_unless_busy(
+    ctx: Context, actor: str, method: str, function: Callable[..., SlackResponse], **kwargs: Any
+) -> SlackResponse | None:
+    """`call` if the budget has a slot free now, else None: for an update the next one supersedes."""
+    if not take_slot(ctx.settings, ctx.clock, method, Priority.SKIP, kwargs.get("channel")):
+        return None
+    return _call(ctx, actor, method, function, **kwargs)
+
+
+def _call(
     ctx: Context, actor: str, method: str, function: Callable[..., SlackResponse], **kwargs: Any
 ) -> SlackResponse:
-    """`function(**kwargs)`; on failure audit SLACK_CALL_FAILED and raise SlackCallFailed."""
     try:
         return function(**kwargs)
     except (SlackClientError, URLError, OSError) as error:
@@ -73,22 +135,37 @@ def call_or_tell(
     failed: str,
     method: str,
     function: Callable[..., SlackResponse],
+    *,
+    response_url: str | None = None,
     **kwargs: Any,
 ) -> SlackResponse | None:
     """`call` on the admin's behalf; if Slack refuses, tell them "`failed`: why" and return None."""
     try:
         return call(ctx, slack_actor(user_id), method, function, **kwargs)
     except SlackCallFailed as failure:
-        tell_user(ctx, client, user_id, channel_id, f"{failed}: {failure.explanation}")
+        text = f"{failed}: {failure.explanation}"
+        tell_user(ctx, client, user_id, channel_id, text, response_url=response_url)
         return None
 
 
-def tell_user(ctx: Context, client: WebClient, user_id: str, channel_id: str | None, text: str) -> bool:
-    """Show `text` to the user only: ephemeral in `channel_id`, else (or if that fails) in a DM.
+def tell_user(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    channel_id: str | None,
+    text: str,
+    *,
+    response_url: str | None = None,
+) -> bool:
+    """Show `text` to the user only: through the request's `response_url` when there is one (it answers
+    in any conversation, private channels and other people's DMs included), else ephemeral in
+    `channel_id`, else (or if those fail) in a DM.
 
-    Returns False when neither worked (both failures are audited).
+    Returns False when none worked (every failure is audited).
     """
     actor = slack_actor(user_id)
+    if response_url and respond(ctx, actor, response_url, text):
+        return True
     if channel_id:
         try:
             call(
@@ -110,9 +187,32 @@ def tell_user(ctx: Context, client: WebClient, user_id: str, channel_id: str | N
         return False
 
 
+def respond(ctx: Context, actor: str, response_url: str, text: str) -> bool:
+    """Post `text` (ephemeral) to a request's response_url; False (audited) when Slack refuses it (it
+    takes five posts within 30 minutes)."""
+    try:
+        answer = WebhookClient(response_url, timeout=SLACK_TIMEOUT_SECONDS).send(
+            text=text, response_type="ephemeral"
+        )
+        error = None if answer.status_code == 200 else f"HTTP {answer.status_code} {answer.body}"
+    except (SlackClientError, URLError, OSError) as failure:  # SlackRequestError: not a URL Slack gave
+        error = type(failure).__name__
+    if error:
+        log.warning("Slack response_url failed: %s", error)
+        record_now(
+            ctx.sessions, actor, AuditAction.SLACK_CALL_FAILED, None, method="response_url", error=error
+        )
+    return error is None
+
+
 @contextmanager
 def errors_told(
-    ctx: Context, client: WebClient, user_id: str, channel_id: str | None, doing: str
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    channel_id: str | None,
+    doing: str,
+    response_url: str | None = None,
 ) -> Iterator[None]:
     """Run background work; if it fails unexpectedly, log it and tell the admin instead of staying silent.
 
@@ -129,4 +229,5 @@ def errors_told(
             channel_id,
             f"Something went wrong on credbot's side while {doing}; the details are in its log. "
             "Nothing was sent. Please try again, or ask whoever runs credbot.",
+            response_url=response_url,
         )

@@ -23,3 +23,14 @@ class Admin(Base):
 
     def __repr__(self) -> str:
         return f"<Admin {self.slack_user_id}>"
+
+
+class HomeView(Base):
+    """A Slack user's App Home as credbot last published it: when they last opened it (to republish it
+    while they may be looking), and the view's hash (views.publish refuses a stale one)."""
+
+    __tablename__ = "home_views"
+
+    slack_user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opened_at: Mapped[datetime | None] = mapped_column(index=True)
+    view_hash: Mapped[str | None] = mapped_column(String(100))

@@ -43,8 +43,10 @@ class Response:
 class SlackRequests:
     """Signed requests to `url` (the app's /slack/events)."""
 
-    def __init__(self, url: str, signing_secret: str = SIGNING_SECRET) -> None:
-        self.url = url
+    def __init__(
+        self, url: str, signing_secret: str = SIGNING_SECRET, standin: SlackStandIn | None = None
+    ) -> None:
+        self.url, self.standin = url, standin
         self.verifier = SignatureVerifier(signing_secret)
         self._triggers = 0
 
@@ -87,7 +89,9 @@ class SlackRequests:
                 "command": "/email-credentials",
                 "text": text,
                 "api_app_id": "ACREDBOT1",
-                "response_url": "https://hooks.slack.invalid/commands/1",
+                "response_url": self.standin.response_url()
+                if self.standin
+                else "https://hooks.slack.invalid/commands/1",
                 "trigger_id": self.trigger_id(),
             }
         )
@@ -262,7 +266,7 @@ def serve_app(settings: Settings, standin: SlackStandIn) -> Iterator[RunningApp]
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}/slack/events"
     try:
-        yield RunningApp(ctx, url, standin, SlackRequests(url), flask_app)
+        yield RunningApp(ctx, url, standin, SlackRequests(url, standin=standin), flask_app)
     finally:
         server.shutdown()
         flask_app.extensions["credbot_bolt"].listener_runner.listener_executor.shutdown(wait=True)

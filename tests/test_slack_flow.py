@@ -22,7 +22,14 @@ from tests.builders import add_employee, audit_events
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
 from tests.standins.sendgrid import SendGridStandIn
-from tests.standins.slack import ADMIN_ID, CHANNEL_ID, SlackStandIn, check_view, dm_channel
+from tests.standins.slack import (
+    ADMIN_ID,
+    CHANNEL_ID,
+    PRIVATE_CHANNEL_ID,
+    SlackStandIn,
+    check_view,
+    dm_channel,
+)
 
 
 class _AnyText(str):
@@ -293,14 +300,38 @@ def failures_audited(app: RunningApp) -> list[dict[str, Any]]:
 def test_expired_trigger_tells_the_admin_and_is_audited(running_slack_app: RunningApp) -> None:
     app = running_slack_app
     app.slack.fail("views.open", "expired_trigger_id")
-    app.slack.fail("chat.postEphemeral", "not_in_channel")  # and the ephemeral fails too: DM instead
     assert app.requests.command().status == 200
+    told = app.slack.wait_for(app.slack.responded, what="the answer through response_url")[0]
+    assert told["response_type"] == "ephemeral"
+    assert "less than 3 seconds" in told["text"] and "type the command again" in told["text"]
+    assert failures_audited(app) == [{"method": "views.open", "error": "expired_trigger_id"}]
+    assert app.slack.calls_to("chat.postEphemeral") == []
+
+
+def test_the_command_answers_in_a_private_channel_the_bot_is_not_in(running_slack_app: RunningApp) -> None:
+    """chat.postEphemeral cannot reach a private channel the bot is not in; the response_url can."""
+    app = running_slack_app
+    app.slack.fail("views.open", "expired_trigger_id")
+    assert app.requests.command(channel_id=PRIVATE_CHANNEL_ID).status == 200
+    told = app.slack.wait_for(app.slack.responded, what="the answer through response_url")[0]
+    assert "type the command again" in told["text"]
+    assert app.slack.calls_to("chat.postEphemeral") == [] and app.slack.calls_to("chat.postMessage") == []
+
+
+def test_a_refused_response_url_falls_back_to_ephemeral_then_dm(running_slack_app: RunningApp) -> None:
+    app = running_slack_app
+    app.slack.fail("views.open", "expired_trigger_id")
+    body = app.requests.command_body(channel_id=PRIVATE_CHANNEL_ID)
+    body = body.replace("%2Fresponse%2FR", "%2Fresponse%2FX")  # a response_url Slack no longer serves
+    assert app.requests.post(body).status == 200
     dm = app.slack.wait_for_call("chat.postMessage")[0]
-    assert dm.args["channel"] == ADMIN_ID
-    assert "less than 3 seconds" in dm.args["text"] and "type the command again" in dm.args["text"]
-    assert failures_audited(app) == [
-        {"method": "views.open", "error": "expired_trigger_id"},
-        {"method": "chat.postEphemeral", "error": "not_in_channel"},
+    assert dm.args["channel"] == ADMIN_ID and "type the command again" in dm.args["text"]
+    ephemeral = app.slack.calls_to("chat.postEphemeral")[0]
+    assert ephemeral.args["channel"] == PRIVATE_CHANNEL_ID  # refused: the bot is not in it
+    assert [(f["method"], f["error"][:8]) for f in failures_audited(app)] == [
+        ("views.open", "expired_"),
+        ("response_url", "HTTP 404"),
+        ("chat.postEphemeral", "channel_"),
     ]
 
 
@@ -448,9 +479,9 @@ def test_an_unexpected_error_is_told_not_swallowed(
 
     monkeypatch.setattr("handlers.commands.resolve_employees", broken)
     app.requests.command(text="1001")
-    ephemeral = app.slack.wait_for_call("chat.postEphemeral")[0]
-    assert "Something went wrong on credbot's side" in ephemeral.args["text"]
-    assert "database on fire" not in ephemeral.args["text"]
+    told = app.slack.wait_for(app.slack.responded, what="the answer through response_url")[0]
+    assert "Something went wrong on credbot's side" in told["text"]
+    assert "database on fire" not in told["text"]
     assert app.slack.calls_to("views.open") == []
 
 

@@ -1,15 +1,23 @@
 """A Slack Web API stand-in: a real threaded HTTP server on 127.0.0.1 used as SLACK_API_URL.
 
 It records every call (method, arguments, token), answers like Slack for the methods credbot uses,
-checks views and messages against Block Kit's limits (a violation is answered `invalid_blocks` and kept
-in `problems`), and can be told to fail: `fail("views.open", "expired_trigger_id")`, HTTP 429 with
-Retry-After, or HTTP 500.
+checks views and messages against Block Kit's limits (a violation is answered `invalid_blocks`, blocks
+over about 13,000 characters `msg_blocks_too_long`, both kept in `problems`), and can be told to fail:
+`fail("views.open", "expired_trigger_id")`, HTTP 429 with Retry-After, or HTTP 500.
+
+Like Slack it also:
+- limits each method per workspace by its tier (chat.update 50 a minute, views.* 100...; chat.postMessage
+  60 a minute per channel), answering HTTP 429 with Retry-After beyond it (kept in `rate_limited`);
+- refuses chat.postEphemeral where the bot is not a member (PRIVATE_CHANNEL_ID), while a command's
+  `response_url` (`response_url()`, posts kept in `responses`) answers anywhere, five times at most;
+- keeps each view's `hash` and answers `hash_conflict` to views.update / views.publish given a stale one.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import threading
 import time
@@ -27,6 +35,27 @@ SIGNING_SECRET = "0123456789abcdef0123456789abcdef"
 ADMIN_ID = "UADMIN001"
 BOT_USER_ID = "UCREDBOT1"
 CHANNEL_ID = "CGENERAL1"
+PRIVATE_CHANNEL_ID = "GPRIVATE1"
+"""A private channel the bot is not a member of."""
+MAX_BLOCKS_JSON = 13_000
+"""About where Slack answers msg_blocks_too_long (undocumented; measured near 13,300 characters)."""
+RATE_WINDOW = 60.0
+TIER_LIMITS = {
+    "chat.update": 50,
+    "chat.postEphemeral": 100,
+    "views.open": 100,
+    "views.push": 100,
+    "views.update": 100,
+    "views.publish": 100,
+    "users.info": 100,
+    "conversations.info": 50,
+    "files.getUploadURLExternal": 20,
+    "files.completeUploadExternal": 20,
+}
+"""Calls per RATE_WINDOW seconds per workspace (Slack's tiers 2-4)."""
+PER_CHANNEL_LIMITS = {"chat.postMessage": 60}
+"""Calls per RATE_WINDOW seconds per channel ("one per second, short bursts allowed")."""
+RESPONSE_URL_USES = 5
 
 
 @dataclass(frozen=True)
@@ -52,8 +81,8 @@ class _Failure:
 class SlackStandIn:
     """POST /api/<method>: Slack-like answers, recorded calls, scripted failures."""
 
-    def __init__(self, token: str = BOT_TOKEN) -> None:
-        self.token = token
+    def __init__(self, token: str = BOT_TOKEN, clock: Callable[[], float] = time.monotonic) -> None:
+        self.token, self.clock = token, clock
         self.calls: list[Call] = []
         self.problems: list[str] = []
         self.views: dict[str, dict[str, Any]] = {}
@@ -61,7 +90,15 @@ class SlackStandIn:
         self.channels: set[str] = {CHANNEL_ID}
         """Channels the bot can post in, besides DMs (user ids and D... ids)."""
         self.home_views: dict[str, dict[str, Any]] = {}
-        """The App Home view published per user."""
+        """The App Home view published per user (with its `hash`)."""
+        self.responses: dict[str, list[dict[str, Any]]] = {}
+        """What was posted to each response_url handed out, in order."""
+        self.rate_limited: list[Call] = []
+        """Calls answered 429: their method's tier (or channel) was spent, or a test scripted it."""
+        self.limits, self.channel_limits = dict(TIER_LIMITS), dict(PER_CHANNEL_LIMITS)
+        self.rate_window = RATE_WINDOW
+        """Calls per `rate_window` seconds: Slack's, unless a test scales its minute down."""
+        self._recent: dict[str, list[float]] = {}
         self.files: dict[str, dict[str, Any]] = {}
         """Uploaded files by id: name, title, length, content (bytes), channel once shared."""
         self.socket_url: str | None = None
@@ -107,6 +144,18 @@ class SlackStandIn:
         """Keep calls to `method` waiting (up to 10 s) until the returned event is set."""
         event = self._holds[method] = threading.Event()
         return event
+
+    def response_url(self) -> str:
+        """A new command's response_url, served by this stand-in."""
+        with self._lock:
+            key = f"R{next(self._ids):06d}"
+            self.responses[key] = []
+        return self.url.replace("/api/", f"/response/{key}")
+
+    def responded(self) -> list[dict[str, Any]]:
+        """Everything posted to the response_urls handed out, in order of URL then post."""
+        with self._lock:
+            return [message for posted in self.responses.values() for message in posted]
 
     def calls_to(self, method: str) -> list[Call]:
         with self._lock:
@@ -164,6 +213,9 @@ class SlackStandIn:
         if path.startswith("/upload/"):  # step 2 of files_upload_v2: the bytes, to the URL we handed out
             self._receive_upload(handler, path.rsplit("/", 1)[-1], body)
             return
+        if path.startswith("/response/"):
+            self._receive_response(handler, path.rsplit("/", 1)[-1], body)
+            return
         method = path.rsplit("/", 1)[-1]
         raw = body.decode()
         if "json" in (handler.headers.get("Content-Type") or ""):
@@ -173,7 +225,7 @@ class SlackStandIn:
         args.update(parse_qsl(query))  # slack_sdk sends some methods' arguments in the query string
         auth = handler.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
-        call = Call(method, args, token)
+        call = Call(method, args, token, self.clock())
         with self._lock:
             self.calls.append(call)
             failure = self._take_failure(method, args)
@@ -181,7 +233,18 @@ class SlackStandIn:
         if held is not None:
             held.wait(10)
         if failure:
+            if failure.status == 429:
+                with self._lock:
+                    self.rate_limited.append(call)
             self._reply_failure(handler, failure)
+            return
+        with self._lock:
+            retry_after = self._spend(method, args, call.at)
+            if retry_after is not None:
+                self.rate_limited.append(call)
+        if retry_after is not None:
+            headers = {"Retry-After": str(retry_after)}
+            self._reply(handler, {"ok": False, "error": "ratelimited"}, status=429, headers=headers)
             return
         expected = APP_TOKEN if method == "apps.connections.open" else self.token
         if token != expected:
@@ -197,6 +260,22 @@ class SlackStandIn:
             return
         with self._lock:
             self._reply(handler, answer(args))
+
+    def _spend(self, method: str, args: dict[str, Any], now: float) -> int | None:
+        """Count a call (received at `now`) against its tier; None if allowed, else Retry-After (seconds)."""
+        if method in self.channel_limits:
+            key, limit = f"{method}:{args.get('channel')}", self.channel_limits[method]
+        elif method in self.limits:
+            key, limit = method, self.limits[method]
+        else:
+            return None
+        window = self.rate_window
+        recent = [at for at in self._recent.get(key, []) if at > now - window]
+        if len(recent) >= limit:
+            self._recent[key] = recent
+            return max(1, math.ceil(recent[0] + window - now))
+        self._recent[key] = [*recent, now]
+        return None
 
     def _take_failure(self, method: str, args: dict[str, Any]) -> _Failure | None:
         for failure in self._failures:
@@ -274,6 +353,8 @@ class SlackStandIn:
         view_id = args.get("view_id")
         if view_id not in self.views:
             return {"ok": False, "error": "not_found"}
+        if args.get("hash") and args["hash"] != self.views[view_id]["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
         return self._store_view(args.get("view"), view_id, args)
 
     def _can_post(self, channel: str) -> bool:
@@ -283,10 +364,42 @@ class SlackStandIn:
         channel = str(args.get("channel", ""))
         if not self._can_post(channel):
             return {"ok": False, "error": "channel_not_found"}
+        refused = self._refuse_message(args)
+        if refused:
+            return refused
+        return channel, f"{1_700_000_000 + next(self._ids)}.000100"
+
+    def _refuse_message(self, args: dict[str, Any]) -> dict[str, Any] | None:
         problems = check_message(args)
         if problems:
             return self._invalid(problems)
-        return channel, f"{1_700_000_000 + next(self._ids)}.000100"
+        blocks = args.get("blocks")
+        size = len(blocks if isinstance(blocks, str) else json.dumps(blocks or [], separators=(",", ":")))
+        if size > MAX_BLOCKS_JSON:
+            self.problems.append(f"blocks: {size} characters of JSON, over {MAX_BLOCKS_JSON}")
+            return {"ok": False, "error": "msg_blocks_too_long"}
+        return None
+
+    def _receive_response(self, handler: BaseHTTPRequestHandler, key: str, body: bytes) -> None:
+        """A post to a response_url: JSON with text/blocks and response_type, like an incoming webhook."""
+        with self._lock:
+            posted = self.responses.get(key)
+            try:
+                message = json.loads(body or b"{}")
+            except ValueError:
+                message = None
+            if posted is None or len(posted) >= RESPONSE_URL_USES:
+                status, answer = 404, b"used_url" if posted is not None else b"no_service"
+            elif not isinstance(message, dict) or check_message(message):
+                status, answer = 400, b"invalid_blocks"
+            else:
+                posted.append(message)
+                status, answer = 200, b"ok"
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
 
     def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         posted = self._post(args)
@@ -309,8 +422,11 @@ class SlackStandIn:
         problems = check_home_view(view)
         if problems:
             return self._invalid(problems)
-        self.home_views[user] = view
-        return {"ok": True, "view": {**view, "id": f"VHOME{user}"}}
+        current = self.home_views.get(user)
+        if args.get("hash") and (current is None or args["hash"] != current["hash"]):
+            return {"ok": False, "error": "hash_conflict"}
+        self.home_views[user] = {**view, "id": f"VHOME{user}", "hash": f"hash-{next(self._ids)}"}
+        return {"ok": True, "view": self.home_views[user]}
 
     def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("filename") or not str(args.get("length", "")).isdigit():
@@ -363,9 +479,9 @@ class SlackStandIn:
             return {"ok": False, "error": "channel_not_found"}
         if key not in self.messages:
             return {"ok": False, "error": "message_not_found"}
-        problems = check_message(args)
-        if problems:
-            return self._invalid(problems)
+        refused = self._refuse_message(args)
+        if refused:
+            return refused
         self.messages[key] = {**self.messages[key], **args}
         return {"ok": True, "channel": key[0], "ts": key[1], "text": args.get("text")}
 
