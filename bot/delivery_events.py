@@ -432,6 +432,14 @@ def _match(event: ParsedEvent, delivery: dict[str, Any] | None, installed_at: da
     for email in ("welcome", "username"):
         if event.message_id == delivery[f"{email}_message_id"]:
             return replace(event, email=email)
+    # The message id is written with the delivery's ending, a moment after the mail API accepted the
+    # email; an event can come first. Our own installation's args (never another's) then decide, as
+    # long as the delivery is still in flight and has no id recorded for that email: acknowledged and
+    # dropped, the event would be lost for good (SendGrid does not post it again).
+    emails = [event.email] if event.email else ["welcome", "username"]
+    if not event.legacy and delivery["status"] == DeliveryStatus.SENDING:
+        if any(delivery[f"{email}_message_id"] is None for email in emails):
+            return event
     return None
 
 

@@ -392,3 +392,22 @@ def test_the_confirmation_says_when_the_key_may_not_read_the_suppression_lists(
     assert confirm["callback_id"] == ids.CONFIRM_VIEW
     assert "lacks the Suppressions permission" in json.dumps(confirm)
     assert sendgrid_standin.suppression_calls  # it asked, and was refused
+
+
+def test_an_event_before_its_message_id_is_recorded_counts_only_while_the_delivery_is_in_flight(
+    context: Context, session: Session, sendgrid_standin: SendGridStandIn
+) -> None:
+    clock = ManualClock()
+    t0 = clock.now()
+    ctx = sent_to_ada(context, session, sendgrid_standin, clock)
+    events = sendgrid_standin.events(t0.timestamp())
+    early = [
+        {**e, "sg_message_id": "NotYetKept.filter0001", "sg_event_id": "e" + e["sg_event_id"]} for e in events
+    ]
+    assert apply_events(ctx, early).stored == 0  # sent: its ids are recorded, and these are not them
+
+    with ctx.sessions.begin() as s:  # as between the mail API's answer and the ending's commit
+        s.execute(
+            update(Delivery).values(status="sending", welcome_message_id=None, username_message_id=None)
+        )
+    assert apply_events(ctx, early).stored == len(early)

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from bot import jobs
 from bot.clock import ManualClock
 from bot.context import Context
-from bot.delivery_events import MAX_REASON, MailState, Problem
+from bot.delivery_events import MailState, Problem
+from bot.outside_text import MAX_OUTSIDE_TEXT as MAX_REASON
 from bot.rate_budget import BudgetStore, MemoryBudget, Priority, Rate, RedisBudget
 from bot.sending.batches import BatchSummary, DeliveryOutcome
 from bot.slack_app import make_web_client
