@@ -5,7 +5,7 @@ from models.admins import Admin
 from models.audit import AuditEvent
 from models.base import Base, utcnow
 from models.deliveries import BatchStatus, CredentialBatch, Delivery, DeliveryEvent, DeliveryStatus
-from models.directory import Employee, fold_accents, full_name, name_sort_key
+from models.directory import Employee, fold_accents, full_name, make_search_text, name_sort_key
 from models.recovery import RecoveryRequest, RecoveryStatus
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
@@ -29,6 +29,7 @@ __all__ = [
     "fold_accents",
     "full_name",
     "make_engine",
+    "make_search_text",
     "make_session_factory",
     "name_sort_key",
     "rowcount",

@@ -77,7 +77,17 @@ def test_large_file_shows_progress(cli: RunCli, session: Session, tmp_path: Path
 def test_list_and_search(cli: RunCli) -> None:
     cli("employees", "import", SAMPLE)
     lines = cli("employees", "list", "--search", "smith").output.splitlines()
-    assert lines[0].split() == ["NUMBER", "NAME", "EMAIL", "DEPARTMENT", "USERNAME", "ACTIVE"]
+    assert lines[0].split() == [
+        "NUMBER",
+        "NAME",
+        "EMAIL",
+        "DEPARTMENT",
+        "USERNAME",
+        "ACTIVE",
+        "STARTS",
+        "TIME",
+        "ZONE",
+    ]
     assert [line.split()[0] for line in lines[2:]] == ["1001", "1002"]
     accented = cli("employees", "list", "-s", "nunez").output
     assert "Zoë Ñúñez-O'Brien" in accented and "zoe.nunez@example.com" in accented
