@@ -111,6 +111,10 @@ PROGRESS_EVERY = 1000
 _Ts = TypeVarTuple("_Ts")
 
 
+class AddressTaken(ValueError):
+    """The address is another active employee's."""
+
+
 class ImportFileError(ValueError):
     """The file as a whole cannot be imported (encoding, header, broken quoting)."""
 
@@ -494,7 +498,7 @@ def _drop_shared_addresses(
             holders: dict[str, list[str]] = {}
             for number, values in after.items():
                 if values.get(key) and values.get("active", True):
-                    holders.setdefault(values[key].casefold(), []).append(number)
+                    holders.setdefault(values[key].lower(), []).append(number)
             for numbers in (numbers for numbers in holders.values() if len(numbers) > 1):
                 where = {n: f"line {lines[n]}" if n in lines else "in the directory" for n in numbers}
                 for number in (number for number in numbers if number in lines):
@@ -613,10 +617,20 @@ def change_email(
 ) -> str | None:
     """Set an employee's email address (already validated), audited with `why`; the old address.
 
-    A bounced or dropped flag on the old address goes with it.
+    A bounced or dropped flag on the old address goes with it. Raises AddressTaken when the address
+    (ignoring case) is another active employee's and this one is active, as the import refuses it.
     """
     with sessions.begin() as session:
         employee = session.get_one(Employee, employee_id, options=[selectinload(Employee.account)])
+        holder = session.scalar(
+            select(Employee.employee_number).where(
+                func.lower(Employee.email) == address.lower(), Employee.active, Employee.id != employee.id
+            )
+        )
+        if holder is not None and employee.active:
+            raise AddressTaken(
+                f"Employee {holder} already has this address; each active employee needs their own"
+            )
         old = employee.email
         if old != address:
             employee.email = address
