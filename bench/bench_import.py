@@ -30,17 +30,42 @@ FIRST = ["Anna", "José", "Zoë", "Mark", "Chloé", "Jürgen", "Aiko", "Sven", "
 LAST = ["Smith", "Ñúñez-O'Brien", "Müller", "Dubois", "Tanaka", "Østergaard", "Kowalski", "Patel"]
 
 
+ZONES = ["Europe/London", "America/New_York", "Asia/Kolkata", "Pacific/Chatham", ""]
+HEADER = ["Employee ID", "First Name", "Last Name", "Work Email", "Department", "Roles", "Personal Email"]
+HEADER += ["Start Date", "Time Zone", "Manager", "Status"]
+
+
 def write_csv(path: Path, rows: int, changed_every: int = 0) -> None:
-    """`rows` employees; with `changed_every`, every n-th row has a new department and email."""
+    """`rows` employees with issue 19's columns (every 50th a leaver); with `changed_every`, every n-th
+    row has a new department and email."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["employee_number", "first_name", "last_name", "email", "department", "roles"])
+        writer.writerow(HEADER)
         for i in range(rows):
             changed = changed_every and i % changed_every == 0
             first, last = FIRST[i % len(FIRST)], LAST[i // len(FIRST) % len(LAST)]
             email = f"user{i}{'.new' if changed else ''}@example.com"
             department = "Moved" if changed else f"Dept {i % 40}"
-            writer.writerow([f"E{i:07d}", first, last, email, department, "Staff;Reader" if i % 7 else ""])
+            roles = "Staff;Reader" if i % 7 else ""
+            personal = f"person{i}@home.example" if i % 3 else ""
+            start = f"2026-{i % 12 + 1:02d}-{i % 28 + 1:02d}"
+            manager = f"E{i // 10 * 10:07d}" if i % 10 else ""
+            status = "Terminated" if i % 50 == 49 else "Active"
+            writer.writerow(
+                [
+                    f"E{i:07d}",
+                    first,
+                    last,
+                    email,
+                    department,
+                    roles,
+                    personal,
+                    start,
+                    ZONES[i % 5],
+                    manager,
+                    status,
+                ]
+            )
 
 
 def run(label: str, url: str, rows: int, files: dict[str, Path]) -> None:

@@ -16,9 +16,19 @@ from sqlalchemy.orm import Session, selectinload
 
 from bot.audit import AuditAction, account_target, department_target, record, wrote_events
 from bot.chunks import chunks
-from bot.directory import fold_accents, make_search_text
 from bot.settings import Settings
-from models import Account, AccountStatus, AuditEvent, Employee, Role, account_roles, full_name, utcnow
+from models import (
+    Account,
+    AccountStatus,
+    AuditEvent,
+    Employee,
+    Role,
+    account_roles,
+    fold_accents,
+    full_name,
+    make_search_text,
+    utcnow,
+)
 
 PATTERN_FIELDS = ("first_name", "last_name", "first_initial", "last_initial", "employee_number")
 MAX_USERNAME_LENGTH = 100

@@ -437,9 +437,9 @@ def _match(event: ParsedEvent, delivery: dict[str, Any] | None, installed_at: da
     # long as the delivery is still in flight and has no id recorded for that email: acknowledged and
     # dropped, the event would be lost for good (SendGrid does not post it again).
     emails = [event.email] if event.email else ["welcome", "username"]
-    if not event.legacy and delivery["status"] == DeliveryStatus.SENDING:
-        if any(delivery[f"{email}_message_id"] is None for email in emails):
-            return event
+    in_flight = not event.legacy and delivery["status"] == DeliveryStatus.SENDING
+    if in_flight and any(delivery[f"{email}_message_id"] is None for email in emails):
+        return event
     return None
 
 

@@ -8,6 +8,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVarTuple, cast
 
@@ -15,16 +16,31 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from bot.accounts import disable_accounts
 from bot.admins import SLACK_USER_ID
 from bot.audit import AuditAction, employee_target, record
-from models import Account, Employee, name_sort_key, utcnow
-from models.directory import fold_accents as fold_accents  # its home is the model; imported from here too
+from bot.chunks import chunks
+from bot.time_zones import canonical_time_zone
+from models import Account, AccountStatus, Employee, name_sort_key, utcnow
+
+# Their home is the model; imported from here too.
+from models.directory import fold_accents as fold_accents
+from models.directory import make_search_text as make_search_text
 
 if TYPE_CHECKING:
     from _csv import Reader  # what csv.reader returns (the name exists in typeshed only)
 
 REQUIRED_COLUMNS = ("employee_number", "first_name", "last_name", "email")
-OPTIONAL_COLUMNS = ("department", "manager", "roles", "slack_user_id", "active")
+OPTIONAL_COLUMNS = (
+    "department",
+    "roles",
+    "slack_user_id",
+    "active",
+    "start_date",
+    "time_zone",
+    "personal_email",
+    "manager",
+)
 COLUMN_ALIASES = {
     "employee_number": (
         "employee_id",
@@ -56,10 +72,13 @@ COLUMN_ALIASES = {
         "company_email",
     ),
     "department": ("dept", "department_name", "division"),
-    "manager": ("manager_name", "line_manager", "reports_to", "supervisor"),
     "roles": ("role",),
     "slack_user_id": ("slack_id", "slack_user", "slack_member_id", "slack"),
-    "active": ("is_active", "enabled"),
+    "active": ("is_active", "enabled", "status", "employment_status"),
+    "start_date": ("hire_date", "date_of_joining"),
+    "time_zone": ("timezone", "tz"),
+    "personal_email": ("private_email", "home_email"),
+    "manager": ("manager_id", "manager_employee_number", "reports_to", "line_manager", "supervisor"),
 }
 """Other header names (as normalised by `_column_key`) that common HR exports use for each column."""
 _COLUMN_NAMES = {alias: name for name, aliases in COLUMN_ALIASES.items() for alias in (name, *aliases)}
@@ -71,27 +90,29 @@ MAX_LENGTHS = {
     "first_name": 200,
     "last_name": 200,
     "email": 320,
+    "personal_email": 320,
     "department": 200,
-    "manager": 200,
     "directory_roles": 1000,
 }
 MAX_ROLE_LENGTH = 100
-TRUE_WORDS = frozenset({"1", "true", "yes", "y", "active"})
-FALSE_WORDS = frozenset({"0", "false", "no", "n", "inactive"})
+ACTIVE_STATUSES = ("Active", "Hired", "Pre-hire", "Pending", "New", "On Leave")
+INACTIVE_STATUSES = ("Terminated", "Inactive", "Left", "Leaver", "Resigned", "Retired")
+"""Employment statuses of HR exports (the `active` column's words besides yes and no)."""
+
+
+def _status_key(word: str) -> str:
+    """A status as looked up: case, spaces, hyphens and underscores ignored ("Pre-hire" -> "prehire")."""
+    return re.sub(r"[\s_-]+", "", word.lower())
+
+
+TRUE_WORDS = frozenset(map(_status_key, ("1", "true", "yes", "y", *ACTIVE_STATUSES)))
+FALSE_WORDS = frozenset(map(_status_key, ("0", "false", "no", "n", *INACTIVE_STATUSES)))
 PROGRESS_EVERY = 1000
 _Ts = TypeVarTuple("_Ts")
 
 
-def make_search_text(
-    first_name: str | None,
-    last_name: str | None,
-    email: str | None,
-    employee_number: str | None,
-    username: str | None,
-) -> str:
-    """What type-ahead search matches: the non-empty parts, lower-case, accent-folded, space-joined."""
-    parts = (first_name, last_name, email, employee_number, username)
-    return " ".join(fold_accents(part).lower() for part in parts if part)
+class AddressTaken(ValueError):
+    """The address is another active employee's."""
 
 
 class ImportFileError(ValueError):
@@ -109,6 +130,8 @@ class ImportResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
     written: bool = False
     ignored_columns: list[str] = field(default_factory=list)
+    disabled: list[tuple[str, str]] = field(default_factory=list)
+    """(employee number, username) of the accounts disabled because the file says the employee left."""
 
     @property
     def changed(self) -> bool:
@@ -127,21 +150,25 @@ def import_employees(
     actor: str,
     skip_invalid: bool = False,
     progress: Callable[[int], None] | None = None,
+    date_format: str = "",
 ) -> ImportResult:
     """Upsert the employees of a CSV file by employee number, in the caller's transaction.
 
     Nothing is written when a row is bad unless `skip_invalid`; then the good rows are imported.
     Employees missing from the file are left as they are. A column absent from the file leaves
     that field of existing employees unchanged. `progress(n)` is told about every `n` rows read.
-    Raises ImportFileError when the file itself is unusable.
+    Dates are ISO 8601, or in `date_format` (DATE_FORMAT). The accounts of employees the file shows
+    as inactive are disabled. Raises ImportFileError when the file itself is unusable.
     """
     file_name, text = _read_text(path_or_stream)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     columns, width, result = _read_header(reader, file_name)
     existing = _existing_employees(session)
 
-    rows = list(_parse_rows(reader, file_name, columns, width, existing, result.errors, progress))
-    rows = _drop_duplicates(rows, result.errors)
+    parsed = _parse_rows(reader, file_name, columns, width, existing, date_format, result.errors, progress)
+    rows = _drop_duplicates(list(parsed), result.errors)
+    rows = _drop_shared_addresses(rows, existing, result.errors)
+    rows = _drop_unknown_managers(rows, existing, result.errors)
     result.errors.sort()
     if result.errors and not skip_invalid:
         return result
@@ -178,7 +205,22 @@ def import_employees(
         unchanged=result.unchanged,
         rejected_rows=len(result.errors),
     )
+    leavers = [row.values["employee_number"] for row in rows if row.values.get("active") is False]
+    result.disabled = disable_accounts(session, actor, _with_enabled_account(session, leavers)).changed
     return result
+
+
+def _with_enabled_account(session: Session, employee_numbers: list[str]) -> list[str]:
+    """Those of the employees who have an account that is not disabled."""
+    found: list[str] = []
+    for chunk in chunks(employee_numbers):
+        query = (
+            select(Employee.employee_number)
+            .join(Account, Account.employee_id == Employee.id)
+            .where(Employee.employee_number.in_(chunk), Account.status != AccountStatus.DISABLED)
+        )
+        found += session.scalars(query)
+    return found
 
 
 def _insert(session: Session, rows: list[dict[str, Any]], **common: Any) -> None:
@@ -269,10 +311,13 @@ def _existing_employees(session: Session) -> dict[str, dict[str, Any]]:
         Employee.last_name,
         Employee.email,
         Employee.department,
-        Employee.manager,
         Employee.slack_user_id,
         Employee.directory_roles,
         Employee.active,
+        Employee.start_date,
+        Employee.time_zone,
+        Employee.personal_email,
+        Employee.manager,
         Employee.search_text,
         Employee.sort_name,
         Account.username,
@@ -286,6 +331,7 @@ def _parse_rows(
     columns: dict[str, int],
     width: int,
     existing: dict[str, dict[str, Any]],
+    date_format: str,
     errors: list[tuple[int, str]],
     progress: Callable[[int], None] | None,
 ) -> Iterator[_Row]:
@@ -311,7 +357,9 @@ def _parse_rows(
             errors.append((line, f"has {len(cells)} fields but the header has {width} (unquoted comma?)"))
             continue
         raw = {name: cells[i] for name, i in columns.items()}
-        values, problems = _validate({name: value.strip() for name, value in raw.items()}, existing)
+        values, problems = _validate(
+            {name: value.strip() for name, value in raw.items()}, existing, date_format
+        )
         problems = _control_character_problems(raw) + problems
         if problems:
             errors.append((line, "; ".join(problems)))
@@ -321,7 +369,9 @@ def _parse_rows(
         progress(count % PROGRESS_EVERY)
 
 
-def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+def _validate(
+    raw: dict[str, str], existing: dict[str, dict[str, Any]], date_format: str
+) -> tuple[dict[str, Any], list[str]]:
     """The row's stored values and a list of problems (empty when the row is good)."""
     problems: list[str] = []
     values: dict[str, Any] = {
@@ -331,20 +381,33 @@ def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple
     }
     problems += [f"missing {name.replace('_', ' ')}" for name in REQUIRED_COLUMNS[:3] if not raw[name]]
 
-    email = raw["email"]
-    if not email:
-        values["email"] = None
-    elif email == (existing.get(raw["employee_number"]) or {}).get("email"):
-        values["email"] = email  # stored addresses are already validated and normalised
-    else:
-        try:
-            values["email"] = validate_email(email, check_deliverability=False).normalized
-        except EmailNotValidError as error:
-            problems.append(f"invalid email {email!r}: {error}")
-    if "department" in raw:
-        values["department"] = raw["department"] or None
+    stored = existing.get(raw["employee_number"]) or {}
+    for name in ("email", "personal_email"):
+        address = raw.get(name)
+        if address is None:
+            continue
+        if not address:
+            values[name] = None
+        elif address == stored.get(name):
+            values[name] = address  # stored addresses are already validated and normalised
+        else:
+            try:
+                values[name] = validate_email(address, check_deliverability=False).normalized
+            except EmailNotValidError as error:
+                problems.append(f"invalid {name.replace('_', ' ')} {address!r}: {error}")
+    if "start_date" in raw:
+        values["start_date"], problem = _parse_date(raw["start_date"], date_format)
+        problems += [problem] if problem else []
+    if "time_zone" in raw:
+        values["time_zone"] = canonical_time_zone(raw["time_zone"]) if raw["time_zone"] else None
+        if raw["time_zone"] and values["time_zone"] is None:
+            problems.append(
+                f"unknown time zone {raw['time_zone']!r} (expected an IANA name such as Europe/London)"
+            )
     if "manager" in raw:
         values["manager"] = raw["manager"] or None
+    if "department" in raw:
+        values["department"] = raw["department"] or None
     if "roles" in raw:
         roles = list(dict.fromkeys(role.strip() for role in raw["roles"].split(";") if role.strip()))
         if any(len(role) > MAX_ROLE_LENGTH for role in roles):
@@ -356,15 +419,36 @@ def _validate(raw: dict[str, str], existing: dict[str, dict[str, Any]]) -> tuple
             problems.append(f"invalid slack_user_id {raw['slack_user_id']!r} (expected e.g. U012AB3CD)")
         values["slack_user_id"] = slack_id or None
     if "active" in raw:
-        word = raw["active"].lower()
+        word = _status_key(raw["active"])
         if word and word not in TRUE_WORDS | FALSE_WORDS:
-            problems.append(f"invalid active value {raw['active']!r} (use yes or no)")
+            problems.append(
+                f"unknown status {raw['active']!r} (active: yes, {', '.join(ACTIVE_STATUSES)}; "
+                f"inactive: no, {', '.join(INACTIVE_STATUSES)})"
+            )
         values["active"] = word not in FALSE_WORDS
     for name, limit in MAX_LENGTHS.items():
         value = values.get(name)
         if value and len(value) > limit:
             problems.append(f"{name} is longer than {limit} characters")
     return values, problems
+
+
+def _parse_date(text: str, date_format: str) -> tuple[date | None, str | None]:
+    """The date in `text` (ISO 8601, else `date_format` when set) and the problem, if any."""
+    if not text:
+        return None, None
+    try:
+        return date.fromisoformat(text), None
+    except ValueError:
+        pass
+    if date_format:
+        try:
+            return datetime.strptime(text, date_format).date(), None
+        except ValueError:
+            pass
+    expected = f"{date_format} (DATE_FORMAT) or " if date_format else ""
+    hint = "" if date_format else "; set DATE_FORMAT (e.g. %d/%m/%Y) to read the export's own format"
+    return None, f"start date {text!r} is not a date (expected {expected}YYYY-MM-DD{hint})"
 
 
 def _control_character_problems(raw: dict[str, str]) -> list[str]:
@@ -399,10 +483,60 @@ def _drop_duplicates(rows: list[_Row], errors: list[tuple[int, str]]) -> list[_R
     return [row for row in rows if row.line not in rejected]
 
 
+def _drop_shared_addresses(
+    rows: list[_Row], existing: dict[str, dict[str, Any]], errors: list[tuple[int, str]]
+) -> list[_Row]:
+    """Reject rows that would give two active employees one work (or one personal) address, ignoring case,
+    whether the other is in the file or only in the directory. A rejected row leaves that employee's
+    stored address, which may clash in turn, so this repeats until nothing more is rejected."""
+    while True:
+        lines = {row.values["employee_number"]: row.line for row in rows}
+        after = dict(existing)
+        after.update((number, {**existing.get(number, {}), **row.values}) for number, row in _by_number(rows))
+        rejected: set[int] = set()
+        for key, label in (("email", "work email"), ("personal_email", "personal email")):
+            holders: dict[str, list[str]] = {}
+            for number, values in after.items():
+                if values.get(key) and values.get("active", True):
+                    holders.setdefault(values[key].lower(), []).append(number)
+            for numbers in (numbers for numbers in holders.values() if len(numbers) > 1):
+                where = {n: f"line {lines[n]}" if n in lines else "in the directory" for n in numbers}
+                for number in (number for number in numbers if number in lines):
+                    others = ", ".join(f"employee {n} ({where[n]})" for n in numbers if n != number)
+                    errors.append((lines[number], f"{label} {after[number][key]!r} is also that of {others}"))
+                    rejected.add(lines[number])
+        if not rejected:
+            return rows
+        rows = [row for row in rows if row.line not in rejected]
+
+
+def _by_number(rows: list[_Row]) -> Iterator[tuple[str, _Row]]:
+    return ((row.values["employee_number"], row) for row in rows)
+
+
+def _drop_unknown_managers(
+    rows: list[_Row], existing: dict[str, dict[str, Any]], errors: list[tuple[int, str]]
+) -> list[_Row]:
+    """Reject rows whose manager is neither an employee of the file nor of the directory."""
+    known = existing.keys() | {row.values["employee_number"] for row in rows}
+    kept = []
+    for row in rows:
+        manager = row.values.get("manager")
+        if manager and manager not in known:
+            errors.append((row.line, f"manager {manager!r} is neither in the file nor in the directory"))
+        else:
+            kept.append(row)
+    return kept
+
+
 def _new_employee(values: dict[str, Any]) -> dict[str, Any]:
     employee = {
-        "department": None,
+        "email": None,
+        "personal_email": None,
+        "start_date": None,
+        "time_zone": None,
         "manager": None,
+        "department": None,
         "slack_user_id": None,
         "directory_roles": "",
         "active": True,
@@ -483,10 +617,20 @@ def change_email(
 ) -> str | None:
     """Set an employee's email address (already validated), audited with `why`; the old address.
 
-    A bounced or dropped flag on the old address goes with it.
+    A bounced or dropped flag on the old address goes with it. Raises AddressTaken when the address
+    (ignoring case) is another active employee's and this one is active, as the import refuses it.
     """
     with sessions.begin() as session:
         employee = session.get_one(Employee, employee_id, options=[selectinload(Employee.account)])
+        holder = session.scalar(
+            select(Employee.employee_number).where(
+                func.lower(Employee.email) == address.lower(), Employee.active, Employee.id != employee.id
+            )
+        )
+        if holder is not None and employee.active:
+            raise AddressTaken(
+                f"Employee {holder} already has this address; each active employee needs their own"
+            )
         old = employee.email
         if old != address:
             employee.email = address

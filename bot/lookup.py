@@ -3,7 +3,8 @@
 The one rule for turning what an admin typed (`1001`, `Ada@Example.com`, `ghopper`) into employees, used
 by every CLI command that takes employees and by `/email-credentials 1001 ada@example.com`. Matching
 ignores case. A word that names two different employees (one's number is another's username) is
-ambiguous rather than guessed.
+ambiguous rather than guessed, except that an address names its one active holder: the import gives an
+address to one active employee only, and a leaver's address may since have gone to someone else.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def resolve_employees(session: Session, words: Sequence[str]) -> Resolved:
     wanted = list(dict.fromkeys(word.strip() for word in words if word.strip()))
     lowered = list(dict.fromkeys(word.lower() for word in wanted))
     matches: dict[str, dict[int, NamedEmployee]] = {}
+    former: dict[str, set[int]] = {}
+    """Address -> the inactive employees it names only as their address."""
     for chunk in chunks(lowered):
         query = (
             select(Employee, Account)
@@ -99,10 +102,18 @@ def resolve_employees(session: Session, words: Sequence[str]) -> Resolved:
             for key in keys:
                 if key:
                     matches.setdefault(key.lower(), {})[employee.id] = named
+            if (
+                employee.email
+                and not employee.active
+                and employee.email not in (employee.employee_number, username)
+            ):
+                former.setdefault(employee.email.lower(), set()).add(employee.id)
     result = Resolved()
     seen: set[int] = set()
     for word in wanted:
         found = matches.get(word.lower(), {})
+        current = {key: named for key, named in found.items() if key not in former.get(word.lower(), ())}
+        found = current if len(current) == 1 else found
         if not found:
             result.unknown.append(word)
         elif len(found) > 1:

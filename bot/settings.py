@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.time_zones import canonical_time_zone
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The source checkout (samples, test artifacts); an installed credbot finds its templates in `templates`."""
 
@@ -99,6 +101,13 @@ class Settings(BaseSettings):
     trusted_proxies: int = Field(default=0, ge=0, le=5)
     """Reverse proxies in front of the web server whose X-Forwarded-For names the client."""
 
+    # Directory
+    default_time_zone: str = "UTC"
+    """The IANA time zone of employees whose import gives none."""
+    date_format: str = ""
+    """How the import reads dates that are not ISO 8601 (`2026-12-07`), in strptime's notation (e.g.
+    `%d/%m/%Y`); empty: ISO 8601 only, since `03/04/2026` means different days in different countries."""
+
     # Web server
     port: int = 3000
 
@@ -109,6 +118,14 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
             raise ValueError("DIGEST_TIME must be HH:MM in UTC (e.g. 07:30), or empty for no digest")
         return value
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _default_time_zone_exists(cls, value: str) -> str:
+        zone = canonical_time_zone(value)
+        if zone is None:
+            raise ValueError(f"DEFAULT_TIME_ZONE {value!r} is not an IANA time zone, e.g. Europe/London")
+        return zone
 
     @field_validator("slack_api_url")
     @classmethod

@@ -16,7 +16,7 @@ from slack_sdk import WebClient
 
 from bot.audit import slack_actor
 from bot.context import Context
-from bot.directory import change_email
+from bot.directory import AddressTaken, change_email
 from bot.selections import (
     SelectionNotFound,
     confirmed_addresses,
@@ -140,7 +140,11 @@ def fix_address(ack: Ack, body: dict[str, Any], form: dict[str, Any], user_id: s
             errors={ids.ADDRESS_BLOCK: f"Not an address credbot can mail: {problem}"},
         )
         return
-    change_email(ctx.sessions, state.employee_id, address, slack_actor(user_id), "fix address and resend")
+    try:
+        change_email(ctx.sessions, state.employee_id, address, slack_actor(user_id), "fix address and resend")
+    except AddressTaken as taken:
+        ack(response_action="errors", errors={ids.ADDRESS_BLOCK: str(taken)})
+        return
     ack(response_action="update", view=review_view(ctx, user_id, state.channel_id, [state.employee_id]))
 
 

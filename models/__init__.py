@@ -12,7 +12,7 @@ from models.deliveries import (
     DeliveryStatus,
     Installation,
 )
-from models.directory import Employee, fold_accents, full_name, name_sort_key
+from models.directory import Employee, fold_accents, full_name, make_search_text, name_sort_key
 from models.outbox import OutboxJob
 from models.recovery import RecoveryRequest, RecoveryStatus
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
@@ -39,6 +39,7 @@ __all__ = [
     "fold_accents",
     "full_name",
     "make_engine",
+    "make_search_text",
     "make_session_factory",
     "name_sort_key",
     "rowcount",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import Date, Index, String, Text
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -47,6 +47,18 @@ def name_sort_key(first_name: str, last_name: str) -> str:
     return f"{fold_accents(last_name).casefold()}\t{fold_accents(first_name).casefold()}"
 
 
+def make_search_text(
+    first_name: str | None,
+    last_name: str | None,
+    email: str | None,
+    employee_number: str | None,
+    username: str | None,
+) -> str:
+    """What type-ahead search matches: the non-empty parts, lower-case, accent-folded, space-joined."""
+    parts = (first_name, last_name, email, employee_number, username)
+    return " ".join(fold_accents(part).lower() for part in parts if part)
+
+
 def _sort_name_default(context: DefaultExecutionContext) -> str:
     values = context.get_current_parameters()  # type: ignore[no-untyped-call]
     return name_sort_key(values["first_name"], values["last_name"])
@@ -69,11 +81,18 @@ class Employee(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     department: Mapped[str | None] = mapped_column(String(200))
     manager: Mapped[str | None] = mapped_column(String(200))
-    """The manager as the HR export names them (free text), shown on the employee's portal home page."""
+    """The manager's employee number (an employee in the directory when imported); the portal's home page
+    shows their name."""
     slack_user_id: Mapped[str | None] = mapped_column(String(32), index=True)
     directory_roles: Mapped[str] = mapped_column(String(1000), default="")
     """Roles from the HR export, `;`-separated; given to the account on creation."""
     active: Mapped[bool] = mapped_column(default=True)
+    """The employment status: False for a leaver (their account is disabled at import)."""
+    start_date: Mapped[date | None] = mapped_column(Date)
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    """An IANA name (`Europe/London`); None: DEFAULT_TIME_ZONE."""
+    personal_email: Mapped[str | None] = mapped_column(String(320))
+    """A private address, for before the start date (validated and normalised like `email`)."""
     sort_name: Mapped[str] = mapped_column(Text, default=_sort_name_default)
     """`name_sort_key` of the names: lists by name order by it where no ICU collation is at hand."""
     search_text: Mapped[str] = mapped_column(Text, default="")
@@ -89,6 +108,9 @@ class Employee(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     account: Mapped[Account | None] = relationship(back_populates="employee", uselist=False)
+    manager_employee: Mapped[Employee | None] = relationship(
+        primaryjoin="foreign(Employee.manager) == remote(Employee.employee_number)", viewonly=True
+    )
 
     @property
     def full_name(self) -> str:

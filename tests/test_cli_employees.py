@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -77,8 +78,51 @@ def test_large_file_shows_progress(cli: RunCli, session: Session, tmp_path: Path
 def test_list_and_search(cli: RunCli) -> None:
     cli("employees", "import", SAMPLE)
     lines = cli("employees", "list", "--search", "smith").output.splitlines()
-    assert lines[0].split() == ["NUMBER", "NAME", "EMAIL", "DEPARTMENT", "USERNAME", "ACTIVE"]
+    assert lines[0].split() == [
+        "NUMBER",
+        "NAME",
+        "EMAIL",
+        "DEPARTMENT",
+        "USERNAME",
+        "ACTIVE",
+        "STARTS",
+        "TIME",
+        "ZONE",
+    ]
     assert [line.split()[0] for line in lines[2:]] == ["1001", "1002"]
     accented = cli("employees", "list", "-s", "nunez").output
     assert "Zoë Ñúñez-O'Brien" in accented and "zoe.nunez@example.com" in accented
     assert cli("employees", "list", "--limit", "3").output.splitlines()[5:] == ["… and 7 more (use --limit)"]
+
+
+def test_an_hr_export_through_the_cli(cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DATE_FORMAT", "%d/%m/%Y")
+    monkeypatch.setenv("DEFAULT_TIME_ZONE", "europe/london")
+    export = tmp_path / "hr.csv"
+    header = "Employee ID,First Name,Last Name,Work Email,Start Date,TZ,Reports To,Employment Status\n"
+    export.write_text(header + "1,Ada,Boss,ada@example.com,07/12/2026,,,Hired\n", encoding="utf-8")
+    assert cli("employees", "import", export).exit_code == 0
+    assert cli("accounts", "create", "1").exit_code == 0
+    lines = cli("employees", "list").output.splitlines()
+    assert lines[2].split()[-3:] == ["2026-12-07", "Europe/London", "(default)"]
+
+    export.write_text(header + "1,Ada,Boss,ada@example.com,07/12/2026,,,Terminated\n", encoding="utf-8")
+    result = cli("employees", "import", export)
+    assert result.exit_code == 0
+    assert result.output == (
+        "hr.csv: 0 created, 1 updated, 0 unchanged.\n"
+        + "Disabled the accounts of 1 inactive employee(s): aboss (1)\n"
+    )
+    assert cli("accounts", "list", "--status", "disabled").output.splitlines()[2].split()[:4] == [
+        "aboss",
+        "1",
+        "Ada",
+        "Boss",
+    ]
+    assert "Accounts:  0 pending, 0 invited, 0 active, 0 locked, 1 disabled\n" in cli("report").output
+
+
+def test_a_bad_default_time_zone_is_refused(cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEFAULT_TIME_ZONE", "Mars/Olympus_Mons")
+    with pytest.raises(ValueError, match="DEFAULT_TIME_ZONE 'Mars/Olympus_Mons' is not an IANA time zone"):
+        cli("employees", "list")

@@ -381,6 +381,11 @@ def test_a_bounce_reaches_the_thread_and_fix_address_resends_to_the_new_address(
     assert modal["callback_id"] == ids.FIX_ADDRESS_VIEW
     bad = app.requests.submit(modal, {ids.ADDRESS_ACTION: "alan at example"})
     assert bad.json()["response_action"] == "errors" and ids.ADDRESS_BLOCK in bad.json()["errors"]
+    taken = app.requests.submit(modal, {ids.ADDRESS_ACTION: "ADA@example.com"})  # employee 1001's
+    assert taken.json()["response_action"] == "errors"
+    assert taken.json()["errors"][ids.ADDRESS_BLOCK] == (
+        "Employee 1001 already has this address; each active employee needs their own"
+    )
     answer = app.requests.submit(modal, {ids.ADDRESS_ACTION: "alan@example.com"})
     confirm = {**answer.json()["view"], "id": modal["id"]}  # Slack keeps the view's id on update
     assert answer.json()["response_action"] == "update" and confirm["callback_id"] == ids.CONFIRM_VIEW

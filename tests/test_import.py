@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
@@ -10,10 +11,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.accounts import create_accounts
+from bot.accounts import create_accounts, list_accounts
 from bot.directory import ImportFileError, ImportResult, import_employees
+from bot.reports import build_report
 from bot.settings import Settings
-from models import Employee
+from models import Account, AccountStatus, Employee
 from tests.builders import audit_events
 
 HEADER = "employee_number,first_name,last_name,email,department,roles,slack_user_id\n"
@@ -103,7 +105,13 @@ def test_absent_optional_columns_keep_stored_values(session: Session, tmp_path: 
 def test_active_column(session: Session, tmp_path: Path) -> None:
     header = "employee_number,first_name,last_name,email,active\n"
     result = run(session, write(tmp_path, header + "1,A,B,,no\n2,C,D,,Yes\n3,E,F,,\n4,G,H,,maybe\n"))
-    assert result.errors == [(5, "invalid active value 'maybe' (use yes or no)")]
+    assert result.errors == [
+        (
+            5,
+            "unknown status 'maybe' (active: yes, Active, Hired, Pre-hire, Pending, New, On Leave; "
+            "inactive: no, Terminated, Inactive, Left, Leaver, Resigned, Retired)",
+        )
+    ]
     assert not result.written
     run(session, write(tmp_path, header + "1,A,B,,no\n2,C,D,,Yes\n3,E,F,,\n"))
     assert {n: e.active for n, e in employees(session).items()} == {"1": False, "2": True, "3": True}
@@ -312,3 +320,245 @@ def test_broken_quoting_is_reported_where_the_quote_opened(session: Session, tmp
     with pytest.raises(ImportFileError) as raised:
         run(session, write(tmp_path, text))
     assert "line 41: broken CSV quoting" in str(raised.value)
+
+
+# Issue 19: directory fields, one address per active employee, leavers' accounts disabled.
+
+EXPORT = "Employee ID,First Name,Last Name,Work Email,Personal Email,Start Date,Time Zone,Manager,Status\n"
+
+
+def test_an_hr_export_with_the_directory_fields(session: Session, tmp_path: Path) -> None:
+    text = (
+        EXPORT
+        + "1,Ada,Boss,ada@example.com,,2020-01-06,Europe/London,,Active\n"
+        + "2,Bo,Ek,bo@example.com,Bo.Ek@Home.example,2026-12-07,america/new_york,1,Pre-hire\n"
+        + "3,Cy,Ox,cy@example.com,,,,2,\n"
+    )
+    result = run(session, write(tmp_path, text))
+    assert (result.created, result.errors, result.ignored_columns) == (3, [], [])
+    people = employees(session)
+    bo = people["2"]
+    assert (bo.start_date, bo.time_zone, bo.manager) == (date(2026, 12, 7), "America/New_York", "1")
+    assert bo.personal_email == "Bo.Ek@home.example" and bo.active
+    cy = people["3"]
+    assert (cy.start_date, cy.time_zone, cy.personal_email, cy.manager) == (None, None, None, "2")
+    assert run(session, write(tmp_path, text)).unchanged == 3
+    # Columns absent from the next file keep what is stored.
+    run(session, write(tmp_path, "employee_number,first_name,last_name,email\n2,Bo,Ek,bo@example.com\n"))
+    bo = employees(session)["2"]
+    assert (bo.start_date, bo.time_zone, bo.personal_email, bo.manager) == (
+        date(2026, 12, 7),
+        "America/New_York",
+        "Bo.Ek@home.example",
+        "1",
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "employee_number,first_name,last_name,email,Hire Date,Private Email,Timezone,Manager ID,"
+        "Employment Status",
+        "employee_number,first_name,last_name,email,Date of Joining,Home Email,TZ,Reports To,Status",
+        "employee_number,first_name,last_name,email,Start Date,Personal Email,Time Zone,"
+        "Manager Employee Number,Status",
+    ],
+)
+def test_the_usual_export_names_of_the_directory_fields(
+    session: Session, tmp_path: Path, header: str
+) -> None:
+    text = f"{header}\n1,Ada,Boss,,,,,,\n2,Bo,Ek,,2026-12-07,bo@home.example,Asia/Kolkata,1,Terminated\n"
+    result = run(session, write(tmp_path, text))
+    assert (result.created, result.errors, result.ignored_columns) == (2, [], [])
+    bo = employees(session)["2"]
+    assert (bo.start_date, bo.personal_email, bo.time_zone, bo.manager, bo.active) == (
+        date(2026, 12, 7),
+        "bo@home.example",
+        "Asia/Kolkata",
+        "1",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "active"),
+    [
+        *((word, True) for word in ("Active", "Hired", "Pre-hire", "Pending", "New", "On Leave")),
+        *((word, False) for word in ("Terminated", "Inactive", "Left", "Leaver", "Resigned", "Retired")),
+        ("PRE HIRE", True),
+        ("on_leave", True),
+        ("terminated", False),
+        ("", True),
+    ],
+)
+def test_each_status_spelling(session: Session, tmp_path: Path, status: str, active: bool) -> None:
+    result = run(session, write(tmp_path, f"{EXPORT}1,Ann,Lee,,,,,,{status}\n"))
+    assert (result.created, result.errors) == (1, [])
+    assert employees(session)["1"].active is active
+
+
+@pytest.mark.parametrize("status", ["Contractor", "Suspended", "Left company", "Prehired"])
+def test_an_unknown_status_is_a_line_numbered_error(session: Session, tmp_path: Path, status: str) -> None:
+    result = run(session, write(tmp_path, f"{EXPORT}1,Ann,Lee,,,,,,Active\n2,Bo,Ek,,,,,,{status}\n"))
+    [(line, reason)] = result.errors
+    assert line == 3 and reason.startswith(f"unknown status {status!r} (active: yes, Active, Hired")
+    assert not result.written and employees(session) == {}
+
+
+def test_dates_are_iso_8601_unless_date_format_says_otherwise(session: Session, tmp_path: Path) -> None:
+    text = EXPORT + "1,Ann,Lee,,,2026-12-07,,,\n2,Bo,Ek,,,03/04/2026,,,\n3,Cy,Ox,,,2026-02-30,,,\n"
+    result = run(session, write(tmp_path, text))
+    assert result.errors == [
+        (
+            3,
+            "start date '03/04/2026' is not a date (expected YYYY-MM-DD; set DATE_FORMAT (e.g. %d/%m/%Y) "
+            "to read the export's own format)",
+        ),
+        (4, "start date '2026-02-30' is not a date (expected YYYY-MM-DD; set DATE_FORMAT (e.g. %d/%m/%Y) "
+         "to read the export's own format)"),
+    ]  # fmt: skip
+    assert not result.written
+
+    text = EXPORT + "1,Ann,Lee,,,2026-12-07,,,\n2,Bo,Ek,,,03/04/2026,,,\n3,Cy,Ox,,,29/02/2028,,,\n"
+    result = run(session, write(tmp_path, text), date_format="%d/%m/%Y")
+    assert (result.created, result.errors) == (3, [])
+    assert {n: e.start_date for n, e in employees(session).items()} == {
+        "1": date(2026, 12, 7),  # ISO still works
+        "2": date(2026, 4, 3),
+        "3": date(2028, 2, 29),
+    }
+    result = run(session, write(tmp_path, EXPORT + "4,Di,Ng,,,12/31/2026,,,\n"), date_format="%d/%m/%Y")
+    assert result.errors == [
+        (2, "start date '12/31/2026' is not a date (expected %d/%m/%Y (DATE_FORMAT) or YYYY-MM-DD)")
+    ]
+
+
+def test_time_zones_are_iana_names(session: Session, tmp_path: Path) -> None:
+    text = (
+        EXPORT
+        + "1,Ann,Lee,,,,Pacific/Chatham,,\n"
+        + "2,Bo,Ek,,,,EUROPE/LONDON,,\n"
+        + "3,Cy,Ox,,,,CET+1,,\n"
+        + "4,Di,Ng,,,,localtime,,\n"
+        + "5,Ed,Po,,,,../../etc/passwd,,\n"
+    )
+    result = run(session, write(tmp_path, text))
+    expected = "(expected an IANA name such as Europe/London)"
+    assert result.errors == [
+        (4, f"unknown time zone 'CET+1' {expected}"),
+        (5, f"unknown time zone 'localtime' {expected}"),
+        (6, f"unknown time zone '../../etc/passwd' {expected}"),
+    ]
+    run(session, write(tmp_path, text), skip_invalid=True)
+    assert {n: e.time_zone for n, e in employees(session).items()} == {
+        "1": "Pacific/Chatham",
+        "2": "Europe/London",
+    }
+
+
+def test_a_manager_must_be_in_the_file_or_the_directory(session: Session, tmp_path: Path) -> None:
+    run(session, write(tmp_path, EXPORT + "1,Ada,Boss,,,,,,\n"))
+    text = EXPORT + "2,Bo,Ek,,,,,1,\n3,Cy,Ox,,,,,4,\n4,Di,Ng,,,,,4,\n5,Ed,Po,,,,,99,\n"
+    result = run(session, write(tmp_path, text))
+    assert result.errors == [(5, "manager '99' is neither in the file nor in the directory")]
+    assert not result.written
+    assert run(session, write(tmp_path, text), skip_invalid=True).created == 3
+    assert {n: e.manager for n, e in employees(session).items()} == {"1": None, "2": "1", "3": "4", "4": "4"}
+
+
+def test_two_active_employees_cannot_share_an_address_in_the_file(session: Session, tmp_path: Path) -> None:
+    text = (
+        EXPORT
+        + "1,Grace,Hopper,grace.hopper@example.com,,,,,\n"  # line 2
+        + "2,Grace,Hopper,Grace.Hopper@EXAMPLE.com,,,,,\n"  # line 3: the same address in another case
+        + "3,Ann,Lee,ann@example.com,ann@home.example,,,,\n"  # line 4
+        + "4,Bo,Ek,bo@example.com,ANN@home.example,,,,\n"  # line 5: Ann's personal address
+        + "5,Cy,Ox,ann@example.com,,,,,Terminated\n"  # line 6: a leaver may keep an address in use
+        + "6,Di,Ng,di@example.com,,,,,\n"  # line 7
+    )
+    result = run(session, write(tmp_path, text))
+    assert result.errors == [
+        (2, "work email 'grace.hopper@example.com' is also that of employee 2 (line 3)"),
+        (3, "work email 'Grace.Hopper@example.com' is also that of employee 1 (line 2)"),
+        (4, "personal email 'ann@home.example' is also that of employee 4 (line 5)"),
+        (5, "personal email 'ANN@home.example' is also that of employee 3 (line 4)"),
+    ]
+    assert not result.written and employees(session) == {}
+    assert run(session, write(tmp_path, text), skip_invalid=True).created == 2
+    assert sorted(employees(session)) == ["5", "6"]
+
+
+def test_two_active_employees_cannot_share_an_address_with_the_directory(
+    session: Session, tmp_path: Path
+) -> None:
+    run(session, write(tmp_path, EXPORT + "1,Grace,Hopper,grace@example.com,g@home.example,,,,\n"))
+    text = (
+        EXPORT
+        + "2,Grace,Brewster,GRACE@example.com,,,,,\n"  # line 2: employee 1's work address
+        + "3,Bo,Ek,bo@example.com,g@HOME.example,,,,\n"  # line 3: employee 1's personal address
+        + "4,Cy,Ox,grace@example.com,,,,,Left\n"  # line 4: inactive, no clash
+    )
+    result = run(session, write(tmp_path, text))
+    assert result.errors == [
+        (2, "work email 'GRACE@example.com' is also that of employee 1 (in the directory)"),
+        (3, "personal email 'g@home.example' is also that of employee 1 (in the directory)"),
+    ]
+    assert not result.written
+    # Grace 1 leaves and Grace 2 takes the address in the same file; then Grace 1 cannot come back with it.
+    moved = (
+        EXPORT
+        + "1,Grace,Hopper,grace@example.com,g@home.example,,,,Left\n2,Grace,Brewster,grace@example.com,,,,,\n"
+    )
+    assert run(session, write(tmp_path, moved)).errors == []
+    back = run(session, write(tmp_path, EXPORT + "1,Grace,Hopper,grace@example.com,,,,,Active\n"))
+    assert back.errors == [
+        (2, "work email 'grace@example.com' is also that of employee 2 (in the directory)")
+    ]
+
+
+def test_a_rejected_row_keeps_the_stored_address_which_may_clash_in_turn(
+    session: Session, tmp_path: Path
+) -> None:
+    run(session, write(tmp_path, EXPORT + "1,Ann,Lee,x@example.com,,,,,\n2,Bo,Ek,y@example.com,,,,,\n"))
+    # Ann moves from x to z, which Cy holds, so her row is refused and she keeps x; Bo then cannot take x.
+    text = EXPORT + "1,Ann,Lee,z@example.com,,,,,\n2,Bo,Ek,x@example.com,,,,,\n3,Cy,Ox,z@example.com,,,,,\n"
+    result = run(session, write(tmp_path, text), skip_invalid=True)
+    assert result.errors == [
+        (2, "work email 'z@example.com' is also that of employee 3 (line 4)"),
+        (3, "work email 'x@example.com' is also that of employee 1 (in the directory)"),
+        (4, "work email 'z@example.com' is also that of employee 1 (line 2)"),
+    ]
+    assert {n: e.email for n, e in employees(session).items()} == {"1": "x@example.com", "2": "y@example.com"}
+
+
+def test_a_leavers_account_is_disabled_at_import(
+    session: Session, tmp_path: Path, settings: Settings
+) -> None:
+    run(session, write(tmp_path, EXPORT + "1,Ann,Lee,ann@example.com,,,,,\n2,Bo,Ek,bo@example.com,,,,,\n"))
+    create_accounts(session, settings, "tester", ["1", "2"])
+    session.commit()
+    ann = session.scalars(select(Account).filter_by(username="alee")).one()
+    ann.status, version = AccountStatus.INVITED, ann.session_version
+    session.commit()
+    assert build_report(session).accounts_by_status["disabled"] == 0
+
+    text = EXPORT + "1,Ann,Lee,ann@example.com,,,,,Terminated\n2,Bo,Ek,bo@example.com,,,,,Active\n"
+    result = run(session, write(tmp_path, text))
+    assert result.disabled == [("1", "alee")] and result.updated == 1
+    session.expire_all()
+    ann = session.scalars(select(Account).filter_by(username="alee")).one()
+    assert ann.status == AccountStatus.DISABLED
+    assert ann.session_version == version + 1  # the portal's sessions of the account end
+    assert session.scalars(select(Account).filter_by(username="bek")).one().status != AccountStatus.DISABLED
+    [event] = audit_events(session, "account.disabled")
+    assert (event.actor, event.target, event.details["previous_status"]) == (
+        "tester",
+        "account:alee",
+        "invited",
+    )
+    report = build_report(session)
+    assert report.accounts_by_status["disabled"] == 1 and report.active_employees == 1
+    assert [row.status for row in list_accounts(session, "disabled")] == [AccountStatus.DISABLED]
+    # The same file again: nothing more to disable, nothing audited twice.
+    assert run(session, write(tmp_path, text)).disabled == []
+    assert len(audit_events(session, "account.disabled")) == 1

@@ -36,3 +36,18 @@ def test_a_word_naming_two_employees_is_ambiguous(session: Session) -> None:
     assert resolved.ambiguous == {"1001": ["1001", "2002"]}
     assert resolved.numbers == ["1001"] and resolved.not_found == ["1001"]
     assert resolved.problem() == "1001 could be employee 1001 or 2002 (give the employee number)"
+
+
+def test_an_address_names_its_active_holder_before_a_leaver_who_had_it(session: Session) -> None:
+    add_employee(session, "1001", email="grace@example.com", username="ghopper", active=False)
+    grace = add_employee(
+        session, "1050", "Grace", "Brewster", email="Grace@example.com", username="gbrewster"
+    )
+    resolved = resolve_employees(session, ["GRACE@example.com"])
+    assert resolved.ids == [grace.id] and resolved.ambiguous == {}
+    # Two active holders (from before the import refused them), or the leaver named by number: as typed.
+    add_employee(session, "1060", email="grace@example.com", username="gmurray")
+    assert resolve_employees(session, ["grace@example.com"]).ambiguous == {
+        "grace@example.com": ["1001", "1050", "1060"]
+    }
+    assert resolve_employees(session, ["1001"]).numbers == ["1001"]

@@ -451,12 +451,13 @@ def test_the_home_page_shows_the_account_with_the_manager_from_the_directory(
 ) -> None:
     csv = (
         "Employee Number,First name,Last name,Email,Dept,Line manager\n"
-        "7,Ada,Lovelace,ada@example.com,R&D,Charles <b>Babbage</b>\n"
+        "7,Ada,Lovelace,ada@example.com,R&D,6\n"
+        "6,Charles,<b>Babbage</b>,charles@example.com,R&D,\n"
     )
     with context.sessions.begin() as session:
-        assert import_employees(session, io.StringIO(csv), "tester").created == 1
-        employee = session.scalars(select(Employee)).one()
-        assert employee.manager == "Charles <b>Babbage</b>"
+        assert import_employees(session, io.StringIO(csv), "tester").created == 2
+        employee = session.scalars(select(Employee).filter_by(employee_number="7")).one()
+        assert employee.manager == "6"  # the manager's employee number; the page shows the name
         session.add(
             Account(
                 employee=employee,
@@ -474,3 +475,19 @@ def test_the_home_page_shows_the_account_with_the_manager_from_the_directory(
     assert facts["Department"] == "R&amp;D" and facts["Username"] == "<code>alovelace</code>"
     assert facts["Previous sign-in"].endswith("UTC") and facts["Password changed"].endswith("UTC")
     assert "Sign out everywhere" in home
+
+
+def test_a_leaver_imported_from_the_hr_export_is_signed_out_and_refused(
+    context: Context, browser: Browser
+) -> None:
+    person = add_person(context, password=GOOD_PASSWORD, must_change=False, status=AccountStatus.ACTIVE)
+    with context.sessions() as session:
+        number = session.get_one(Employee, person.employee_id).employee_number
+    assert browser.sign_in("adoe", GOOD_PASSWORD).status_code == 303
+    assert browser.get("/portal/").status_code == 200
+    export = f"Employee ID,First Name,Last Name,Work Email,Status\n{number},Alice,Doe,,Leaver\n"
+    with context.sessions.begin() as session:
+        assert import_employees(session, io.StringIO(export), "tester").disabled == [(number, "adoe")]
+    assert browser.get("/portal/").headers["Location"] == "/portal/login"
+    response = browser.sign_in("adoe", GOOD_PASSWORD)
+    assert response.status_code == 401 and REFUSED_MESSAGE in response.text

@@ -28,15 +28,21 @@ def import_command(file: Path, skip_invalid: bool) -> None:
 
     FILE is CSV in UTF-8; rows are matched by employee number.
     Columns: employee_number, first_name, last_name, email (required); department, roles
-    (;-separated), slack_user_id, active (optional). By default nothing is written if any row is bad.
+    (;-separated), slack_user_id, active (yes/no or a status such as Terminated), start_date,
+    time_zone, personal_email, manager (an employee number) (optional). By default nothing is written
+    if any row is bad. The accounts of inactive employees are disabled.
     """
+    ctx = context()
+    date_format = ctx.settings.date_format
     try:
-        with context().sessions.begin() as session:
+        with ctx.sessions.begin() as session:
             if sys.stdout.isatty() or file.stat().st_size > PROGRESS_BAR_BYTES:
                 with click.progressbar(length=_count_rows(file), label=f"Reading {file.name}") as bar:
-                    result = import_employees(session, file, cli_actor(), skip_invalid, progress=bar.update)
+                    result = import_employees(
+                        session, file, cli_actor(), skip_invalid, bar.update, date_format=date_format
+                    )
             else:
-                result = import_employees(session, file, cli_actor(), skip_invalid)
+                result = import_employees(session, file, cli_actor(), skip_invalid, date_format=date_format)
     except ImportFileError as error:
         raise click.ClickException(printable(error)) from error
     _print_result(result)
@@ -67,6 +73,14 @@ def _print_result(result: ImportResult) -> None:
         click.echo(f"{printable(result.file_name)}: {counts}.")
     else:
         click.echo(f"{printable(result.file_name)}: nothing changed ({counts}).")
+    if result.disabled:
+        shown = result.disabled[:MAX_ERRORS_SHOWN]
+        accounts = ", ".join(f"{username} ({number})" for number, username in shown)
+        more = f" and {len(result.disabled) - len(shown)} more" if len(result.disabled) > len(shown) else ""
+        click.echo(
+            f"Disabled the accounts of {len(result.disabled)} inactive employee(s): {printable(accounts)}"
+            + more
+        )
 
 
 @employees.command("list")
@@ -74,7 +88,9 @@ def _print_result(result: ImportResult) -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 def list_command(search: str | None, limit: int) -> None:
     """List employees by employee number."""
-    with context().sessions() as session:
+    ctx = context()
+    default_zone = f"{ctx.settings.default_time_zone} (default)"
+    with ctx.sessions() as session:
         rows = [
             (
                 e.employee_number,
@@ -83,9 +99,11 @@ def list_command(search: str | None, limit: int) -> None:
                 e.department,
                 e.account.username if e.account else "",
                 "yes" if e.active else "no",
+                e.start_date or "",
+                e.time_zone or default_zone,
             )
             for e in list_employees(session, search, limit)
         ]
         total = count_employees(session, search) if len(rows) == limit else len(rows)
-    print_table(["NUMBER", "NAME", "EMAIL", "DEPARTMENT", "USERNAME", "ACTIVE"], rows)
+    print_table(["NUMBER", "NAME", "EMAIL", "DEPARTMENT", "USERNAME", "ACTIVE", "STARTS", "TIME ZONE"], rows)
     print_more(len(rows), total)

@@ -311,6 +311,7 @@ class PortalUser:
     must_change_password: bool
     department: str | None = None
     manager: str | None = None
+    """The manager's name."""
     password_changed_at: datetime | None = None
 
     @property
@@ -333,7 +334,7 @@ def _view(account: Account) -> PortalUser:
         roles=[role.name for role in account.roles],
         must_change_password=account.must_change_password,
         department=account.employee.department,
-        manager=account.employee.manager,
+        manager=manager.full_name if (manager := account.employee.manager_employee) else None,
         password_changed_at=account.password_changed_at,
     )
 
