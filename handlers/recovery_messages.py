@@ -1,7 +1,8 @@
 """The recovery request's approval card in the audit channel, and the modal asking why it is denied.
 
-Everything on the card that came from outside (names, the address, the requester's user agent) goes
-through `escape`: a user agent can say anything.
+Everything on the card that came from outside (names, the address) goes through `escape`; what a third
+party wrote (the requester's user agent, a mail server's bounce reason) is made inert first (no links, no
+formatting), since whoever asks or runs a mail server can write anything there.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.audit import slack_user_of
+from bot.outside_text import inert
 from bot.portal.recovery import RecoveryCard
 from handlers import ids
-from handlers.blocks import Block, context, escape, header, modal, section, shorten
+from handlers.blocks import Block, context, escape, header, modal, section
 from models import RecoveryStatus
 
 MAX_USER_AGENT_SHOWN = 200
@@ -39,10 +41,11 @@ def card_message(card: RecoveryCard) -> tuple[str, list[Block]]:
         [
             f"*Who:* {escape(card.name)} ({escape(card.employee_number)}) · `{escape(card.username)}`",
             f"*Address on file:* {escape(card.address) if card.address else '_none_'}",
-            f"*Last emailed:* {when(card.last_emailed_at)} · *Delivery:* {escape(card.delivery_state)}",
+            f"*Last emailed:* {when(card.last_emailed_at)} · "
+            f"*Delivery:* {escape(inert(card.delivery_state))}",
             f"*Asked:* {when(card.requested_at)}{times} · *expires* {when(card.expires_at)}",
             f"*From:* {escape(card.client_address or 'unknown address')} · "
-            f"{escape(shorten(card.user_agent or 'no user agent', MAX_USER_AGENT_SHOWN))}",
+            f"{escape(inert(card.user_agent or 'no user agent', MAX_USER_AGENT_SHOWN))}",
         ]
     )
     blocks: list[Block] = [

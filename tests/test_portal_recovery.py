@@ -419,3 +419,25 @@ def test_a_reset_email_the_mail_api_refuses_is_revoked_and_audited_and_the_last_
         assert [link.revoked_at is None for link in links] == [True, False], "the accepted one works"
     [failed] = audit_events(ctx.sessions, "portal.reset_link_failed")
     assert failed.target == "account:bsmith" and failed.details["error"]
+
+
+def test_the_card_shows_a_user_agent_and_a_bounce_reason_inert() -> None:
+    from datetime import UTC, datetime
+
+    from bot.portal.recovery import RecoveryCard
+    from handlers.recovery_messages import card_message
+
+    moment = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    card = RecoveryCard(
+        request_id=1, status="pending", employee_id=1, employee_number="1001", name="Ada Lovelace",
+        username="alovelace", address="ada@example.com", last_emailed_at=moment,
+        delivery_state="emailed, bounced (550 *Reset here* http://evil.example/reset)",
+        requested_at=moment, request_count=1, expires_at=moment, client_address="203.0.113.9",
+        user_agent="Mozilla <!channel> `x` https://phish.example/login", card_channel=None, card_ts=None,
+        decided_by=None, reason=None,
+    )  # fmt: skip
+    _, blocks = card_message(card)
+    shown = str(blocks)
+    for live in ("http://", "https://", "evil.example", "phish.example", "*Reset", "<!channel>", "`x`"):
+        assert live not in shown, live
+    assert "hxxp://evil[.]example" in shown and "hxxps://phish[.]example" in shown
