@@ -310,7 +310,9 @@ def test_an_admin_approves_in_slack_and_the_usual_confirmation_sends(slack_app: 
     card = card_in(app)
     shown = text_of_blocks(card)
     assert "alice.doe@example.com" in shown and "never emailed" in shown and "(2 requests)" in shown
-    assert "127.0.0.1" in shown and "&lt;script&gt;" in shown and "&lt;!channel&gt;" in shown
+    # The name is escaped; the user agent, which the requester wrote, is made inert (look-alike brackets).
+    assert "127.0.0.1" in shown and "&lt;!here&gt;" in shown
+    assert "\\u2039script\\u203a" in shown and "\\u2039!channel\\u203a" in shown  # as JSON escapes them
     assert "<!channel>" not in shown and "<!here>" not in shown and "<@U0ADMIN01>" not in shown
     request_id = buttons_of(card)[ids.RECOVERY_APPROVE_ACTION]["value"]
 
