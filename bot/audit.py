@@ -59,6 +59,11 @@ class AuditAction(enum.StrEnum):
     RECOVERY_EXPIRED = "recovery.expired"
     RESET_LINK_SENT = "portal.reset_link_sent"
     RESET_LINK_FAILED = "portal.reset_link_failed"
+    # Changes the identity provider makes through SCIM (actor "scim:NAME"; target the employee).
+    SCIM_USER_CREATED = "scim.user_created"
+    SCIM_USER_UPDATED = "scim.user_updated"
+    SCIM_USER_DEACTIVATED = "scim.user_deactivated"
+    SCIM_GROUP_CHANGED = "scim.group_changed"
 
 
 # Who acted and on what, as written in the log. Existing logs and reports read these exact strings.

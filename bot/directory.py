@@ -16,12 +16,11 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from bot.accounts import disable_accounts
 from bot.admins import SLACK_USER_ID
 from bot.audit import AuditAction, employee_target, record
-from bot.chunks import chunks
+from bot.leavers import record_leavers
 from bot.time_zones import canonical_time_zone
-from models import Account, AccountStatus, Employee, name_sort_key, utcnow
+from models import Account, Employee, name_sort_key, utcnow
 
 # Their home is the model; imported from here too.
 from models.directory import fold_accents as fold_accents
@@ -206,21 +205,8 @@ def import_employees(
         rejected_rows=len(result.errors),
     )
     leavers = [row.values["employee_number"] for row in rows if row.values.get("active") is False]
-    result.disabled = disable_accounts(session, actor, _with_enabled_account(session, leavers)).changed
+    result.disabled = record_leavers(session, actor, leavers)
     return result
-
-
-def _with_enabled_account(session: Session, employee_numbers: list[str]) -> list[str]:
-    """Those of the employees who have an account that is not disabled."""
-    found: list[str] = []
-    for chunk in chunks(employee_numbers):
-        query = (
-            select(Employee.employee_number)
-            .join(Account, Account.employee_id == Employee.id)
-            .where(Employee.employee_number.in_(chunk), Account.status != AccountStatus.DISABLED)
-        )
-        found += session.scalars(query)
-    return found
 
 
 def _insert(session: Session, rows: list[dict[str, Any]], **common: Any) -> None:
