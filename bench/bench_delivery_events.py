@@ -47,7 +47,7 @@ from bot.audit import slack_actor
 from bot.context import Context
 from bot.installation import BATCH_ARG, DELIVERY_ARG, INSTANCE_ARG
 from bot.settings import Settings
-from bot.web import create_web_app
+from credbot.web import create_web_app
 from models import make_engine, utcnow
 from tests.builders import insert_employees
 from tests.databases import throwaway_database

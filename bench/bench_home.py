@@ -102,7 +102,10 @@ def main() -> None:
         env = credbot_env(url, standin.url)
         times: list[float] = []
         try:
-            with tempfile.TemporaryDirectory() as cwd, gunicorn("bot.web:create_app()", env, cwd) as app_url:
+            with (
+                tempfile.TemporaryDirectory() as cwd,
+                gunicorn("credbot.web:create_app()", env, cwd) as app_url,
+            ):
                 requests = SlackRequests(app_url)
                 for n in range(args.opens + 10):  # the first 10 warm up connections and caches
                     started = time.monotonic()

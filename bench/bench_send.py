@@ -34,6 +34,7 @@ from bot.context import Context
 from bot.sending.batches import start_batch
 from bot.sending.sender import run_batch
 from bot.settings import Settings
+from models import BatchSource
 from tests.builders import add_employees
 from tests.databases import throwaway_database
 from tests.standins.sendgrid import API_KEY
@@ -76,7 +77,7 @@ def send(
     if trace:
         tracemalloc.start()
     started = time.perf_counter()
-    batch_id = start_batch(ctx, ids, "bench", "cli")
+    batch_id = start_batch(ctx, ids, "bench", BatchSource.CLI)
     start_peak = tracemalloc.get_traced_memory()[1] if trace else 0
     tracemalloc.reset_peak()
     summary = run_batch(ctx, batch_id)

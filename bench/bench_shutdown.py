@@ -35,7 +35,7 @@ from bot import jobs
 from bot.context import Context
 from bot.sending.jobs import start_and_enqueue
 from bot.settings import Settings
-from models import Delivery
+from models import BatchSource, Delivery
 from tests.builders import add_employees
 from tests.databases import throwaway_database as database
 from tests.standins.sendgrid import API_KEY
@@ -88,7 +88,7 @@ def main() -> None:
         try:
             jobs.configure(ctx, in_process=False)
             wait_consuming(client, namespace, [worker])
-            start_and_enqueue(ctx, ids, "bench", "cli")
+            start_and_enqueue(ctx, ids, "bench", BatchSource.CLI)
             # Every mail thread busy: some sent, and a full claim group's worth still in flight.
             while not (
                 counts(ctx).get("sent", 0) >= args.in_flight

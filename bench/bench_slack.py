@@ -56,7 +56,7 @@ from bot.admins import add_admin
 from bot.context import Context
 from bot.settings import Settings
 from bot.slack_app import make_web_client
-from bot.web import create_web_app
+from credbot.web import create_web_app
 from handlers import ids
 from models import make_engine, make_session_factory
 from tests.builders import insert_employees
@@ -195,7 +195,7 @@ def run_paced(label: str, url: str, args: argparse.Namespace) -> None:
     try:
         with (
             tempfile.TemporaryDirectory() as cwd,  # no .env is read there
-            gunicorn("bot.web:create_app()", env, cwd) as real,
+            gunicorn("credbot.web:create_app()", env, cwd) as real,
             gunicorn("bench_slack:bare_from_env()", env, cwd) as bare,
             Client({"credbot": real, "bare": bare}) as client,
         ):

@@ -41,8 +41,8 @@ from bot.context import Context
 from bot.sending.batches import start_batch
 from bot.sending.jobs import enqueue_batch
 from bot.settings import Settings
-from bot.web import create_web_app
-from models import CredentialBatch
+from credbot.web import create_web_app
+from models import BatchSource, CredentialBatch
 from tests.builders import insert_employees
 from tests.databases import throwaway_database
 from tests.standins.sendgrid import API_KEY, SendGridStandIn
@@ -121,8 +121,8 @@ def run(url: str, batches: int, employees: int, delay: float) -> None:
     batch_ids = []
     for batch in range(batches):
         chunk = ids[batch * employees : (batch + 1) * employees]
-        batch_id = start_batch(ctx, chunk, slack_actor(ADMIN_ID), "slack", channel_id=CHANNEL_ID)
-        enqueue_batch(ctx, batch_id, "slack")
+        batch_id = start_batch(ctx, chunk, slack_actor(ADMIN_ID), BatchSource.SLACK, channel_id=CHANNEL_ID)
+        enqueue_batch(ctx, batch_id)
         batch_ids.append(batch_id)
 
     def finished() -> bool:

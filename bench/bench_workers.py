@@ -54,7 +54,7 @@ from bot.passwords import generate_temporary_password, hash_password
 from bot.sending.batches import delivery_counts, start_batch
 from bot.sending.jobs import enqueue_batch
 from bot.settings import Settings
-from models import BatchStatus, CredentialBatch, utcnow
+from models import BatchSource, BatchStatus, CredentialBatch, utcnow
 from tests.builders import add_employees
 from tests.databases import throwaway_database as database
 from tests.standins.sendgrid import API_KEY
@@ -266,7 +266,7 @@ def main() -> None:
             web.callback(slack.stop)
             web_url = web.enter_context(
                 gunicorn(
-                    "bot.web:create_app()",
+                    "credbot.web:create_app()",
                     credbot_env(
                         url,
                         slack.url,
@@ -311,8 +311,8 @@ def main() -> None:
             split = CpuSplit([worker.pid for worker in workers], make_url(url).database or "")
             print(f"workers consuming; batch starts ({load()})", flush=True)
             started = utcnow()  # the batch's end is its finished_at, on the same clock
-            batch_id = start_batch(ctx, ids, "bench", "cli")
-            enqueue_batch(ctx, batch_id, "cli")
+            batch_id = start_batch(ctx, ids, "bench", BatchSource.CLI)
+            enqueue_batch(ctx, batch_id)
             if args.ack:
                 acks["batch"] = paced(slash, ["credbot"], args.commands, args.interval)["credbot"]
                 print(figures(f"ack, during the batch ({load()})", acks["batch"]))

@@ -47,6 +47,7 @@ from bot.outside_text import inert
 from bot.sending.sender import USERNAME_CATEGORY, WELCOME_CATEGORY
 from bot.settings import Settings
 from models import (
+    BatchSource,
     CredentialBatch,
     Delivery,
     DeliveryEvent,
@@ -623,7 +624,7 @@ def _schedule(session: Session, batch_ids: set[int], now: datetime) -> dict[int,
     scheduled = {}
     for batch_id in sorted(batch_ids):
         batch = session.get(CredentialBatch, batch_id, with_for_update=True)
-        if batch is None or batch.source != "slack":
+        if batch is None or batch.source != BatchSource.SLACK:
             continue
         due = _aware(batch.delivery_update_due_at) if batch.delivery_update_due_at else None
         if due is not None and due > now - STALE_SCHEDULE:

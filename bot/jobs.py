@@ -4,7 +4,8 @@ With REDIS_URL set, jobs go through Dramatiq's RedisBroker: web processes only e
 `credbot worker` processes run them. Without it, the StubBroker is used and an in-process Dramatiq
 worker is started on first use, so the same actors run the same way in the quick start.
 
-Declaring a job (any module; add the module to JOB_MODULES so `credbot worker` imports it)::
+Declaring a job (in the core, add the module to JOB_MODULES so that every process imports it; in the
+Slack adapter, which the core never imports, to `credbot.wiring.SLACK_JOB_MODULES`)::
 
     from bot import jobs
 
@@ -54,14 +55,11 @@ log = logging.getLogger(__name__)
 JOB_MODULES = [
     "bot.notices",
     "bot.portal.recovery",
-    "handlers.recovery",
     "bot.delivery_events",
-    "handlers.delivery_trail",
     "bot.sending.jobs",
-    "handlers.sending",
-    "handlers.digest",
 ]
-"""Modules that declare jobs; `credbot worker` (and the in-process worker) imports them all."""
+"""The core's modules that declare jobs; every process that configures the layer imports them. The Slack
+adapter's are imported by the entry points (`credbot.wiring`)."""
 
 IN_PROCESS_THREADS = 4
 DEFAULT_MIN_BACKOFF_MS = 2_000

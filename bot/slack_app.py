@@ -1,11 +1,12 @@
 """The Bolt app, built from settings; wrong or missing Slack settings stop it at start with a clear message.
+Its listeners are the Slack adapter's: `handlers.create_bolt_app` registers them on it.
 
 Acknowledging within Slack's 3 seconds: the app runs with `process_before_response=True`, so each
 listener runs on the request's own thread and what it passed to `ack` is the HTTP response (or the
 Socket Mode envelope reply) as soon as it returns; nothing waits on a polling loop. Work that calls
 Slack or sends mail is started by the listener after its ack (handlers.background) on
 `listener_executor`: a bounded thread pool per process, the same under `credbot serve`, gunicorn's
-threaded workers and Socket Mode. Over HTTP, bot.web holds that work back until the ack response has
+threaded workers and Socket Mode. Over HTTP, credbot.web holds that work back until the ack response has
 been written, so the background thread never competes with it for the GIL.
 """
 
@@ -111,16 +112,14 @@ def background_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="credbot-slack")
 
 
-def create_bolt_app(
+def new_bolt_app(
     ctx: Context, *, socket_mode: bool = False, verify_token: bool = True, executor: Executor | None = None
 ) -> App:
-    """The credbot Bolt app with every listener registered.
+    """The Bolt app from settings, with no listener yet (`handlers.create_bolt_app` adds them).
 
     With `verify_token` (the default) the bot token is checked once with auth.test at start.
     `executor` runs the work listeners start after their ack (default: a pool of BACKGROUND_THREADS threads).
     """
-    from handlers import register_listeners
-
     settings = ctx.settings
     check_slack_settings(settings, socket_mode=socket_mode)
     try:
@@ -137,5 +136,4 @@ def create_bolt_app(
         raise SlackSettingsError(
             f"Cannot reach the Slack API at SLACK_API_URL={settings.slack_api_url}: {error}"
         ) from error
-    register_listeners(app, ctx)
     return app

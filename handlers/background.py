@@ -1,7 +1,7 @@
 """Work a listener starts after its ack: views.open/update, channel messages, batches, account changes.
 
 The ack function acks, then hands the slow part to `Background.start`, which runs it on the process's
-background executor (the Bolt app's `listener_executor`). Over HTTP, bot.web holds that work back until
+background executor (the Bolt app's `listener_executor`). Over HTTP, credbot.web holds that work back until
 the ack response has been written; under Socket Mode it starts at once. Bolt's lazy listeners did the
 same at the price of a deep copy of the whole request (its WebClient included) for every one of them,
 the largest part of credbot's ack time.

@@ -2,7 +2,7 @@
 bounced, dropped or blocked employee posted once in the thread with buttons to fix and resend.
 
 The web process stores SendGrid's events and enqueues the job `refresh_delivery_trail` for when a batch's
-update is due (bot.web). At most one update per batch is scheduled at a time, at most every
+update is due (credbot.web). At most one update per batch is scheduled at a time, at most every
 UPDATE_INTERVAL (the database decides, across processes), so Slack sees a few updates whatever the
 event rate. chat.update's budget, shared by every batch (bot.slack_rates), spaces them further when
 many batches run; a line with nothing left waiting is final and goes ahead of routine ones.

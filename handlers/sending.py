@@ -1,7 +1,8 @@
 """The job that sends a batch started in Slack, keeping its audit trail in the channel.
 
-It runs in a worker (`credbot worker`, or the in-process worker without REDIS_URL), with a Web API
-client built from settings. One message when sending starts, updated at most every PROGRESS_INTERVAL
+The entry points register it as the runner of Slack batches (`credbot.wiring`). It runs in a worker
+(`credbot worker`, or the in-process worker without REDIS_URL), with a Web API client built from
+settings. One message when sending starts, updated at most every PROGRESS_INTERVAL
 seconds while it runs, then replaced by the summary; every employee listed in thread replies. A batch
 taken up again after its worker stopped says so in the thread and carries on updating the same message.
 When the channel cannot be used (channel_not_found, not_in_channel...) the trail goes to the admin's DM
@@ -26,7 +27,7 @@ from bot.audit import AuditAction, batch_target, record_now, slack_actor, slack_
 from bot.context import Context
 from bot.delivery_events import remember_summary, state_counts, untracked_reason
 from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, remember_message
-from bot.sending.jobs import BATCH_TIME_LIMIT_MS, register_runner, requeue_if_drained
+from bot.sending.jobs import BATCH_TIME_LIMIT_MS, requeue_if_drained
 from bot.sending.sender import BatchRunner
 from bot.slack_app import make_web_client
 from handlers.app_home import republish_homes
@@ -238,7 +239,7 @@ def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) ->
     if ended_here:
         trail.finish(summary)
         republish_homes(ctx, trail.client)
-    requeue_if_drained(ctx, runner, "slack")
+    requeue_if_drained(ctx, runner)
 
 
 def _trail(ctx: Context, batch_id: int) -> tuple[ChannelTrail, str | None]:
@@ -247,6 +248,3 @@ def _trail(ctx: Context, batch_id: int) -> tuple[ChannelTrail, str | None]:
         user_id = slack_user_of(batch.requested_by) or batch.requested_by
         channel_id, ts = batch.channel_id, batch.slack_message_ts
     return ChannelTrail(ctx, make_web_client(ctx.settings, ctx.clock), user_id, channel_id, batch_id), ts
-
-
-register_runner("slack", send_batch_with_trail)

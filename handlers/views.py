@@ -42,6 +42,7 @@ from handlers.views_credentials import (
     queued_view,
     sending_view,
 )
+from models import BatchSource
 
 EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
 NOBODY_TEXT = "Nobody is left to email: everyone you picked has been emailed already. Nothing was sent."
@@ -197,7 +198,7 @@ def start_and_send(
             ctx,
             employee_ids,
             slack_actor(user_id),
-            "slack",
+            BatchSource.SLACK,
             channel_id=channel_id,
             idempotency_key=idempotency_key(state),
             confirmed=confirmed,

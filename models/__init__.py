@@ -5,6 +5,7 @@ from models.admins import Admin
 from models.audit import AuditEvent
 from models.base import Base, utcnow
 from models.deliveries import (
+    BatchSource,
     BatchStatus,
     CredentialBatch,
     Delivery,
@@ -23,6 +24,7 @@ __all__ = [
     "Admin",
     "AuditEvent",
     "Base",
+    "BatchSource",
     "BatchStatus",
     "CredentialBatch",
     "Delivery",

@@ -14,6 +14,14 @@ from models.base import Base, utcnow
 from models.directory import Employee
 
 
+class BatchSource(enum.StrEnum):
+    """Where a batch was requested; it picks the job that runs the batch (`bot.sending.jobs`)."""
+
+    SLACK = "slack"
+    """In Slack: run with its channel trail, by the runner the entry points wire in."""
+    CLI = "cli"
+
+
 class BatchStatus(enum.StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
@@ -39,7 +47,7 @@ class CredentialBatch(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     requested_by: Mapped[str] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(16))
-    """Where the request came from: `slack` or `cli`."""
+    """Where the request came from: a `BatchSource`."""
     channel_id: Mapped[str | None] = mapped_column(String(32))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     """Set by callers that may submit twice (a retried Slack request); a second batch is refused."""

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from bot.cli import common, main
+from bot.cli import common
 from bot.settings import Settings, get_settings
+from credbot.cli import main
 
 RunCli = Callable[..., Result]
 

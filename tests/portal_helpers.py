@@ -20,7 +20,7 @@ GOOD_PASSWORD = "orbit-lantern-pickle-meadow"
 
 
 def make_portal_app(ctx: Context, **config: object) -> Flask:
-    """A bare Flask app with only the portal mounted (as `bot.web` does), with `config` set first."""
+    """A bare Flask app with only the portal mounted (as `credbot.web` does), with `config` set first."""
     app = Flask(__name__)
     app.config.update(config)
     init_portal(app, ctx)

@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 
 from bot.context import Context
 from bot.settings import Settings
-from bot.web import create_web_app
+from credbot.web import create_web_app
 from models import make_engine, make_session_factory
 from tests.standins.slack import ADMIN_ID, BOT_TOKEN, CHANNEL_ID, SIGNING_SECRET, SlackStandIn
 

@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot import directory
-from bot.cli import main
 from bot.settings import PROJECT_ROOT, Settings
+from credbot.cli import main
 from models import Account, Role
 from tests.builders import add_batch, add_delivery, add_employee, audit_events
 from tests.cli_helpers import RunCli

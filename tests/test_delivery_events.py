@@ -23,7 +23,7 @@ from bot.mail.webhook import WebhookKeyError
 from bot.passwords import verify_password
 from bot.sending.recipients import preview
 from bot.settings import Settings
-from bot.web import create_web_app
+from credbot.web import create_web_app
 from handlers import ids
 from models import Account, CredentialBatch, Delivery, DeliveryEvent, Employee
 from tests.builders import add_employee, audit_events
@@ -209,7 +209,7 @@ def test_duplicates_change_nothing_and_out_of_order_events_end_right(
     finals = [e for e in events if e["event"] != "processed"]
     processed = [e for e in events if e["event"] == "processed"]
 
-    with caplog.at_level(logging.INFO, logger="bot.web"):
+    with caplog.at_level(logging.INFO, logger="credbot.web"):
         assert sender.post(finals).status == 200  # delivered and bounced before processed
         assert sender.post(processed).status == 200
     assert states(app) == {"ada@example.com": "delivered", "alan@example.com": "bounced"}
@@ -280,7 +280,7 @@ def test_foreign_events_and_another_installs_events_change_nothing(
         {"email": "x@example.org", "event": "delivered", "timestamp": 1, "sg_event_id": "foreign-5"},
         {**ours, "sg_event_id": "foreign-6", "event": "open"},
     ]
-    with caplog.at_level(logging.INFO, logger="bot.web"):
+    with caplog.at_level(logging.INFO, logger="credbot.web"):
         assert sender.post(strangers).status == 200
     assert stored_events(app) == 0 and states(app) == {"ada@example.com": None}
     with app.ctx.sessions() as s:

@@ -93,14 +93,14 @@ def test_malformed_events_are_skipped_one_by_one_and_the_good_ones_stored(
     pieces = [json.dumps(event) for event in good[:2] + bad + good[2:]]
     pieces.insert(3, '{"event": "bounce", "x": ' + "[" * 5000 + "]" * 5000 + "}")  # 5,000 deep
     body = ("[" + ",".join(pieces) + "]").encode()
-    with caplog.at_level(logging.INFO, logger="bot.web"):
+    with caplog.at_level(logging.INFO, logger="credbot.web"):
         assert sender.post(body=body).status == 200
     assert stored_events(app) == len(good) == 4
     assert states(app) == {"ada@example.com": "delivered"}
     assert f"{len(bad) + 1} malformed" in counts_logged(caplog)
 
     legacy = {k: v for k, v in base.items() if not k.startswith("credbot_")}
-    with caplog.at_level(logging.INFO, logger="bot.web"):
+    with caplog.at_level(logging.INFO, logger="credbot.web"):
         assert (
             sender.post([{**legacy, "batch_id": "²", "delivery_id": "1", "sg_event_id": "l1"}]).status == 200
         )

@@ -45,7 +45,7 @@ def run_installed(installed: Path, cwd: Path, *args: str) -> str:
         "SENDGRID_API_KEY": "",
         "OUTBOX_DIR": str(cwd / "outbox"),
     }
-    code = "import sys; from bot.cli import main; sys.exit(main())"
+    code = "import sys; from credbot.cli import main; sys.exit(main())"
     result = subprocess.run(
         [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
@@ -79,7 +79,7 @@ def test_an_installed_wheel_sends_mail_from_another_folder(installed: Path, tmp_
 def test_an_installed_wheel_serves_the_portal_pages(installed: Path, tmp_path: Path) -> None:
     probe = (
         "from bot.context import Context; from bot.settings import Settings;"
-        "from bot.web import create_web_app;"
+        "from credbot.web import create_web_app;"
         "app = create_web_app(Context.from_settings(Settings(_env_file=None, secret_key='k' * 32)));"
         "client = app.test_client();"
         "page = client.get('/portal/login'); css = client.get('/portal/static/portal.css');"

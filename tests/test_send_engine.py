@@ -132,7 +132,7 @@ def batch_for_workers(
     worker` processes that are to send it (`extra` adds settings)."""
     jobs.configure(ctx, redis_url=redis_url, namespace=namespace, in_process=False)
     batch_id = start_batch(ctx, [e.id for e in employees], "cli:tester", "cli")
-    enqueue_batch(ctx, batch_id, "cli")
+    enqueue_batch(ctx, batch_id)
     return batch_id, cli_env(ctx, standin, REDIS_URL=redis_url, REDIS_NAMESPACE=namespace, **extra)
 
 

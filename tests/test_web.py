@@ -13,8 +13,9 @@ from pydantic import SecretStr
 
 from bot.context import Context
 from bot.settings import Settings
-from bot.slack_app import SlackSettingsError, check_slack_settings, create_bolt_app
-from bot.web import AfterResponseExecutor, create_web_app
+from bot.slack_app import SlackSettingsError, check_slack_settings
+from credbot.web import AfterResponseExecutor, create_web_app
+from handlers import create_bolt_app
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.slack import SIGNING_SECRET, SlackStandIn
 

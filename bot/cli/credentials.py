@@ -29,7 +29,7 @@ from bot.sending.jobs import start_and_enqueue
 from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview, with_suppressions
 from bot.sending.sender import INTERRUPTED, db_retry
 from bot.settings import Settings
-from models import BatchStatus, CredentialBatch, DeliveryStatus
+from models import BatchSource, BatchStatus, CredentialBatch, DeliveryStatus
 
 POLL_SECONDS = 0.2
 NO_WORKER_HINT_SECONDS = 15.0
@@ -105,7 +105,7 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         ctx,
         [r.employee_id for r in recipients],
         cli_actor(),
-        "cli",
+        BatchSource.CLI,
         # What was shown, fixed for the batch and checked again for each employee at send time.
         confirmed={r.employee_id: r.address for r in recipients},
         confirmed_emailed={r.employee_id: r.last_emailed_at for r in recipients},

@@ -16,6 +16,7 @@ from bot.context import Context
 from bot.sending.recipients import recipients_with_accounts
 from models import (
     Account,
+    BatchSource,
     BatchStatus,
     CredentialBatch,
     Delivery,
@@ -72,7 +73,7 @@ def start_batch(
     ctx: Context,
     employee_ids: Sequence[int],
     actor: str,
-    source: str,
+    source: BatchSource,
     channel_id: str | None = None,
     idempotency_key: str | None = None,
     confirmed: Mapping[int, str | None] | None = None,

@@ -1,10 +1,12 @@
 """The background jobs that run batches, and the sweeper that resumes a batch whose worker stopped.
 
 Web processes and the CLI only start a batch with its job (`start_and_enqueue`: both commit together,
-through the outbox, `bot.outbox`); a worker runs it. A batch's source picks the job that runs it:
-`handlers.sending` registers the Slack one (it keeps the channel trail), any other source runs
-`send_batch`. A run drained by a stopping worker queues the batch again, so another worker takes it up
-at once.
+through the outbox, `bot.outbox`); a worker runs it. The batch's source, read from its row, picks the
+job that runs it: `send_batch` for the CLI's. The Slack one (it keeps the channel trail) lives in the
+Slack adapter, which the core never imports: the entry points register it (`register_runner`, from
+`credbot.wiring`). A batch whose source has no runner in the process is refused (`NoRunner`), never run
+by another. A run drained by a stopping worker queues the batch again, so another worker takes it up at
+once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bot import jobs, outbox
 from bot.context import Context
 from bot.sending.batches import start_batch
 from bot.sending.sender import BatchRunner, mark_resumed, resume_stalled
-from models import BatchStatus, CredentialBatch
+from models import BatchSource, BatchStatus, CredentialBatch
 
 log = logging.getLogger(__name__)
 
@@ -28,50 +30,69 @@ BATCH_TIME_LIMIT_MS = 7 * 86_400 * 1000
 """A batch runs as long as it needs: Dramatiq's time limit would interrupt it mid-delivery."""
 
 _runners: dict[str, jobs.Job[..., None]] = {}
+"""The job that runs batches from each source (a `BatchSource`)."""
+
+
+class NoRunner(RuntimeError):
+    """No job runs batches from this source in this process: its entry point did not wire one in."""
 
 
 @jobs.job(max_retries=5, time_limit_ms=BATCH_TIME_LIMIT_MS)
 def send_batch(ctx: Context, batch_id: int, resumed: bool = False) -> None:
-    """Run a batch (one from the CLI, or any source without a runner of its own)."""
+    """Run a batch from the CLI."""
     runner = BatchRunner(ctx, batch_id)
     runner.run()
-    requeue_if_drained(ctx, runner, "cli")
+    requeue_if_drained(ctx, runner)
 
 
-def requeue_if_drained(ctx: Context, runner: BatchRunner, source: str) -> None:
+def requeue_if_drained(ctx: Context, runner: BatchRunner) -> None:
     """A run the stopping worker drained: queue the batch again for another worker."""
     if runner.drained:
         log.warning("batch %s was drained (the worker is stopping); queuing it again", runner.batch_id)
-        enqueue_batch(ctx, runner.batch_id, source, resumed=True)
+        enqueue_batch(ctx, runner.batch_id, resumed=True)
 
 
-def register_runner(source: str, runner: jobs.Job[..., None]) -> None:
-    """Run batches from `source` with `runner(batch_id, resumed)` instead of `send_batch`."""
+def register_runner(source: BatchSource, runner: jobs.Job[..., None]) -> None:
+    """Run batches from `source` with `runner(batch_id, resumed)`."""
     _runners[source] = runner
 
 
-def stage_batch(session: Session, batch_id: int, source: str, *, resumed: bool = False) -> None:
-    """Add the job that runs the batch to the outbox, in the caller's transaction."""
-    jobs.load_job_modules()  # the runner of each source is registered
-    outbox.stage(session, _runners.get(source, send_batch), batch_id, resumed)
+register_runner(BatchSource.CLI, send_batch)
 
 
-def enqueue_batch(ctx: Context, batch_id: int, source: str, *, resumed: bool = False) -> bool:
+def runner_for(source: str) -> jobs.Job[..., None]:
+    """The job that runs batches from `source`; NoRunner if none is registered in this process."""
+    runner = _runners.get(source)
+    if runner is None:
+        raise NoRunner(
+            f"no runner for batches from {source!r} in this process: its entry point must register one "
+            "(bot.sending.jobs.register_runner, see credbot.wiring)"
+        )
+    return runner
+
+
+def stage_batch(session: Session, batch_id: int, *, resumed: bool = False) -> None:
+    """Add the job that runs the batch (its source's runner) to the outbox, in the caller's transaction."""
+    source = session.get_one(CredentialBatch, batch_id).source
+    outbox.stage(session, runner_for(source), batch_id, resumed)
+
+
+def enqueue_batch(ctx: Context, batch_id: int, *, resumed: bool = False) -> bool:
     """Hand a started batch to a worker (through the outbox); False if the job queue is unreachable:
     the job waits in the outbox and the batch starts once it is back."""
     with ctx.sessions.begin() as session:
-        stage_batch(session, batch_id, source, resumed=resumed)
+        stage_batch(session, batch_id, resumed=resumed)
     return outbox.relay(ctx)
 
 
 def start_and_enqueue(
-    ctx: Context, employee_ids: Sequence[int], actor: str, source: str, **options: Any
+    ctx: Context, employee_ids: Sequence[int], actor: str, source: BatchSource, **options: Any
 ) -> tuple[int, bool]:
     """Commit a batch together with the job that runs it (`start_batch`'s `options`), then hand the job
     to the queue: (the batch's id, False if the queue is unreachable: it starts once the queue is back)."""
 
     def enqueue(session: Session, batch_id: int) -> None:
-        stage_batch(session, batch_id, source)
+        stage_batch(session, batch_id)
 
     batch_id = start_batch(ctx, employee_ids, actor, source, enqueue=enqueue, **options)
     return batch_id, outbox.relay(ctx)
@@ -79,10 +100,16 @@ def start_and_enqueue(
 
 @jobs.job()
 def resume_stalled_batches(ctx: Context) -> None:
-    """The sweeper: batches whose worker stopped (its heartbeat is older than a lease) run again."""
-    for batch_id, source in resume_stalled(ctx):
+    """The sweeper: batches whose worker stopped (its heartbeat is older than a lease) run again.
+
+    A batch this process has no runner for is logged as an error and left running, for the next sweep.
+    """
+    for batch_id, _source in resume_stalled(ctx):
         log.warning("batch %s lost its worker; resuming it", batch_id)
-        enqueue_batch(ctx, batch_id, source, resumed=True)
+        try:
+            enqueue_batch(ctx, batch_id, resumed=True)
+        except NoRunner:
+            log.exception("batch %s cannot be resumed here", batch_id)
 
 
 jobs.every(lambda settings: max(1.0, settings.send_lease_seconds / 2))(resume_stalled_batches)
@@ -91,13 +118,12 @@ jobs.every(lambda settings: max(1.0, settings.send_lease_seconds / 2))(resume_st
 def resume_batch(ctx: Context, batch_id: int, actor: str) -> bool:
     """Resume a running batch by hand (`credbot batches resume N`); False if it is not running."""
     with ctx.sessions.begin() as session:
-        row = session.execute(
-            select(CredentialBatch.source, CredentialBatch.status).where(CredentialBatch.id == batch_id)
-        ).first()
-        if row is None:
+        status = session.execute(
+            select(CredentialBatch.status).where(CredentialBatch.id == batch_id)
+        ).scalar_one_or_none()
+        if status is None:
             raise LookupError(f"no credential batch {batch_id}")
-        source, status = row
         if status != BatchStatus.RUNNING or not mark_resumed(session, batch_id, actor, "resumed by hand"):
             return False
-    enqueue_batch(ctx, batch_id, source, resumed=True)
+    enqueue_batch(ctx, batch_id, resumed=True)
     return True

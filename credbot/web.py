@@ -1,5 +1,6 @@
 """The web process: Slack's requests at POST /slack/events, SendGrid's events at POST /sendgrid/events,
-a health check, and the portal."""
+a health check, and the portal. An entry point: it plugs the Slack adapter into the core
+(`credbot.wiring`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from bot.context import Context
 from bot.delivery_events import apply_events
 from bot.mail.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventWebhookVerifier, event_array
 from bot.portal import init_portal
-from bot.slack_app import background_pool, create_bolt_app, slack_wanted
+from bot.slack_app import background_pool, slack_wanted
+from credbot.wiring import wire_slack
+from handlers import create_bolt_app
+from handlers.delivery_trail import enqueue_delivery_update
 
 SLACK_EVENTS_PATH = "/slack/events"
 SENDGRID_EVENTS_PATH = "/sendgrid/events"
@@ -117,6 +121,7 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
 
     In development with no Slack setting at all, only the portal and /healthz are served.
     """
+    wire_slack()
     jobs.use(ctx)
     flask_app = Flask("credbot")
     if slack_wanted(ctx.settings):
@@ -153,8 +158,6 @@ def _serve_sendgrid_events(flask_app: Flask, ctx: Context, update_slack: bool) -
     """POST /sendgrid/events: SendGrid's signed Event Webhook. Verified and stored; the batches' Slack
     messages are updated by a job enqueued for when each is due (`update_slack` False: events only stored).
     """
-    from handlers.delivery_trail import enqueue_delivery_update
-
     key = ctx.settings.sendgrid_webhook_public_key
     verifier = EventWebhookVerifier(key) if key and key.strip() else None  # a bad key stops the app here
     told = threading.Event()
@@ -190,7 +193,8 @@ def _serve_sendgrid_events(flask_app: Flask, ctx: Context, update_slack: bool) -
 
 
 def create_app() -> Flask:
-    """Factory for gunicorn: `gunicorn 'bot.web:create_app()'` (settings from the environment and .env)."""
+    """Factory for gunicorn: `gunicorn 'credbot.web:create_app()'` (settings from the environment, .env)."""
     ctx = Context.from_settings()
-    jobs.start_background(ctx)
-    return create_web_app(ctx)
+    app = create_web_app(ctx)
+    jobs.start_background(ctx)  # after the wiring: the sweeper may resume a Slack batch at once
+    return app

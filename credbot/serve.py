@@ -24,7 +24,7 @@ def serve(port: int | None, host: str) -> None:
 
     For production use the Procfile (gunicorn). Slack must reach https://YOUR-HOST/slack/events.
     """
-    from bot.web import create_web_app
+    from credbot.web import create_web_app
 
     ctx = context()
     try:
@@ -49,7 +49,7 @@ def socket() -> None:
     """
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    from bot.slack_app import create_bolt_app
+    from handlers import create_bolt_app
 
     ctx = context()
     try:

@@ -7,6 +7,7 @@ import click
 from bot.cli.common import context
 from bot.digest import Digest, build_digest
 from bot.onboarding import Person
+from handlers.digest import DigestNotPosted, post_digest
 
 TIME = "%Y-%m-%d %H:%M"
 
@@ -45,8 +46,6 @@ def digest(post: bool) -> None:
     """
     ctx = context()
     if post:
-        from handlers.digest import DigestNotPosted, post_digest
-
         try:
             post_digest(ctx)
         except DigestNotPosted as error:
