@@ -208,7 +208,7 @@ def list_view(stage: Stage, people: Sequence[Person], page: int, total: int, now
     if row_action:
         for person in people:
             row = section(stage_line(stage, person, now))
-            row["accessory"] = button(row_action[1], row_action[0], person.employee_number)
+            row["accessory"] = button(row_action[1], row_action[0], str(person.employee_id))
             blocks.append(row)
     elif people:
         blocks += listed_sections([stage_line(stage, person, now) for person in people], PAGE_SIZE)
