@@ -328,6 +328,10 @@ class AccountsChanged:
     """Employee ids not in the directory."""
 
 
+ChangeAccounts = Callable[[Session, str, Sequence[int]], AccountsChanged]
+"""`unlock_accounts`, `disable_accounts` or `enable_accounts`: (session, actor, employee ids) -> result."""
+
+
 def resting_status(account: Account) -> AccountStatus:
     """The status an account has when nothing holds it (lock, disable): from its funnel step."""
     if account.password_changed_at is not None:

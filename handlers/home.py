@@ -8,14 +8,13 @@ does little before `views.open`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
-from sqlalchemy.orm import Session
 
-from bot.accounts import AccountsChanged, enable_accounts, unlock_accounts
+from bot.accounts import ChangeAccounts, enable_accounts, unlock_accounts
 from bot.audit import slack_actor
 from bot.context import Context
 from bot.home_views import remember_opened
@@ -140,7 +139,7 @@ def change_row(
     user_id: str,
     employee_id: str,
     body: dict[str, Any],
-    change: Callable[[Session, str, Sequence[int]], AccountsChanged],
+    change: ChangeAccounts,
 ) -> None:
     """Change one row of a list modal (its button's value is the employee id), then show the list and
     App Home again."""

@@ -8,16 +8,15 @@ runs in the background, then replaces the modal with what was done and republish
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
-from sqlalchemy.orm import Session
 
 from bot.accounts import (
     AccountChangeError,
-    AccountsChanged,
+    ChangeAccounts,
     NoAccount,
     Renamed,
     create_accounts,
@@ -42,7 +41,7 @@ from handlers.views_home import MANAGE_CHOICES, changes_text, created_text, role
 
 EXPIRED_TEXT = "This window is no longer valid. Please start again from App Home."
 
-CHANGES: dict[str, tuple[str, Callable[[Session, str, Sequence[int]], AccountsChanged]]] = {
+CHANGES: dict[str, tuple[str, ChangeAccounts]] = {
     ids.MANAGE_UNLOCK: ("Unlocked", unlock_accounts),
     ids.MANAGE_DISABLE: ("Disabled", disable_accounts),
     ids.MANAGE_ENABLE: ("Enabled", enable_accounts),

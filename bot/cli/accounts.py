@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from bot import jobs
 from bot.accounts import (
     AccountChangeError,
-    AccountsChanged,
+    ChangeAccounts,
     LeftAlone,
     UnknownRoles,
     UsernamePatternError,
@@ -156,8 +156,18 @@ def _numbers_of(named: Sequence[NamedEmployee], employee_ids: Sequence[int]) -> 
     return [numbers[employee_id] for employee_id in employee_ids]
 
 
-def _report_changes(done: str, named: Sequence[NamedEmployee], result: AccountsChanged) -> None:
-    """Print what a disable or enable did; exit 1 when an employee vanished meanwhile."""
+def _change(
+    employees: Sequence[str],
+    yes: bool,
+    question: str,
+    done: str,
+    change: ChangeAccounts,
+) -> None:
+    """Disable or enable the accounts of EMPLOYEE arguments (asking first when there are several), and
+    print what was done; exit 1 when an employee vanished meanwhile."""
+    named = _named_accounts(employees, question, yes)
+    with context().sessions.begin() as session:
+        result = change(session, cli_actor(), [n.employee_id for n in named])
     for number, username in result.changed:
         click.echo(f"{done} {printable(username)} ({printable(number)})")
     for number, why in result.unchanged:
@@ -178,10 +188,7 @@ def disable_command(employees: tuple[str, ...], yes: bool) -> None:
     \b
     EMPLOYEE: an employee number, email address or username.
     """
-    named = _named_accounts(employees, "Disable these {count} accounts?", yes)
-    with context().sessions.begin() as session:
-        result = disable_accounts(session, cli_actor(), [n.employee_id for n in named])
-    _report_changes("Disabled", named, result)
+    _change(employees, yes, "Disable these {count} accounts?", "Disabled", disable_accounts)
 
 
 @accounts.command("enable")
@@ -193,10 +200,7 @@ def enable_command(employees: tuple[str, ...], yes: bool) -> None:
     \b
     EMPLOYEE: an employee number, email address or username.
     """
-    named = _named_accounts(employees, "Enable these {count} accounts?", yes)
-    with context().sessions.begin() as session:
-        result = enable_accounts(session, cli_actor(), [n.employee_id for n in named])
-    _report_changes("Enabled", named, result)
+    _change(employees, yes, "Enable these {count} accounts?", "Enabled", enable_accounts)
 
 
 @accounts.command("rename")
