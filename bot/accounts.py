@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import difflib
+import enum
 import re
 import string
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVarTuple
+from typing import TypeVarTuple, cast
 
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from bot.audit import AuditAction, account_target, department_target, record, wrote_events
+from bot.audit import AuditAction, account_target, department_target, record, record_many
 from bot.chunks import chunks
 from bot.settings import Settings
+from bot.words import unique_words
 from models import (
     Account,
     AccountStatus,
-    AuditEvent,
     Employee,
     Role,
     account_roles,
     fold_accents,
     full_name,
-    make_search_text,
+    search_text_of,
     utcnow,
 )
 
@@ -118,15 +119,15 @@ class CreateAccountsResult:
     """(employee number, username) of employees that already had an account."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(employee number, reason) of employees given no account (inactive)."""
-    unknown: list[str] = field(default_factory=list)
-    """Employee numbers not in the directory."""
+    unknown: list[int] = field(default_factory=list)
+    """Employee ids not in the directory."""
 
 
 def create_accounts(
     session: Session,
     settings: Settings,
     actor: str,
-    employee_numbers: Sequence[str] | None = None,
+    employee_ids: Sequence[int] | None = None,
     all_missing: bool = False,
 ) -> CreateAccountsResult:
     """Create a pending account for each given employee (or every active one without an account).
@@ -135,8 +136,8 @@ def create_accounts(
     import (created on demand). Employees that already have an account are reported, not changed;
     inactive employees are skipped. Writes one ACCOUNT_CREATED audit event per account.
     """
-    if all_missing == (employee_numbers is not None):
-        raise ValueError("give either employee numbers or all_missing=True")
+    if all_missing == (employee_ids is not None):
+        raise ValueError("give either employee ids or all_missing=True")
     check_pattern(settings.username_pattern)
     result = CreateAccountsResult()
     query = select(
@@ -152,10 +153,7 @@ def create_accounts(
     if all_missing:
         rows = list(session.execute(query.where(Account.id.is_(None)).order_by(Employee.id)))
     else:
-        wanted = list(dict.fromkeys(number.strip() for number in employee_numbers or () if number.strip()))
-        found = {row.employee_number: row for row in _in_chunks(session, query, wanted)}
-        result.unknown = [number for number in wanted if number not in found]
-        rows = [found[number] for number in wanted if number in found]
+        rows, result.unknown = _rows_of(session, query, employee_ids or ())
 
     todo = []
     for row in rows:
@@ -201,27 +199,28 @@ def create_accounts(
     for row, username, roles in new_accounts:
         account_id = account_ids[row.id]
         links += [{"account_id": account_id, "role_id": role_ids[role.casefold()][1]} for role in roles]
-        events.append(
-            {"target": username, "details": {"employee_number": row.employee_number, "roles": roles}}
-        )
-        text = make_search_text(row.first_name, row.last_name, row.email, row.employee_number, username)
+        details = {"employee_number": row.employee_number, "roles": roles}
+        events.append((AuditAction.ACCOUNT_CREATED, account_target(username), details))
+        text = search_text_of({**row._mapping, "username": username})
         search.append({"b_id": row.id, "search_text": text})
     session.execute(insert(account_roles), links)
-    session.execute(
-        AuditEvent.__table__.insert().values(
-            actor=actor, action=str(AuditAction.ACCOUNT_CREATED), created_at=now
-        ),
-        events,
-    )
-    wrote_events(session)
+    record_many(session, actor, events)
     table = Employee.__table__
     session.execute(update(table).where(table.c.id == bindparam("b_id")), search)
     return result
 
 
-def _in_chunks(session: Session, query: Select[*_Ts], numbers: list[str]) -> Iterator[Row[*_Ts]]:
-    for chunk in chunks(numbers):
-        yield from session.execute(query.where(Employee.employee_number.in_(chunk)))
+def _rows_of(
+    session: Session, query: Select[*_Ts], employee_ids: Sequence[int]
+) -> tuple[list[Row[*_Ts]], list[int]]:
+    """The rows `query` (which selects `Employee.id`) gives for these employees, each once and in the
+    order given; and the ids that are not in the directory."""
+    wanted = list(dict.fromkeys(employee_ids))
+    found: dict[int, Row[*_Ts]] = {}
+    for chunk in chunks(wanted):
+        found.update((row.id, row) for row in session.execute(query.where(Employee.id.in_(chunk))))
+    rows = [found[employee_id] for employee_id in wanted if employee_id in found]
+    return rows, [employee_id for employee_id in wanted if employee_id not in found]
 
 
 def _unique_ignoring_case(names: list[str]) -> list[str]:
@@ -291,41 +290,6 @@ def _of_status(query: Select[*_Ts], status: str | None) -> Select[*_Ts]:
     return query.where(status_column() == status) if status else query
 
 
-@dataclass
-class UnlockResult:
-    """What `unlock_accounts` did, as (employee number, username) pairs."""
-
-    unlocked: list[tuple[str, str]] = field(default_factory=list)
-    not_locked: list[tuple[str, str]] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    """Employee numbers without an account."""
-
-
-def unlock_accounts(
-    session: Session, actor: str, employee_numbers: Sequence[str], now: datetime | None = None
-) -> UnlockResult:
-    """End the lock of each given employee's account, in the caller's transaction (audited)."""
-    now = now or utcnow()
-    result = UnlockResult()
-    wanted = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
-    query = select(Account, Employee.employee_number).join(Employee, Account.employee_id == Employee.id)
-    found = {number: account for account, number in _in_chunks(session, query, wanted)}
-    for number in wanted:
-        account = found.get(number)
-        if account is None:
-            result.unknown.append(number)
-        elif not is_locked(account, now):
-            result.not_locked.append((number, account.username))
-        else:
-            account.locked_until = None
-            account.failed_login_count = 0
-            if account.status == AccountStatus.LOCKED:
-                account.status = AccountStatus.ACTIVE
-            record(session, actor, AuditAction.ACCOUNT_UNLOCKED, account_target(account.username))
-            result.unlocked.append((number, account.username))
-    return result
-
-
 # --- changing accounts: lock state, status, username, roles -------------------------------------------
 
 USERNAME_RULES = (
@@ -339,26 +303,33 @@ class AccountChangeError(ValueError):
     """A change to accounts that cannot be made; the message says why, in words for the admin."""
 
 
+class NoAccount(AccountChangeError):
+    """The employee to change has no account (or is not in the directory)."""
+
+
+class LeftAlone(enum.StrEnum):
+    """Why an unlock, disable or enable left an employee as they were."""
+
+    NO_ACCOUNT = "no account"
+    NOT_LOCKED = "not locked"
+    ALREADY_DISABLED = "already disabled"
+    NOT_DISABLED = "not disabled"
+
+
 @dataclass
 class AccountsChanged:
-    """What an unlock, disable or enable did."""
+    """What an unlock, disable or enable did, employee by employee in the order given."""
 
     changed: list[tuple[str, str]] = field(default_factory=list)
     """(employee number, username) of the accounts changed."""
-    unchanged: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: list[tuple[str, LeftAlone]] = field(default_factory=list)
     """(employee number, why not) of the employees left as they were."""
-    unknown: list[str] = field(default_factory=list)
-    """Employee numbers not in the directory."""
+    unknown: list[int] = field(default_factory=list)
+    """Employee ids not in the directory."""
 
 
-def unlock_as_change(session: Session, actor: str, employee_numbers: Sequence[str]) -> AccountsChanged:
-    """`unlock_accounts`, reported like `disable_accounts` and `enable_accounts` (for App Home)."""
-    unlocked = unlock_accounts(session, actor, employee_numbers)
-    return AccountsChanged(
-        changed=unlocked.unlocked,
-        unchanged=[(number, "not locked") for number, _ in unlocked.not_locked],
-        unknown=unlocked.unknown,
-    )
+ChangeAccounts = Callable[[Session, str, Sequence[int]], AccountsChanged]
+"""`unlock_accounts`, `disable_accounts` or `enable_accounts`: (session, actor, employee ids) -> result."""
 
 
 def resting_status(account: Account) -> AccountStatus:
@@ -370,48 +341,52 @@ def resting_status(account: Account) -> AccountStatus:
     return AccountStatus.PENDING
 
 
-def employee_numbers_for(session: Session, employee_ids: Sequence[int]) -> list[str]:
-    """Employee numbers of the given employee ids, in their order (unknown ids left out)."""
-    ids = list(dict.fromkeys(employee_ids))
-    found: dict[int, str] = {}
-    for chunk in chunks(ids):
-        query = select(Employee.id, Employee.employee_number).where(Employee.id.in_(chunk))
-        found.update((employee_id, number) for employee_id, number in session.execute(query))
-    return [found[i] for i in ids if i in found]
-
-
-def _accounts_by_number(
-    session: Session, employee_numbers: Sequence[str], result: AccountsChanged
-) -> list[tuple[str, Account]]:
-    """(employee number, account) for each number, in order; unknown numbers and employees without an
-    account are noted in `result`."""
-    wanted = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
-    found: dict[str, Account | None] = {}
-    for chunk in chunks(wanted):
-        query = (
-            select(Employee.employee_number, Account)
-            .outerjoin(Account, Account.employee_id == Employee.id)
-            .where(Employee.employee_number.in_(chunk))
-        )
-        found.update((number, account) for number, account in session.execute(query))
-    pairs = []
-    for number in wanted:
-        if number not in found:
-            result.unknown.append(number)
-        elif (account := found[number]) is None:
-            result.unchanged.append((number, "no account"))
+def _change_each(
+    session: Session, employee_ids: Sequence[int], change: Callable[[str, Account], LeftAlone | None]
+) -> AccountsChanged:
+    """Apply `change(employee number, account)` to the account of each employee, in order; it returns why
+    it left the account alone, or None when it changed it."""
+    query = select(Employee.id, Employee.employee_number, Account).outerjoin(
+        Account, Account.employee_id == Employee.id
+    )
+    rows, unknown = _rows_of(session, query, employee_ids)
+    result = AccountsChanged(unknown=unknown)
+    for _, number, joined in rows:
+        account = cast("Account | None", joined)  # None when the outer join found no account
+        if account is None:
+            result.unchanged.append((number, LeftAlone.NO_ACCOUNT))
+        elif why := change(number, account):
+            result.unchanged.append((number, why))
         else:
-            pairs.append((number, account))
-    return pairs
+            result.changed.append((number, account.username))
+    return result
 
 
-def disable_accounts(session: Session, actor: str, employee_numbers: Sequence[str]) -> AccountsChanged:
+def unlock_accounts(
+    session: Session, actor: str, employee_ids: Sequence[int], now: datetime | None = None
+) -> AccountsChanged:
+    """End the lock of each given employee's account, in the caller's transaction (audited)."""
+    now = now or utcnow()
+
+    def unlock(_number: str, account: Account) -> LeftAlone | None:
+        if not is_locked(account, now):
+            return LeftAlone.NOT_LOCKED
+        account.locked_until = None
+        account.failed_login_count = 0
+        if account.status == AccountStatus.LOCKED:
+            account.status = AccountStatus.ACTIVE
+        record(session, actor, AuditAction.ACCOUNT_UNLOCKED, account_target(account.username))
+        return None
+
+    return _change_each(session, employee_ids, unlock)
+
+
+def disable_accounts(session: Session, actor: str, employee_ids: Sequence[int]) -> AccountsChanged:
     """Disable each given account: it can no longer sign in, nor be emailed credentials; audited."""
-    result = AccountsChanged()
-    for number, account in _accounts_by_number(session, employee_numbers, result):
+
+    def disable(number: str, account: Account) -> LeftAlone | None:
         if account.status == AccountStatus.DISABLED:
-            result.unchanged.append((number, "already disabled"))
-            continue
+            return LeftAlone.ALREADY_DISABLED
         previous = account.status
         account.status = AccountStatus.DISABLED
         account.session_version += 1  # its portal sessions end for good, not only while it is disabled
@@ -423,17 +398,17 @@ def disable_accounts(session: Session, actor: str, employee_numbers: Sequence[st
             employee_number=number,
             previous_status=str(previous),
         )
-        result.changed.append((number, account.username))
-    return result
+        return None
+
+    return _change_each(session, employee_ids, disable)
 
 
-def enable_accounts(session: Session, actor: str, employee_numbers: Sequence[str]) -> AccountsChanged:
+def enable_accounts(session: Session, actor: str, employee_ids: Sequence[int]) -> AccountsChanged:
     """Enable each given disabled account again, back at its funnel step; audited."""
-    result = AccountsChanged()
-    for number, account in _accounts_by_number(session, employee_numbers, result):
+
+    def enable(number: str, account: Account) -> LeftAlone | None:
         if account.status != AccountStatus.DISABLED:
-            result.unchanged.append((number, "not disabled"))
-            continue
+            return LeftAlone.NOT_DISABLED
         account.status = resting_status(account)
         record(
             session,
@@ -443,8 +418,9 @@ def enable_accounts(session: Session, actor: str, employee_numbers: Sequence[str
             employee_number=number,
             status=str(account.status),
         )
-        result.changed.append((number, account.username))
-    return result
+        return None
+
+    return _change_each(session, employee_ids, enable)
 
 
 @dataclass(frozen=True)
@@ -469,20 +445,19 @@ def check_username(session: Session, username: str, account_id: int | None = Non
     return f"The username {username} is already taken." if taken is not None else None
 
 
-def rename_account(session: Session, actor: str, employee_number: str, new_username: str) -> Renamed:
+def rename_account(session: Session, actor: str, employee_id: int, new_username: str) -> Renamed:
     """Give the employee's account a new username (audited); sign-in then accepts only the new one.
 
-    Raises AccountChangeError when the employee has no account or the name breaks the rules or is taken.
+    Raises NoAccount when the employee has no account, AccountChangeError when the name breaks the rules
+    or is taken.
     """
     new_username = new_username.strip().lower()
-    row = session.execute(
-        select(Employee, Account)
-        .join(Account, Account.employee_id == Employee.id)
-        .where(Employee.employee_number == employee_number.strip())
-    ).first()
-    if row is None:
-        raise AccountChangeError(f"Employee {employee_number.strip()} has no account.")
-    employee, account = row
+    employee = session.get(Employee, employee_id, options=[selectinload(Employee.account)])
+    if employee is None:
+        raise NoAccount("That employee is not in the directory.")
+    account = employee.account
+    if account is None:
+        raise NoAccount(f"Employee {employee.employee_number} has no account.")
     if account.username == new_username:
         raise AccountChangeError(f"The account's username is {new_username} already.")
     problem = check_username(session, new_username, account.id)
@@ -490,9 +465,7 @@ def rename_account(session: Session, actor: str, employee_number: str, new_usern
         raise AccountChangeError(problem)
     old = account.username
     account.username = new_username
-    employee.search_text = make_search_text(
-        employee.first_name, employee.last_name, employee.email, employee.employee_number, new_username
-    )
+    employee.refresh_search_text(new_username)
     record(
         session,
         actor,
@@ -529,6 +502,7 @@ class UnknownRoles(AccountChangeError):
 class RoleTarget:
     """An employee a roles edit reaches."""
 
+    employee_id: int
     employee_number: str
     name: str
     account_id: int | None
@@ -537,15 +511,20 @@ class RoleTarget:
 
 
 def role_targets(
-    session: Session, employee_numbers: Sequence[str] = (), department: str | None = None
-) -> tuple[list[RoleTarget], list[str]]:
+    session: Session, employee_ids: Sequence[int] = (), department: str | None = None
+) -> tuple[list[RoleTarget], list[int]]:
     """Who a roles edit reaches: the given employees in order, or every active employee of `department`
-    (any case) by number; and the employee numbers that are not in the directory."""
+    (any case) by number; and the employee ids that are not in the directory."""
     department = (department or "").strip()
-    if bool(employee_numbers) == bool(department):
+    if bool(employee_ids) == bool(department):
         raise AccountChangeError("Pick employees, or give a department (not both).")
     query = select(
-        Employee.employee_number, Employee.first_name, Employee.last_name, Account.id, Account.username
+        Employee.id,
+        Employee.employee_number,
+        Employee.first_name,
+        Employee.last_name,
+        Account.id.label("account_id"),
+        Account.username,
     ).outerjoin(Account, Account.employee_id == Employee.id)
     if department:
         rows = list(
@@ -557,15 +536,12 @@ def role_targets(
         )
         if not rows:
             raise AccountChangeError(f"Nobody active is in the department {department}.")
-        unknown: list[str] = []
+        unknown: list[int] = []
     else:
-        numbers = list(dict.fromkeys(number.strip() for number in employee_numbers if number.strip()))
-        found = {row.employee_number: row for row in _in_chunks(session, query, numbers)}
-        unknown = [number for number in numbers if number not in found]
-        rows = [found[number] for number in numbers if number in found]
+        rows, unknown = _rows_of(session, query, employee_ids)
     targets = [
-        RoleTarget(number, full_name(first, last), account_id, username)
-        for number, first, last, account_id, username in rows
+        RoleTarget(employee_id, number, full_name(first, last), account_id, username)
+        for employee_id, number, first, last, account_id, username in rows
     ]
     return targets, unknown
 
@@ -582,7 +558,9 @@ class RolesEdited:
     changed: int = 0
     unchanged: int = 0
     without_account: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+    """Employee numbers."""
+    unknown: list[int] = field(default_factory=list)
+    """Employee ids not in the directory."""
 
     def unchanged_text(self) -> str:
         """Why the unchanged accounts were left alone: "2 already had Approver and did not have Legacy"."""
@@ -599,28 +577,28 @@ def edit_roles(
     actor: str,
     add: Sequence[str] = (),
     remove: Sequence[str] = (),
-    employee_numbers: Sequence[str] = (),
+    employee_ids: Sequence[int] = (),
     department: str | None = None,
     *,
     create_roles: bool = False,
-    confirmed: Collection[str] | None = None,
+    confirmed: Collection[int] | None = None,
 ) -> RolesEdited:
     """Add and remove roles on many accounts at once: the given employees, or a whole department.
 
     One ROLES_EDITED audit event for the action, and one ACCOUNT_ROLES_CHANGED per account that
     changed, pointing at it (`group`). Every role named must exist (UnknownRoles), except that roles to
     add are created when `create_roles`, so that a typo does not become a new role. `confirmed`: the
-    employee numbers the admin was shown; if the department's people changed since, nothing is changed.
+    employee ids the admin was shown; if the department's people changed since, nothing is changed.
     """
-    add = _unique_ignoring_case([name.strip() for name in add if name.strip()])
-    remove = _unique_ignoring_case([name.strip() for name in remove if name.strip()])
+    add = _unique_ignoring_case(unique_words(add))
+    remove = _unique_ignoring_case(unique_words(remove))
     if not add and not remove:
         raise AccountChangeError("Give at least one role to add or to remove.")
     both = {name.casefold() for name in add} & {name.casefold() for name in remove}
     if both:
         raise AccountChangeError(f"A role cannot be both added and removed: {', '.join(sorted(both))}.")
-    targets, unknown = role_targets(session, employee_numbers, department)
-    if confirmed is not None and {t.employee_number for t in targets} != set(confirmed):
+    targets, unknown = role_targets(session, employee_ids, department)
+    if confirmed is not None and {t.employee_id for t in targets} != set(confirmed):
         raise AccountChangeError("Who this reaches changed since it was shown; nothing was changed.")
     known = {
         name.casefold(): (name, role_id) for name, role_id in session.execute(select(Role.name, Role.id))
@@ -653,7 +631,6 @@ def edit_roles(
             result.without_account.append(target.employee_number)
         else:
             with_account.append((target.employee_number, target.account_id, target.username))
-    now = utcnow()
     for chunk in chunks(with_account):
         current: dict[int, set[int]] = {}
         links = select(account_roles.c.account_id, account_roles.c.role_id).where(
@@ -672,17 +649,13 @@ def edit_roles(
             result.changed += 1
             inserts += [{"account_id": account_id, "role_id": role_id} for role_id in added]
             deletes += [(account_id, role_id) for role_id in removed]
-            events.append(
-                {
-                    "target": account_target(username),
-                    "details": {
-                        "group": group.id,
-                        "employee_number": number,
-                        "added": [add_ids[role_id] for role_id in added],
-                        "removed": [remove_ids[role_id] for role_id in removed],
-                    },
-                }
-            )
+            details = {
+                "group": group.id,
+                "employee_number": number,
+                "added": [add_ids[role_id] for role_id in added],
+                "removed": [remove_ids[role_id] for role_id in removed],
+            }
+            events.append((AuditAction.ACCOUNT_ROLES_CHANGED, account_target(username), details))
         if inserts:
             session.execute(insert(account_roles), inserts)
         for role_id in remove_ids:
@@ -693,13 +666,6 @@ def edit_roles(
                         account_roles.c.role_id == role_id, account_roles.c.account_id.in_(accounts)
                     )
                 )
-        if events:
-            session.execute(
-                AuditEvent.__table__.insert().values(
-                    actor=actor, action=str(AuditAction.ACCOUNT_ROLES_CHANGED), created_at=now
-                ),
-                events,
-            )
-            wrote_events(session)
+        record_many(session, actor, events)
     session.expire_all()
     return result

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVarTuple, cast
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, text, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bot.admins import SLACK_USER_ID
 from bot.audit import AuditAction, employee_target, record
 from bot.leavers import record_leavers
+from bot.search import fold, matching
 from bot.time_zones import canonical_time_zone
-from models import Account, Employee, name_sort_key, utcnow
+from bot.words import unique_words
+from models import Account, Employee, name_sort_key, search_text_of, utcnow
 
 # Their home is the model; imported from here too.
 from models.directory import fold_accents as fold_accents
@@ -179,7 +181,7 @@ def import_employees(
             inserts.append(_new_employee(row.values))
             continue
         merged = {**old, **row.values}
-        merged["search_text"] = _search_text(merged)
+        merged["search_text"] = search_text_of(merged)
         merged["sort_name"] = name_sort_key(merged["first_name"], merged["last_name"])
         if any(merged[key] != old[key] for key in merged):
             merged["b_id"] = merged.pop("id")
@@ -395,7 +397,7 @@ def _validate(
     if "department" in raw:
         values["department"] = raw["department"] or None
     if "roles" in raw:
-        roles = list(dict.fromkeys(role.strip() for role in raw["roles"].split(";") if role.strip()))
+        roles = unique_words(raw["roles"].split(";"))
         if any(len(role) > MAX_ROLE_LENGTH for role in roles):
             problems.append(f"a role name is longer than {MAX_ROLE_LENGTH} characters")
         values["directory_roles"] = ";".join(roles)
@@ -528,19 +530,9 @@ def _new_employee(values: dict[str, Any]) -> dict[str, Any]:
         "active": True,
         **values,
     }
-    employee["search_text"] = _search_text({**employee, "username": None})
+    employee["search_text"] = search_text_of({**employee, "username": None})
     employee["sort_name"] = name_sort_key(employee["first_name"], employee["last_name"])
     return employee
-
-
-def _search_text(values: dict[str, Any]) -> str:
-    return make_search_text(
-        values["first_name"],
-        values["last_name"],
-        values["email"],
-        values["employee_number"],
-        values["username"],
-    )
 
 
 def list_employees(session: Session, search: str | None = None, limit: int = 50) -> list[Employee]:
@@ -560,10 +552,8 @@ def count_employees(session: Session, search: str | None = None) -> int:
 
 
 def _matching(query: Select[*_Ts], search: str | None) -> Select[*_Ts]:
-    words = fold_accents(search or "").lower().split()
-    if not words:
-        return query
-    return query.where(and_(*(Employee.search_text.contains(word, autoescape=True) for word in words)))
+    words = fold(search or "").split()
+    return query.where(matching(words)) if words else query
 
 
 ICU_COLLATION = "und-x-icu"
@@ -620,13 +610,7 @@ def change_email(
         old = employee.email
         if old != address:
             employee.email = address
-            employee.search_text = make_search_text(
-                employee.first_name,
-                employee.last_name,
-                address,
-                employee.employee_number,
-                employee.account.username if employee.account else None,
-            )
+            employee.refresh_search_text(employee.account.username if employee.account else None)
             employee.bad_address = employee.bad_address_event = employee.bad_address_reason = None
             employee.bad_address_at = None
         record(

@@ -25,12 +25,12 @@ def record_leavers(session: Session, actor: str, employee_numbers: Sequence[str]
     return disable_accounts(session, actor, _with_enabled_account(session, employee_numbers)).changed
 
 
-def _with_enabled_account(session: Session, employee_numbers: Sequence[str]) -> list[str]:
-    """Those of the employees who have an account that is not disabled."""
-    found: list[str] = []
+def _with_enabled_account(session: Session, employee_numbers: Sequence[str]) -> list[int]:
+    """The ids of those of the employees who have an account that is not disabled."""
+    found: list[int] = []
     for chunk in chunks(list(employee_numbers)):
         query = (
-            select(Employee.employee_number)
+            select(Employee.id)
             .join(Account, Account.employee_id == Employee.id)
             .where(Employee.employee_number.in_(chunk), Account.status != AccountStatus.DISABLED)
         )

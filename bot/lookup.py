@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from bot.accounts import shown_status
 from bot.chunks import chunks
+from bot.words import unique_words
 from models import Account, Employee
 
 
@@ -70,7 +71,7 @@ class Resolved:
 
 def resolve_employees(session: Session, words: Sequence[str]) -> Resolved:
     """The employees that `words` name: by employee number, email address or username (any case)."""
-    wanted = list(dict.fromkeys(word.strip() for word in words if word.strip()))
+    wanted = unique_words(words)
     lowered = list(dict.fromkeys(word.lower() for word in wanted))
     matches: dict[str, dict[int, NamedEmployee]] = {}
     former: dict[str, set[int]] = {}

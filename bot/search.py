@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import ColumnElement, Row, Select, and_, select
 from sqlalchemy.orm import Session
 
-from bot.directory import fold_accents
-from models import Account, Employee, full_name
+from models import Account, Employee, fold_accents, full_name
 
 _ChoiceColumns = tuple[int, str, str, str, bool, str | None]
 """id, employee number, first and last name, active, username (None: no account)."""
@@ -47,9 +47,9 @@ def query_terms(raw: str) -> list[str]:
     return list(terms)[:MAX_TERMS]
 
 
-def _like_pattern(term: str, prefix: str = "%") -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"{prefix}{escaped}%"
+def matching(terms: Iterable[str]) -> ColumnElement[bool]:
+    """The matching rule of every employee search: each (folded) term occurs in the search text."""
+    return and_(*(Employee.search_text.contains(term, autoescape=True) for term in terms))
 
 
 def search_employees(session: Session, raw_query: str, limit: int = MAX_RESULTS) -> list[EmployeeChoice]:
@@ -65,8 +65,7 @@ def search_employees(session: Session, raw_query: str, limit: int = MAX_RESULTS)
     if not terms:
         return []
     limit = max(1, min(limit, MAX_RESULTS))
-    matches = [Employee.search_text.like(_like_pattern(term), escape="\\") for term in terms]
-    query = _choice_query().where(*matches).order_by(Employee.id).limit(limit)
+    query = _choice_query().where(matching(terms)).order_by(Employee.id).limit(limit)
     choices = [_choice(row) for row in session.execute(query)]
     return sorted(choices, key=lambda choice: _rank(choice, terms))
 

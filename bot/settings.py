@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.time_zones import canonical_time_zone
+from bot.words import unique_words
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The source checkout (samples, test artifacts); an installed credbot finds its templates in `templates`."""
@@ -159,8 +160,7 @@ class Settings(BaseSettings):
 
 def split_names(raw: str) -> list[str]:
     """Split a `;`- or `,`-separated list, dropping blanks and duplicates, keeping order."""
-    names = (part.strip() for part in raw.replace(";", ",").split(","))
-    return list(dict.fromkeys(name for name in names if name))
+    return unique_words(raw.replace(";", ",").split(","))
 
 
 @lru_cache

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from bot.search import EmployeeChoice
 
 MAX_BLOCKS = 100
 MAX_SECTION_TEXT = 3000
 MAX_PLAIN_TEXT_OPTION = 75
+MAX_BUTTON_TEXT = 75
+MAX_LABEL_TEXT = 2000
+MAX_PICKED = 100
+"""Most employees a picker holds, initial ones included (larger sets come from a checkbox or a list)."""
 MAX_HEADER_TEXT = 150
 MAX_VIEW_TITLE = 24
 MAX_PRIVATE_METADATA = 3000
@@ -70,6 +76,69 @@ def divider() -> Block:
 
 def option(text: str, value: str) -> dict[str, Any]:
     return {"text": plain(text, MAX_PLAIN_TEXT_OPTION), "value": value}
+
+
+def button(text: str, action_id: str, value: str = "", style: str | None = None) -> dict[str, Any]:
+    element: dict[str, Any] = {"type": "button", "action_id": action_id, "text": plain(text, MAX_BUTTON_TEXT)}
+    if value:
+        element["value"] = value
+    if style:
+        element["style"] = style
+    return element
+
+
+def actions(*elements: dict[str, Any], block_id: str | None = None) -> Block:
+    block: Block = {"type": "actions", "elements": list(elements)}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def input_block(
+    block_id: str, label: str, element: dict[str, Any], optional: bool = False, hint: str | None = None
+) -> Block:
+    block: Block = {
+        "type": "input",
+        "block_id": block_id,
+        "optional": optional,
+        "label": plain(label, MAX_LABEL_TEXT),
+        "element": element,
+    }
+    if hint:
+        block["hint"] = plain(hint, MAX_LABEL_TEXT)
+    return block
+
+
+def text_input(block_id: str, action_id: str, label: str, hint: str, optional: bool = True) -> Block:
+    element = {"type": "plain_text_input", "action_id": action_id, "max_length": 2000}
+    return input_block(block_id, label, element, optional, hint)
+
+
+def employee_option(choice: EmployeeChoice) -> dict[str, Any]:
+    """An option for the employee picker; its value is the employee id."""
+    return option(shorten(choice.label, MAX_PLAIN_TEXT_OPTION), str(choice.employee_id))
+
+
+def employee_select(
+    block_id: str,
+    action_id: str,
+    multi: bool,
+    optional: bool = False,
+    initial: Sequence[EmployeeChoice] = (),
+) -> Block:
+    """An input with the employee type-ahead (the picker's options listener answers it), holding the
+    `initial` employees."""
+    element: dict[str, Any] = {
+        "type": "multi_external_select" if multi else "external_select",
+        "action_id": action_id,
+        "placeholder": plain("Type a name, email, username or number"),
+        "min_query_length": 2,
+    }
+    if multi:
+        element["max_selected_items"] = MAX_PICKED
+    if initial:
+        element["initial_options"] = [employee_option(choice) for choice in initial[:MAX_PICKED]]
+    return input_block(block_id, "Employees" if multi else "Employee", element, optional)
 
 
 def person_line(

@@ -14,8 +14,9 @@ from bot.context import Context
 from bot.search import choices_for
 from bot.selections import save_selection
 from bot.sending.recipients import count_never_emailed, preview, with_suppressions
+from handlers.blocks import MAX_PICKED
 from handlers.slack_calls import call_or_tell
-from handlers.views_credentials import PICKER_LIMIT, FlowState, confirm_view, picker_view
+from handlers.views_credentials import FlowState, confirm_view, picker_view
 
 
 def open_picker_modal(
@@ -35,9 +36,9 @@ def open_picker_modal(
     employee_ids = list(dict.fromkeys(employee_ids))
     with ctx.sessions() as session:
         never_emailed = count_never_emailed(session)
-        preselected = choices_for(session, employee_ids) if len(employee_ids) <= PICKER_LIMIT else []
+        preselected = choices_for(session, employee_ids) if len(employee_ids) <= MAX_PICKED else []
     reference = None
-    if len(employee_ids) > PICKER_LIMIT:
+    if len(employee_ids) > MAX_PICKED:
         reference = save_selection(ctx.sessions, slack_actor(user_id), employee_ids, "command")
     view = picker_view(
         FlowState(channel_id=channel_id, selection=reference),

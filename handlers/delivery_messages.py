@@ -14,9 +14,12 @@ from handlers.blocks import (
     MAX_MESSAGE_BLOCKS_JSON,
     MAX_VIEW_TITLE,
     Block,
+    actions,
     blocks_size,
+    button,
     context,
     escape,
+    input_block,
     modal,
     plain,
     plain_text,
@@ -61,17 +64,11 @@ def problem_blocks(problem: Problem) -> tuple[str, list[Block]]:
     )
     section_block = {**section(text), "fields": [plain_text(said)]}
     value = str(problem.delivery_id)
-    buttons = [
-        {
-            "type": "button",
-            "action_id": ids.FIX_ADDRESS_ACTION,
-            "text": plain("Fix address and resend", 75),
-            "style": "primary",
-            "value": value,
-        },
-        {"type": "button", "action_id": ids.RESEND_ACTION, "text": plain("Resend", 75), "value": value},
-    ]
-    return f"{text} {escape(said)}", [section_block, {"type": "actions", "elements": buttons}]
+    buttons = actions(
+        button("Fix address and resend", ids.FIX_ADDRESS_ACTION, value, "primary"),
+        button("Resend", ids.RESEND_ACTION, value),
+    )
+    return f"{text} {escape(said)}", [section_block, buttons]
 
 
 def problem_messages(problems: Sequence[Problem]) -> list[tuple[str, list[Block], list[Problem]]]:
@@ -136,13 +133,12 @@ def fix_address_view(
             ),
             **({"fields": [plain_text(f"Why: {inert(reason)}")]} if reason else {}),
         },
-        {
-            "type": "input",
-            "block_id": ids.ADDRESS_BLOCK,
-            "label": plain("Correct email address"),
-            "element": element,
-            "hint": plain("The directory is updated (and audited). You confirm before anything is sent."),
-        },
+        input_block(
+            ids.ADDRESS_BLOCK,
+            "Correct email address",
+            element,
+            hint="The directory is updated (and audited). You confirm before anything is sent.",
+        ),
     ]
     return modal(
         ids.FIX_ADDRESS_VIEW,

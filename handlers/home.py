@@ -13,9 +13,8 @@ from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
-from sqlalchemy.orm import Session
 
-from bot.accounts import AccountsChanged, employee_numbers_for, enable_accounts, unlock_as_change
+from bot.accounts import ChangeAccounts, enable_accounts, unlock_accounts
 from bot.audit import slack_actor
 from bot.context import Context
 from bot.home_views import remember_opened
@@ -138,25 +137,27 @@ def change_row(
     ctx: Context,
     client: WebClient,
     user_id: str,
-    number: str,
+    employee_id: str,
     body: dict[str, Any],
-    change: Callable[[Session, str, list[str]], AccountsChanged],
+    change: ChangeAccounts,
 ) -> None:
-    """Change one row of a list modal, then show the list and App Home again."""
-    with ctx.sessions.begin() as session:
-        change(session, slack_actor(user_id), [number])
+    """Change one row of a list modal (its button's value is the employee id), then show the list and
+    App Home again."""
+    if employee_id.isdigit():
+        with ctx.sessions.begin() as session:
+            change(session, slack_actor(user_id), [int(employee_id)])
     parsed = parse_page_metadata(body["view"].get("private_metadata", ""))
     if parsed:
         update_list(ctx, client, user_id, body["view"]["id"], *parsed, view_hash=_view_hash(body))
     publish_home(ctx, client, user_id)
 
 
-def unlock_row(ctx: Context, client: WebClient, user_id: str, number: str, body: dict[str, Any]) -> None:
-    change_row(ctx, client, user_id, number, body, unlock_as_change)
+def unlock_row(ctx: Context, client: WebClient, user_id: str, value: str, body: dict[str, Any]) -> None:
+    change_row(ctx, client, user_id, value, body, unlock_accounts)
 
 
-def enable_row(ctx: Context, client: WebClient, user_id: str, number: str, body: dict[str, Any]) -> None:
-    change_row(ctx, client, user_id, number, body, enable_accounts)
+def enable_row(ctx: Context, client: WebClient, user_id: str, value: str, body: dict[str, Any]) -> None:
+    change_row(ctx, client, user_id, value, body, enable_accounts)
 
 
 def create_accounts(ctx: Context, client: WebClient, user_id: str, _value: str, body: dict[str, Any]) -> None:
@@ -193,8 +194,7 @@ def resend(ctx: Context, client: WebClient, user_id: str, value: str, body: dict
 
 def unlock_all(ctx: Context, client: WebClient, user_id: str, _value: str, _body: dict[str, Any]) -> None:
     with ctx.sessions.begin() as session:
-        numbers = employee_numbers_for(session, stage_employee_ids(session, Stage.LOCKED))
-        unlock_as_change(session, slack_actor(user_id), numbers)
+        unlock_accounts(session, slack_actor(user_id), stage_employee_ids(session, Stage.LOCKED))
     publish_home(ctx, client, user_id)
 
 

@@ -10,10 +10,11 @@ from handlers import ids
 from handlers.blocks import (
     MAX_MESSAGE_TEXT,
     Block,
+    actions,
+    button,
     escape,
     pack_lines,
     person_line,
-    plain,
     section,
     shorten,
 )
@@ -91,19 +92,8 @@ def summary_blocks(user_id: str, summary: BatchSummary) -> list[Block]:
     """The summary as blocks, with a button to pick the failed employees again when there are some."""
     blocks = [section(summary_text(user_id, summary))]
     if summary.failed:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": ids.RETRY_FAILED_ACTION,
-                        "text": plain(f"Pick the {len(summary.failed):,} failed again", 75),
-                        "value": str(summary.batch_id),
-                    }
-                ],
-            }
-        )
+        again = f"Pick the {len(summary.failed):,} failed again"
+        blocks.append(actions(button(again, ids.RETRY_FAILED_ACTION, str(summary.batch_id))))
     return blocks
 
 

@@ -9,7 +9,7 @@ from slack_bolt import Ack, App
 from bot.context import Context
 from bot.search import search_employees
 from handlers import ids
-from handlers.views_credentials import employee_option
+from handlers.blocks import employee_option
 
 
 def register(app: App) -> None:

@@ -14,7 +14,7 @@ from bot.audit import slack_user_of
 from bot.outside_text import inert
 from bot.portal.recovery import RecoveryCard
 from handlers import ids
-from handlers.blocks import Block, context, escape, header, modal, section
+from handlers.blocks import Block, actions, button, context, escape, header, input_block, modal, section
 from models import RecoveryStatus
 
 MAX_USER_AGENT_SHOWN = 200
@@ -58,14 +58,11 @@ def card_message(card: RecoveryCard) -> tuple[str, list[Block]]:
     if card.status == RecoveryStatus.PENDING:
         value = str(card.request_id)
         blocks.append(
-            {
-                "type": "actions",
-                "block_id": f"recovery_{card.request_id}",
-                "elements": [
-                    _button("Approve", ids.RECOVERY_APPROVE_ACTION, value, "primary"),
-                    _button("Deny", ids.RECOVERY_DENY_ACTION, value, "danger"),
-                ],
-            }
+            actions(
+                button("Approve", ids.RECOVERY_APPROVE_ACTION, value, "primary"),
+                button("Deny", ids.RECOVERY_DENY_ACTION, value, "danger"),
+                block_id=f"recovery_{card.request_id}",
+            )
         )
     else:
         blocks.append(context(_outcome(card)))
@@ -81,31 +78,20 @@ def _outcome(card: RecoveryCard) -> str:
     return ":hourglass: Expired: nobody decided within 24 hours. The employee can ask again."
 
 
-def _button(text: str, action_id: str, value: str, style: str) -> dict[str, Any]:
-    return {
-        "type": "button",
-        "text": {"type": "plain_text", "text": text},
-        "action_id": action_id,
-        "value": value,
-        "style": style,
-    }
-
-
 def deny_view(card: RecoveryCard) -> dict[str, Any]:
     """Ask why the request is denied; the request's id travels in private_metadata."""
     blocks: list[Block] = [
         section(f"Deny the recovery request of *{escape(card.name)}* (`{escape(card.username)}`)?"),
-        {
-            "type": "input",
-            "block_id": ids.REASON_BLOCK,
-            "label": {"type": "plain_text", "text": "Why (kept in the audit log)"},
-            "element": {
+        input_block(
+            ids.REASON_BLOCK,
+            "Why (kept in the audit log)",
+            {
                 "type": "plain_text_input",
                 "action_id": ids.REASON_ACTION,
                 "multiline": True,
                 "max_length": 500,
             },
-        },
+        ),
     ]
     return modal(
         ids.RECOVERY_DENY_VIEW,

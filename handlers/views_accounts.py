@@ -16,14 +16,15 @@ from slack_sdk import WebClient
 
 from bot.accounts import (
     AccountChangeError,
+    ChangeAccounts,
+    NoAccount,
     Renamed,
     create_accounts,
     disable_accounts,
     edit_roles,
-    employee_numbers_for,
     enable_accounts,
     rename_account,
-    unlock_as_change,
+    unlock_accounts,
 )
 from bot.audit import slack_actor
 from bot.context import Context
@@ -40,8 +41,8 @@ from handlers.views_home import MANAGE_CHOICES, changes_text, created_text, role
 
 EXPIRED_TEXT = "This window is no longer valid. Please start again from App Home."
 
-CHANGES: dict[str, tuple[str, Callable[..., Any]]] = {
-    ids.MANAGE_UNLOCK: ("Unlocked", unlock_as_change),
+CHANGES: dict[str, tuple[str, ChangeAccounts]] = {
+    ids.MANAGE_UNLOCK: ("Unlocked", unlock_accounts),
     ids.MANAGE_DISABLE: ("Disabled", disable_accounts),
     ids.MANAGE_ENABLE: ("Enabled", enable_accounts),
 }
@@ -87,10 +88,8 @@ def submit_create(ack: Ack, body: dict[str, Any], user_id: str, background: Back
     def change(ctx: Context) -> tuple[str, str]:
         try:
             with ctx.sessions.begin() as session:
-                numbers = employee_numbers_for(
-                    session, load_selection(session, reference, slack_actor(user_id))
-                )
-                result = create_accounts(session, ctx.settings, slack_actor(user_id), numbers)
+                employee_ids = load_selection(session, reference, slack_actor(user_id))
+                result = create_accounts(session, ctx.settings, slack_actor(user_id), employee_ids)
         except SelectionNotFound:
             return "Create accounts", EXPIRED_TEXT
         return "Accounts created", created_text(
@@ -108,12 +107,11 @@ def submit_rename(ack: Ack, form: dict[str, Any], user_id: str, ctx: Context, ba
         return
     try:
         with ctx.sessions.begin() as session:
-            (number,) = employee_numbers_for(session, picked[:1]) or ("",)
             renamed = rename_account(
-                session, slack_actor(user_id), number, str(form.get(ids.USERNAME_ACTION) or "")
+                session, slack_actor(user_id), picked[0], str(form.get(ids.USERNAME_ACTION) or "")
             )
     except AccountChangeError as error:
-        block = ids.RENAME_EMPLOYEE_BLOCK if "has no account" in str(error) else ids.USERNAME_BLOCK
+        block = ids.RENAME_EMPLOYEE_BLOCK if isinstance(error, NoAccount) else ids.USERNAME_BLOCK
         ack(response_action="errors", errors={block: str(error)})
         return
     ack(
@@ -152,9 +150,8 @@ def submit_roles(
     def change(ctx: Context) -> tuple[str, str]:
         try:
             with ctx.sessions.begin() as session:
-                numbers = employee_numbers_for(session, picked)
                 result = edit_roles(
-                    session, slack_actor(user_id), add, remove, numbers, department or None, create_roles=True
+                    session, slack_actor(user_id), add, remove, picked, department or None, create_roles=True
                 )
         except AccountChangeError as error:
             return "Roles not changed", f":x: {error} Nothing was changed."
@@ -176,7 +173,7 @@ def submit_manage(
 
     def change(ctx: Context) -> tuple[str, str]:
         with ctx.sessions.begin() as session:
-            result = apply(session, slack_actor(user_id), employee_numbers_for(session, picked))
+            result = apply(session, slack_actor(user_id), picked)
         return "Accounts changed", changes_text(done, result)
 
     hand_over(ack, body, user_id, background, "Manage accounts", change)

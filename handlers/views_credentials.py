@@ -12,24 +12,22 @@ from bot.search import EmployeeChoice
 from bot.sending.recipients import Recipient
 from handlers import ids
 from handlers.blocks import (
-    MAX_PLAIN_TEXT_OPTION,
     Block,
     context,
     divider,
+    employee_select,
     escape,
     header,
+    input_block,
     listed_sections,
     modal,
     option,
     person_line,
-    plain,
     section,
     shorten,
 )
 
 TITLE = "Email credentials"
-PICKER_LIMIT = 100
-"""Most employees the picker holds (initial options included); larger sets come from a checkbox."""
 MAILABLE_SECTIONS = 12
 UNMAILABLE_SECTIONS = 6
 
@@ -66,11 +64,6 @@ class FlowState:
         )
 
 
-def employee_option(choice: EmployeeChoice) -> dict[str, Any]:
-    """An option for the employee picker; its value is the employee id."""
-    return option(shorten(choice.label, MAX_PLAIN_TEXT_OPTION), str(choice.employee_id))
-
-
 def picker_view(
     state: FlowState,
     preselected: Sequence[EmployeeChoice] = (),
@@ -80,27 +73,14 @@ def picker_view(
     unknown_keys: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The first modal: the type-ahead picker plus "everyone never emailed" (and the command's list)."""
-    picker: dict[str, Any] = {
-        "type": "multi_external_select",
-        "action_id": ids.EMPLOYEES_ACTION,
-        "placeholder": plain("Type a name, email, username or number"),
-        "min_query_length": 2,
-        "max_selected_items": PICKER_LIMIT,
-    }
-    if preselected:
-        picker["initial_options"] = [employee_option(choice) for choice in preselected[:PICKER_LIMIT]]
     blocks: list[Block] = [
         section(
             "Pick the employees who should get their Self-Service credentials by email. "
             "Nothing is sent until you confirm on the next screen."
         ),
-        {
-            "type": "input",
-            "block_id": ids.EMPLOYEES_BLOCK,
-            "optional": True,
-            "label": plain("Employees"),
-            "element": picker,
-        },
+        employee_select(
+            ids.EMPLOYEES_BLOCK, ids.EMPLOYEES_ACTION, multi=True, optional=True, initial=preselected
+        ),
     ]
     presets = []
     checked = []
@@ -121,15 +101,7 @@ def picker_view(
         }
         if checked:
             checkboxes["initial_options"] = checked
-        blocks.append(
-            {
-                "type": "input",
-                "block_id": ids.PRESETS_BLOCK,
-                "optional": True,
-                "label": plain("Or take many at once"),
-                "element": checkboxes,
-            }
-        )
+        blocks.append(input_block(ids.PRESETS_BLOCK, "Or take many at once", checkboxes, optional=True))
     else:
         blocks.append(context("Every active employee with an account has been emailed at least once."))
     if unknown_keys:

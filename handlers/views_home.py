@@ -20,10 +20,14 @@ from handlers import ids
 from handlers.blocks import (
     MAX_BLOCKS,
     Block,
+    actions,
+    button,
     context,
     divider,
+    employee_select,
     escape,
     header,
+    input_block,
     listed_sections,
     modal,
     option,
@@ -31,6 +35,7 @@ from handlers.blocks import (
     plain,
     section,
     shorten,
+    text_input,
 )
 
 PAGE_SIZE = 20
@@ -42,19 +47,6 @@ ROW_ACTIONS = {
     Stage.LOCKED: (ids.ROW_UNLOCK_ACTION, "Unlock"),
     Stage.DISABLED: (ids.ROW_ENABLE_ACTION, "Enable"),
 }
-
-
-def button(text: str, action_id: str, value: str = "", style: str | None = None) -> dict[str, Any]:
-    element: dict[str, Any] = {"type": "button", "action_id": action_id, "text": plain(text, 75)}
-    if value:
-        element["value"] = value
-    if style:
-        element["style"] = style
-    return element
-
-
-def actions(*elements: dict[str, Any]) -> Block:
-    return {"type": "actions", "elements": list(elements)}
 
 
 def time_left(deadline: datetime | None, now: datetime) -> str:
@@ -208,7 +200,7 @@ def list_view(stage: Stage, people: Sequence[Person], page: int, total: int, now
     if row_action:
         for person in people:
             row = section(stage_line(stage, person, now))
-            row["accessory"] = button(row_action[1], row_action[0], person.employee_number)
+            row["accessory"] = button(row_action[1], row_action[0], str(person.employee_id))
             blocks.append(row)
     elif people:
         blocks += listed_sections([stage_line(stage, person, now) for person in people], PAGE_SIZE)
@@ -274,36 +266,6 @@ def created_text(created: int, existing: int, skipped: int) -> str:
 
 
 # --- Rename, roles, unlock / disable / enable -----------------------------------------------------------
-
-
-def input_block(block_id: str, label: str, element: dict[str, Any], optional: bool = False) -> Block:
-    return {
-        "type": "input",
-        "block_id": block_id,
-        "optional": optional,
-        "label": plain(label, 2000),
-        "element": element,
-    }
-
-
-def employee_select(block_id: str, action_id: str, multi: bool, optional: bool = False) -> Block:
-    """An input with the employee type-ahead (the picker's options listener answers it)."""
-    element: dict[str, Any] = {
-        "type": "multi_external_select" if multi else "external_select",
-        "action_id": action_id,
-        "placeholder": plain("Type a name, email, username or number"),
-        "min_query_length": 2,
-    }
-    if multi:
-        element["max_selected_items"] = 100
-    return input_block(block_id, "Employees" if multi else "Employee", element, optional)
-
-
-def text_input(block_id: str, action_id: str, label: str, hint: str, optional: bool = True) -> Block:
-    block = input_block(
-        block_id, label, {"type": "plain_text_input", "action_id": action_id, "max_length": 2000}
-    )
-    return {**block, "optional": optional, "hint": plain(hint, 2000)}
 
 
 def rename_view() -> dict[str, Any]:

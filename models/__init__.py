@@ -13,7 +13,14 @@ from models.deliveries import (
     DeliveryStatus,
     Installation,
 )
-from models.directory import Employee, fold_accents, full_name, make_search_text, name_sort_key
+from models.directory import (
+    Employee,
+    fold_accents,
+    full_name,
+    make_search_text,
+    name_sort_key,
+    search_text_of,
+)
 from models.outbox import OutboxJob
 from models.recovery import RecoveryRequest, RecoveryStatus
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
@@ -45,6 +52,7 @@ __all__ = [
     "make_session_factory",
     "name_sort_key",
     "rowcount",
+    "search_text_of",
     "upgrade_database",
     "utcnow",
 ]

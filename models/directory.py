@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Date, Index, String, Text
 from sqlalchemy.engine.default import DefaultExecutionContext
@@ -57,6 +58,18 @@ def make_search_text(
     """What type-ahead search matches: the non-empty parts, lower-case, accent-folded, space-joined."""
     parts = (first_name, last_name, email, employee_number, username)
     return " ".join(fold_accents(part).lower() for part in parts if part)
+
+
+def search_text_of(values: Mapping[str, Any]) -> str:
+    """`make_search_text` of a row or dict holding `first_name`, `last_name`, `email`, `employee_number`
+    and the account's `username` (for bulk writes, where there is no Employee object)."""
+    return make_search_text(
+        values["first_name"],
+        values["last_name"],
+        values["email"],
+        values["employee_number"],
+        values["username"],
+    )
 
 
 def _sort_name_default(context: DefaultExecutionContext) -> str:
@@ -115,6 +128,13 @@ class Employee(Base):
     @property
     def full_name(self) -> str:
         return full_name(self.first_name, self.last_name)
+
+    def refresh_search_text(self, username: str | None) -> None:
+        """Store what type-ahead matches, after a change to the name, address or `username` (the account's;
+        None: no account)."""
+        self.search_text = make_search_text(
+            self.first_name, self.last_name, self.email, self.employee_number, username
+        )
 
     def __repr__(self) -> str:
         return f"<Employee {self.employee_number}>"

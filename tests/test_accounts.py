@@ -16,7 +16,7 @@ from bot.accounts import (
 )
 from bot.settings import Settings
 from models import Account, AccountStatus, Employee, Role
-from tests.builders import add_employee, audit_events, insert_employees
+from tests.builders import add_employee, audit_events, employee_ids, insert_employees
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,9 @@ def test_username_allocator_adds_a_number() -> None:
 def create(
     session: Session, settings: Settings, *numbers: str, all_missing: bool = False
 ) -> CreateAccountsResult:
-    result = create_accounts(session, settings, "tester", None if all_missing else list(numbers), all_missing)
+    """`create_accounts` for the employees with these numbers (or every one without an account)."""
+    wanted = None if all_missing else employee_ids(session, *numbers)
+    result = create_accounts(session, settings, "tester", wanted, all_missing)
     session.commit()
     return result
 
@@ -144,9 +146,11 @@ def test_unknown_and_inactive_employees_are_reported(session: Session, settings:
     add_employee(session, "2", "Bo", "Ek", username=None)
     session.scalars(select(Employee).where(Employee.employee_number == "2")).one().active = False
     session.commit()
-    result = create(session, settings, "9", "1", "2", " ")
+    unknown_id = 1 + max(session.scalars(select(Employee.id)))
+    result = create_accounts(session, settings, "tester", [unknown_id, *employee_ids(session, "1", "2")])
+    session.commit()
     assert [a.username for a in result.created] == ["alee"]
-    assert result.unknown == ["9"]
+    assert result.unknown == [unknown_id]
     assert result.skipped == [("2", "employee is inactive")]
     assert create(session, settings, all_missing=True).skipped == [("2", "employee is inactive")]
     assert usernames(session) == {"1": "alee"}
@@ -156,7 +160,7 @@ def test_audit_events_and_search_text(session: Session, settings: Settings) -> N
     add_employee(session, "1", "Zoë", "Lee", username=None, directory_roles="Boss")
     create(session, settings, "1")
     [event] = audit_events(session)
-    assert (event.actor, event.action, event.target) == ("tester", "account.created", "zlee")
+    assert (event.actor, event.action, event.target) == ("tester", "account.created", "account:zlee")
     assert event.details == {"employee_number": "1", "roles": ["Employee", "Boss"]}
     session.expire_all()
     employee = session.scalars(select(Employee)).one()
@@ -165,7 +169,7 @@ def test_audit_events_and_search_text(session: Session, settings: Settings) -> N
 
 def test_needs_exactly_one_selection(session: Session, settings: Settings) -> None:
     with pytest.raises(ValueError, match="either"):
-        create_accounts(session, settings, "tester", ["1"], all_missing=True)
+        create_accounts(session, settings, "tester", [1], all_missing=True)
     with pytest.raises(ValueError, match="either"):
         create_accounts(session, settings, "tester")
 

@@ -116,3 +116,16 @@ def test_locked_accounts_show_as_locked_and_can_be_unlocked(cli: RunCli, session
     assert (jsmith.locked_until, jsmith.failed_login_count) == (None, 0)
     [unlocked] = audit_events(session, "account.unlocked")
     assert unlocked.target == "account:jsmith" and unlocked.actor.startswith("cli:")
+
+
+def test_unlock_tells_which_employees_have_no_account(cli: RunCli, session: Session) -> None:
+    """Unlock reports through the one result of account changes: the locked account is unlocked, the
+    unlocked one named with its username, and an employee without an account makes the command fail."""
+    cli("employees", "import", SAMPLE)
+    cli("accounts", "create", "1001", "1002")
+    lock(session, "jsmith")
+    result = cli("accounts", "unlock", "1003", "1001", "1002", "--yes")
+    assert result.exit_code == 1
+    assert result.stdout == "Unlocked 1001 (jsmith).\nNot locked: 1002 (jsmith2).\n"
+    assert result.stderr == "No account: 1003\n"
+    assert [event.target for event in audit_events(session, "account.unlocked")] == ["account:jsmith"]

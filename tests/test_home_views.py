@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.accounts import AccountsChanged, RolesEdited
+from bot.accounts import AccountsChanged, LeftAlone, RolesEdited
 from bot.digest import Digest
 from bot.onboarding import Desk, Funnel, Person, Stage
 from bot.reports import BatchLine
@@ -127,7 +127,7 @@ def test_the_forms_and_the_guest_view_fit() -> None:
 
 def test_result_texts_escape_and_stay_short() -> None:
     changed = AccountsChanged(
-        changed=[(f"<{n}>", f"u{n}") for n in range(1000)], unchanged=[("<!here>", "not locked")]
+        changed=[(f"<{n}>", f"u{n}") for n in range(1000)], unchanged=[("<!here>", LeftAlone.NOT_LOCKED)]
     )
     text = changes_text("Unlocked", changed)
     assert len(text) <= 3000 and "Unlocked 1,000 accounts" in text and "<!here>" not in text

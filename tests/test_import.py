@@ -16,7 +16,7 @@ from bot.directory import ImportFileError, ImportResult, import_employees
 from bot.reports import build_report
 from bot.settings import Settings
 from models import Account, AccountStatus, Employee
-from tests.builders import audit_events
+from tests.builders import audit_events, employee_ids
 
 HEADER = "employee_number,first_name,last_name,email,department,roles,slack_user_id\n"
 
@@ -243,7 +243,7 @@ def test_search_text_includes_the_username_on_update(
     session: Session, tmp_path: Path, settings: Settings
 ) -> None:
     run(session, write(tmp_path, HEADER + "1,Ann,Lee,,,,\n"))
-    create_accounts(session, settings, "tester", ["1"])
+    create_accounts(session, settings, "tester", employee_ids(session, "1"))
     session.commit()
     run(session, write(tmp_path, HEADER + "1,Ann,Lee,ann@example.com,,,\n"))
     assert employees(session)["1"].search_text == "ann lee ann@example.com 1 alee"
@@ -535,7 +535,7 @@ def test_a_leavers_account_is_disabled_at_import(
     session: Session, tmp_path: Path, settings: Settings
 ) -> None:
     run(session, write(tmp_path, EXPORT + "1,Ann,Lee,ann@example.com,,,,,\n2,Bo,Ek,bo@example.com,,,,,\n"))
-    create_accounts(session, settings, "tester", ["1", "2"])
+    create_accounts(session, settings, "tester", employee_ids(session, "1", "2"))
     session.commit()
     ann = session.scalars(select(Account).filter_by(username="alee")).one()
     ann.status, version = AccountStatus.INVITED, ann.session_version

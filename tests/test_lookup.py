@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from bot.lookup import resolve_employees
+from bot.settings import split_names
+from bot.words import unique_words
 from tests.builders import add_employee
 
 
@@ -51,3 +53,12 @@ def test_an_address_names_its_active_holder_before_a_leaver_who_had_it(session: 
         "grace@example.com": ["1001", "1050", "1060"]
     }
     assert resolve_employees(session, ["1001"]).numbers == ["1001"]
+
+
+def test_typed_lists_are_read_one_way() -> None:
+    assert unique_words([" 1001", "", "ada@example.com ", "1001", "  ", "Ada@example.com"]) == [
+        "1001",
+        "ada@example.com",
+        "Ada@example.com",  # case is the caller's to fold: an address matches in any case, a role does not
+    ]
+    assert split_names("Employee; Developer,  ,employee, Developer") == ["Employee", "Developer", "employee"]

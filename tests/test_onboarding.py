@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from bot.account_report import HEADER, neutralise, write_accounts_csv
 from bot.accounts import (
     AccountChangeError,
+    LeftAlone,
+    NoAccount,
     UnknownRoles,
     disable_accounts,
     edit_roles,
@@ -23,7 +25,7 @@ from bot.accounts import (
 from bot.digest import build_digest
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
 from models import Account, AccountStatus, AuditEvent, DeliveryStatus, Employee, Role, utcnow
-from tests.builders import add_batch, add_delivery, add_employee, audit_events
+from tests.builders import add_batch, add_delivery, add_employee, audit_events, employee_ids
 
 
 def emailed(session: Session, number: str, hours_left: float, **account: object) -> Employee:
@@ -105,11 +107,18 @@ def test_digest_lists_expiring_recently_expired_and_locked(directory: Session) -
 
 
 def test_unlock_disable_enable_are_audited(directory: Session) -> None:
-    result = unlock_accounts(directory, "cli:test", ["305", "300", "999", "100"])
-    assert result.unlocked == [("305", "user305")] and result.not_locked == [("300", "user300")]
-    assert result.unknown == ["999", "100"]
-    assert disable_accounts(directory, "cli:test", ["300", "400"]).changed == [("300", "user300")]
-    enabled = enable_accounts(directory, "cli:test", ["300", "400", "200"])
+    unknown = 1 + max(directory.scalars(select(Employee.id)))
+    result = unlock_accounts(
+        directory,
+        "cli:test",
+        [*employee_ids(directory, "305", "300"), unknown, *employee_ids(directory, "100")],
+    )
+    assert result.changed == [("305", "user305")]
+    assert result.unchanged == [("300", LeftAlone.NOT_LOCKED), ("100", LeftAlone.NO_ACCOUNT)]
+    assert result.unknown == [unknown]
+    disabled = disable_accounts(directory, "cli:test", employee_ids(directory, "300", "400"))
+    assert disabled.changed == [("300", "user300")]
+    enabled = enable_accounts(directory, "cli:test", employee_ids(directory, "300", "400", "200"))
     assert enabled.changed == [("300", "user300"), ("400", "user400")]
     assert enabled.unchanged == [("200", "not disabled")]
     directory.commit()
@@ -126,6 +135,7 @@ def test_unlock_disable_enable_are_audited(directory: Session) -> None:
 
 
 def test_rename_checks_rules_and_uniqueness(directory: Session) -> None:
+    nev, nora = employee_ids(directory, "200", "100")
     for bad, problem in [
         ("-ada", "must be 1 to 100 characters"),
         ("ada lovelace", "must be"),
@@ -134,10 +144,10 @@ def test_rename_checks_rules_and_uniqueness(directory: Session) -> None:
         ("user200", "already"),
     ]:
         with pytest.raises(AccountChangeError, match=problem):
-            rename_account(directory, "cli:test", "200", bad)
-    with pytest.raises(AccountChangeError, match="has no account"):
-        rename_account(directory, "cli:test", "100", "nora")
-    renamed = rename_account(directory, "cli:test", "200", "  Nev.Neveremailed ")
+            rename_account(directory, "cli:test", nev, bad)
+    with pytest.raises(NoAccount, match="has no account"):
+        rename_account(directory, "cli:test", nora, "nora")
+    renamed = rename_account(directory, "cli:test", nev, "  Nev.Neveremailed ")
     directory.commit()
     assert (renamed.old_username, renamed.new_username) == ("user200", "nev.neveremailed")
     [event] = audit_events(directory, "account.renamed")
@@ -162,11 +172,16 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
     assert (result.changed, result.unchanged, result.without_account) == (2, 0, ["9"])
     roles = {a.username: sorted(r.name for r in a.roles) for a in session.scalars(select(Account))}
     assert roles == {"u0": ["Approver", "employee"], "u1": ["Approver", "employee"], "u2": []}
+    unknown = 1 + max(session.scalars(select(Employee.id)))
     again = edit_roles(
-        session, "cli:test", add=["approver"], remove=["Employee"], employee_numbers=["0", "2", "7"]
+        session,
+        "cli:test",
+        add=["approver"],
+        remove=["Employee"],
+        employee_ids=[*employee_ids(session, "0", "2"), unknown],
     )
     session.commit()
-    assert (again.changed, again.unchanged, again.unknown) == (2, 0, ["7"])
+    assert (again.changed, again.unchanged, again.unknown) == (2, 0, [unknown])
     events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
     groups = [e for e in events if e.action == "account.roles_edited"]
     per_account = [e for e in events if e.action == "account.roles_changed"]
@@ -183,15 +198,16 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
         "removed": ["employee"],
     }
     assert per_account[3].details["added"] == ["Approver"]  # the stored spelling
+    (first,) = employee_ids(session, "0")
     for bad, message in [
         ({"add": [], "remove": []}, "at least one role"),
         ({"add": ["X"], "remove": ["x"]}, "both added and removed"),
-        ({"remove": ["Ghost"], "employee_numbers": ["0"]}, "No such role"),
+        ({"remove": ["Ghost"], "employee_ids": [first]}, "No such role"),
         (
-            {"add": ["Aprover"], "employee_numbers": ["0"]},
+            {"add": ["Aprover"], "employee_ids": [first]},
             r"No such role: Aprover \(did you mean Approver\?\)",
         ),
-        ({"add": ["X"], "department": "Finance", "confirmed": ["0"]}, "changed since it was shown"),
+        ({"add": ["X"], "department": "Finance", "confirmed": [first]}, "changed since it was shown"),
         ({"add": ["X"]}, "Pick employees, or give a department"),
         ({"add": ["X"], "department": "Nowhere"}, "Nobody active"),
     ]:

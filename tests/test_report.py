@@ -13,7 +13,7 @@ from bot.directory import import_employees
 from bot.reports import build_report
 from bot.settings import Settings
 from models import Account, AccountStatus, BatchStatus, DeliveryStatus, Employee, utcnow
-from tests.builders import add_batch, add_delivery
+from tests.builders import add_batch, add_delivery, employee_ids
 from tests.cli_helpers import RunCli
 
 CSV = (
@@ -30,7 +30,7 @@ def populate(session: Session, settings: Settings, tmp_path: Path) -> None:
     """5 employees (1 inactive, 1 without email), accounts for 1-3, a batch with each delivery status."""
     (tmp_path / "e.csv").write_text(CSV, encoding="utf-8")
     import_employees(session, tmp_path / "e.csv", "tester")
-    create_accounts(session, settings, "tester", ["1", "2", "3"])
+    create_accounts(session, settings, "tester", employee_ids(session, "1", "2", "3"))
     session.commit()
     people = {e.employee_number: e for e in session.query(Employee)}
     ann = session.query(Account).filter_by(username="alee").one()

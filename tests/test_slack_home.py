@@ -195,7 +195,7 @@ def test_show_all_pages_and_unlocks_a_row(running_slack_app: RunningApp, session
     second = app.slack.last_view()
     assert "Page 2 of 2" in text_of(second) and len([b for b in second["blocks"] if b.get("accessory")]) == 5
     assert_valid_with_slack_sdk(second)
-    click(app, ids.ROW_UNLOCK_ACTION, "024", view=second)
+    click(app, ids.ROW_UNLOCK_ACTION, str(employee.id), view=second)  # the last one added: 024
     app.slack.wait_for_call("views.update", updates + 2)
     assert "Locked accounts (24)" in text_of(app.slack.last_view())
     assert [e.target for e in audit_events(app.ctx.sessions, "account.unlocked")] == ["account:user024"]

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from bot import jobs
 from bot.accounts import (
     AccountChangeError,
-    AccountsChanged,
+    ChangeAccounts,
+    LeftAlone,
     UnknownRoles,
     UsernamePatternError,
     count_accounts,
@@ -34,6 +35,7 @@ from bot.cli.common import (
     print_table,
     printable,
 )
+from bot.lookup import NamedEmployee
 from bot.notices import notify_renamed, rename_notice_text
 from models import AccountStatus
 
@@ -63,8 +65,8 @@ def create_command(employees: tuple[str, ...], all_missing: bool) -> None:
     ctx = context()
     try:
         with ctx.sessions.begin() as session:
-            numbers = None if all_missing else _numbers(session, employees, "no account was created")
-            result = create_accounts(session, ctx.settings, cli_actor(), numbers, all_missing)
+            employee_ids = None if all_missing else _ids(session, employees, "no account was created")
+            result = create_accounts(session, ctx.settings, cli_actor(), employee_ids, all_missing)
     except UsernamePatternError as error:
         raise click.ClickException(str(error)) from error
     if result.created:
@@ -82,8 +84,9 @@ def create_command(employees: tuple[str, ...], all_missing: bool) -> None:
         click.echo(f"Skipped {printable(number)}: {reason}")
 
 
-def _numbers(session: Session, employees: Sequence[str], nothing_done: str) -> list[str]:
-    return [named.employee_number for named in employees_named(session, employees, nothing_done)]
+def _ids(session: Session, employees: Sequence[str], nothing_done: str) -> list[int]:
+    """The employee ids of EMPLOYEE arguments (numbers, addresses or usernames)."""
+    return [named.employee_id for named in employees_named(session, employees, nothing_done)]
 
 
 @accounts.command("list")
@@ -108,8 +111,8 @@ def list_command(status: str | None, limit: int) -> None:
     print_more(len(rows), total)
 
 
-def _named_accounts(employees: Sequence[str], question: str, yes: bool) -> list[str]:
-    """The employee numbers of EMPLOYEE arguments, after showing who and asking when there are several."""
+def _named_accounts(employees: Sequence[str], question: str, yes: bool) -> list[NamedEmployee]:
+    """The employees of EMPLOYEE arguments, after showing who and asking when there are several."""
     with context().sessions() as session:
         named = employees_named(session, employees, "nothing was changed")
     with_account = sum(1 for n in named if n.username is not None)
@@ -119,7 +122,7 @@ def _named_accounts(employees: Sequence[str], question: str, yes: bool) -> list[
             ((n.employee_number, n.name, n.username or "", n.status or "no account") for n in named),
         )
     confirm_many(question.format(count=with_account), with_account, yes)
-    return [n.employee_number for n in named]
+    return named
 
 
 @accounts.command("unlock")
@@ -131,27 +134,48 @@ def unlock_command(employees: tuple[str, ...], yes: bool) -> None:
     \b
     EMPLOYEE: an employee number, email address or username.
     """
-    numbers = _named_accounts(employees, "Unlock these {count} accounts?", yes)
+    named = _named_accounts(employees, "Unlock these {count} accounts?", yes)
     with context().sessions.begin() as session:
-        result = unlock_accounts(session, cli_actor(), numbers)
-    for number, username in result.unlocked:
+        result = unlock_accounts(session, cli_actor(), [n.employee_id for n in named])
+    for number, username in result.changed:
         click.echo(f"Unlocked {printable(number)} ({printable(username)}).")
-    for number, username in result.not_locked:
-        click.echo(f"Not locked: {printable(number)} ({printable(username)}).")
-    if result.unknown:
-        click.echo(f"No account: {printable(', '.join(result.unknown))}", err=True)
+    usernames = {n.employee_number: n.username for n in named}
+    for number, why in result.unchanged:
+        if why == LeftAlone.NOT_LOCKED:
+            click.echo(f"Not locked: {printable(number)} ({printable(usernames[number])}).")
+    gone = [number for number, why in result.unchanged if why == LeftAlone.NO_ACCOUNT]
+    gone += _numbers_of(named, result.unknown)
+    if gone:
+        click.echo(f"No account: {printable(', '.join(gone))}", err=True)
         sys.exit(1)
 
 
-def _report_changes(done: str, result: AccountsChanged) -> None:
-    """Print what a disable or enable did; exit 1 when an employee vanished meanwhile."""
+def _numbers_of(named: Sequence[NamedEmployee], employee_ids: Sequence[int]) -> list[str]:
+    """The employee numbers of some of the `named` employees, by id."""
+    numbers = {n.employee_id: n.employee_number for n in named}
+    return [numbers[employee_id] for employee_id in employee_ids]
+
+
+def _change(
+    employees: Sequence[str],
+    yes: bool,
+    question: str,
+    done: str,
+    change: ChangeAccounts,
+) -> None:
+    """Disable or enable the accounts of EMPLOYEE arguments (asking first when there are several), and
+    print what was done; exit 1 when an employee vanished meanwhile."""
+    named = _named_accounts(employees, question, yes)
+    with context().sessions.begin() as session:
+        result = change(session, cli_actor(), [n.employee_id for n in named])
     for number, username in result.changed:
         click.echo(f"{done} {printable(username)} ({printable(number)})")
     for number, why in result.unchanged:
         click.echo(f"Left {printable(number)} alone: {why}")
     click.echo(f"{done} {len(result.changed)} account(s).")
     if result.unknown:
-        click.echo(f"Unknown employee number(s): {printable(', '.join(result.unknown))}", err=True)
+        unknown = ", ".join(_numbers_of(named, result.unknown))
+        click.echo(f"Unknown employee number(s): {printable(unknown)}", err=True)
         sys.exit(1)
 
 
@@ -164,10 +188,7 @@ def disable_command(employees: tuple[str, ...], yes: bool) -> None:
     \b
     EMPLOYEE: an employee number, email address or username.
     """
-    numbers = _named_accounts(employees, "Disable these {count} accounts?", yes)
-    with context().sessions.begin() as session:
-        result = disable_accounts(session, cli_actor(), numbers)
-    _report_changes("Disabled", result)
+    _change(employees, yes, "Disable these {count} accounts?", "Disabled", disable_accounts)
 
 
 @accounts.command("enable")
@@ -179,10 +200,7 @@ def enable_command(employees: tuple[str, ...], yes: bool) -> None:
     \b
     EMPLOYEE: an employee number, email address or username.
     """
-    numbers = _named_accounts(employees, "Enable these {count} accounts?", yes)
-    with context().sessions.begin() as session:
-        result = enable_accounts(session, cli_actor(), numbers)
-    _report_changes("Enabled", result)
+    _change(employees, yes, "Enable these {count} accounts?", "Enabled", enable_accounts)
 
 
 @accounts.command("rename")
@@ -199,8 +217,8 @@ def rename_command(employee: str, new_username: str) -> None:
     ctx = context()
     try:
         with ctx.sessions.begin() as session:
-            (number,) = _numbers(session, [employee], "nothing was renamed")
-            renamed = rename_account(session, cli_actor(), number, new_username)
+            (employee_id,) = _ids(session, [employee], "nothing was renamed")
+            renamed = rename_account(session, cli_actor(), employee_id, new_username)
     except AccountChangeError as error:
         raise click.ClickException(str(error)) from error
     click.echo(
@@ -242,8 +260,8 @@ def roles_command(
     ctx = context()
     try:
         with ctx.sessions() as session:
-            numbers = _numbers(session, employees, "nothing was changed") if employees else ()
-            targets, _ = role_targets(session, numbers, department)
+            employee_ids = _ids(session, employees, "nothing was changed") if employees else ()
+            targets, _ = role_targets(session, employee_ids, department)
         reached = [t for t in targets if t.username is not None]
         if len(reached) > 1 and not yes:
             print_table(
@@ -256,10 +274,10 @@ def roles_command(
                 cli_actor(),
                 add,
                 remove,
-                numbers,
+                employee_ids,
                 department,
                 create_roles=create_role,
-                confirmed=[t.employee_number for t in targets],
+                confirmed=[t.employee_id for t in targets],
             )
     except UnknownRoles as error:
         them = "it" if len(error.to_add) == 1 else "them"
