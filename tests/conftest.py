@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from bot import passwords
 from bot.context import Context
 from bot.settings import Settings
 from models import make_engine, make_session_factory
@@ -24,6 +25,51 @@ pytest_plugins = [
     "tests.cli_helpers",
     "tests.jobs_helpers",
 ]
+
+
+# --- Password hashing at a test's cost (issue 18: the suite's speed) -------------------------------------
+# argon2id at OWASP's cost takes 18 ms of CPU per hash on an idle core and ten times that on a loaded one, and
+# the suite hashes thousands of passwords (every batch, every builder's account, every sign-in verifies two).
+# Only tests marked `owasp_hash_cost` check the cost itself; every other test hashes with the same scheme at
+# the smallest cost argon2 allows. The decoy hash that unknown usernames are verified against is made at the
+# same cost, so sign-ins still cost the same whoever is named. Processes a test starts hash at full cost.
+CHEAP_ARGON2 = {"argon2__memory_cost": 64, "argon2__rounds": 1}
+
+
+def _hash_at(extra: dict[str, int]) -> tuple[dict[str, object], str]:
+    """The hashing configuration and its decoy hash: production's, with `extra` over it."""
+    context = passwords.password_context.copy(**extra)
+    return context.to_dict(), context.hash("decoy-password-for-tests")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[dict[str, tuple[dict[str, object], str]]]:
+    costs = {
+        "owasp": (passwords.password_context.to_dict(), passwords.DUMMY_HASH),
+        "cheap": _hash_at(CHEAP_ARGON2),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        passwords.password_context.load(costs["cheap"][0])
+        patch.setattr(passwords, "DUMMY_HASH", costs["cheap"][1])
+        yield costs
+    passwords.password_context.load(costs["owasp"][0])
+
+
+@pytest.fixture(autouse=True)
+def _owasp_hash_cost(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    _cheap_password_hashing: dict[str, tuple[dict[str, object], str]],
+) -> Iterator[None]:
+    """Tests marked `owasp_hash_cost` hash at production's cost, restored for them alone."""
+    if request.node.get_closest_marker("owasp_hash_cost") is None:
+        yield
+        return
+    owasp, cheap = _cheap_password_hashing["owasp"], _cheap_password_hashing["cheap"]
+    passwords.password_context.load(owasp[0])
+    monkeypatch.setattr(passwords, "DUMMY_HASH", owasp[1])
+    yield
+    passwords.password_context.load(cheap[0])
 
 
 @pytest.fixture(scope="session")
