@@ -77,7 +77,7 @@ def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     templates: dict[str, object] = {"sqlite": SqliteDatabases(tmp_path_factory.mktemp("sqlite"))}
     admin_url = postgres_admin_url()
     if admin_url:
-        templates["postgresql"] = PostgresDatabases(admin_url)
+        templates["postgresql"] = PostgresDatabases(admin_url, ahead=True)
     yield templates
     for databases in templates.values():
         databases.close()  # type: ignore[attr-defined]
