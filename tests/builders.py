@@ -201,6 +201,16 @@ def add_employees(ctx: Context, count: int, **options: Any) -> list[int]:
         return insert_employees(session, count, **options)
 
 
+def add_employee_rows(session: Session, count: int) -> list[Employee]:
+    """`insert_employees` committed, returned as rows (in order), for tests that look at each employee."""
+    ids = insert_employees(session, count)
+    session.commit()
+    rows = {
+        employee.id: employee for employee in session.scalars(sa.select(Employee).where(Employee.id.in_(ids)))
+    }
+    return [rows[id_] for id_ in ids]
+
+
 def add_batch(
     session: Session,
     *,

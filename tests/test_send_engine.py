@@ -43,7 +43,7 @@ from models import (
     utcnow,
 )
 from models.session import make_session_factory
-from tests.builders import add_employee, audit_events
+from tests.builders import add_employee, add_employee_rows, audit_events
 from tests.credentials_helpers import (
     password_in,
     send_credentials,
@@ -56,10 +56,6 @@ from tests.tcp_proxy import TcpProxy
 CREDBOT = str(Path(sys.executable).parent / "credbot")
 EMAILED_SINCE_RE = re.compile(re.escape(EMAILED_SINCE).replace(r"\{\}", r"#\d+"))
 FINAL = {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED, DeliveryStatus.IN_DOUBT}
-
-
-def add_employees(session: Session, count: int) -> list[Employee]:
-    return [add_employee(session, f"{n:04d}", "Emp", f"Loyee{n:04d}") for n in range(count)]
 
 
 def welcome_passwords(standin: SendGridStandIn, address: str) -> list[str]:
@@ -147,7 +143,7 @@ def batch_ended(ctx: Context, batch_id: int) -> bool:
 def test_two_confirmations_of_the_same_100_employees_in_the_same_second_email_each_once(
     context: Context, session: Session, sendgrid_standin: SendGridStandIn, tmp_path: Path
 ) -> None:
-    employees = add_employees(session, 100)
+    employees = add_employee_rows(session, 100)
     sendgrid_standin.delay = 0.05
     env = cli_env(context, sendgrid_standin, MAIL_CONCURRENCY="8")
     command = [CREDBOT, "credentials", "send", "--all-pending", "--yes"]
@@ -204,7 +200,7 @@ def test_a_running_batch_keeps_its_leases_and_a_second_runner_sends_nobody_twice
 ) -> None:
     """Claimed deliveries wait for a mail thread far longer than a lease: renewals keep them this
     runner's, so a second runner of the same batch (a resume started by mistake) finds nothing to take."""
-    employees = add_employees(session, 8)
+    employees = add_employee_rows(session, 8)
     sendgrid_standin.delay = 0.4  # a delivery holds its mail thread ~0.8 s; the last waits ~3 s
     ctx = sendgrid_context(
         context, sendgrid_standin, mail_concurrency=2, send_lease_seconds=1.2, sendgrid_timeout_seconds=5
@@ -244,7 +240,7 @@ def test_a_worker_at_idle_priority_hashes_at_it_and_runs_the_rest_as_usual(
     redis_namespace: str,
     tmp_path: Path,
 ) -> None:
-    employees = add_employees(session, 4)
+    employees = add_employee_rows(session, 4)
     batch_id, env = batch_for_workers(
         context, sendgrid_standin, employees, redis_server_url, redis_namespace, WORKER_IDLE_PRIORITY="true"
     )
@@ -277,7 +273,7 @@ def test_a_worker_killed_mid_batch_is_replaced_and_nobody_is_lost(
     redis_namespace: str,
     tmp_path: Path,
 ) -> None:
-    employees = add_employees(session, 60)
+    employees = add_employee_rows(session, 60)
     sendgrid_standin.delay = 0.1
     batch_id, env = batch_for_workers(
         context,
@@ -377,7 +373,7 @@ def test_a_five_second_database_outage_mid_batch_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ctx, outage = outage_context
-    employees = add_employees(session, 80)
+    employees = add_employee_rows(session, 80)
     sendgrid_standin.delay = 0.05
     ctx = sendgrid_context(ctx, sendgrid_standin, mail_concurrency=8, sendgrid_timeout_seconds=5)
     batch_id = start_batch(ctx, [e.id for e in employees], "cli:tester", "cli")

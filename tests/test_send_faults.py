@@ -38,7 +38,7 @@ from models import (
     DeliveryStatus,
     OutboxJob,
 )
-from tests.builders import TEMP_PASSWORD, add_employee, add_person
+from tests.builders import TEMP_PASSWORD, add_employee, add_employee_rows, add_person
 from tests.credentials_helpers import (
     PASSWORD_LINE,
     password_in,
@@ -54,7 +54,6 @@ from tests.standins.slack import SlackStandIn
 from tests.tcp_proxy import TcpProxy
 from tests.test_send_engine import (
     CREDBOT,
-    add_employees,
     batch_ended,
     batch_for_workers,
     check_promise,
@@ -153,7 +152,7 @@ def test_a_worker_stopped_past_its_lease_changes_no_account_when_it_resumes(
     """SIGSTOP past the lease (the issue's 60 s / 80 s, and 10 s / 25 s, scaled down), another worker
     takes the batch over, then SIGCONT: the stalled worker's late endings are superseded."""
     postgres_only(context)
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     sendgrid_standin.delay = 0.2
     batch_id, env = batch_for_workers(
         context,
@@ -209,7 +208,7 @@ def test_sigterm_mid_batch_ends_in_flight_lets_go_of_the_rest_and_mails_nobody_t
 ) -> None:
     """With the default lease (60 s): the other worker takes the batch up at once, not after it (the
     20 s wait below)."""
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     sendgrid_standin.delay = 0.3  # about 6 s for the batch: most of it is left at SIGTERM
     batch_id, env = batch_for_workers(
         context,
@@ -266,7 +265,7 @@ def test_the_cli_with_the_queue_away_queues_the_batch_and_a_rerun_mails_nobody_t
     tmp_path: Path,
 ) -> None:
     proxy, proxied = redis_proxy
-    employees = add_employees(session, 8)
+    employees = add_employee_rows(session, 8)
     session.commit()
     proxy.outage()
     env = cli_env(context, sendgrid_standin, REDIS_URL=proxied, REDIS_NAMESPACE=redis_namespace)
@@ -369,7 +368,7 @@ def test_the_queue_away_mid_batch_loses_nobody(
     tmp_path: Path,
 ) -> None:
     proxy, proxied = redis_proxy
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     sendgrid_standin.delay = 0.1
     batch_id, env = batch_for_workers(
         context, sendgrid_standin, employees, proxied, redis_namespace, MAIL_CONCURRENCY="4"
@@ -430,7 +429,7 @@ def test_the_cli_outlives_a_short_database_outage_without_redis(
     context: Context, session: Session, sendgrid_standin: SendGridStandIn, tmp_path: Path
 ) -> None:
     postgres_only(context)
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     session.commit()
     sendgrid_standin.delay = 0.1
     url = make_url(context.settings.database_url)
