@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,6 +35,7 @@ from models import (
 )
 
 TEMP_PASSWORD = "TempPassw0rdXyzQ"
+T = TypeVar("T")
 
 
 class _Default(enum.Enum):
@@ -264,3 +265,9 @@ def audit_events(source: Session | sessionmaker[Session], action: str | None = N
         query = query.where(AuditEvent.action == action)
     with nullcontext(source) if isinstance(source, Session) else source() as session:
         return [AuditRow(*row) for row in session.execute(query.order_by(AuditEvent.id))]
+
+
+def present(value: T | None) -> T:
+    """`value`, which the test expects to be there (a row, a column, a match); fails the test if None."""
+    assert value is not None, "expected a value, got None"
+    return value

@@ -15,6 +15,8 @@ from bot.settings import Settings
 from models import make_engine, make_session_factory
 from tests.databases import PostgresDatabases, SqliteDatabases, postgres_admin_url
 
+Databases = SqliteDatabases | PostgresDatabases
+
 BACKENDS = ["sqlite", "postgresql"]
 
 pytest_plugins = [
@@ -73,18 +75,20 @@ def _owasp_hash_cost(
 
 
 @pytest.fixture(scope="session")
-def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
-    templates: dict[str, object] = {"sqlite": SqliteDatabases(tmp_path_factory.mktemp("sqlite"))}
+def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Databases]]:
+    templates: dict[str, Databases] = {"sqlite": SqliteDatabases(tmp_path_factory.mktemp("sqlite"))}
     admin_url = postgres_admin_url()
     if admin_url:
         templates["postgresql"] = PostgresDatabases(admin_url, ahead=True)
     yield templates
     for databases in templates.values():
-        databases.close()  # type: ignore[attr-defined]
+        databases.close()
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, database_templates: dict, tmp_path: Path) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, database_templates: dict[str, Databases], tmp_path: Path
+) -> Iterator[str]:
     """A migrated, empty database of its own for this test, on SQLite and on PostgreSQL."""
     databases = database_templates.get(request.param)
     if databases is None:

@@ -29,7 +29,7 @@ from bot.context import Context
 from bot.credentials import HASH_THREAD_NAME
 from bot.passwords import verify_password
 from bot.portal.auth import SignInOutcome, sign_in
-from bot.sending.batches import EMAILED_SINCE, IN_PROGRESS, MAY_HAVE_ARRIVED, start_batch
+from bot.sending.batches import EMAILED_SINCE, IN_PROGRESS, MAY_HAVE_ARRIVED, BatchSummary, start_batch
 from bot.sending.jobs import enqueue_batch
 from bot.sending.sender import run_batch
 from models import (
@@ -43,7 +43,7 @@ from models import (
     utcnow,
 )
 from models.session import make_session_factory
-from tests.builders import add_employee, add_employee_rows, audit_events
+from tests.builders import add_employee, add_employee_rows, audit_events, present
 from tests.credentials_helpers import (
     password_in,
     send_credentials,
@@ -52,6 +52,7 @@ from tests.credentials_helpers import (
 )
 from tests.standins.sendgrid import SendGridStandIn
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import wait_until
 
 CREDBOT = str(Path(sys.executable).parent / "credbot")
 EMAILED_SINCE_RE = re.compile(re.escape(EMAILED_SINCE).replace(r"\{\}", r"#\d+"))
@@ -77,15 +78,16 @@ def works(password: str, account: Account) -> bool:
 
 def check_promise(ctx: Context, standin: SendGridStandIn, employees: list[Employee]) -> dict[str, int]:
     """Assert the promise for every employee; how many welcome emails each got (by address)."""
-    copies = {}
+    copies: dict[str, int] = {}
     with ctx.sessions() as session:
         statuses = session.execute(sa.select(Delivery.status, Delivery.error)).all()
         assert {status for status, _ in statuses} <= FINAL, "a delivery did not end"
         assert all(error for status, error in statuses if status != DeliveryStatus.SENT)
         for employee in employees:
             account = session.scalars(sa.select(Account).where(Account.employee_id == employee.id)).one()
-            passwords = welcome_passwords(standin, employee.email)
-            copies[employee.email] = len(passwords)
+            email = present(employee.email)
+            passwords = welcome_passwords(standin, email)
+            copies[email] = len(passwords)
             if not passwords:
                 assert account.password_hash is None and account.pending_password_hash is None
                 continue
@@ -107,13 +109,6 @@ def cli_env(ctx: Context, standin: SendGridStandIn, **extra: str) -> dict[str, s
         "SENDGRID_TIMEOUT_SECONDS": "5",
         **extra,
     }
-
-
-def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def batch_for_workers(
@@ -249,7 +244,8 @@ def test_a_worker_at_idle_priority_hashes_at_it_and_runs_the_rest_as_usual(
     )
     try:
         wait_until(lambda: batch_ended(context, batch_id), 60, "the batch to end")
-        hashing, others = [], []
+        hashing: list[int] = []
+        others: list[int] = []
         for task in os.listdir(f"/proc/{worker.pid}/task"):
             name = Path(f"/proc/{worker.pid}/task/{task}/comm").read_text().strip()
             (hashing if name == HASH_THREAD_NAME else others).append(os.sched_getscheduler(int(task)))
@@ -299,7 +295,7 @@ def test_a_worker_killed_mid_batch_is_replaced_and_nobody_is_lost(
     finally:
         first.kill()
     with context.sessions() as check:
-        assert check.get(CredentialBatch, batch_id).status == BatchStatus.RUNNING
+        assert check.get_one(CredentialBatch, batch_id).status == BatchStatus.RUNNING
         in_flight = set(
             check.scalars(
                 sa.select(Employee.email)
@@ -317,7 +313,7 @@ def test_a_worker_killed_mid_batch_is_replaced_and_nobody_is_lost(
         second.wait(30)
     with context.sessions() as check:
         batch = check.get(CredentialBatch, batch_id)
-        assert batch.status == BatchStatus.FINISHED and batch.resumed >= 1
+        assert present(batch).status == BatchStatus.FINISHED and present(batch).resumed >= 1
         statuses = check.scalars(sa.select(Delivery.status).where(Delivery.batch_id == batch_id)).all()
     assert set(statuses) == {DeliveryStatus.SENT} and len(statuses) == 60
     copies = check_promise(context, sendgrid_standin, employees)
@@ -377,7 +373,7 @@ def test_a_five_second_database_outage_mid_batch_loses_nothing(
     sendgrid_standin.delay = 0.05
     ctx = sendgrid_context(ctx, sendgrid_standin, mail_concurrency=8, sendgrid_timeout_seconds=5)
     batch_id = start_batch(ctx, [e.id for e in employees], "cli:tester", "cli")
-    result: list[object] = []
+    result: list[BatchSummary] = []
     runner = threading.Thread(target=lambda: result.append(run_batch(ctx, batch_id, sendgrid_transport(ctx))))
     runner.start()
     wait_until(lambda: len(sendgrid_standin.messages) >= 40, 60, "sending to start")
@@ -389,7 +385,7 @@ def test_a_five_second_database_outage_mid_batch_loses_nothing(
     runner.join(180)
     assert not runner.is_alive() and result, "the batch did not end"
     summary = result[0]
-    assert summary.status == BatchStatus.FINISHED and len(summary.sent) == 80, summary  # type: ignore[attr-defined]
+    assert summary.status == BatchStatus.FINISHED and len(summary.sent) == 80, summary
     check_promise(ctx, sendgrid_standin, employees)
     if ctx.settings.database_url.startswith("postgresql"):
         assert "database unavailable" in caplog.text  # the retries did happen
@@ -414,9 +410,9 @@ def test_a_late_or_dripping_server_ends_at_the_deadline_and_the_emailed_password
     summary = send_credentials(ctx, [employee.id], "cli:tester", "cli", transport=sendgrid_transport(ctx))
     assert time.monotonic() - started < 2 * 1.0 + 2.0  # two attempts, each ended at its deadline
     (doubt,) = summary.in_doubt
-    assert MAY_HAVE_ARRIVED in doubt.error and "did not answer within 1 s" in doubt.error
+    assert MAY_HAVE_ARRIVED in present(doubt.error) and "did not answer within 1 s" in present(doubt.error)
     time.sleep(0.5 if server == "late" else 0)
-    passwords = welcome_passwords(sendgrid_standin, employee.email)
+    passwords = welcome_passwords(sendgrid_standin, present(employee.email))
     assert len(passwords) == 2 and len(set(passwords)) == 1  # the retry resent the same message
     check_promise(ctx, sendgrid_standin, [employee])
     with ctx.sessions() as check:

@@ -38,7 +38,7 @@ from models import (
     DeliveryStatus,
     OutboxJob,
 )
-from tests.builders import TEMP_PASSWORD, add_employee, add_employee_rows, add_person
+from tests.builders import TEMP_PASSWORD, add_employee, add_employee_rows, add_person, present
 from tests.credentials_helpers import (
     PASSWORD_LINE,
     password_in,
@@ -58,10 +58,10 @@ from tests.test_send_engine import (
     batch_for_workers,
     check_promise,
     cli_env,
-    wait_until,
     works,
 )
 from tests.test_slack_flow import open_picker, review
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 QUEUED = "it starts when the job queue is back"
@@ -113,7 +113,7 @@ def running_pid(ctx: Context) -> int:
         runner = check.scalars(
             sa.select(Delivery.claimed_by).where(Delivery.status == DeliveryStatus.SENDING).limit(1)
         ).one()
-    return int(runner.split(":")[1])
+    return int(present(runner).split(":")[1])
 
 
 def welcome_recipients(standin: SendGridStandIn) -> set[str]:
@@ -274,7 +274,11 @@ def test_the_cli_with_the_queue_away_queues_the_batch_and_a_rerun_mails_nobody_t
     for log in logs:  # the admin runs it again during the outage
         with log.open("wb") as out:
             sends.append(subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out, stderr=out))
-        wait_until(lambda log=log: QUEUED in log.read_text(), 30, "the CLI to say the batch is queued")
+
+        def queued(log: Path = log) -> bool:
+            return QUEUED in log.read_text()
+
+        wait_until(queued, 30, "the CLI to say the batch is queued")
     with context.sessions() as check:
         assert len(check.scalars(sa.select(OutboxJob)).all()) == 2  # both wait in the outbox
     assert not sendgrid_standin.messages
