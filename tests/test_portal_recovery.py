@@ -378,10 +378,12 @@ def test_an_admin_denies_with_a_reason(slack_app: RunningApp) -> None:
 
 def test_an_expired_request_shows_on_its_card_and_can_no_longer_be_approved(slack_app: RunningApp) -> None:
     app = slack_app
-    clock = ManualClock()
-    ctx = replace(app.ctx, clock=clock)  # the worker's clock, moved on below
-    invited(ctx)
+    invited(app.ctx)
     request_from_portal(app, "adoe")
+    with app.ctx.sessions() as session:  # the worker's clock starts when the request was taken, however late
+        taken = session.scalars(select(RecoveryRequest.expires_at)).one() - RECOVERY_TTL
+    clock = ManualClock(start=taken)
+    ctx = replace(app.ctx, clock=clock)  # moved on below
     client = make_web_client(ctx.settings)
     assert post_cards(ctx, client) == 1
     request_id = buttons_of(card_in(app))[ids.RECOVERY_APPROVE_ACTION]["value"]
