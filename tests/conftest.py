@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
 from bot import passwords
@@ -110,7 +111,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         sendgrid_api_key=None,
         slack_bot_token=None,
         slack_signing_secret=None,
-        secret_key="test-secret-key",
+        secret_key=SecretStr("test-secret-key"),
     )
 
 
