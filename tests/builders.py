@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,6 +35,7 @@ from models import (
 )
 
 TEMP_PASSWORD = "TempPassw0rdXyzQ"
+T = TypeVar("T")
 
 
 class _Default(enum.Enum):
@@ -201,6 +202,16 @@ def add_employees(ctx: Context, count: int, **options: Any) -> list[int]:
         return insert_employees(session, count, **options)
 
 
+def add_employee_rows(session: Session, count: int) -> list[Employee]:
+    """`insert_employees` committed, returned as rows (in order), for tests that look at each employee."""
+    ids = insert_employees(session, count)
+    session.commit()
+    rows = {
+        employee.id: employee for employee in session.scalars(sa.select(Employee).where(Employee.id.in_(ids)))
+    }
+    return [rows[id_] for id_ in ids]
+
+
 def add_batch(
     session: Session,
     *,
@@ -262,3 +273,9 @@ def employee_ids(session: Session, *numbers: str) -> list[int]:
     query = sa.select(Employee.employee_number, Employee.id).where(Employee.employee_number.in_(numbers))
     found = {number: employee_id for number, employee_id in session.execute(query)}
     return [found[number] for number in numbers]
+
+
+def present(value: T | None) -> T:
+    """`value`, which the test expects to be there (a row, a column, a match); fails the test if None."""
+    assert value is not None, "expected a value, got None"
+    return value

@@ -18,7 +18,7 @@ from bot.context import Context
 from bot.mail import MailTransport, SendGridTransport
 from bot.sending.batches import BatchSummary, DeliveryOutcome, start_batch
 from bot.sending.sender import run_batch
-from models import Base
+from models import Base, BatchSource
 from tests.standins.sendgrid import SendGridStandIn
 
 PASSWORD_LINE = re.compile(r"temporary password:\s+(\S+)")
@@ -27,7 +27,7 @@ SETUP_LINK = re.compile(r"/setup/([A-Za-z0-9_-]+)")
 
 def outbox_messages(directory: Path) -> list[EmailMessage]:
     return [
-        email.message_from_bytes(path.read_bytes(), policy=default)  # type: ignore[misc]
+        email.message_from_bytes(path.read_bytes(), policy=default)
         for path in sorted(directory.glob("*.eml"))
     ]
 
@@ -39,13 +39,22 @@ def outbox_text(directory: Path, address: str, category: str) -> str:
         for m in outbox_messages(directory)
         if address.lower() in m["To"].lower() and m["X-Credbot-Category"] == category
     ]
-    return message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    return body_text(message)
+
+
+def body_text(message: EmailMessage, subtype: str = "plain") -> str:
+    """The message's text/`subtype` body; the test fails when it has none."""
+    part = message.get_body((subtype,))
+    assert part is not None, f"no text/{subtype} body"
+    text: str = part.get_content()
+    return text
 
 
 def standin_text(standin: SendGridStandIn, address: str, category: str) -> str:
     """The plain-text content of the newest accepted message of `category` to `address`."""
     messages = [m for m in standin.sent_to(address) if category in m.get("categories", [])]
-    return messages[-1]["content"][0]["value"]
+    text: str = messages[-1]["content"][0]["value"]
+    return text
 
 
 def password_in(text: str) -> str:
@@ -67,7 +76,7 @@ def send_credentials(
     ctx: Context,
     employee_ids: Sequence[int],
     actor: str,
-    source: str,
+    source: BatchSource,
     transport: MailTransport | None = None,
     on_progress: Callable[[DeliveryOutcome], None] | None = None,
     **start: Any,

@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,9 +62,15 @@ class SqliteDatabases:
 
 
 class PostgresDatabases:
-    """Each test gets `CREATE DATABASE ... TEMPLATE` of one migrated database, dropped afterwards."""
+    """Each test gets `CREATE DATABASE ... TEMPLATE` of one migrated database, dropped afterwards.
 
-    def __init__(self, admin_url: str, prefix: str = "credbot") -> None:
+    With `ahead=True` (the test suite) the server does that work beside the tests rather than between them:
+    the next test's database is copied while a test runs, and a finished test's is dropped in the background
+    (a copy and a drop take 0.3 to 2 s of waiting each on a loaded machine), each in a thread of its own so
+    that a copy never waits behind drops. `close` waits for both.
+    """
+
+    def __init__(self, admin_url: str, prefix: str = "credbot", ahead: bool = False) -> None:
         admin_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
         self.admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         self.admin_url = make_url(admin_url)
@@ -73,6 +80,10 @@ class PostgresDatabases:
         engine = make_engine(self._url(self.template))
         upgrade_database(engine)
         engine.dispose()
+        self._copier = ThreadPoolExecutor(1, thread_name_prefix="test-database-copy") if ahead else None
+        self._dropper = ThreadPoolExecutor(1, thread_name_prefix="test-database-drop") if ahead else None
+        self._next: Future[str] | None = self._copier.submit(self._copy) if self._copier else None
+        self._drops: list[Future[None]] = []
 
     def _url(self, name: str) -> str:
         return self.admin_url.set(database=name).render_as_string(hide_password=False)
@@ -81,15 +92,36 @@ class PostgresDatabases:
         with self.admin.connect() as connection:
             connection.exec_driver_sql(statement)
 
-    def create(self, _directory: Path | None = None) -> str:
+    def _copy(self) -> str:
         name = f"{self.prefix}_t_{uuid.uuid4().hex[:12]}"
         self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         return self._url(name)
 
+    def create(self, _directory: Path | None = None) -> str:
+        if self._copier is None or self._next is None:
+            return self._copy()
+        url, self._next = self._next.result(), self._copier.submit(self._copy)
+        return url
+
     def drop(self, url: str) -> None:
-        self._execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+        statement = f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'
+        if self._dropper is None:
+            self._execute(statement)
+            return
+        for finished in [dropping for dropping in self._drops if dropping.done()]:
+            finished.result()  # a drop that failed fails here, in a later test's teardown
+        self._drops = [dropping for dropping in self._drops if not dropping.done()]
+        self._drops.append(self._dropper.submit(self._execute, statement))
 
     def close(self) -> None:
+        """Wait for the background drops, drop the unused copy made ahead, then the template."""
+        for dropping in self._drops:
+            dropping.result()
+        if self._next is not None:
+            self._execute(f'DROP DATABASE IF EXISTS "{make_url(self._next.result()).database}" WITH (FORCE)')
+        for executor in (self._copier, self._dropper):
+            if executor is not None:
+                executor.shutdown()
         self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
         self.admin.dispose()
 

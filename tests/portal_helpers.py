@@ -6,10 +6,12 @@ import hashlib
 import re
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from bot.context import Context
 from bot.portal import init_portal
@@ -63,13 +65,15 @@ class Browser:
         self.client = client
         self.csrf = ""
 
-    def get(self, path: str, **kwargs: object):
+    def get(self, path: str, **kwargs: Any) -> TestResponse:
         response = self.client.get(path, **kwargs)
         if "csrf_token" in response.text:
             self.csrf = csrf_from(response.text)
         return response
 
-    def post(self, path: str, data: dict[str, str] | None = None, *, csrf: bool = True, **kwargs: object):
+    def post(
+        self, path: str, data: dict[str, str] | None = None, *, csrf: bool = True, **kwargs: Any
+    ) -> TestResponse:
         form = dict(data or {})
         if csrf:
             form.setdefault("csrf_token", self.csrf)
@@ -78,7 +82,7 @@ class Browser:
             self.csrf = csrf_from(response.text)
         return response
 
-    def sign_in(self, username: str, password: str):
+    def sign_in(self, username: str, password: str) -> TestResponse:
         self.get("/portal/login")
         return self.post("/portal/login", {"username": username, "password": password})
 

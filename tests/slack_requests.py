@@ -26,6 +26,7 @@ from bot.context import Context
 from bot.settings import Settings
 from credbot.web import create_web_app
 from models import make_engine, make_session_factory
+from tests.builders import present
 from tests.standins.slack import ADMIN_ID, BOT_TOKEN, CHANNEL_ID, SIGNING_SECRET, SlackStandIn
 
 TEAM_ID = "TSTANDIN1"
@@ -63,7 +64,7 @@ class SlackRequests:
             "Content-Type": content_type,
             "X-Slack-Request-Timestamp": str(timestamp),
             "X-Slack-Signature": signature
-            or self.verifier.generate_signature(timestamp=str(timestamp), body=body),
+            or present(self.verifier.generate_signature(timestamp=str(timestamp), body=body)),
         }
         request = urllib.request.Request(self.url, data=body.encode(), headers=headers, method="POST")  # noqa: S310
         try:

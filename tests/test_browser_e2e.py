@@ -13,11 +13,12 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 import pytest
 from flask import Flask
@@ -26,13 +27,13 @@ from werkzeug.serving import make_server
 
 from bot import jobs
 from bot.context import Context
-from bot.settings import PROJECT_ROOT
+from bot.settings import PROJECT_ROOT, Settings
 from bot.slack_app import make_web_client
 from handlers import ids
 from handlers.recovery import post_cards
-from models import Account, AccountStatus, DeliveryStatus, utcnow
-from tests.builders import add_person
-from tests.credentials_helpers import send_credentials
+from models import Account, AccountStatus, BatchSource, DeliveryStatus, utcnow
+from tests.builders import add_person, present
+from tests.credentials_helpers import body_text, send_credentials
 from tests.portal_helpers import make_portal_app
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.slack import SlackStandIn
@@ -79,7 +80,7 @@ class LiveServer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def _dispatch(self, environ: dict, start_response: Callable) -> object:
+    def _dispatch(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         assert self.app is not None
         return self.app(environ, start_response)
 
@@ -144,13 +145,13 @@ def read_outbox(ctx: Context) -> dict[str, list[EmailMessage]]:
 
 
 def text_of(message: EmailMessage) -> str:
-    return message.get_body(("plain",)).get_content()
+    return body_text(message)
 
 
 def send_to(ctx: Context, employee_id: int) -> dict[str, EmailMessage]:
     """Send credentials through the credentials service; the welcome and username emails it wrote."""
     before = {category: len(found) for category, found in read_outbox(ctx).items()}
-    summary = send_credentials(ctx, [employee_id], actor="e2e-test", source="cli")
+    summary = send_credentials(ctx, [employee_id], actor="e2e-test", source=BatchSource.CLI)
     assert [outcome.status for outcome in summary.sent] == [DeliveryStatus.SENT], summary
     after = read_outbox(ctx)
     return {
@@ -179,14 +180,14 @@ def check_styled(page: Page, console_errors: list[str]) -> None:
 
 
 def test_password_mode_first_sign_in_forced_change_and_new_password(
-    live: tuple, page: Page, console_errors: list[str]
+    live: tuple[Context, LiveServer], page: Page, console_errors: list[str]
 ) -> None:
     ctx, server = live
     person = add_person(ctx, password=None, must_change=False, status=AccountStatus.PENDING)
     mail = send_to(ctx, person.employee_id)
     welcome = text_of(mail["credbot-welcome"])
-    temporary = re.search(r"temporary password:\s+(\S+)", welcome).group(1)
-    sign_in_url = re.search(r"(http://\S+/portal/login)", welcome).group(1)
+    temporary = present(re.search(r"temporary password:\s+(\S+)", welcome)).group(1)
+    sign_in_url = present(re.search(r"(http://\S+/portal/login)", welcome)).group(1)
     username = username_from(mail["credbot-username"])
     assert username == "adoe" and sign_in_url == server.url + "/portal/login"
 
@@ -239,7 +240,7 @@ def test_password_mode_first_sign_in_forced_change_and_new_password(
 
 
 def test_link_mode_set_password_once_then_sign_in(
-    live: tuple, page: Page, console_errors: list[str], caplog: pytest.LogCaptureFixture
+    live: tuple[Context, LiveServer], page: Page, console_errors: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="werkzeug")
     ctx, server = live
@@ -257,7 +258,7 @@ def test_link_mode_set_password_once_then_sign_in(
     )
     mail = send_to(ctx, person.employee_id)
     welcome = text_of(mail["credbot-welcome"])
-    setup_url = re.search(r"(http://\S+/portal/setup/\S+)", welcome).group(1)
+    setup_url = present(re.search(r"(http://\S+/portal/setup/\S+)", welcome)).group(1)
     assert "temporary password:" not in welcome
     username = username_from(mail["credbot-username"])
     assert username == "bsmith"
@@ -302,7 +303,9 @@ def test_link_mode_set_password_once_then_sign_in(
     )
 
 
-def test_expired_temporary_password_page(live: tuple, page: Page, console_errors: list[str]) -> None:
+def test_expired_temporary_password_page(
+    live: tuple[Context, LiveServer], page: Page, console_errors: list[str]
+) -> None:
     ctx, server = live
     add_person(ctx, expires_in=timedelta(minutes=-1))
     page.goto(server.url + "/portal/login")
@@ -315,7 +318,7 @@ def test_expired_temporary_password_page(live: tuple, page: Page, console_errors
 
 
 @pytest.fixture
-def slack_live(settings, slack_standin: SlackStandIn) -> Iterator[RunningApp]:
+def slack_live(settings: Settings, slack_standin: SlackStandIn) -> Iterator[RunningApp]:
     """The whole web app (Slack and the portal) on loopback, with the audit channel in the stand-in."""
     slack_standin.channels.add(AUDIT_CHANNEL)
     yield from serve_app(
@@ -331,9 +334,9 @@ def test_recovery_of_an_expired_account_approved_in_slack(
     base = app.url.removesuffix("/slack/events")
     person = add_person(ctx, password=None, must_change=False, status=AccountStatus.PENDING)
     old = text_of(send_to(ctx, person.employee_id)["credbot-welcome"])
-    temporary = re.search(r"temporary password:\s+(\S+)", old).group(1)
+    temporary = present(re.search(r"temporary password:\s+(\S+)", old)).group(1)
     with ctx.sessions.begin() as session:  # a long weekend later
-        session.get(Account, person.account_id).temp_password_expires_at = utcnow() - timedelta(hours=1)
+        session.get_one(Account, person.account_id).temp_password_expires_at = utcnow() - timedelta(hours=1)
 
     page.goto(base + "/portal/login")
     sign_in(page, "adoe", temporary)
@@ -368,7 +371,7 @@ def test_recovery_of_an_expired_account_approved_in_slack(
     assert app.requests.submit(confirm).status == 200
     app.slack.wait_for(lambda: len(read_outbox(ctx).get("credbot-welcome", [])) > before, what="the email")
     welcome = text_of(read_outbox(ctx)["credbot-welcome"][-1])
-    fresh = re.search(r"temporary password:\s+(\S+)", welcome).group(1)
+    fresh = present(re.search(r"temporary password:\s+(\S+)", welcome)).group(1)
     assert fresh != temporary
 
     page.goto(base + "/portal/login")
@@ -385,7 +388,7 @@ def test_recovery_of_an_expired_account_approved_in_slack(
 
 
 def test_a_reset_link_used_once_and_refused_the_second_time(
-    live: tuple, page: Page, console_errors: list[str]
+    live: tuple[Context, LiveServer], page: Page, console_errors: list[str]
 ) -> None:
     ctx, server = live
     jobs.configure(ctx, redis_url="")
@@ -397,7 +400,7 @@ def test_a_reset_link_used_once_and_refused_the_second_time(
     assert "Request received" in page.inner_text("h1")
     jobs.join()
     [reset] = read_outbox(ctx)["credbot-password-reset"]
-    link = re.search(r"(http://\S+/portal/setup/\S+)", text_of(reset)).group(1)
+    link = present(re.search(r"(http://\S+/portal/setup/\S+)", text_of(reset))).group(1)
 
     page.goto(link)
     page.click("button:has-text('Continue')")
@@ -415,13 +418,14 @@ def test_a_reset_link_used_once_and_refused_the_second_time(
 
 
 def rule_states(page: Page) -> dict[str, str]:
-    return page.eval_on_selector_all(
+    states: dict[str, str] = page.eval_on_selector_all(
         "#new_password_rules li", "items => Object.fromEntries(items.map(i => [i.dataset.rule, i.className]))"
     )
+    return states
 
 
 def test_the_toggle_and_the_live_rules_and_the_page_without_javascript(
-    live: tuple, page: Page, chromium: Browser, console_errors: list[str]
+    live: tuple[Context, LiveServer], page: Page, chromium: Browser, console_errors: list[str]
 ) -> None:
     ctx, server = live
     add_person(ctx)
@@ -473,7 +477,9 @@ def test_the_toggle_and_the_live_rules_and_the_page_without_javascript(
         plain.close()
 
 
-def test_the_pages_fit_a_320_pixel_phone(live: tuple, chromium: Browser, console_errors: list[str]) -> None:
+def test_the_pages_fit_a_320_pixel_phone(
+    live: tuple[Context, LiveServer], chromium: Browser, console_errors: list[str]
+) -> None:
     ctx, server = live
     add_person(ctx, department="Finance & Control")
     phone = chromium.new_context(viewport={"width": 320, "height": 640}, device_scale_factor=2)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from bot.context import Context
 from bot.sending import claims
 from bot.sending.batches import start_batch
-from models import Account, Delivery, DeliveryStatus, utcnow
+from models import Account, BatchSource, Delivery, DeliveryStatus, utcnow
 from tests.builders import add_employee
 
 LEASE = timedelta(seconds=60)
@@ -20,7 +20,7 @@ def test_a_claim_taken_over_after_its_lease_fences_out_the_first_runner(
 ) -> None:
     employee = add_employee(session, "1")
     session.commit()
-    batch_id = start_batch(context, [employee.id], "cli:tester", "cli")
+    batch_id = start_batch(context, [employee.id], "cli:tester", BatchSource.CLI)
     now = utcnow()
     with context.sessions.begin() as tx:
         (first,), held = claims.claim(tx, batch_id, "runner-a", now, now + LEASE, 64)
@@ -47,7 +47,7 @@ def test_a_claim_taken_over_after_its_lease_fences_out_the_first_runner(
 def test_a_claim_within_its_lease_is_not_taken(context: Context, session: Session) -> None:
     employee = add_employee(session, "1")
     session.commit()
-    batch_id = start_batch(context, [employee.id], "cli:tester", "cli")
+    batch_id = start_batch(context, [employee.id], "cli:tester", BatchSource.CLI)
     now = utcnow()
     with context.sessions.begin() as tx:
         (first,), _ = claims.claim(tx, batch_id, "runner-a", now, now + LEASE, 64)

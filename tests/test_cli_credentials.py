@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from bot.passwords import verify_password
 from bot.settings import Settings
-from models import Account, AccountStatus, CredentialBatch
-from tests.builders import add_employee
+from models import Account, AccountStatus, BatchSource, CredentialBatch
+from tests.builders import add_employee, present
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import outbox_messages, outbox_text, password_in, standin_text
 from tests.standins.sendgrid import SendGridStandIn
@@ -101,7 +101,7 @@ def test_failures_are_listed_and_exit_non_zero(
     assert f"Mail goes through SendGrid ({sendgrid_standin.url})" in result.output
     assert "sent 1, failed 1, skipped 0" in result.output
     assert "welcome email not sent: SendGrid 400: Mailbox unavailable" in result.output
-    password = password_in(standin_text(sendgrid_standin, ada.email, "credbot-welcome"))
+    password = password_in(standin_text(sendgrid_standin, present(ada.email), "credbot-welcome"))
     session.expire_all()
     stored = session.scalar(sa.select(Account.password_hash).where(Account.employee_id == ada.id))
     assert verify_password(password, stored)
@@ -177,7 +177,9 @@ def test_batches_lists_counts_and_resume_takes_up_a_stalled_batch(
 
     add_employee(session, "1")
     assert "sent 1" in cli("credentials", "send", "--all-pending", "--yes").output
-    stalled = start_batch(context(), [add_employee(session, "2", "Alan", "Turing").id], "cli:gone", "cli")
+    stalled = start_batch(
+        context(), [add_employee(session, "2", "Alan", "Turing").id], "cli:gone", BatchSource.CLI
+    )
     listing = cli("batches").output
     assert "BATCH" in listing and "IN DOUBT" in listing
     lines = {line.split()[0]: line for line in listing.splitlines()[2:]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -11,8 +12,9 @@ from sqlalchemy.orm import Session
 from bot.passwords import verify_password
 from bot.settings import PROJECT_ROOT, Settings
 from models import Account, Delivery, DeliveryStatus, Employee
+from tests.builders import present
 from tests.cli_helpers import RunCli
-from tests.credentials_helpers import dump_database, outbox_messages, password_in
+from tests.credentials_helpers import body_text, dump_database, outbox_messages, password_in
 from tests.standins.sendgrid import SendGridStandIn
 
 SAMPLE = PROJECT_ROOT / "samples" / "employees.csv"
@@ -36,7 +38,7 @@ def accounts_by_address(session: Session) -> dict[str, Account]:
     rows = session.execute(
         sa.select(Employee.email, Account).join(Account, Account.employee_id == Employee.id)
     )
-    return {email.lower(): account for email, account in rows}
+    return {present(email).lower(): account for email, account in rows}
 
 
 def test_flow_leaves_two_eml_per_employee_whose_passwords_work(
@@ -50,9 +52,9 @@ def test_flow_leaves_two_eml_per_employee_whose_passwords_work(
     for address, account in accounts.items():
         mine = {m["X-Credbot-Category"]: m for m in messages if address in m["To"].lower()}
         assert set(mine) == {"credbot-welcome", "credbot-username"}
-        password = password_in(mine["credbot-welcome"].get_body(("plain",)).get_content())
+        password = password_in(body_text(mine["credbot-welcome"]))
         assert verify_password(password, account.password_hash)
-        assert account.username in mine["credbot-username"].get_body(("plain",)).get_content()
+        assert account.username in body_text(mine["credbot-username"])
     statuses = session.scalars(sa.select(Delivery.status)).all()
     assert statuses == [DeliveryStatus.SENT] * 10
 
@@ -82,7 +84,7 @@ def test_flow_sends_the_same_mail_to_sendgrid(
         assert password not in dump_database(session)
 
 
-def test_db_upgrade_says_what_it_did(cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_db_upgrade_says_what_it_did(cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
     first = cli("db", "upgrade").output
     assert first.startswith("Created the database schema (revision ")

@@ -14,7 +14,7 @@ from bot.settings import PROJECT_ROOT, Settings
 from models import Account, Employee, utcnow
 from tests.builders import audit_events
 from tests.cli_helpers import RunCli
-from tests.credentials_helpers import outbox_messages
+from tests.credentials_helpers import body_text, outbox_messages
 
 SAMPLE = PROJECT_ROOT / "samples" / "employees.csv"
 
@@ -40,7 +40,7 @@ def test_rename_emails_the_employee_and_refuses_bad_names(
     assert "An email with the new username was queued for john.smith@example.com" in result.output
     (mail,) = outbox_messages(settings.outbox_dir)
     assert mail["To"] == "John Smith <john.smith@example.com>"
-    assert "john.smith" in mail.get_body(("plain",)).get_content()
+    assert "john.smith" in body_text(mail)
     assert actions(session)[-1] == "account.renamed"
     for args, message in [
         (("1002", "john.smith"), "already taken"),

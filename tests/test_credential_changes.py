@@ -8,13 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from bot import credentials
+from bot import credentials, passwords
 from bot.context import Context
 from bot.credentials import Pending
 from bot.passwords import verify_password
 from bot.portal.auth import SignInOutcome, sign_in
 from models import Account, AccountStatus, SetupLink, utcnow
-from tests.builders import add_employee
+from tests.builders import add_employee, present
 
 
 def account(session: Session) -> Account:
@@ -40,7 +40,7 @@ def test_a_password_supply_hashes_ahead_no_more_than_it_was_told_it_needs(
     context: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hashed: list[str] = []
-    real = credentials.hash_password
+    real = passwords.hash_password
 
     def counted(password: str) -> str:
         hashed.append(password)
@@ -58,7 +58,7 @@ def test_a_password_supply_hashes_ahead_no_more_than_it_was_told_it_needs(
 
 
 def test_store_pending_keeps_the_hash_and_says_what_was_pending(context: Context, session: Session) -> None:
-    account_id = add_employee(session, "1").account.id
+    account_id = present(add_employee(session, "1").account).id
     first = credentials.make_credential(context.settings, "password")
     second = credentials.make_credential(context.settings, "password")
     assert credentials.store_pending(session, account_id, first) == Pending(None, None)
@@ -82,7 +82,7 @@ def test_store_pending_keeps_the_hash_and_says_what_was_pending(context: Context
 def test_promote_makes_the_credential_the_password_with_one_status_rule(
     context: Context, session: Session, status: AccountStatus, after: AccountStatus
 ) -> None:
-    account_id = add_employee(session, "1", status=status).account.id
+    account_id = present(add_employee(session, "1", status=status).account).id
     old_link = credentials.make_credential(context.settings, "link")
     credentials.store_pending(session, account_id, old_link)
     made = credentials.make_credential(context.settings, "password")
@@ -100,7 +100,7 @@ def test_promote_makes_the_credential_the_password_with_one_status_rule(
 
 
 def test_promote_leaves_a_newer_pending_credential_alone(context: Context, session: Session) -> None:
-    account_id = add_employee(session, "1").account.id
+    account_id = present(add_employee(session, "1").account).id
     older = credentials.make_credential(context.settings, "password")
     newer = credentials.make_credential(context.settings, "password")
     credentials.store_pending(session, account_id, newer)
@@ -111,7 +111,7 @@ def test_promote_leaves_a_newer_pending_credential_alone(context: Context, sessi
 
 
 def test_discard_puts_back_what_was_pending_unless_it_expired(context: Context, session: Session) -> None:
-    account_id = add_employee(session, "1").account.id
+    account_id = present(add_employee(session, "1").account).id
     earlier = credentials.make_credential(context.settings, "password")
     refused = credentials.make_credential(context.settings, "password")
     credentials.store_pending(session, account_id, earlier)
@@ -127,7 +127,7 @@ def test_discard_puts_back_what_was_pending_unless_it_expired(context: Context, 
 
 
 def test_discard_revokes_a_link(context: Context, session: Session) -> None:
-    account_id = add_employee(session, "1").account.id
+    account_id = present(add_employee(session, "1").account).id
     link = credentials.make_credential(context.settings, "link")
     credentials.store_pending(session, account_id, link)
     credentials.discard(session, account_id, "link", link.secret_hash, None)
@@ -136,7 +136,7 @@ def test_discard_revokes_a_link(context: Context, session: Session) -> None:
 
 
 def test_set_password_ends_every_temporary_credential(context: Context, session: Session) -> None:
-    account_id = add_employee(session, "1", status=AccountStatus.INVITED).account.id
+    account_id = present(add_employee(session, "1", status=AccountStatus.INVITED).account).id
     credentials.store_pending(session, account_id, credentials.make_credential(context.settings, "link"))
     credentials.store_pending(session, account_id, credentials.make_credential(context.settings, "password"))
     credentials.set_password(session, account_id, "$argon2id$new", utcnow())
@@ -152,10 +152,10 @@ def test_the_portal_promotes_a_pending_password_with_the_same_rule(
 ) -> None:
     employee = add_employee(session, "1", status=AccountStatus.ACTIVE)
     made = credentials.make_credential(context.settings, "password")
-    credentials.store_pending(session, employee.account.id, made)
+    credentials.store_pending(session, present(employee.account).id, made)
     session.commit()
     assert (
-        sign_in(context, employee.account.username, made.email["password"]).outcome
+        sign_in(context, present(employee.account).username, made.email["password"]).outcome
         == SignInOutcome.MUST_CHANGE
     )
     promoted = account(session)

@@ -25,8 +25,8 @@ from bot.sending.recipients import preview
 from bot.settings import Settings
 from credbot.web import create_web_app
 from handlers import ids
-from models import Account, CredentialBatch, Delivery, DeliveryEvent, Employee
-from tests.builders import add_employee, audit_events
+from models import Account, BatchSource, CredentialBatch, Delivery, DeliveryEvent, Employee
+from tests.builders import add_employee, audit_events, present
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import (
     password_in,
@@ -73,12 +73,16 @@ def test_a_delivery_needs_both_emails_delivered_and_shows_any_problem() -> None:
     delivered = EmailState(MailState.DELIVERED, at(1), "delivered", None, None)
     waiting = EmailState(MailState.WAITING, at(0), "processed", None, None)
     bounced = EmailState(MailState.BOUNCED, at(2), "bounce", "550 5.1.1 no such user", "5.1.1")
-    assert delivery_state({"welcome": delivered}, username_sent=True).state == MailState.WAITING
-    assert delivery_state({"welcome": delivered}, username_sent=False).state == MailState.DELIVERED
+    assert present(delivery_state({"welcome": delivered}, username_sent=True)).state == MailState.WAITING
+    assert present(delivery_state({"welcome": delivered}, username_sent=False)).state == MailState.DELIVERED
     both = {"welcome": delivered, "username": delivered}
-    assert delivery_state(both, username_sent=True).state == MailState.DELIVERED
-    assert delivery_state({"welcome": delivered, "username": bounced}, True).state == MailState.BOUNCED
-    assert delivery_state({"welcome": waiting, "username": delivered}, True).state == MailState.WAITING
+    assert present(delivery_state(both, username_sent=True)).state == MailState.DELIVERED
+    assert (
+        present(delivery_state({"welcome": delivered, "username": bounced}, True)).state == MailState.BOUNCED
+    )
+    assert (
+        present(delivery_state({"welcome": waiting, "username": delivered}, True)).state == MailState.WAITING
+    )
     assert delivery_state({}, True) is None
     assert plain_reason(bounced) == "the mailbox does not exist (550 5.1.1 no such user)"
     dropped = EmailState(MailState.DROPPED, at(0), "dropped", "Bounced Address", None)
@@ -111,7 +115,7 @@ def send_from_slack(app: RunningApp, keys: str) -> tuple[int, str, str]:
     assert app.requests.submit(confirm).status == 200
     channel, ts = batch_message(app)
     with app.ctx.sessions() as session:
-        batch_id = session.scalar(select(func.max(CredentialBatch.id)))
+        batch_id = present(session.scalar(select(func.max(CredentialBatch.id))))
     app.slack.wait_for(lambda: batch_summary_stored(app, batch_id), what="the summary to be stored")
     return batch_id, channel, ts
 
@@ -132,7 +136,7 @@ def stored_events(app: RunningApp) -> int:
 def states(app: RunningApp) -> dict[str, str | None]:
     with app.ctx.sessions() as session:
         rows = session.execute(select(Delivery.email_address, Delivery.mail_state))
-        return {address: state for address, state in rows}
+        return {present(address): state for address, state in rows}
 
 
 def delivery_text(app: RunningApp, channel: str, ts: str) -> str:
@@ -568,18 +572,18 @@ def test_a_later_delivery_to_the_flagged_address_clears_the_flag(
     ada = add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
     sendgrid_standin.bounce("ada@example.com", "452 4.2.2 mailbox full", status="5.2.2")
-    send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))
+    send_credentials(ctx, [ada.id], "cli:test", BatchSource.CLI, transport=sendgrid_transport(ctx))
     assert apply_events(ctx, sendgrid_standin.events(time.time() - 60)).stored == 4
     session.expire_all()
     assert (ada.bad_address, ada.bad_address_event) == ("ada@example.com", "bounced")
-    assert ada.bad_address_reason.startswith("the mailbox is full")
+    assert present(ada.bad_address_reason).startswith("the mailbox is full")
     (recipient,) = preview(session, [ada.id])
-    assert recipient.address_warning.startswith("bounced on ")
+    assert present(recipient.address_warning).startswith("bounced on ")
 
     sendgrid_standin.create_mailbox("ada@example.com")  # the mailbox was emptied: delivered now
     sendgrid_standin.suppressions["bounces"].clear()  # and taken off SendGrid's bounce list
     sendgrid_standin.messages.clear()
-    send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))
+    send_credentials(ctx, [ada.id], "cli:test", BatchSource.CLI, transport=sendgrid_transport(ctx))
     apply_events(ctx, sendgrid_standin.events())
     session.expire_all()
     assert ada.bad_address is None and preview(session, [ada.id])[0].address_warning is None

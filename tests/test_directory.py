@@ -32,7 +32,10 @@ def test_list_employees_searches_every_word(session: Session, tmp_path: Path) ->
     )
     import_employees(session, csv, "tester")
     session.commit()
-    numbers = lambda q, limit=50: [e.employee_number for e in list_employees(session, q, limit)]  # noqa: E731
+
+    def numbers(query: str | None, limit: int = 50) -> list[str]:
+        return [e.employee_number for e in list_employees(session, query, limit)]
+
     assert numbers(None) == ["1", "2", "3", "4"]
     assert numbers("smith") == ["1", "2"]
     assert numbers("SMITH jane") == ["2"]

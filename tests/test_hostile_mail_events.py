@@ -23,7 +23,7 @@ from bot.installation import identity
 from bot.mail.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from bot.outside_text import MAX_OUTSIDE_TEXT, inert
 from handlers import ids
-from models import Delivery, DeliveryEvent, Employee
+from models import BatchSource, Delivery, DeliveryEvent, Employee
 from tests.builders import add_employee
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import send_credentials, sendgrid_context, sendgrid_transport
@@ -143,7 +143,7 @@ def sent_to_ada(context: Context, session: Session, standin: SendGridStandIn, cl
     ctx = Context(settings=ctx.settings, sessions=ctx.sessions, clock=clock)
     ada = add_employee(session, "1001", "Ada", "Lovelace", email="ada@example.com")
     session.commit()
-    send_credentials(ctx, [ada.id], "cli:test", "cli", transport=sendgrid_transport(ctx))
+    send_credentials(ctx, [ada.id], "cli:test", BatchSource.CLI, transport=sendgrid_transport(ctx))
     return ctx
 
 
@@ -187,7 +187,8 @@ def test_events_are_pruned_after_the_retention_and_deliveries_keep_their_state(
     ctx = sent_to_ada(context, session, sendgrid_standin, clock)
     sendgrid_standin.bounce("ada@example.com", "550 5.1.1 user unknown")
     assert apply_events(ctx, sendgrid_standin.events(t0.timestamp())).stored == 4
-    assert jobs._schedules[prune_delivery_events.name].seconds > 0  # scheduled on the workers
+    every = jobs._schedules[prune_delivery_events.name].seconds
+    assert isinstance(every, int | float) and every > 0  # scheduled on the workers
 
     clock.advance(89 * 86_400)
     prune_delivery_events(ctx)
@@ -365,7 +366,7 @@ def test_without_the_bypass_sendgrid_drops_mail_to_a_bounced_address(
     sendgrid_standin.events()
     sendgrid_standin.create_mailbox("ada@example.com")
     ada_id = session.scalars(select(Employee.id)).one()
-    send_credentials(ctx, [ada_id], "cli:test", "cli", transport=sendgrid_transport(ctx))
+    send_credentials(ctx, [ada_id], "cli:test", BatchSource.CLI, transport=sendgrid_transport(ctx))
     finals = [e for e in sendgrid_standin.events() if e["event"] != "processed"]
     assert [e.get("reason") for e in finals[-2:]] == ["Bounced Address", "Bounced Address"]
 

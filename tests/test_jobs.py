@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,8 +18,9 @@ from bot import jobs, notices
 from bot.audit import AuditAction
 from bot.context import Context
 from models import AuditEvent
-from tests.builders import add_employee, audit_events
-from tests.credentials_helpers import outbox_messages
+from tests.builders import add_employee, audit_events, present
+from tests.credentials_helpers import body_text, outbox_messages
+from tests.waiting import wait_until
 
 CREDBOT = str(Path(sys.executable).parent / "credbot")
 seen: list[tuple[str, object]] = []
@@ -29,7 +30,7 @@ _lock = threading.Lock()
 
 
 @jobs.job()
-def remember(ctx: Context, label: str, payload: dict) -> None:
+def remember(ctx: Context, label: str, payload: dict[str, Any]) -> None:
     with _lock:
         seen.append((label, payload))
     assert ctx is jobs.context()
@@ -63,13 +64,6 @@ def _clear() -> None:
     seen.clear()
     failures.clear()
     gave_up.clear()
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_job_runs_with_the_configured_context_and_json_arguments(job_broker: str) -> None:
@@ -143,7 +137,7 @@ def test_without_redis_only_one_process_schedules(context: Context, monkeypatch:
 # --- notice emails --------------------------------------------------------------------------------------
 
 
-def notice_events(context: Context) -> list[tuple[str, str | None, dict]]:
+def notice_events(context: Context) -> list[tuple[str, str | None, dict[str, Any]]]:
     events = audit_events(context.sessions)
     return [(e.action, e.target, e.details) for e in events if e.action.endswith("notice_failed")]
 
@@ -151,7 +145,7 @@ def notice_events(context: Context) -> list[tuple[str, str | None, dict]]:
 def test_a_notice_email_is_rendered_and_sent_by_the_worker(context: Context, job_broker: str) -> None:
     with context.sessions() as session:
         employee = add_employee(session, "7", "Grace", "Hopper")
-        account_id = employee.account.id
+        account_id = present(employee.account).id
     changed = datetime(2026, 11, 27, 14, 5, tzinfo=UTC)
     notices.enqueue_notice(
         context, account_id, "password_changed", "Changed at {company}", changed_at=changed
@@ -161,7 +155,7 @@ def test_a_notice_email_is_rendered_and_sent_by_the_worker(context: Context, job
     assert message["To"] == "Grace Hopper <e7@example.com>"
     assert message["Subject"] == "Changed at Example Corp"
     assert message["X-Credbot-Category"] == "credbot-password-changed"
-    assert "Friday 27 November 2026, 14:05 UTC" in message.get_body(("plain",)).get_content()
+    assert "Friday 27 November 2026, 14:05 UTC" in body_text(message)
     assert notice_events(context) == []
 
 
@@ -175,7 +169,7 @@ def test_an_unreachable_mail_service_is_retried_then_audited(
     ctx = Context(context.settings.model_copy(update={"outbox_dir": blocked}), context.sessions)
     jobs.configure(ctx, redis_url="")
     with ctx.sessions() as session:
-        account_id = add_employee(session, "8").account.id
+        account_id = present(add_employee(session, "8").account).id
     notices.enqueue_notice(ctx, account_id, "password_changed", "Changed", changed_at=datetime.now(UTC))
     wait_until(lambda: notice_events(ctx) != [])
     jobs.join()
@@ -191,7 +185,7 @@ def test_credbot_worker_runs_jobs_enqueued_by_another_process(
     context: Context, redis_server_url: str, redis_namespace: str
 ) -> None:
     with context.sessions() as session:
-        account_id = add_employee(session, "9").account.id
+        account_id = present(add_employee(session, "9").account).id
     jobs.configure(context, redis_url=redis_server_url, namespace=redis_namespace, in_process=False)
     notices.enqueue_notice(context, account_id, "password_changed", "Changed", changed_at=datetime.now(UTC))
     outbox = context.settings.outbox_dir

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from email.policy import default
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -29,13 +30,14 @@ from bot.mail import (
 from bot.mail.sendgrid import recipient_name
 from bot.settings import Settings
 from models import utcnow
+from tests.credentials_helpers import body_text
 from tests.standins.sendgrid import SendGridStandIn, validate_mail_send
 
 SECRET = "Secret7PasswordXyz"
 
 
-def mail_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"database_url": "sqlite://", "sendgrid_api_key": None}
+def mail_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": "sqlite://", "sendgrid_api_key": None}
     return Settings(_env_file=None, **{**values, **overrides})
 
 
@@ -50,8 +52,8 @@ def sendgrid_settings(standin: SendGridStandIn, **overrides: object) -> Settings
     )
 
 
-def make_email(to: str = "ada@example.com", **overrides: object) -> OutgoingEmail:
-    values: dict[str, object] = {
+def make_email(to: str = "ada@example.com", **overrides: Any) -> OutgoingEmail:
+    values: dict[str, Any] = {
         "to_address": to,
         "to_name": "Ada Lovelace",
         "subject": "Welcome",
@@ -60,7 +62,7 @@ def make_email(to: str = "ada@example.com", **overrides: object) -> OutgoingEmai
         "category": "credbot-welcome",
         "custom_args": {"batch_id": "7", "delivery_id": "42"},
     }
-    return OutgoingEmail(**{**values, **overrides})  # type: ignore[arg-type]
+    return OutgoingEmail(**{**values, **overrides})
 
 
 class Sleeps:
@@ -73,7 +75,9 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def transport_for(standin: SendGridStandIn, sleeps: Sleeps | None = None, **settings: object):
+def transport_for(
+    standin: SendGridStandIn, sleeps: Sleeps | None = None, **settings: Any
+) -> SendGridTransport:
     return SendGridTransport(
         sendgrid_settings(standin, **settings), attempts=3, backoff_seconds=0.01, sleep=sleeps or Sleeps()
     )
@@ -138,8 +142,8 @@ def test_outbox_writes_a_readable_multipart_eml(tmp_path: Path) -> None:
     assert message.get_content_type() == "multipart/alternative"
     parts = [part.get_content_type() for part in message.iter_parts()]
     assert parts == ["text/plain", "text/html"]
-    assert SECRET in message.get_body(("plain",)).get_content()
-    assert f"<b>{SECRET}</b>" in message.get_body(("html",)).get_content()
+    assert SECRET in body_text(message)
+    assert f"<b>{SECRET}</b>" in body_text(message, "html")
 
 
 def test_outbox_is_thread_safe_with_unique_names(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -25,7 +26,7 @@ from bot.accounts import (
 from bot.digest import build_digest
 from bot.onboarding import Stage, desk, stage_count, stage_employee_ids, stage_page
 from models import Account, AccountStatus, AuditEvent, DeliveryStatus, Employee, Role, utcnow
-from tests.builders import add_batch, add_delivery, add_employee, audit_events, employee_ids
+from tests.builders import add_batch, add_delivery, add_employee, audit_events, employee_ids, present
 
 
 def emailed(session: Session, number: str, hours_left: float, **account: object) -> Employee:
@@ -199,7 +200,7 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
     }
     assert per_account[3].details["added"] == ["Approver"]  # the stored spelling
     (first,) = employee_ids(session, "0")
-    for bad, message in [
+    cases: list[tuple[dict[str, Any], str]] = [  # keyword arguments for edit_roles, the error
         ({"add": [], "remove": []}, "at least one role"),
         ({"add": ["X"], "remove": ["x"]}, "both added and removed"),
         ({"remove": ["Ghost"], "employee_ids": [first]}, "No such role"),
@@ -210,9 +211,10 @@ def test_bulk_roles_one_event_per_employee_under_one_action(session: Session) ->
         ({"add": ["X"], "department": "Finance", "confirmed": [first]}, "changed since it was shown"),
         ({"add": ["X"]}, "Pick employees, or give a department"),
         ({"add": ["X"], "department": "Nowhere"}, "Nobody active"),
-    ]:
+    ]
+    for bad, message in cases:
         with pytest.raises(AccountChangeError, match=message):
-            edit_roles(session, "cli:test", **bad)  # type: ignore[arg-type]
+            edit_roles(session, "cli:test", **bad)
 
 
 def test_csv_report_neutralises_formulas(session: Session) -> None:
@@ -225,7 +227,7 @@ def test_csv_report_neutralises_formulas(session: Session) -> None:
         email="-x@example.com",
         department="=cmd|' /C calc'!A0",
     )
-    evil.account.roles = [Role(name="=HYPERLINK(x)"), Role(name="Employee")]  # type: ignore[union-attr]
+    present(evil.account).roles = [Role(name="=HYPERLINK(x)"), Role(name="Employee")]
     tab = add_employee(session, "1001", "Tab", "Return", username="\tplain")
     add_employee(session, "1003", "Carriage", "Return", username="\rplain")
     add_employee(session, "1002", username=None)

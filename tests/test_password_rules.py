@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bot.portal.password_rules import MAX_LENGTH, normalize_password, password_problems
@@ -10,7 +12,7 @@ GOOD = "orbit-lantern-pickle-meadow"
 
 
 def problems(password: str, **overrides: object) -> list[str]:
-    arguments: dict = {
+    arguments: dict[str, Any] = {
         "min_length": 12,
         "username": "adoe",
         "first_name": "Alice",

@@ -29,6 +29,7 @@ def test_short_temporary_passwords_are_refused() -> None:
         generate_temporary_password(12)
 
 
+@pytest.mark.owasp_hash_cost
 def test_hashes_are_argon2id_at_owasp_minimum_and_verify() -> None:
     password_hash = hash_password("correct horse battery")
     assert password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from http.cookiejar import CookieJar
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -24,7 +25,7 @@ from bot.passwords import verify_password
 from bot.portal import auth
 from bot.portal.limits import TOO_MANY
 from bot.portal.views import REFUSED_MESSAGE
-from models import AccountStatus, utcnow
+from models import Account, AccountStatus, utcnow
 from tests.builders import TEMP_PASSWORD, add_person, audit_events
 from tests.portal_helpers import (
     GOOD_PASSWORD,
@@ -125,7 +126,7 @@ def test_parallel_wrong_passwords_are_checked_no_more_than_the_threshold(context
 
 
 @pytest.fixture(params=["memory", "redis"])
-def limited(request: pytest.FixtureRequest, context: Context) -> tuple[Context, dict]:
+def limited(request: pytest.FixtureRequest, context: Context) -> tuple[Context, dict[str, Any]]:
     """A context allowing 3 password POSTs per client per minute, counted in memory or in Redis."""
     if request.param == "memory":
         return with_settings(context, sign_in_rate_limit="3/minute"), {}
@@ -135,7 +136,7 @@ def limited(request: pytest.FixtureRequest, context: Context) -> tuple[Context, 
 
 
 def test_failures_are_limited_per_address_and_username_with_one_uniform_answer(
-    limited: tuple[Context, dict],
+    limited: tuple[Context, dict[str, Any]],
 ) -> None:
     ctx, config = limited
     add_person(ctx, password=GOOD_PASSWORD, must_change=False, status=AccountStatus.ACTIVE)
@@ -223,7 +224,7 @@ def test_a_lock_ends_the_sessions_even_after_it_is_over(context: Context, portal
         auth.sign_in(context, "adoe", "wrong-password-123")
     assert browser.get("/portal/").headers["Location"] == "/portal/login"
     with context.sessions.begin() as session:  # the wait is over
-        session.get(auth.Account, person.account_id).locked_until = utcnow() - timedelta(seconds=1)
+        session.get_one(Account, person.account_id).locked_until = utcnow() - timedelta(seconds=1)
     assert thief.get("/portal/").headers["Location"] == "/portal/login"
 
 
@@ -265,7 +266,7 @@ def test_known_and_unknown_usernames_cost_the_same_queries_and_hashes(
     def work(username: str) -> tuple[list[str], int]:
         statements: list[str] = []
 
-        def log(_conn, _cursor, statement: str, *_args: object) -> None:
+        def log(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
             statements.append(re.sub(r"\s+", " ", statement))
 
         verified.clear()

@@ -10,29 +10,32 @@ import time
 from datetime import timedelta
 from email.policy import default
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from pydantic import SecretStr
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from bot import jobs, notices
 from bot.context import Context
 from bot.directory import import_employees
 from bot.mail import MailUnavailable
 from bot.passwords import hash_password
-from bot.portal import auth
 from bot.portal.views import REFUSED_MESSAGE
 from models import Account, AccountStatus, Employee, utcnow
 from tests.builders import TEMP_PASSWORD, add_person, audit_events
-from tests.credentials_helpers import sendgrid_context
+from tests.credentials_helpers import body_text, sendgrid_context
 from tests.portal_helpers import GOOD_PASSWORD, Browser, get_account, make_portal_app
 from tests.standins.sendgrid import SendGridStandIn
 
 CHANGE = "/portal/password"
 
 
-def change_form(current: str = TEMP_PASSWORD, new: str = GOOD_PASSWORD, confirm: str | None = None) -> dict:
+def change_form(
+    current: str = TEMP_PASSWORD, new: str = GOOD_PASSWORD, confirm: str | None = None
+) -> dict[str, Any]:
     return {
         "current_password": current,
         "new_password": new,
@@ -51,7 +54,7 @@ def without_values(html: str) -> str:
     return re.sub(r'value="[^"]*"', 'value=""', html)
 
 
-def set_cookie_headers(response) -> list[str]:
+def set_cookie_headers(response: TestResponse) -> list[str]:
     return response.headers.getlist("Set-Cookie")
 
 
@@ -232,7 +235,7 @@ def test_disabling_an_account_ends_its_session(context: Context, browser: Browse
     person = add_person(context, password=GOOD_PASSWORD, must_change=False, status=AccountStatus.ACTIVE)
     browser.sign_in("adoe", GOOD_PASSWORD)
     with context.sessions.begin() as session:
-        session.get(auth.Account, person.account_id).status = AccountStatus.DISABLED
+        session.get_one(Account, person.account_id).status = AccountStatus.DISABLED
     assert browser.get("/portal/").headers["Location"] == "/portal/login"
 
 
@@ -250,7 +253,7 @@ def test_cookie_flags_in_development(context: Context, browser: Browser) -> None
     "update",
     [{"environment": "production"}, {"portal_url": "https://selfservice.example.com/portal"}],
 )
-def test_cookie_is_secure_in_production_or_behind_https(context: Context, update: dict) -> None:
+def test_cookie_is_secure_in_production_or_behind_https(context: Context, update: dict[str, Any]) -> None:
     update = {**update, "secret_key": SecretStr("k" * 32)}
     ctx = Context(context.settings.model_copy(update=update), context.sessions)
     response = make_portal_app(ctx).test_client().get("/portal/login")
@@ -340,8 +343,8 @@ def test_password_changed_email_lands_in_the_outbox(context: Context, browser: B
     assert message["To"] == "Alice Doe <alice.doe@example.com>"
     assert message["Subject"] == "Your Example Corp Self-Service password was changed"
     assert message["X-Credbot-Category"] == "credbot-password-changed"
-    text = message.get_body(("plain",)).get_content()
-    html = message.get_body(("html",)).get_content()
+    text = body_text(message)
+    html = body_text(message, "html")
     for body in (text, html):
         assert "If this wasn't you, contact your administrator" in body.replace("&#39;", "'")
         assert "adoe" in body

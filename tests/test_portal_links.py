@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from flask import Flask
 
 from bot.context import Context
 from bot.portal import auth
@@ -101,7 +102,7 @@ def test_a_link_works_only_once(context: Context, browser: Browser) -> None:
     assert "Ask for a new link" in response.text
 
 
-def test_a_second_tab_cannot_use_the_link_after_the_first(context: Context, portal_app) -> None:
+def test_a_second_tab_cannot_use_the_link_after_the_first(context: Context, portal_app: Flask) -> None:
     account_id = invited(context)
     token = add_setup_link(context, account_id)
     first, second = Browser(portal_app.test_client()), Browser(portal_app.test_client())
@@ -168,7 +169,7 @@ def test_setting_a_password_revokes_other_open_links(context: Context) -> None:
         first, second = session.query(SetupLink).filter_by(account_id=account_id).order_by(SetupLink.id).all()
     assert set_password_with_link(context, first.id, GOOD_PASSWORD, GOOD_PASSWORD).ok
     with context.sessions() as session:
-        assert session.get(SetupLink, second.id).revoked_at is not None
+        assert session.get_one(SetupLink, second.id).revoked_at is not None
 
 
 def test_setup_tokens_are_redacted_from_access_logs() -> None:

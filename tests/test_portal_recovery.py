@@ -15,6 +15,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -27,12 +28,13 @@ from bot.passwords import verify_password
 from bot.portal import recovery
 from bot.portal.client import Client
 from bot.portal.recovery import RECOVERY_TTL, RESET_LINK_TTL, DecisionRefused, RecoveryOutcome
+from bot.settings import Settings
 from bot.slack_app import make_web_client
 from handlers import ids
 from handlers.recovery import post_cards
 from models import Account, AccountStatus, RecoveryRequest, RecoveryStatus, SetupLink, utcnow
-from tests.builders import TEMP_PASSWORD, add_person, audit_events
-from tests.credentials_helpers import sendgrid_context
+from tests.builders import TEMP_PASSWORD, add_person, audit_events, present
+from tests.credentials_helpers import body_text, sendgrid_context
 from tests.portal_helpers import GOOD_PASSWORD, Browser, get_account, make_portal_app
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import SendGridStandIn
@@ -42,7 +44,7 @@ HOSTILE_AGENT = "Mozilla/5.0 <!channel> <script>alert(1)</script> *bold* <@U0ADM
 AUDIT_CHANNEL = "CAUDIT001"
 
 
-def invited(ctx: Context, **fields: object) -> int:
+def invited(ctx: Context, **fields: Any) -> int:
     """An invited account emailed two days ago whose temporary password has expired; its account id."""
     person = add_person(
         ctx,
@@ -54,7 +56,7 @@ def invited(ctx: Context, **fields: object) -> int:
     return person.account_id
 
 
-def active(ctx: Context, **fields: object) -> int:
+def active(ctx: Context, **fields: Any) -> int:
     person = add_person(
         ctx,
         username="bsmith",
@@ -80,13 +82,13 @@ def outbox(ctx: Context, category: str) -> list[EmailMessage]:
 
 
 def reset_url(message: EmailMessage) -> str:
-    text = message.get_body(("plain",)).get_content()
+    text = body_text(message)
     match = re.search(r"(http\S+/portal/setup/\S+)", text)
     assert match, text
     return match.group(1)
 
 
-def recovery_actions(ctx: Context) -> list[tuple[str, str, dict]]:
+def recovery_actions(ctx: Context) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (row.action, row.details.get("outcome", ""), row.details)
         for row in audit_events(ctx.sessions)
@@ -139,7 +141,7 @@ def test_an_invited_account_gets_one_pending_request_that_expires_after_a_day(co
     ],
 )
 def test_accounts_that_cannot_be_recovered_are_only_audited(
-    context: Context, case: str, fields: dict
+    context: Context, case: str, fields: dict[str, Any]
 ) -> None:
     add_person(context, **{"status": AccountStatus.INVITED, "credentials_emailed_at": utcnow(), **fields})
     assert recovery.take_request(context, "adoe") is RecoveryOutcome.NOT_ELIGIBLE, case
@@ -164,7 +166,7 @@ def test_a_reset_link_works_once_only_the_newest_works_and_it_expires_after_an_h
     assert recovery.take_request(ctx, "BOB.SMITH@example.com") is RecoveryOutcome.RESET_SENT
     first, newest = (reset_url(m) for m in outbox(ctx, "credbot-password-reset"))
     assert first != newest
-    assert "works once, until" in outbox(ctx, "credbot-password-reset")[0].get_body(("plain",)).get_content()
+    assert "works once, until" in body_text(outbox(ctx, "credbot-password-reset")[0])
 
     browser = Browser(app.test_client())
     path = newest.removeprefix("http://localhost")
@@ -268,7 +270,7 @@ def test_the_sign_in_page_offers_recovery_and_it_works_without_javascript(browse
 
 
 @pytest.fixture
-def slack_app(settings, slack_standin: SlackStandIn) -> Iterator[RunningApp]:
+def slack_app(settings: Settings, slack_standin: SlackStandIn) -> Iterator[RunningApp]:
     configured = slack_settings(settings, slack_standin, audit_channel_id=AUDIT_CHANNEL)
     slack_standin.channels.add(AUDIT_CHANNEL)
     yield from serve_app(configured, slack_standin)
@@ -280,17 +282,17 @@ def request_from_portal(app: RunningApp, who: str, agent: str = HOSTILE_AGENT) -
     jobs.join()
 
 
-def card_in(app: RunningApp) -> dict:
+def card_in(app: RunningApp) -> dict[str, Any]:
     [message] = [m for (channel, _), m in app.slack.messages.items() if channel == AUDIT_CHANNEL]
     return message
 
 
-def buttons_of(message: dict) -> dict[str, dict]:
+def buttons_of(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
     blocks = message["blocks"] if isinstance(message["blocks"], list) else json.loads(message["blocks"])
     return {e["action_id"]: e for b in blocks if b["type"] == "actions" for e in b["elements"]}
 
 
-def text_of_blocks(message: dict) -> str:
+def text_of_blocks(message: dict[str, Any]) -> str:
     return json.dumps(message["blocks"]) if isinstance(message["blocks"], list) else message["blocks"]
 
 
@@ -320,7 +322,7 @@ def test_an_admin_approves_in_slack_and_the_usual_confirmation_sends(slack_app: 
     assert app.requests.block_action(ids.RECOVERY_APPROVE_ACTION, request_id, "UOTHER01").status == 200
     app.slack.wait_for(lambda: audit_events(ctx.sessions, "access.refused"), what="the refusal's audit")
     with ctx.sessions() as session:
-        assert session.get(RecoveryRequest, int(request_id)).status == RecoveryStatus.PENDING
+        assert session.get_one(RecoveryRequest, int(request_id)).status == RecoveryStatus.PENDING
 
     opened = len(app.slack.calls_to("views.open"))
     assert app.requests.block_action(ids.RECOVERY_APPROVE_ACTION, request_id).status == 200
@@ -332,7 +334,8 @@ def test_an_admin_approves_in_slack_and_the_usual_confirmation_sends(slack_app: 
 
     assert app.requests.submit(confirm).status == 200  # "Send emails"
     app.slack.wait_for(
-        lambda: get_account(ctx, account_id).temp_password_expires_at > utcnow(), what="new credentials"
+        lambda: present(get_account(ctx, account_id).temp_password_expires_at) > utcnow(),
+        what="new credentials",
     )
     assert get_account(ctx, account_id).status == AccountStatus.INVITED
 
@@ -375,10 +378,12 @@ def test_an_admin_denies_with_a_reason(slack_app: RunningApp) -> None:
 
 def test_an_expired_request_shows_on_its_card_and_can_no_longer_be_approved(slack_app: RunningApp) -> None:
     app = slack_app
-    clock = ManualClock()
-    ctx = replace(app.ctx, clock=clock)  # the worker's clock, moved on below
-    invited(ctx)
+    invited(app.ctx)
     request_from_portal(app, "adoe")
+    with app.ctx.sessions() as session:  # the worker's clock starts when the request was taken, however late
+        taken = session.scalars(select(RecoveryRequest.expires_at)).one() - RECOVERY_TTL
+    clock = ManualClock(start=taken)
+    ctx = replace(app.ctx, clock=clock)  # moved on below
     client = make_web_client(ctx.settings)
     assert post_cards(ctx, client) == 1
     request_id = buttons_of(card_in(app))[ids.RECOVERY_APPROVE_ACTION]["value"]

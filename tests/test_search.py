@@ -10,7 +10,7 @@ from bot.reports import build_report
 from bot.search import MAX_RESULTS, choices_for, query_terms, search_employees
 from bot.sending.recipients import count_never_emailed, never_emailed_employee_ids
 from models import Employee, utcnow
-from tests.builders import add_employee, insert_employees
+from tests.builders import add_employee, insert_employees, present
 
 
 def names(session: Session, query: str) -> list[str]:
@@ -82,11 +82,11 @@ def test_never_emailed_is_one_rule_for_picker_send_home_and_report(session: Sess
     add_employee(session, "4", username=None)
     emailed = add_employee(session, "5")
     session.flush()
-    emailed.account.credentials_emailed_at = utcnow()
+    present(emailed.account).credentials_emailed_at = utcnow()
     add_employee(session, "6", status="invited")
     session.commit()
     ids = never_emailed_employee_ids(session)
-    assert [session.get(Employee, i).employee_number for i in ids] == ["1", "6"]
+    assert [session.get_one(Employee, i).employee_number for i in ids] == ["1", "6"]
     assert count_never_emailed(session) == len(ids) == 2
     assert stage_employee_ids(session, Stage.NEVER_EMAILED) == ids
     assert stage_count(session, Stage.NEVER_EMAILED) == 2

@@ -32,13 +32,14 @@ from bot.settings import Settings
 from models import (
     Account,
     AuditEvent,
+    BatchSource,
     BatchStatus,
     CredentialBatch,
     Delivery,
     DeliveryStatus,
     OutboxJob,
 )
-from tests.builders import TEMP_PASSWORD, add_employee, add_person
+from tests.builders import TEMP_PASSWORD, add_employee, add_employee_rows, add_person, present
 from tests.credentials_helpers import (
     PASSWORD_LINE,
     password_in,
@@ -54,15 +55,14 @@ from tests.standins.slack import SlackStandIn
 from tests.tcp_proxy import TcpProxy
 from tests.test_send_engine import (
     CREDBOT,
-    add_employees,
     batch_ended,
     batch_for_workers,
     check_promise,
     cli_env,
-    wait_until,
     works,
 )
 from tests.test_slack_flow import open_picker, review
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 QUEUED = "it starts when the job queue is back"
@@ -114,7 +114,7 @@ def running_pid(ctx: Context) -> int:
         runner = check.scalars(
             sa.select(Delivery.claimed_by).where(Delivery.status == DeliveryStatus.SENDING).limit(1)
         ).one()
-    return int(runner.split(":")[1])
+    return int(present(runner).split(":")[1])
 
 
 def welcome_recipients(standin: SendGridStandIn) -> set[str]:
@@ -153,7 +153,7 @@ def test_a_worker_stopped_past_its_lease_changes_no_account_when_it_resumes(
     """SIGSTOP past the lease (the issue's 60 s / 80 s, and 10 s / 25 s, scaled down), another worker
     takes the batch over, then SIGCONT: the stalled worker's late endings are superseded."""
     postgres_only(context)
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     sendgrid_standin.delay = 0.2
     batch_id, env = batch_for_workers(
         context,
@@ -209,7 +209,7 @@ def test_sigterm_mid_batch_ends_in_flight_lets_go_of_the_rest_and_mails_nobody_t
 ) -> None:
     """With the default lease (60 s): the other worker takes the batch up at once, not after it (the
     20 s wait below)."""
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     sendgrid_standin.delay = 0.3  # about 6 s for the batch: most of it is left at SIGTERM
     batch_id, env = batch_for_workers(
         context,
@@ -266,7 +266,7 @@ def test_the_cli_with_the_queue_away_queues_the_batch_and_a_rerun_mails_nobody_t
     tmp_path: Path,
 ) -> None:
     proxy, proxied = redis_proxy
-    employees = add_employees(session, 8)
+    employees = add_employee_rows(session, 8)
     session.commit()
     proxy.outage()
     env = cli_env(context, sendgrid_standin, REDIS_URL=proxied, REDIS_NAMESPACE=redis_namespace)
@@ -275,7 +275,11 @@ def test_the_cli_with_the_queue_away_queues_the_batch_and_a_rerun_mails_nobody_t
     for log in logs:  # the admin runs it again during the outage
         with log.open("wb") as out:
             sends.append(subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out, stderr=out))
-        wait_until(lambda log=log: QUEUED in log.read_text(), 30, "the CLI to say the batch is queued")
+
+        def queued(log: Path = log) -> bool:
+            return QUEUED in log.read_text()
+
+        wait_until(queued, 30, "the CLI to say the batch is queued")
     with context.sessions() as check:
         assert len(check.scalars(sa.select(OutboxJob)).all()) == 2  # both wait in the outbox
     assert not sendgrid_standin.messages
@@ -369,7 +373,7 @@ def test_the_queue_away_mid_batch_loses_nobody(
     tmp_path: Path,
 ) -> None:
     proxy, proxied = redis_proxy
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     sendgrid_standin.delay = 0.1
     batch_id, env = batch_for_workers(
         context, sendgrid_standin, employees, proxied, redis_namespace, MAIL_CONCURRENCY="4"
@@ -430,7 +434,7 @@ def test_the_cli_outlives_a_short_database_outage_without_redis(
     context: Context, session: Session, sendgrid_standin: SendGridStandIn, tmp_path: Path
 ) -> None:
     postgres_only(context)
-    employees = add_employees(session, 40)
+    employees = add_employee_rows(session, 40)
     session.commit()
     sendgrid_standin.delay = 0.1
     url = make_url(context.settings.database_url)
@@ -469,7 +473,9 @@ def test_changing_the_credential_mode_leaves_one_live_credential(
     second = "link" if first == "password" else "password"
     for mode in (first, second):
         ctx = sendgrid_context(context, sendgrid_standin, credential_mode=mode)
-        summary = send_credentials(ctx, [employee.id], "cli:tester", "cli", transport=sendgrid_transport(ctx))
+        summary = send_credentials(
+            ctx, [employee.id], "cli:tester", BatchSource.CLI, transport=sendgrid_transport(ctx)
+        )
         assert len(summary.sent) == 1, summary
     welcomes = [
         m["content"][0]["value"]

@@ -17,7 +17,7 @@ from bot.admins import add_admin, remove_admin
 from bot.sending.batches import start_batch
 from bot.settings import Settings
 from handlers import ids
-from models import CredentialBatch, Employee
+from models import BatchSource, CredentialBatch, Employee
 from tests.builders import add_employee, audit_events
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
@@ -200,7 +200,8 @@ def test_non_admins_are_refused_everywhere(running_slack_app: RunningApp, sessio
 def send_all(app: RunningApp, picker: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Review then "Send emails"; returns the answer to the send."""
     confirm = review(app, picker, values)
-    return app.requests.submit(confirm).json()
+    answer: dict[str, Any] = app.requests.submit(confirm).json()
+    return answer
 
 
 def all_slack_text(app: RunningApp) -> str:
@@ -533,10 +534,10 @@ def test_a_resumed_batch_says_so_in_its_thread_and_ends_with_the_summary(
     add_employee(session, "1001", email="ada@example.com")
     session.commit()
     batch_id = start_batch(
-        app.ctx, [e.id for e in session.scalars(select(Employee))], "slack:" + ADMIN_ID, "slack"
+        app.ctx, [e.id for e in session.scalars(select(Employee))], "slack:" + ADMIN_ID, BatchSource.SLACK
     )
     with app.ctx.sessions.begin() as change:  # as a worker killed after posting the start would leave it
-        change.get(CredentialBatch, batch_id).channel_id = CHANNEL_ID
+        change.get_one(CredentialBatch, batch_id).channel_id = CHANNEL_ID
     assert resume_batch(app.ctx, batch_id, "cli:tester")
     channel, ts = batch_message(app)
     assert "*1 sent*" in app.slack.messages[(channel, ts)]["text"]

@@ -30,7 +30,7 @@ from models import (
     make_session_factory,
     utcnow,
 )
-from tests.builders import add_batch, add_delivery, add_employee, audit_events
+from tests.builders import add_batch, add_delivery, add_employee, audit_events, present
 from tests.credentials_helpers import outbox_messages
 from tests.slack_requests import RunningApp, slack_settings
 from tests.standins.slack import ADMIN_ID, SlackStandIn, dm_channel
@@ -91,7 +91,7 @@ def test_app_home_shows_every_stage_with_its_action(running_slack_app: RunningAp
     emailed(session, "300", 5)
     emailed(session, "301", -3)
     locked = add_employee(session, "400", "Lou", "Locked")
-    locked.account.locked_until = utcnow() + timedelta(minutes=10)  # type: ignore[union-attr]
+    present(locked.account).locked_until = utcnow() + timedelta(minutes=10)
     session.commit()
     batch = add_batch(session, requested_by=f"slack:{ADMIN_ID}", source="slack")
     add_delivery(session, batch, locked, mail_state="bounced")
@@ -136,7 +136,9 @@ def test_non_admins_get_a_short_home_and_every_click_is_refused(
         answer = app.requests.submit(crafted, user_id=STRANGER).json()
         assert answer["view"]["title"]["text"] == "Not allowed"
     refused = audit_events(app.ctx.sessions, "access.refused")
-    assert sorted(e.target for e in refused if e.details["kind"] == "block_actions") == sorted(home_actions)
+    assert sorted(present(e.target) for e in refused if e.details["kind"] == "block_actions") == sorted(
+        home_actions
+    )
     assert len([e for e in refused if e.details["kind"] == "view_submission"]) == 4
     app.slack.wait_for_call("chat.postMessage", len(home_actions))  # each told, in a DM
     assert app.slack.calls_to("views.open") == [] and app.slack.files == {}
@@ -183,7 +185,7 @@ def test_show_all_pages_and_unlocks_a_row(running_slack_app: RunningApp, session
     app = running_slack_app
     for n in range(25):
         employee = add_employee(session, f"{n:03d}", "Lou", f"Locked{n:02d}")
-        employee.account.locked_until = utcnow() + timedelta(minutes=10)  # type: ignore[union-attr]
+        present(employee.account).locked_until = utcnow() + timedelta(minutes=10)
     session.commit()
     first = opened_view(app, ids.HOME_SHOW_ALL, "locked")
     assert "Locked accounts (25)" in text_of(first) and "Page 1 of 2" in text_of(first)
@@ -215,7 +217,7 @@ def test_rename_end_to_end(running_slack_app: RunningApp, session: Session) -> N
         session, "1001", "Ada", "Lovelace", email="ada@example.com", username="alovelace", status="active"
     )
     add_employee(session, "1002", "Alan", "Turing", username="aturing")
-    ada.account.password_hash = hash_password("correct horse battery")  # type: ignore[union-attr]
+    present(ada.account).password_hash = hash_password("correct horse battery")
     session.commit()
     modal = opened_view(app, ids.HOME_RENAME)
     options = app.requests.options("lovel", view=modal).json()["options"]

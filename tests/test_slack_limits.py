@@ -318,8 +318,12 @@ def test_ten_batches_at_once_share_chat_update_and_end_right(
         summaries = app.slack.wait_for(lambda: all_summaries(app), timeout=120, what="ten summaries")
         assert len(summaries) == BATCHES
         for _, (channel, ts) in summaries.items():
+
+            def settled(channel: str = channel, ts: str = ts) -> bool:
+                return "· 0 waiting" in delivery_text(app, channel, ts)
+
             app.slack.wait_for(
-                lambda c=channel, t=ts: "· 0 waiting" in delivery_text(app, c, t),
+                settled,
                 timeout=60,
                 what="0 waiting",
             )

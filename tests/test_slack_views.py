@@ -126,7 +126,7 @@ def test_summary_and_thread_stay_within_limits_for_a_thousand() -> None:
 
 
 def test_form_values_flattens_slack_state() -> None:
-    state = {
+    state: dict[str, dict[str, dict[str, Any]]] = {
         "b1": {"a1": {"type": "multi_external_select", "selected_options": [{"value": "1"}, {"value": "2"}]}},
         "b2": {"a2": {"type": "checkboxes", "selected_options": []}},
         "b3": {"a3": {"type": "plain_text_input", "value": "hi"}},

@@ -6,6 +6,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -41,7 +42,7 @@ def test_health_check_and_portal_share_the_server(running_slack_app: RunningApp)
         ({"slack_signing_secret": SecretStr("my secret")}, "SLACK_SIGNING_SECRET does not look like"),
     ],
 )
-def test_missing_or_malformed_settings_are_named(update: dict, message: str) -> None:
+def test_missing_or_malformed_settings_are_named(update: dict[str, Any], message: str) -> None:
     settings = Settings(
         _env_file=None, slack_bot_token=SecretStr("xoxb-1"), slack_signing_secret=SecretStr(SIGNING_SECRET)
     ).model_copy(update=update)

@@ -120,7 +120,7 @@ class SendGridStandIn:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> SendGridStandIn:
         self._thread.start()

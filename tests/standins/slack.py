@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import pytest
@@ -56,6 +56,9 @@ TIER_LIMITS = {
 PER_CHANNEL_LIMITS = {"chat.postMessage": 60}
 """Calls per RATE_WINDOW seconds per channel ("one per second, short bursts allowed")."""
 RESPONSE_URL_USES = 5
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class SlackStandIn:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/"
+        return f"http://{host!s}:{port}/api/"
 
     def start(self) -> SlackStandIn:
         self._thread.start()
@@ -161,7 +164,9 @@ class SlackStandIn:
         with self._lock:
             return [call for call in self.calls if call.method == method]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    def wait_for(
+        self, predicate: Callable[[], T | None], timeout: float = 15.0, what: str = "condition"
+    ) -> T:
         """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -172,8 +177,12 @@ class SlackStandIn:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; calls: {self.summary()}")
 
     def wait_for_call(self, method: str, count: int = 1, timeout: float = 15.0) -> list[Call]:
+        def enough() -> list[Call] | None:
+            calls = self.calls_to(method)
+            return calls if len(calls) >= count else None
+
         return self.wait_for(
-            lambda: (calls := self.calls_to(method)) and len(calls) >= count and calls,
+            enough,
             timeout,
             f"{count} call(s) to {method}",
         )
@@ -422,6 +431,7 @@ class SlackStandIn:
         problems = check_home_view(view)
         if problems:
             return self._invalid(problems)
+        assert isinstance(view, dict)  # check_home_view found it a view
         current = self.home_views.get(user)
         if args.get("hash") and (current is None or args["hash"] != current["hash"]):
             return {"ok": False, "error": "hash_conflict"}
