@@ -7,6 +7,7 @@ from models.base import Base, utcnow
 from models.deliveries import (
     BatchStatus,
     CredentialBatch,
+    CredentialMode,
     Delivery,
     DeliveryEvent,
     DeliveryStatus,
@@ -25,6 +26,7 @@ __all__ = [
     "Base",
     "BatchStatus",
     "CredentialBatch",
+    "CredentialMode",
     "Delivery",
     "DeliveryEvent",
     "DeliveryStatus",
