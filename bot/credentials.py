@@ -1,6 +1,7 @@
 """Every change to an account's credentials, in one place: the sender and the portal both call these.
 
-- `make_credential`: a new temporary password (or set-password link) and the hash that is stored.
+- `make_password`, `make_link`: a new credential and the hash that is stored (which one: the credential
+  mode's strategy, `bot.credential_modes`).
 - `store_pending` (`store_pending_many`): keep the new credential's hash as *pending* while its email is
   handed to the mail API.
 - `promote` (`promote_many`): the mail API accepted the email (or the employee signed in with the
@@ -34,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from bot.passwords import generate_temporary_password, hash_password
 from bot.settings import Settings
-from models import Account, AccountStatus, SetupLink, utcnow
+from models import Account, AccountStatus, CredentialMode, SetupLink, utcnow
 
 # Plain Core tables: ORM-enabled UPDATEs cost several times more CPU, and these run per employee.
 _ACCOUNTS = Account.__table__
@@ -93,25 +94,28 @@ def token_hash(token: str) -> str:
 class Credential:
     """A new credential: what is stored (`secret_hash`) and what the welcome email shows (`email`)."""
 
-    mode: str
+    mode: CredentialMode
     secret_hash: str
     expires_at: datetime
     email: dict[str, Any] = field(repr=False)
     """Template values: `mode`, `password` or `setup_url`, `expires_at`. Cleared once handed over."""
 
 
-def make_credential(settings: Settings, mode: str) -> Credential:
-    """A temporary password (hashed with argon2id) or, in link mode, a set-password token."""
+def make_link(settings: Settings) -> Credential:
+    """A set-password token (link mode; see `bot.credential_modes`): only its hash is stored."""
     expires_at = utcnow() + timedelta(hours=settings.temp_password_ttl_hours)
-    if mode == "link":
-        token = secrets.token_urlsafe(32)
-        values: dict[str, Any] = {
-            "mode": "link",
-            "password": None,
-            "setup_url": settings.setup_link_url(token),
-            "expires_at": expires_at,
-        }
-        return Credential(mode, token_hash(token), expires_at, values)
+    token = secrets.token_urlsafe(32)
+    values: dict[str, Any] = {
+        "mode": CredentialMode.LINK,
+        "password": None,
+        "setup_url": settings.setup_link_url(token),
+        "expires_at": expires_at,
+    }
+    return Credential(CredentialMode.LINK, token_hash(token), expires_at, values)
+
+
+def make_password(settings: Settings) -> Credential:
+    """A temporary password hashed with argon2id on the hash pool (password mode)."""
     return _pool(settings).submit(_make_password, settings).result()
 
 
@@ -122,7 +126,7 @@ class PasswordSupply:
     another, until `most` were queued (None: no end; a batch knows how many it needs, and a hash made
     for nobody is CPU taken from the batch). A batch's mail threads spend most of their time waiting on
     the mail API: without this, the pool idles whenever none of them happens to be between two emails.
-    The plaintexts exist only in memory, as with `make_credential`; `close` drops the ones not handed out.
+    The plaintexts exist only in memory, as with `make_password`; `close` drops the ones not handed out.
     """
 
     def __init__(self, settings: Settings, ahead: int | None = None, most: int | None = None) -> None:
@@ -173,8 +177,13 @@ def _forget(made: Future[Credential]) -> None:
 def _make_password(settings: Settings) -> Credential:
     expires_at = utcnow() + timedelta(hours=settings.temp_password_ttl_hours)
     password = generate_temporary_password(settings.temp_password_length)
-    values = {"mode": "password", "password": password, "setup_url": None, "expires_at": expires_at}
-    return Credential("password", hash_password(password), expires_at, values)
+    values = {
+        "mode": CredentialMode.PASSWORD,
+        "password": password,
+        "setup_url": None,
+        "expires_at": expires_at,
+    }
+    return Credential(CredentialMode.PASSWORD, hash_password(password), expires_at, values)
 
 
 @dataclass(frozen=True)
@@ -203,12 +212,12 @@ def store_pending_many(session: Session, new: dict[int, Credential]) -> dict[int
     links = [
         SetupLink(account_id=account_id, token_hash=made.secret_hash, expires_at=made.expires_at)
         for account_id, made in new.items()
-        if made.mode == "link"
+        if made.mode == CredentialMode.LINK
     ]
     if links:
         session.add_all(links)
         session.flush()
-    passwords = {account_id: made for account_id, made in new.items() if made.mode != "link"}
+    passwords = {account_id: made for account_id, made in new.items() if made.mode == CredentialMode.PASSWORD}
     before = {account_id: Pending(None, None) for account_id in new}
     if not passwords:
         return before
@@ -244,7 +253,7 @@ class Promotion:
 def promote(
     session: Session,
     account_id: int,
-    mode: str,
+    mode: CredentialMode,
     secret_hash: str,
     expires_at: datetime | None,
     *,
@@ -263,7 +272,7 @@ def promote(
 
 def promote_many(
     session: Session,
-    mode: str,
+    mode: CredentialMode,
     promotions: list[Promotion],
     *,
     emailed_by: str | None = None,
@@ -284,7 +293,7 @@ def promote_many(
     if emailed_by is not None:
         values |= {_ACCOUNTS.c.credentials_emailed_at: now, _ACCOUNTS.c.credentials_emailed_by: emailed_by}
     params = [{"b_id": p.account_id, "b_hash": p.secret_hash, "b_expires": p.expires_at} for p in promotions]
-    if mode != "link":
+    if mode == CredentialMode.PASSWORD:
         ours = _ACCOUNTS.c.pending_password_hash == bindparam("b_hash")
         values |= {
             _ACCOUNTS.c.password_hash: bindparam("b_hash"),
@@ -303,16 +312,18 @@ def promote_many(
             _ACCOUNTS.c.pending_password_hash: None,
             _ACCOUNTS.c.pending_password_expires_at: None,
         }
-    accounts = [{"b_id": p["b_id"]} for p in params] if mode == "link" else params
+    accounts = [{"b_id": p["b_id"]} for p in params] if mode == CredentialMode.LINK else params
     session.execute(update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("b_id")).values(values), accounts)
-    if mode == "link":
+    if mode == CredentialMode.LINK:
         session.execute(
             update(_LINKS).where(_LINKS.c.token_hash == bindparam("b_hash")).values(sent_at=now),
             [{"b_hash": p["b_hash"]} for p in params],
         )
     # The newest credential replaces every other unused link of the account.
     open_links = and_(_LINKS.c.used_at.is_(None), _LINKS.c.revoked_at.is_(None))
-    if mode != "link":  # a password's hash is never a link's: every open link goes, in one statement
+    if (
+        mode == CredentialMode.PASSWORD
+    ):  # a password's hash is never a link's: every open link goes, in one statement
         accounts_links = _LINKS.c.account_id.in_([p.account_id for p in promotions])
         session.execute(update(_LINKS).where(open_links, accounts_links).values(revoked_at=now))
         return
@@ -326,10 +337,12 @@ def promote_many(
     )
 
 
-def discard(session: Session, account_id: int, mode: str, secret_hash: str, before: Pending | None) -> None:
+def discard(
+    session: Session, account_id: int, mode: CredentialMode, secret_hash: str, before: Pending | None
+) -> None:
     """The credential's email was refused: it stops working, and the previously pending one is put back
     (unless expired), as its email may have reached the employee. The current password is left alone."""
-    if mode == "link":
+    if mode == CredentialMode.LINK:
         session.execute(
             update(_LINKS)
             .where(_LINKS.c.token_hash == secret_hash, _LINKS.c.revoked_at.is_(None))

@@ -44,7 +44,7 @@ from bot.installation import (
 )
 from bot.mail.suppressions import BOUNCE_LIST_DROP
 from bot.outside_text import inert
-from bot.sending.sender import USERNAME_CATEGORY, WELCOME_CATEGORY
+from bot.sending.emails import USERNAME_CATEGORY, WELCOME_CATEGORY
 from bot.settings import Settings
 from models import (
     BatchSource,

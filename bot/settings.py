@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.time_zones import canonical_time_zone
 from bot.words import unique_words
+from models import CredentialMode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The source checkout (samples, test artifacts); an installed credbot finds its templates in `templates`."""
@@ -81,7 +82,7 @@ class Settings(BaseSettings):
     username_pattern: str = "{first_initial}{last_name}"
     temp_password_ttl_hours: int = Field(default=72, ge=1)
     temp_password_length: int = Field(default=16, ge=16, le=64)
-    credential_mode: Literal["password", "link"] = "password"
+    credential_mode: CredentialMode = CredentialMode.PASSWORD
 
     # Portal
     secret_key: SecretStr | None = None

@@ -15,7 +15,7 @@ import click
 from bot import jobs, outbox
 from bot.cli.common import context
 from bot.context import Context
-from bot.sending.sender import drain_all
+from bot.sending.lifecycle import drain_all
 
 
 @click.command()

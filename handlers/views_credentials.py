@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot import credential_modes
 from bot.outside_text import inert
 from bot.search import EmployeeChoice
 from bot.sending.recipients import Recipient
@@ -30,11 +31,6 @@ from handlers.blocks import (
 TITLE = "Email credentials"
 MAILABLE_SECTIONS = 12
 UNMAILABLE_SECTIONS = 6
-
-MODE_NAMES = {
-    "password": "a temporary password",
-    "link": "a single-use link to set a password",
-}
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,7 @@ def confirm_view(
     mailable = [r for r in recipients if r.problem is None]
     unmailable = [r for r in recipients if r.problem is not None]
     again = sum(1 for r in mailable if r.last_emailed_at)
-    what = MODE_NAMES.get(mode, mode)
+    what = credential_modes.of(mode).offered
     blocks: list[Block] = []
     if mailable:
         blocks.append(
@@ -197,17 +193,8 @@ def _suppression_text(listed: Sequence[Recipient], note: str | None) -> str:
 
 def _warning(mode: str, emailed_before: int) -> str:
     before = f" ({emailed_before:,} of these were emailed before)" if emailed_before else ""
-    if mode == "link":
-        return (
-            ":warning: *Credentials can only be emailed now:* the link is never stored in plain text and "
-            f"nobody can look it up later. Anyone already emailed gets a new link{before}; "
-            "their earlier unused links stop working."
-        )
-    return (
-        ":warning: *Credentials can only be emailed now:* the temporary password is never stored in plain "
-        f"text and nobody can look it up later. Anyone already emailed gets a new password{before} "
-        "that replaces the old one."
-    )
+    only_now = credential_modes.of(mode).only_now.format(before=before)
+    return f":warning: *Credentials can only be emailed now:* {only_now}"
 
 
 def message_view(title: str, text: str) -> dict[str, Any]:

@@ -39,6 +39,15 @@ class DeliveryStatus(enum.StrEnum):
     """The mail API may have accepted the welcome email: its credential stays valid until it expires."""
 
 
+class CredentialMode(enum.StrEnum):
+    """What the welcome email carries (CREDENTIAL_MODE); the value is kept with each batch."""
+
+    PASSWORD = "password"  # noqa: S105 (a mode name)
+    """A temporary password, to change at first sign-in."""
+    LINK = "link"
+    """A single-use link to set a password."""
+
+
 class CredentialBatch(Base):
     """One request to email credentials to a set of employees."""
 
@@ -51,7 +60,7 @@ class CredentialBatch(Base):
     channel_id: Mapped[str | None] = mapped_column(String(32))
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     """Set by callers that may submit twice (a retried Slack request); a second batch is refused."""
-    mode: Mapped[str] = mapped_column(String(16), default="password")
+    mode: Mapped[str] = mapped_column(String(16), default=CredentialMode.PASSWORD)
     status: Mapped[str] = mapped_column(String(16), default=BatchStatus.RUNNING)
     error: Mapped[str | None] = mapped_column(Text)
     slack_message_ts: Mapped[str | None] = mapped_column(String(32))

@@ -8,12 +8,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from bot import credentials, passwords
+from bot import credential_modes, credentials, passwords
 from bot.context import Context
 from bot.credentials import Pending
 from bot.passwords import verify_password
 from bot.portal.auth import SignInOutcome, sign_in
-from models import Account, AccountStatus, SetupLink, utcnow
+from models import Account, AccountStatus, CredentialMode, SetupLink, utcnow
 from tests.builders import add_employee, present
 
 
@@ -28,10 +28,10 @@ def links(session: Session) -> list[SetupLink]:
 
 
 def test_make_credential_hashes_the_password_and_hands_out_the_plaintext_once(context: Context) -> None:
-    made = credentials.make_credential(context.settings, "password")
+    made = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
     assert verify_password(made.email["password"], made.secret_hash)
     assert made.email["password"] not in repr(made)
-    link = credentials.make_credential(context.settings, "link")
+    link = credential_modes.of(CredentialMode.LINK).make(context.settings)
     token = link.email["setup_url"].rsplit("/", 1)[1]
     assert credentials.token_hash(token) == link.secret_hash and link.email["password"] is None
 
@@ -59,8 +59,8 @@ def test_a_password_supply_hashes_ahead_no_more_than_it_was_told_it_needs(
 
 def test_store_pending_keeps_the_hash_and_says_what_was_pending(context: Context, session: Session) -> None:
     account_id = present(add_employee(session, "1").account).id
-    first = credentials.make_credential(context.settings, "password")
-    second = credentials.make_credential(context.settings, "password")
+    first = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
+    second = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
     assert credentials.store_pending(session, account_id, first) == Pending(None, None)
     before = credentials.store_pending(session, account_id, second)
     assert before.secret_hash == first.secret_hash
@@ -83,12 +83,12 @@ def test_promote_makes_the_credential_the_password_with_one_status_rule(
     context: Context, session: Session, status: AccountStatus, after: AccountStatus
 ) -> None:
     account_id = present(add_employee(session, "1", status=status).account).id
-    old_link = credentials.make_credential(context.settings, "link")
+    old_link = credential_modes.of(CredentialMode.LINK).make(context.settings)
     credentials.store_pending(session, account_id, old_link)
-    made = credentials.make_credential(context.settings, "password")
+    made = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
     credentials.store_pending(session, account_id, made)
     credentials.promote(
-        session, account_id, "password", made.secret_hash, made.expires_at, emailed_by="cli:x"
+        session, account_id, CredentialMode.PASSWORD, made.secret_hash, made.expires_at, emailed_by="cli:x"
     )
     session.commit()
     promoted = account(session)
@@ -101,10 +101,10 @@ def test_promote_makes_the_credential_the_password_with_one_status_rule(
 
 def test_promote_leaves_a_newer_pending_credential_alone(context: Context, session: Session) -> None:
     account_id = present(add_employee(session, "1").account).id
-    older = credentials.make_credential(context.settings, "password")
-    newer = credentials.make_credential(context.settings, "password")
+    older = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
+    newer = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
     credentials.store_pending(session, account_id, newer)
-    credentials.promote(session, account_id, "password", older.secret_hash, older.expires_at)
+    credentials.promote(session, account_id, CredentialMode.PASSWORD, older.secret_hash, older.expires_at)
     session.commit()
     assert account(session).pending_password_hash == newer.secret_hash
     assert account(session).credentials_emailed_at is None  # no emailed_by: not recorded as emailed
@@ -112,33 +112,37 @@ def test_promote_leaves_a_newer_pending_credential_alone(context: Context, sessi
 
 def test_discard_puts_back_what_was_pending_unless_it_expired(context: Context, session: Session) -> None:
     account_id = present(add_employee(session, "1").account).id
-    earlier = credentials.make_credential(context.settings, "password")
-    refused = credentials.make_credential(context.settings, "password")
+    earlier = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
+    refused = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
     credentials.store_pending(session, account_id, earlier)
     before = credentials.store_pending(session, account_id, refused)
-    credentials.discard(session, account_id, "password", refused.secret_hash, before)
+    credentials.discard(session, account_id, CredentialMode.PASSWORD, refused.secret_hash, before)
     session.commit()
     assert account(session).pending_password_hash == earlier.secret_hash  # it may have reached them
     again = credentials.store_pending(session, account_id, refused)
     expired = Pending(again.secret_hash, utcnow() - timedelta(minutes=1))
-    credentials.discard(session, account_id, "password", refused.secret_hash, expired)
+    credentials.discard(session, account_id, CredentialMode.PASSWORD, refused.secret_hash, expired)
     session.commit()
     assert account(session).pending_password_hash is None
 
 
 def test_discard_revokes_a_link(context: Context, session: Session) -> None:
     account_id = present(add_employee(session, "1").account).id
-    link = credentials.make_credential(context.settings, "link")
+    link = credential_modes.of(CredentialMode.LINK).make(context.settings)
     credentials.store_pending(session, account_id, link)
-    credentials.discard(session, account_id, "link", link.secret_hash, None)
+    credentials.discard(session, account_id, CredentialMode.LINK, link.secret_hash, None)
     session.commit()
     assert links(session)[0].revoked_at is not None
 
 
 def test_set_password_ends_every_temporary_credential(context: Context, session: Session) -> None:
     account_id = present(add_employee(session, "1", status=AccountStatus.INVITED).account).id
-    credentials.store_pending(session, account_id, credentials.make_credential(context.settings, "link"))
-    credentials.store_pending(session, account_id, credentials.make_credential(context.settings, "password"))
+    credentials.store_pending(
+        session, account_id, credential_modes.of(CredentialMode.LINK).make(context.settings)
+    )
+    credentials.store_pending(
+        session, account_id, credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
+    )
     credentials.set_password(session, account_id, "$argon2id$new", utcnow())
     session.commit()
     changed = account(session)
@@ -151,7 +155,7 @@ def test_the_portal_promotes_a_pending_password_with_the_same_rule(
     context: Context, session: Session
 ) -> None:
     employee = add_employee(session, "1", status=AccountStatus.ACTIVE)
-    made = credentials.make_credential(context.settings, "password")
+    made = credential_modes.of(CredentialMode.PASSWORD).make(context.settings)
     credentials.store_pending(session, present(employee.account).id, made)
     session.commit()
     assert (

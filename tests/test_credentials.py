@@ -18,14 +18,14 @@ from bot.installation import identity
 from bot.mail import OutgoingEmail
 from bot.passwords import verify_password
 from bot.sending.batches import (
-    ADDRESS_CHANGED,
     DeliveryOutcome,
     DuplicateBatchError,
     request_stop,
     start_batch,
 )
+from bot.sending.outcomes import ADDRESS_CHANGED, INTERRUPTED
 from bot.sending.recipients import never_emailed_employee_ids, preview
-from bot.sending.sender import INTERRUPTED, run_batch
+from bot.sending.sender import run_batch
 from models import (
     Account,
     AccountStatus,

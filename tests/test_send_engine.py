@@ -29,8 +29,9 @@ from bot.context import Context
 from bot.credentials import HASH_THREAD_NAME
 from bot.passwords import verify_password
 from bot.portal.auth import SignInOutcome, sign_in
-from bot.sending.batches import EMAILED_SINCE, IN_PROGRESS, MAY_HAVE_ARRIVED, BatchSummary, start_batch
+from bot.sending.batches import BatchSummary, start_batch
 from bot.sending.jobs import enqueue_batch
+from bot.sending.outcomes import EMAILED_SINCE, IN_PROGRESS, MAY_HAVE_ARRIVED
 from bot.sending.sender import run_batch
 from models import (
     Account,

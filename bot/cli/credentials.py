@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import click
 from sqlalchemy.exc import DBAPIError
 
-from bot import jobs, outbox
+from bot import credential_modes, jobs, outbox
 from bot.cli.common import cli_actor, context, print_table, printable
 from bot.context import Context
 from bot.lookup import resolve_employees
@@ -18,7 +18,6 @@ from bot.mail import outbox_notice
 from bot.outbox import RELAY_SECONDS
 from bot.outside_text import inert
 from bot.sending.batches import (
-    MAY_HAVE_ARRIVED,
     BatchSummary,
     DeliveryOutcome,
     delivery_counts,
@@ -26,8 +25,9 @@ from bot.sending.batches import (
     summarise,
 )
 from bot.sending.jobs import start_and_enqueue
+from bot.sending.outcomes import INTERRUPTED, MAY_HAVE_ARRIVED
 from bot.sending.recipients import Recipient, never_emailed_employee_ids, preview, with_suppressions
-from bot.sending.sender import INTERRUPTED, db_retry
+from bot.sending.retry import db_retry
 from bot.settings import Settings
 from models import BatchSource, BatchStatus, CredentialBatch, DeliveryStatus
 
@@ -261,21 +261,11 @@ def _transport_line(settings: Settings) -> str:
 
 
 def _warning(settings: Settings, mailable: Sequence[Recipient]) -> str:
-    hours = settings.temp_password_ttl_hours
-    if settings.credential_mode == "link":
-        lines = [
-            f"Each of them gets a new single-use link to set their password (valid {hours} h).",
-            "Links are not stored, so they can only be emailed now; sending again later makes a new link "
-            "and the older one stops working.",
-        ]
-    else:
-        lines = [
-            f"Each of them gets a new temporary password (valid {hours} h) and, separately, their username.",
-            "Passwords are not stored, so they can only be emailed now; sending again later makes a new "
-            "password and the older one stops working.",
-        ]
+    mode = credential_modes.of(settings.credential_mode)
+    lines = [line.format(hours=settings.temp_password_ttl_hours) for line in mode.gets]
     before = sum(1 for r in mailable if r.last_emailed_at)
     if before:
-        what = "unused older links stop" if settings.credential_mode == "link" else "current password stops"
-        lines.append(f"{before:,} of them had credentials emailed before: their {what} working once sent.")
+        lines.append(
+            f"{before:,} of them had credentials emailed before: their {mode.replaced} working once sent."
+        )
     return "\n".join(lines)

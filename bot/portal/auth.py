@@ -39,7 +39,7 @@ from bot.passwords import hash_password, needs_rehash, verify_password
 from bot.portal.client import NO_CLIENT, Client
 from bot.portal.password_rules import normalize_password, password_problems
 from bot.settings import Settings
-from models import Account, AccountStatus, SetupLink, full_name, rowcount
+from models import Account, AccountStatus, CredentialMode, SetupLink, full_name, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def sign_in(
             # The mail API accepted the email (the employee has it), but the send did not get to promote.
             pending, expires_at = account.pending_password_hash, account.pending_password_expires_at
             assert pending is not None
-            credentials.promote(session, account.id, "password", pending, expires_at, now=now)
+            credentials.promote(session, account.id, CredentialMode.PASSWORD, pending, expires_at, now=now)
             session.refresh(account)
             log.info("promoted the pending temporary password of account %s at sign-in", account.id)
 

@@ -34,6 +34,7 @@ from bot.portal.client import NO_CLIENT, Client
 from models import (
     Account,
     AccountStatus,
+    CredentialMode,
     Delivery,
     Employee,
     RecoveryRequest,
@@ -245,7 +246,7 @@ def send_reset_link(ctx: Context, account_id: int, client: Client, now: datetime
         message_id = make_transport(settings).send(email)
     except MailError as error:  # MailUnavailable too: the employee asks again rather than wait for us
         with ctx.sessions.begin() as session:
-            credentials.discard(session, account_id, "link", secret_hash, None)
+            credentials.discard(session, account_id, CredentialMode.LINK, secret_hash, None)
             record(
                 session,
                 portal_user_actor(username),

@@ -10,7 +10,12 @@ The invariant (kept by `bot.sending.sender`, tested in tests/test_send_engine.py
   token is current (`claims`); a runner that lost its claim changes no account.
 
 Modules: `recipients` (who can be mailed, the confirmation list), `batches` (starting, counting,
-listing and summarising batches), `claims` (the SQL of claims, leases and fencing tokens), `sender`
-(the runner: the two emails per employee), `jobs` (the background jobs that run and resume batches).
+listing and summarising batches), `sender` (the runner: what happens to each delivery, the fencing
+rule), `lifecycle` (a run's threads, stop, drain and end), `leases` (renewing claims, the heartbeat),
+`claims` (the SQL of claims, leases and fencing tokens), `endings` (the SQL of a delivery's ending),
+`runs` (the SQL of a batch's run: heartbeat, end, resume), `targets` (each employee read again at send
+time), `emails` (the two emails), `outcomes` (why a delivery ended as it did, and the wording),
+`retry` (transactions retried through a database outage), `jobs` (the background jobs that run and
+resume batches). The credential mode's strategy is `bot.credential_modes`.
 Credential changes themselves live in `bot.credentials`, shared with the portal.
 """

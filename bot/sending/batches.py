@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.audit import AuditAction, batch_target, employee_target, record, record_many
 from bot.chunks import chunks
 from bot.context import Context
+from bot.sending.outcomes import ADDRESS_CHANGED
 from bot.sending.recipients import recipients_with_accounts
 from models import (
     Account,
@@ -27,12 +28,6 @@ from models import (
 )
 
 _DELIVERIES = Delivery.__table__
-
-ADDRESS_CHANGED = "address changed since the batch was confirmed"
-IN_PROGRESS = "a send for this employee is in progress"
-EMAILED_SINCE = "emailed by batch {} after you confirmed"
-MAY_HAVE_ARRIVED = "may have been delivered; the password in that email works if it arrived"
-MAY_HAVE_ARRIVED_LINK = "may have been delivered; the link in that email works if it arrived"
 
 
 class DuplicateBatchError(Exception):

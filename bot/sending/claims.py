@@ -23,6 +23,9 @@ from models import Account, Delivery, DeliveryStatus, rowcount
 _ACCOUNTS = Account.__table__
 _DELIVERIES = Delivery.__table__
 
+CLAIM_GROUP = 64
+"""Deliveries claimed (and credentials stored) per transaction; their leases are renewed until sent."""
+
 
 class Held(NamedTuple):
     """A delivery as claimed: its id and the fencing token the claim returned."""
@@ -206,3 +209,15 @@ def release_orphans(session: Session, batch_id: int, runner_id: str) -> int:
         .values(status=DeliveryStatus.PENDING, lease_until=None)
     )
     return rowcount(released)
+
+
+def attach_accounts(session: Session, delivery_ids: Sequence[int]) -> None:
+    """Deliveries about to be sent: each notes its employee's account, and counts one more attempt."""
+    account_of = (
+        select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.employee_id == _DELIVERIES.c.employee_id).scalar_subquery()
+    )
+    session.execute(
+        update(_DELIVERIES)
+        .where(_DELIVERIES.c.id.in_(list(delivery_ids)))
+        .values(account_id=account_of, attempts=_DELIVERIES.c.attempts + 1)
+    )

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from bot import jobs, outbox
 from bot.context import Context
 from bot.sending.batches import start_batch
-from bot.sending.sender import BatchRunner, mark_resumed, resume_stalled
+from bot.sending.runs import mark_resumed, resume_stalled
+from bot.sending.sender import BatchRunner
 from models import BatchSource, BatchStatus, CredentialBatch
 
 log = logging.getLogger(__name__)
