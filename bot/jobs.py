@@ -59,6 +59,7 @@ JOB_MODULES = [
     "handlers.delivery_trail",
     "bot.sending.jobs",
     "handlers.sending",
+    "handlers.manager_notices",
     "handlers.digest",
 ]
 """Modules that declare jobs; `credbot worker` (and the in-process worker) imports them all."""

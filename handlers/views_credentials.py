@@ -32,6 +32,8 @@ PICKER_LIMIT = 100
 """Most employees the picker holds (initial options included); larger sets come from a checkbox."""
 MAILABLE_SECTIONS = 12
 UNMAILABLE_SECTIONS = 6
+SWITCHABLE_LIST = 25
+"""Most employees listed one per block, each with a button to switch their address; more are summarised."""
 
 MODE_NAMES = {
     "password": "a temporary password",
@@ -148,9 +150,42 @@ def recipient_line(recipient: Recipient) -> str:
         line = f"{line} :warning: {escape(inert(recipient.address_warning))}"
     if recipient.suppression:
         line = f"{line} :no_entry_sign: {escape(recipient.suppression)}"
+    if not recipient.problem and recipient.address_reason:
+        line = f"{line} · _{escape(recipient.address_reason)}_"
     if not recipient.problem and recipient.last_emailed_at:
         return f"{line} _(emailed before, {recipient.last_emailed_at:%Y-%m-%d}: gets a new one)_"
     return line
+
+
+def address_blocks(mailable: Sequence[Recipient]) -> list[Block]:
+    """The mailable employees: one section each with a button to switch between their work and personal
+    address when there are few enough; otherwise packed sections, counted per kind of address."""
+    switchable = sum(1 for r in mailable if r.switchable)
+    if switchable and len(mailable) <= SWITCHABLE_LIST:
+        return [_switchable_section(r) for r in mailable]
+    blocks = listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS)
+    personal = sum(1 for r in mailable if r.address_kind == "personal")
+    note = f"To their personal address: {personal:,}; to their work address: {len(mailable) - personal:,}."
+    if switchable:
+        note += (
+            f" To switch one employee between their work and personal address, review at most "
+            f"{SWITCHABLE_LIST} employees at a time."
+        )
+    blocks.append(context(note))
+    return blocks
+
+
+def _switchable_section(recipient: Recipient) -> Block:
+    block = section(recipient_line(recipient))
+    if recipient.switchable:
+        other = "work" if recipient.address_kind == "personal" else "personal"
+        block["accessory"] = {
+            "type": "button",
+            "action_id": ids.SWITCH_ADDRESS_ACTION,
+            "text": plain(f"Use {other} address"),
+            "value": f"{recipient.employee_id}:{other}",
+        }
+    return block
 
 
 def confirm_view(
@@ -186,7 +221,7 @@ def confirm_view(
             blocks.append(section(_suppression_text(listed, suppression_note)))
         blocks.append(divider())
         blocks.append(header(f"Will be emailed ({len(mailable):,})"))
-        blocks.extend(listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS))
+        blocks.extend(address_blocks(mailable))
     else:
         blocks.append(
             section("*Nobody in this selection can be emailed.* Fix the problems below and try again.")
@@ -288,6 +323,8 @@ def already_sent_view(batch_id: int) -> dict[str, Any]:
 def not_allowed_view() -> dict[str, Any]:
     return message_view("Not allowed", NOT_ALLOWED_TEXT)
 
+
+SWITCH_EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
 
 NOT_ALLOWED_TEXT = (
     "Sorry, only credbot admins can email credentials. Ask an admin to add you (`credbot admins add`)."

@@ -28,6 +28,7 @@ BATCH_TIME_LIMIT_MS = 7 * 86_400 * 1000
 """A batch runs as long as it needs: Dramatiq's time limit would interrupt it mid-delivery."""
 
 _runners: dict[str, jobs.Job[..., None]] = {}
+_after_send: list[jobs.Job[..., None]] = []
 
 
 @jobs.job(max_retries=5, time_limit_ms=BATCH_TIME_LIMIT_MS)
@@ -35,6 +36,7 @@ def send_batch(ctx: Context, batch_id: int, resumed: bool = False) -> None:
     """Run a batch (one from the CLI, or any source without a runner of its own)."""
     runner = BatchRunner(ctx, batch_id)
     runner.run()
+    after_send(ctx, batch_id)
     requeue_if_drained(ctx, runner, "cli")
 
 
@@ -48,6 +50,21 @@ def requeue_if_drained(ctx: Context, runner: BatchRunner, source: str) -> None:
 def register_runner(source: str, runner: jobs.Job[..., None]) -> None:
     """Run batches from `source` with `runner(batch_id, resumed)` instead of `send_batch`."""
     _runners[source] = runner
+
+
+def register_after_send(job: jobs.Job[..., None]) -> None:
+    """Run `job(batch_id)` after each run of a batch, whatever its source (the managers' Slack notices)."""
+    _after_send.append(job)
+
+
+def after_send(ctx: Context, batch_id: int) -> None:
+    """Queue the follow-up jobs of a batch's run (through the outbox: an unreachable queue loses none)."""
+    if not _after_send:
+        return
+    with ctx.sessions.begin() as session:
+        for job in _after_send:
+            outbox.stage(session, job, batch_id)
+    outbox.relay(ctx)
 
 
 def stage_batch(session: Session, batch_id: int, source: str, *, resumed: bool = False) -> None:

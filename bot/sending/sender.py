@@ -114,7 +114,8 @@ from bot.sending.batches import (
 )
 from bot.sending.claims import Held
 from bot.sending.group_commit import GroupCommit
-from bot.sending.recipients import mail_check
+from bot.sending.recipients import send_time_check
+from bot.time_zones import zone_of
 from models import (
     Account,
     BatchStatus,
@@ -191,6 +192,8 @@ class _Target:
     username: str | None
     bypass_bounce_list: bool = False
     """The admin confirmed the address although it is on SendGrid's bounce list."""
+    time_zone: str | None = None
+    """The employee's own (None: DEFAULT_TIME_ZONE): the emails show times in it."""
 
     @property
     def held(self) -> Held:
@@ -644,6 +647,8 @@ class BatchRunner:
                 _EMPLOYEES.c.first_name,
                 _EMPLOYEES.c.last_name,
                 _EMPLOYEES.c.email,
+                _EMPLOYEES.c.personal_email,
+                _EMPLOYEES.c.time_zone,
                 _EMPLOYEES.c.active,
                 _ACCOUNTS.c.id,
                 _ACCOUNTS.c.username,
@@ -669,12 +674,14 @@ class BatchRunner:
             first,
             last,
             raw,
+            personal,
+            time_zone,
             active,
             account_id,
             username,
             status,
         ) in rows:
-            address, problem = mail_check(active, status, raw)
+            address, problem = send_time_check(active, status, raw, personal, confirmed)
             if problem is None and _emailed_since(emailed, emailed_confirmed):
                 since.append(len(found))
             target = _Target(
@@ -687,6 +694,7 @@ class BatchRunner:
                 address=confirmed,
                 username=username,
                 bypass_bounce_list=bypass,
+                time_zone=time_zone,
             )
             found.append((target, address, problem))
         for index in since:  # rare: each one looks up the batch that emailed the employee
@@ -822,6 +830,7 @@ class BatchRunner:
             first_name=target.first_name,
             username=target.username,
             sign_in_url=self.settings.sign_in_url,
+            time_zone=zone_of(target.time_zone, self.settings.default_time_zone),
             **context,
         )
         email = OutgoingEmail(
