@@ -19,7 +19,7 @@ from handlers.background import Background
 from handlers.credentials_flow import open_picker_modal, review_view
 from handlers.delivery_messages import FixState, fix_address_view
 from handlers.slack_calls import call_or_tell, tell_user
-from handlers.views_credentials import SWITCH_EXPIRED_TEXT, FlowState, message_view
+from handlers.views_credentials import EXPIRED_TEXT, FlowState, message_view
 
 
 def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
@@ -115,7 +115,7 @@ def show_switched(ctx: Context, client: WebClient, body: dict[str, Any]) -> None
             employee_ids = load_selection(session, state.selection or "", slack_actor(user_id))
             switches = confirmed_switches(session, state.selection or "", slack_actor(user_id))
     except SelectionNotFound:
-        updated = message_view("Email credentials", SWITCH_EXPIRED_TEXT)
+        updated = message_view("Email credentials", EXPIRED_TEXT)
     else:
         if employee.isdigit() and int(employee) in employee_ids and kind in ("work", "personal"):
             switches[int(employee)] = kind

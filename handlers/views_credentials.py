@@ -142,16 +142,17 @@ def picker_view(
 
 
 def recipient_line(recipient: Recipient) -> str:
-    """The person's line with why they cannot be mailed, or a note that they were emailed before."""
+    """The person's line with which address and why (or why they cannot be mailed), and a note if they were
+    emailed before."""
     line = person_line(
         recipient.name, recipient.employee_number, recipient.username, recipient.address, recipient.problem
     )
+    if not recipient.problem and recipient.address_reason:
+        line = f"{line} · _{escape(recipient.address_reason)}_"
     if recipient.address_warning:
         line = f"{line} :warning: {escape(inert(recipient.address_warning))}"
     if recipient.suppression:
         line = f"{line} :no_entry_sign: {escape(recipient.suppression)}"
-    if not recipient.problem and recipient.address_reason:
-        line = f"{line} · _{escape(recipient.address_reason)}_"
     if not recipient.problem and recipient.last_emailed_at:
         return f"{line} _(emailed before, {recipient.last_emailed_at:%Y-%m-%d}: gets a new one)_"
     return line
@@ -165,6 +166,8 @@ def address_blocks(mailable: Sequence[Recipient]) -> list[Block]:
         return [_switchable_section(r) for r in mailable]
     blocks = listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS)
     personal = sum(1 for r in mailable if r.address_kind == "personal")
+    if not personal and not switchable:
+        return blocks
     note = f"To their personal address: {personal:,}; to their work address: {len(mailable) - personal:,}."
     if switchable:
         note += (
@@ -324,7 +327,7 @@ def not_allowed_view() -> dict[str, Any]:
     return message_view("Not allowed", NOT_ALLOWED_TEXT)
 
 
-SWITCH_EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
+EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
 
 NOT_ALLOWED_TEXT = (
     "Sorry, only credbot admins can email credentials. Ask an admin to add you (`credbot admins add`)."

@@ -4,6 +4,7 @@ employee's zone, the manager's Slack notice; and the import's fast address check
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
@@ -25,10 +26,11 @@ from handlers import ids
 from handlers.blocks import MAX_BLOCKS
 from handlers.manager_notices import notify_managers
 from handlers.views_credentials import SWITCHABLE_LIST, FlowState, confirm_view
-from models import Delivery, Employee
+from models import AccountStatus, Delivery, Employee
 from tests.builders import add_employee, address_rule, audit_events
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import outbox_text, password_in, send_credentials, standin_text
+from tests.portal_helpers import GOOD_PASSWORD, Browser
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.sendgrid import API_KEY as SENDGRID_KEY
 from tests.standins.sendgrid import SendGridStandIn
@@ -425,3 +427,16 @@ def test_the_fast_address_check_agrees_with_email_validator(address: str) -> Non
     except EmailNotValidError:
         got = None
     assert got == expected
+
+
+def test_the_portal_shows_times_in_the_employees_zone(session: Session, browser: Browser) -> None:
+    ada = add_employee(session, "1", password=GOOD_PASSWORD, status=AccountStatus.ACTIVE)
+    ada.time_zone = "Asia/Kolkata"
+    assert ada.account is not None
+    ada.account.password_changed_at = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    username = ada.account.username
+    session.commit()
+    assert browser.sign_in(username, GOOD_PASSWORD).status_code == 303
+    home = browser.get("/portal/").text
+    facts = dict(re.findall(r"<dt>([^<]+)</dt><dd>(.*?)</dd>", home, re.S))
+    assert facts["Password changed"] == "Monday 30 November 2026, 14:30 IST"
