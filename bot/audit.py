@@ -34,6 +34,7 @@ class AuditAction(enum.StrEnum):
     CREDENTIALS_SKIPPED = "credentials.skipped"
     CREDENTIALS_IN_DOUBT = "credentials.in_doubt"
     CREDENTIALS_SUPERSEDED = "credentials.superseded"
+    MANAGER_NOTIFIED = "credentials.manager_notified"
     BATCH_RESUMED = "credentials.batch_resumed"
     SLACK_CALL_FAILED = "slack.call_failed"
     SELECTION_SAVED = "credentials.selection_saved"

@@ -12,12 +12,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVarTuple, cast
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import ColumnElement, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from bot.admins import SLACK_USER_ID
 from bot.audit import AuditAction, employee_target, record
+from bot.email_addresses import normalised_address
 from bot.leavers import record_leavers
 from bot.search import fold, matching
 from bot.time_zones import canonical_time_zone
@@ -380,7 +381,7 @@ def _validate(
             values[name] = address  # stored addresses are already validated and normalised
         else:
             try:
-                values[name] = validate_email(address, check_deliverability=False).normalized
+                values[name] = normalised_address(address)
             except EmailNotValidError as error:
                 problems.append(f"invalid {name.replace('_', ' ')} {address!r}: {error}")
     if "start_date" in raw:

@@ -24,6 +24,7 @@ from bot.accounts import Renamed
 from bot.audit import PORTAL_ACTOR, AuditAction, account_target, record_now
 from bot.context import Context
 from bot.mail import MailError, MailUnavailable, OutgoingEmail, make_transport, render_email
+from bot.time_zones import zone_of
 from models import Account, Employee, full_name, utcnow
 
 log = logging.getLogger(__name__)
@@ -91,14 +92,16 @@ def send_notice(
     settings = ctx.settings
     with ctx.sessions() as session:
         row = session.execute(
-            select(Account.username, Employee.email, Employee.first_name, Employee.last_name)
+            select(
+                Account.username, Employee.email, Employee.first_name, Employee.last_name, Employee.time_zone
+            )
             .join(Employee, Account.employee_id == Employee.id)
             .where(Account.id == account_id)
         ).first()
     if row is None:
         log.warning("notice %s: account %s no longer exists", template, account_id)
         return
-    username, address, first_name, last_name = row
+    username, address, first_name, last_name, time_zone = row
     if not address:
         _audit_failure(ctx, account_id, template, actor, failure_action, "no email address", username)
         return
@@ -108,6 +111,7 @@ def send_notice(
         username=username,
         company=settings.company_name,
         sign_in_url=settings.sign_in_url,
+        time_zone=zone_of(time_zone, settings.default_time_zone),
         **context,
     )
     email = OutgoingEmail(

@@ -31,10 +31,12 @@ def save_selection(
     addresses: Mapping[int, str | None] | None = None,
     emailed: Mapping[int, datetime | None] | None = None,
     bypass: Collection[int] = (),
+    switches: Mapping[int, str] | None = None,
 ) -> str:
     """Store `employee_ids` (order kept), and the address and last-emailed time shown for each when
     given; the reference to put in the modal. `bypass`: employees shown as on SendGrid's bounce list
-    (sent bypassing it)."""
+    (sent bypassing it). `switches`: employees the admin switched to their other address (`work` or
+    `personal`), kept for the next view of the same confirmation."""
     nonce = secrets.token_urlsafe(12)
     shown: dict[str, Any] = {}
     if addresses is not None:
@@ -43,6 +45,8 @@ def save_selection(
         shown["emailed"] = {str(k): v.isoformat() if v else None for k, v in emailed.items()}
     if bypass:
         shown["bypass_bounce_list"] = sorted(bypass)
+    if switches:
+        shown["address_switches"] = {str(k): v for k, v in switches.items()}
     with sessions.begin() as session:
         event = record(
             session,
@@ -81,6 +85,12 @@ def confirmed_emailed(session: Session, reference: str, actor: str) -> dict[int,
 def confirmed_bypass(session: Session, reference: str, actor: str) -> set[int]:
     """The employees whose address the admin confirmed while shown on SendGrid's bounce list."""
     return {int(i) for i in _saved(session, reference, actor).details.get("bypass_bounce_list", [])}
+
+
+def confirmed_switches(session: Session, reference: str, actor: str) -> dict[int, str]:
+    """The employees switched to their other address on the confirmation, and to which (`save_selection`)."""
+    switches = _saved(session, reference, actor).details.get("address_switches") or {}
+    return {int(k): str(v) for k, v in switches.items()}
 
 
 def _saved(session: Session, reference: str, actor: str) -> AuditEvent:

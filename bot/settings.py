@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     temp_password_ttl_hours: int = Field(default=72, ge=1)
     temp_password_length: int = Field(default=16, ge=16, le=64)
     credential_mode: CredentialMode = CredentialMode.PASSWORD
+    credential_address: Literal["auto", "work", "personal"] = "auto"
+    """Where credentials go: `auto`, the personal address before the employee's start date (in their time
+    zone) when they have one, else the work address; `work`; `personal` (no personal address: not sent)."""
+    manager_notices: bool = True
+    """Tell an employee's manager in Slack (a DM, no secret) when their credentials go out."""
 
     # Portal
     secret_key: SecretStr | None = None

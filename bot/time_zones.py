@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from datetime import datetime
 from functools import cache
 
 
@@ -16,3 +17,29 @@ def _known_zones() -> dict[str, str]:
 def canonical_time_zone(name: str) -> str | None:
     """`name` as the IANA database spells it (`europe/london` -> `Europe/London`); None: no such zone."""
     return _known_zones().get(name.strip().lower())
+
+
+def zone_of(name: str | None, default: str) -> zoneinfo.ZoneInfo:
+    """An employee's zone: their own (`Employee.time_zone`), else `default` (DEFAULT_TIME_ZONE); a name
+    the database no longer knows falls back to `default` rather than failing a send."""
+    canonical = canonical_time_zone(name) if name else None
+    return zoneinfo.ZoneInfo(canonical or default)
+
+
+def local_time(moment: datetime, zone: zoneinfo.ZoneInfo) -> str:
+    """`moment` as an employee reads it in `zone`: `Monday 7 December 2026, 17:00 GMT`, with an offset
+    where the zone has no abbreviation (`UTC+05:30` rather than tzdata's `+0530`)."""
+    local = moment.astimezone(zone)
+    return f"{local:%A} {local.day} {local:%B %Y, %H:%M} {zone_label(local)}"
+
+
+def zone_label(local: datetime) -> str:
+    """The abbreviation of an aware time's zone (`GMT`, `EST`, `IST`), else its UTC offset (`UTC+12:45`)."""
+    name = local.tzname() or ""
+    if name and name[0] not in "+-":
+        return name
+    offset = local.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "+" if minutes >= 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours:02d}:{rest:02d}" if minutes else "UTC"

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bot.sending.jobs import register_runner
-from handlers import delivery_trail, digest, recovery, sending
+from bot.sending.jobs import register_after_send, register_runner
+from handlers import delivery_trail, digest, manager_notices, recovery, sending
 from models import BatchSource
 
-SLACK_JOB_MODULES: tuple[ModuleType, ...] = (sending, delivery_trail, recovery, digest)
+SLACK_JOB_MODULES: tuple[ModuleType, ...] = (sending, delivery_trail, recovery, digest, manager_notices)
 """The Slack adapter's modules that declare jobs (`@jobs.job`, `jobs.every`, `jobs.daily`); a new one is
 added here. The core's are listed in `bot.jobs.JOB_MODULES`."""
 
 
 def wire_slack() -> None:
-    """Register the Slack runner on the core (the Slack jobs are declared by this module's imports)."""
+    """Register the Slack runner and the managers' notices on the core (the Slack jobs are declared by
+    this module's imports). Calling it again changes nothing."""
     register_runner(BatchSource.SLACK, sending.send_batch_with_trail)
+    register_after_send(manager_notices.notify_managers)

@@ -1,5 +1,6 @@
 """Buttons: "Pick the failed again" on a batch summary reopens the picker with those employees; "Fix address
-and resend" and "Resend" on a bounced, dropped or blocked employee lead to the normal confirmation."""
+and resend" and "Resend" on a bounced, dropped or blocked employee lead to the normal confirmation; "Use
+work/personal address" on the confirmation switches one employee's address."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot.audit import slack_actor
 from bot.context import Context
 from bot.delivery_events import delivery_problem
+from bot.selections import SelectionNotFound, confirmed_switches, load_selection
 from bot.sending.batches import failed_employee_ids
 from handlers import ids
 from handlers.background import Background
 from handlers.credentials_flow import open_picker_modal, review_view
 from handlers.delivery_messages import FixState, fix_address_view
 from handlers.slack_calls import call_or_tell, tell_user
+from handlers.views_credentials import EXPIRED_TEXT, FlowState, message_view
 
 
 def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
@@ -27,6 +31,7 @@ def register(app: App) -> None:
     app.action(ids.RETRY_FAILED_ACTION)(retry_failed)
     app.action(ids.FIX_ADDRESS_ACTION)(fix_address)
     app.action(ids.RESEND_ACTION)(resend)
+    app.action(ids.SWITCH_ADDRESS_ACTION)(switch_address)
 
 
 def retry_failed(ack: Ack, body: dict[str, Any], background: Background) -> None:
@@ -88,4 +93,41 @@ def open_for_delivery(ctx: Context, client: WebClient, body: dict[str, Any], *, 
         client.views_open,
         trigger_id=body["trigger_id"],
         view=view,
+    )
+
+
+def switch_address(ack: Ack, body: dict[str, Any], background: Background) -> None:
+    """A "Use work/personal address" button on the confirmation: show it again with that employee switched."""
+    ack()
+    user_id = body["user"]["id"]
+    channel_id = FlowState.load((body.get("view") or {}).get("private_metadata")).channel_id
+    background.start("switching the address", user_id, channel_id, show_switched, body)
+
+
+def show_switched(ctx: Context, client: WebClient, body: dict[str, Any]) -> None:
+    """Save the selection again with the switch (a new reference: what the admin confirms is what they saw
+    last) and replace the confirmation."""
+    user_id, view = body["user"]["id"], body.get("view") or {}
+    state = FlowState.load(view.get("private_metadata"))
+    employee, _, kind = str(body["actions"][0].get("value", "")).partition(":")
+    try:
+        with ctx.sessions() as session:
+            employee_ids = load_selection(session, state.selection or "", slack_actor(user_id))
+            switches = confirmed_switches(session, state.selection or "", slack_actor(user_id))
+    except SelectionNotFound:
+        updated = message_view("Email credentials", EXPIRED_TEXT)
+    else:
+        if employee.isdigit() and int(employee) in employee_ids and kind in ("work", "personal"):
+            switches[int(employee)] = kind
+        updated = review_view(ctx, user_id, state.channel_id, employee_ids, switches)
+    call_or_tell(
+        ctx,
+        client,
+        user_id,
+        state.channel_id,
+        "I could not switch the address",
+        "views.update",
+        client.views_update,
+        view_id=view.get("id"),
+        view=updated,
     )

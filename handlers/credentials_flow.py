@@ -4,7 +4,7 @@ address and resend", "Resend")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slack_sdk import WebClient
@@ -13,6 +13,7 @@ from bot.audit import slack_actor
 from bot.context import Context
 from bot.search import choices_for
 from bot.selections import save_selection
+from bot.sending.addresses import AddressRule
 from bot.sending.recipients import count_never_emailed, preview, with_suppressions
 from handlers.blocks import MAX_PICKED
 from handlers.slack_calls import call_or_tell
@@ -63,15 +64,20 @@ def open_picker_modal(
 
 
 def review_view(
-    ctx: Context, user_id: str, channel_id: str | None, employee_ids: list[int]
+    ctx: Context,
+    user_id: str,
+    channel_id: str | None,
+    employee_ids: list[int],
+    switches: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """The confirmation for `employee_ids`, saved as the admin's selection; "Send emails" then sends.
 
-    Every way to send goes through it: the picker's "Review", and "Fix address and resend" and "Resend"
-    on a bounced, dropped or blocked employee.
+    Every way to send goes through it: the picker's "Review", "Fix address and resend" and "Resend"
+    on a bounced, dropped or blocked employee, and switching one employee's address (`switches`).
     """
+    rule = AddressRule.of(ctx.settings, ctx.clock.now(), switches)
     with ctx.sessions() as session:
-        recipients = preview(session, employee_ids)
+        recipients = preview(session, employee_ids, rule)
     recipients, note = with_suppressions(ctx.settings, recipients)
     reference = save_selection(
         ctx.sessions,
@@ -81,6 +87,7 @@ def review_view(
         addresses={r.employee_id: r.address for r in recipients},  # what the admin confirms
         emailed={r.employee_id: r.last_emailed_at for r in recipients},
         bypass=[r.employee_id for r in recipients if r.on_bounce_list and r.problem is None],
+        switches=rule.switches,
     )
     state = FlowState(channel_id=channel_id, selection=reference)
     return confirm_view(recipients, ctx.settings.credential_mode, state, suppression_note=note)

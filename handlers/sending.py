@@ -27,7 +27,7 @@ from bot.audit import AuditAction, batch_target, record_now, slack_actor, slack_
 from bot.context import Context
 from bot.delivery_events import remember_summary, state_counts, untracked_reason
 from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, remember_message
-from bot.sending.jobs import BATCH_TIME_LIMIT_MS, requeue_if_drained
+from bot.sending.jobs import BATCH_TIME_LIMIT_MS, after_send, requeue_if_drained
 from bot.sending.sender import BatchRunner
 from bot.slack_app import make_web_client
 from handlers.app_home import republish_homes
@@ -239,6 +239,7 @@ def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) ->
     if ended_here:
         trail.finish(summary)
         republish_homes(ctx, trail.client)
+    after_send(ctx, batch_id)
     requeue_if_drained(ctx, runner)
 
 

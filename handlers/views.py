@@ -34,6 +34,7 @@ from handlers.credentials_flow import review_view
 from handlers.delivery_messages import FixState
 from handlers.slack_calls import SlackCallFailed, call, call_or_tell, tell_user
 from handlers.views_credentials import (
+    EXPIRED_TEXT,
     FlowState,
     already_sent_view,
     message_view,
@@ -44,7 +45,6 @@ from handlers.views_credentials import (
 )
 from models import BatchSource
 
-EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
 NOBODY_TEXT = "Nobody is left to email: everyone you picked has been emailed already. Nothing was sent."
 
 

@@ -14,6 +14,7 @@ from bot.sending.recipients import Recipient
 from handlers import ids
 from handlers.blocks import (
     Block,
+    button,
     context,
     divider,
     employee_select,
@@ -31,6 +32,8 @@ from handlers.blocks import (
 TITLE = "Email credentials"
 MAILABLE_SECTIONS = 12
 UNMAILABLE_SECTIONS = 6
+SWITCHABLE_LIST = 25
+"""Most employees listed one per block, each with a button to switch their address; more are summarised."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,13 @@ def picker_view(
 
 
 def recipient_line(recipient: Recipient) -> str:
-    """The person's line with why they cannot be mailed, or a note that they were emailed before."""
+    """The person's line with which address and why (or why they cannot be mailed), and a note if they were
+    emailed before."""
     line = person_line(
         recipient.name, recipient.employee_number, recipient.username, recipient.address, recipient.problem
     )
+    if not recipient.problem and recipient.address_reason:
+        line = f"{line} · _{escape(recipient.address_reason)}_"
     if recipient.address_warning:
         line = f"{line} :warning: {escape(inert(recipient.address_warning))}"
     if recipient.suppression:
@@ -119,6 +125,36 @@ def recipient_line(recipient: Recipient) -> str:
     if not recipient.problem and recipient.last_emailed_at:
         return f"{line} _(emailed before, {recipient.last_emailed_at:%Y-%m-%d}: gets a new one)_"
     return line
+
+
+def address_blocks(mailable: Sequence[Recipient]) -> list[Block]:
+    """The mailable employees: one section each with a button to switch between their work and personal
+    address when there are few enough; otherwise packed sections, counted per kind of address."""
+    switchable = sum(1 for r in mailable if r.switchable)
+    if switchable and len(mailable) <= SWITCHABLE_LIST:
+        return [_switchable_section(r) for r in mailable]
+    blocks = listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS)
+    personal = sum(1 for r in mailable if r.address_kind == "personal")
+    if not personal and not switchable:
+        return blocks
+    note = f"To their personal address: {personal:,}; to their work address: {len(mailable) - personal:,}."
+    if switchable:
+        note += (
+            f" To switch one employee between their work and personal address, review at most "
+            f"{SWITCHABLE_LIST} employees at a time."
+        )
+    blocks.append(context(note))
+    return blocks
+
+
+def _switchable_section(recipient: Recipient) -> Block:
+    block = section(recipient_line(recipient))
+    if recipient.switchable:
+        other = "work" if recipient.address_kind == "personal" else "personal"
+        block["accessory"] = button(
+            f"Use {other} address", ids.SWITCH_ADDRESS_ACTION, f"{recipient.employee_id}:{other}"
+        )
+    return block
 
 
 def confirm_view(
@@ -154,7 +190,7 @@ def confirm_view(
             blocks.append(section(_suppression_text(listed, suppression_note)))
         blocks.append(divider())
         blocks.append(header(f"Will be emailed ({len(mailable):,})"))
-        blocks.extend(listed_sections([recipient_line(r) for r in mailable], MAILABLE_SECTIONS))
+        blocks.extend(address_blocks(mailable))
     else:
         blocks.append(
             section("*Nobody in this selection can be emailed.* Fix the problems below and try again.")
@@ -247,6 +283,8 @@ def already_sent_view(batch_id: int) -> dict[str, Any]:
 def not_allowed_view() -> dict[str, Any]:
     return message_view("Not allowed", NOT_ALLOWED_TEXT)
 
+
+EXPIRED_TEXT = "This confirmation is no longer valid. Please type `/email-credentials` again."
 
 NOT_ALLOWED_TEXT = (
     "Sorry, only credbot admins can email credentials. Ask an admin to add you (`credbot admins add`)."

@@ -120,6 +120,9 @@ class Delivery(Base):
     """Why, in plain words, for a bounce, drop, block or deferral."""
     problem_posted_at: Mapped[datetime | None]
     """When the bounce, drop or block was posted in the batch's Slack thread (once)."""
+    manager_notified_at: Mapped[datetime | None]
+    """When the employee's manager was told in Slack that these credentials went out (MANAGER_NOTICES);
+    set before the message is posted, so that each manager is told at most once."""
     bypass_bounce_list: Mapped[bool] = mapped_column(default=False)
     """The admin confirmed this address although SendGrid's bounce list holds it: both emails bypass the
     list (SendGrid's `bypass_bounce_management`), so a mailbox created since the bounce gets them."""

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.context import Context
 from bot.directory import make_search_text
 from bot.passwords import hash_password
+from bot.sending.addresses import AddressRule, AddressSetting
 from models import (
     Account,
     AccountStatus,
@@ -101,6 +102,15 @@ def add_employee(
         )
     session.commit()
     return employee
+
+
+def address_rule(
+    setting: AddressSetting = "auto",
+    now: datetime = datetime(2026, 12, 2, 12, 0, tzinfo=UTC),
+    default_time_zone: str = "UTC",
+) -> AddressRule:
+    """CREDENTIAL_ADDRESS at a fixed moment (Wednesday 2 December 2026, noon UTC) for `preview`."""
+    return AddressRule(setting, now, default_time_zone)
 
 
 def _role(session: Session, name: str) -> Role:

@@ -33,10 +33,11 @@ def run_flow(cli: RunCli) -> str:
 
 
 def accounts_by_address(session: Session) -> dict[str, Account]:
-    """Accounts of the sample employees, by lower-case address (every sample employee has one)."""
+    """Accounts of the sample employees, by the lower-case address their credentials went to (the work
+    one, or the personal one before their start date under CREDENTIAL_ADDRESS=auto)."""
     session.expire_all()
     rows = session.execute(
-        sa.select(Employee.email, Account).join(Account, Account.employee_id == Employee.id)
+        sa.select(Delivery.email_address, Account).join(Account, Account.id == Delivery.account_id)
     )
     return {present(email).lower(): account for email, account in rows}
 

@@ -38,7 +38,7 @@ from models import (
     SetupLink,
     utcnow,
 )
-from tests.builders import add_employee, audit_events, present
+from tests.builders import add_employee, address_rule, audit_events, present
 from tests.credentials_helpers import (
     SETUP_LINK,
     dump_database,
@@ -83,7 +83,7 @@ def test_preview_gives_reasons_and_normalised_addresses(session: Session) -> Non
     no_email = add_employee(session, "5", "Barbara", "Liskov", email=None)
     bad_email = add_employee(session, "6", "Donald", "Knuth", email="knuth at example")
     ids = [bad_email.id, ok.id, no_account.id, inactive.id, disabled.id, no_email.id, 999_999]
-    recipients = preview(session, ids)
+    recipients = preview(session, ids, address_rule())
     assert [r.employee_number for r in recipients] == ["6", "1", "2", "3", "4", "5"]
     by_number = {r.employee_number: r for r in recipients}
     assert by_number["1"].problem is None and by_number["1"].address == "Ada.Lovelace@example.com"
@@ -416,7 +416,7 @@ def test_skipped_employees_are_recorded_and_never_mailed(context: Context, sessi
 
 def test_an_address_changed_before_the_batch_started_is_skipped(context: Context, session: Session) -> None:
     employee = add_employee(session, "1")
-    (shown,) = preview(session, [employee.id])
+    (shown,) = preview(session, [employee.id], address_rule())
     employee.email = "someone.else@example.com"
     session.commit()
     confirmed = {shown.employee_id: shown.address}

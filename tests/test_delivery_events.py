@@ -26,7 +26,7 @@ from bot.settings import Settings
 from credbot.web import create_web_app
 from handlers import ids
 from models import Account, BatchSource, CredentialBatch, Delivery, DeliveryEvent, Employee
-from tests.builders import add_employee, audit_events, present
+from tests.builders import add_employee, address_rule, audit_events, present
 from tests.cli_helpers import RunCli
 from tests.credentials_helpers import (
     password_in,
@@ -577,7 +577,7 @@ def test_a_later_delivery_to_the_flagged_address_clears_the_flag(
     session.expire_all()
     assert (ada.bad_address, ada.bad_address_event) == ("ada@example.com", "bounced")
     assert present(ada.bad_address_reason).startswith("the mailbox is full")
-    (recipient,) = preview(session, [ada.id])
+    (recipient,) = preview(session, [ada.id], address_rule())
     assert present(recipient.address_warning).startswith("bounced on ")
 
     sendgrid_standin.create_mailbox("ada@example.com")  # the mailbox was emptied: delivered now
@@ -586,4 +586,4 @@ def test_a_later_delivery_to_the_flagged_address_clears_the_flag(
     send_credentials(ctx, [ada.id], "cli:test", BatchSource.CLI, transport=sendgrid_transport(ctx))
     apply_events(ctx, sendgrid_standin.events())
     session.expire_all()
-    assert ada.bad_address is None and preview(session, [ada.id])[0].address_warning is None
+    assert ada.bad_address is None and preview(session, [ada.id], address_rule())[0].address_warning is None

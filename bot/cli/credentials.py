@@ -17,6 +17,7 @@ from bot.lookup import resolve_employees
 from bot.mail import outbox_notice
 from bot.outbox import RELAY_SECONDS
 from bot.outside_text import inert
+from bot.sending.addresses import AddressRule
 from bot.sending.batches import (
     BatchSummary,
     DeliveryOutcome,
@@ -67,7 +68,7 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
             if problem := resolved.problem():
                 raise click.ClickException(f"{printable(problem)}; nothing was sent")
             employee_ids = resolved.ids
-        recipients = preview(session, employee_ids)
+        recipients = preview(session, employee_ids, AddressRule.of(settings, ctx.clock.now()))
     recipients, suppression_note = with_suppressions(settings, recipients)
     mailable = [r for r in recipients if r.problem is None]
     unmailable = [r for r in recipients if r.problem is not None]
@@ -207,7 +208,7 @@ def _count(recipients: Sequence[Recipient]) -> str:
 def _recipient_table(recipients: Sequence[Recipient]) -> None:
     warnings = any(r.address_warning or r.suppression for r in recipients)
     print_table(
-        ["EMPLOYEE", "NAME", "USERNAME", "ADDRESS", "LAST EMAILED (UTC)"]
+        ["EMPLOYEE", "NAME", "USERNAME", "ADDRESS", "WHICH ADDRESS", "LAST EMAILED (UTC)"]
         + (["ADDRESS WARNING"] if warnings else []),
         (
             (
@@ -215,6 +216,7 @@ def _recipient_table(recipients: Sequence[Recipient]) -> None:
                 r.name,
                 r.username,
                 r.address,
+                r.address_reason,
                 f"{r.last_emailed_at:%Y-%m-%d %H:%M}" if r.last_emailed_at else "never",
             )
             + ((_address_warning(r),) if warnings else ())

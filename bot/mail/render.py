@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2.runtime import Context
 
+from bot.time_zones import local_time
 from templates import TEMPLATES_DIR
 
 
-def format_time(value: datetime | str) -> str:
-    """A time (or its ISO text) as people read it in an email, e.g. `Friday 27 November 2026, 14:05 UTC`."""
+@pass_context
+def format_time(context: Context, value: datetime | str) -> str:
+    """A time (or its ISO text) as the recipient reads it, in the template's `time_zone` when given (a
+    ZoneInfo: the employee's), else UTC: e.g. `Monday 7 December 2026, 17:00 GMT`."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone(UTC).strftime("%A %-d %B %Y, %H:%M UTC")
+    zone = context.get("time_zone")
+    return local_time(moment, zone if isinstance(zone, ZoneInfo) else ZoneInfo("UTC"))
 
 
 @cache

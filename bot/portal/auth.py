@@ -313,6 +313,8 @@ class PortalUser:
     manager: str | None = None
     """The manager's name."""
     password_changed_at: datetime | None = None
+    time_zone: str | None = None
+    """The employee's IANA zone (None: DEFAULT_TIME_ZONE): the portal shows times in it."""
 
     @property
     def full_name(self) -> str:
@@ -336,6 +338,7 @@ def _view(account: Account) -> PortalUser:
         department=account.employee.department,
         manager=manager.full_name if (manager := account.employee.manager_employee) else None,
         password_changed_at=account.password_changed_at,
+        time_zone=account.employee.time_zone,
     )
 
 

@@ -31,6 +31,7 @@ from bot.audit import PORTAL_UNKNOWN_USER_ACTOR, AuditAction, account_target, po
 from bot.context import Context
 from bot.mail import MailError, OutgoingEmail, make_transport, render_email
 from bot.portal.client import NO_CLIENT, Client
+from bot.time_zones import zone_of
 from models import (
     Account,
     AccountStatus,
@@ -218,6 +219,7 @@ def send_reset_link(ctx: Context, account_id: int, client: Client, now: datetime
         employee = account.employee
         username, address = account.username, employee.email
         first_name, last_name = employee.first_name, employee.last_name
+        time_zone = employee.time_zone
         link = SetupLink(account_id=account_id, token_hash=secret_hash, expires_at=now + RESET_LINK_TTL)
         session.add(link)
         session.flush()
@@ -232,6 +234,7 @@ def send_reset_link(ctx: Context, account_id: int, client: Client, now: datetime
         sign_in_url=settings.sign_in_url,
         setup_url=settings.setup_link_url(token),
         expires_at=now + RESET_LINK_TTL,
+        time_zone=zone_of(time_zone, settings.default_time_zone),
     )
     del token
     email = OutgoingEmail(

@@ -27,6 +27,7 @@ from bot.context import Context
 from bot.portal import auth, recovery
 from bot.portal.client import Client
 from bot.portal.csrf import CsrfRefused, check_csrf, csrf_token
+from bot.time_zones import local_time, zone_of
 from templates import TEMPLATES_DIR
 
 EXTENSION_KEY = "credbot.portal"
@@ -127,10 +128,13 @@ def signed_in(view: Callable[_P, ResponseReturnValue]) -> Callable[_P, ResponseR
 @signed_in
 def home() -> str:
     previous = session.get("previous")
+    previous_sign_in = datetime.fromisoformat(previous) if isinstance(previous, str) else None
+    zone = zone_of(g.user.time_zone, _ctx().settings.default_time_zone)
     return render_template(
         "portal/home.html",
         user=g.user,
-        previous_sign_in=datetime.fromisoformat(previous) if isinstance(previous, str) else None,
+        previous_sign_in=local_time(previous_sign_in, zone) if previous_sign_in else None,
+        password_changed=local_time(changed, zone) if (changed := g.user.password_changed_at) else None,
         first_sign_in="previous" in session and previous is None,
     )
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.audit import AuditAction, batch_target, employee_target, record, record_many
 from bot.chunks import chunks
 from bot.context import Context
+from bot.sending.addresses import AddressRule, still_theirs
 from bot.sending.outcomes import ADDRESS_CHANGED
 from bot.sending.recipients import recipients_with_accounts
 from models import (
@@ -108,18 +109,21 @@ def start_batch(
             session.add(batch)
             session.flush()
             batch_id, mode = batch.id, batch.mode
+            rule = AddressRule.of(ctx.settings, ctx.clock.now())
             employees = skipped = 0
             # In chunks: each chunk's employees are read, its deliveries inserted as plain rows, and the
             # employees let go, so memory stays flat however many employees.
             for chunk in chunks(list(dict.fromkeys(employee_ids))):
                 rows, skips = [], []
-                for recipient, account_id in recipients_with_accounts(session, chunk):
+                for recipient, account_id in recipients_with_accounts(session, chunk, rule):
                     employees += 1
                     address, problem = recipient.address, recipient.problem
                     if confirmed is not None and problem is None:
                         shown = confirmed.get(recipient.employee_id)
-                        if shown != address:
-                            address, problem = shown, ADDRESS_CHANGED
+                        # The admin may have switched them to their other address: any of theirs holds.
+                        address = shown
+                        if not still_theirs(shown, recipient.own_addresses):
+                            problem = ADDRESS_CHANGED
                     emailed = (
                         confirmed_emailed.get(recipient.employee_id)
                         if confirmed_emailed is not None

@@ -12,6 +12,7 @@ from bot.credential_modes import CredentialModeStrategy
 from bot.mail import OutgoingEmail, render_email
 from bot.sending.targets import Target
 from bot.settings import Settings
+from bot.time_zones import zone_of
 
 WELCOME_CATEGORY = "credbot-welcome"
 USERNAME_CATEGORY = "credbot-username"
@@ -55,6 +56,7 @@ def _email(
         first_name=target.first_name,
         username=target.username,
         sign_in_url=settings.sign_in_url,
+        time_zone=zone_of(target.time_zone, settings.default_time_zone),
         **values,
     )
     return OutgoingEmail(

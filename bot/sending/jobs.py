@@ -38,11 +38,16 @@ class NoRunner(RuntimeError):
     """No job runs batches from this source in this process: its entry point did not wire one in."""
 
 
+_after_send: list[jobs.Job[..., None]] = []
+"""Jobs queued after each run of a batch, whatever its source (`register_after_send`)."""
+
+
 @jobs.job(max_retries=5, time_limit_ms=BATCH_TIME_LIMIT_MS)
 def send_batch(ctx: Context, batch_id: int, resumed: bool = False) -> None:
     """Run a batch from the CLI."""
     runner = BatchRunner(ctx, batch_id)
     runner.run()
+    after_send(ctx, batch_id)
     requeue_if_drained(ctx, runner)
 
 
@@ -59,6 +64,22 @@ def register_runner(source: BatchSource, runner: jobs.Job[..., None]) -> None:
 
 
 register_runner(BatchSource.CLI, send_batch)
+
+
+def register_after_send(job: jobs.Job[..., None]) -> None:
+    """Run `job(batch_id)` after each run of a batch, whatever its source (the managers' Slack notices)."""
+    if job not in _after_send:
+        _after_send.append(job)
+
+
+def after_send(ctx: Context, batch_id: int) -> None:
+    """Queue the follow-up jobs of a batch's run (through the outbox: an unreachable queue loses none)."""
+    if not _after_send:
+        return
+    with ctx.sessions.begin() as session:
+        for job in _after_send:
+            outbox.stage(session, job, batch_id)
+    outbox.relay(ctx)
 
 
 def runner_for(source: str) -> jobs.Job[..., None]:

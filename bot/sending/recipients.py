@@ -7,14 +7,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from bot.chunks import chunks
 from bot.directory import name_order
+from bot.email_addresses import normalised_address
 from bot.mail import suppressions
 from bot.mail.suppressions import BOUNCE_LIST_DROP
+from bot.sending.addresses import AddressKind, AddressRule, choose_address
 from bot.settings import Settings
 from models import Account, AccountStatus, Employee
 
@@ -46,6 +48,13 @@ class Recipient:
     on_bounce_list: bool = False
     """SendGrid's bounce list holds the address (its API says so, or it bounced or was dropped as bounced):
     confirmed anyway, the emails bypass the list."""
+    address_kind: AddressKind | None = None
+    address_reason: str | None = None
+    """Which address and why (`personal, starts Mon 7 Dec`): CREDENTIAL_ADDRESS, `bot.sending.addresses`."""
+    switchable: bool = False
+    """The employee has both a work and a personal address: the admin may switch between them."""
+    own_addresses: tuple[str, ...] = ()
+    """Every address of the employee's, normalised: a confirmed one must still be among them to be used."""
 
 
 def normalise_address(raw: str | None) -> tuple[str | None, str | None]:
@@ -53,7 +62,7 @@ def normalise_address(raw: str | None) -> tuple[str | None, str | None]:
     if not raw or not raw.strip():
         return None, NO_ADDRESS
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized, None
+        return normalised_address(raw.strip()), None
     except EmailNotValidError as error:
         return None, f"{INVALID_ADDRESS}: {error}"
 
@@ -72,9 +81,24 @@ def mail_check(
     return address, address_problem
 
 
-def recipient_of(employee: Employee) -> Recipient:
+def send_time_check(
+    active: bool, account_status: str | None, work: str | None, personal: str | None, confirmed: str | None
+) -> tuple[str | None, str | None]:
+    """`mail_check` at send time: the address is the confirmed one while it is still the employee's
+    personal address, else their work address (a different one than confirmed: the address changed)."""
+    keeps_personal = confirmed is not None and bool(personal) and normalise_address(personal)[0] == confirmed
+    return mail_check(active, account_status, personal if keeps_personal else work)
+
+
+def recipient_of(employee: Employee, rule: AddressRule) -> Recipient:
     account = employee.account
-    address, problem = mail_check(employee.active, account.status if account else None, employee.email)
+    choice = choose_address(
+        rule, employee.id, employee.email, employee.personal_email, employee.start_date, employee.time_zone
+    )
+    address, problem = mail_check(employee.active, account.status if account else None, choice.raw)
+    if problem == NO_ADDRESS and choice.problem:
+        problem = choice.problem
+    own = (normalise_address(raw)[0] for raw in (employee.email, employee.personal_email) if raw)
     return Recipient(
         employee_id=employee.id,
         employee_number=employee.employee_number,
@@ -85,6 +109,10 @@ def recipient_of(employee: Employee) -> Recipient:
         last_emailed_at=account.credentials_emailed_at if account else None,
         address_warning=_address_warning(employee, address),
         on_bounce_list=_bounced_before(employee, address),
+        address_kind=choice.kind,
+        address_reason=choice.reason,
+        switchable=choice.switchable,
+        own_addresses=tuple(a for a in own if a),
     )
 
 
@@ -122,22 +150,23 @@ def _address_warning(employee: Employee, address: str | None) -> str | None:
     return f"{employee.bad_address_event} on {employee.bad_address_at:%-d %b %Y}: {reason}"
 
 
-def preview(session: Session, employee_ids: Sequence[int]) -> list[Recipient]:
-    """Who would be mailed, in the given order (unknown ids are left out)."""
-    return [recipient for recipient, _ in recipients_with_accounts(session, employee_ids)]
+def preview(session: Session, employee_ids: Sequence[int], rule: AddressRule) -> list[Recipient]:
+    """Who would be mailed, and at which address under `rule`, in the given order (unknown ids are left
+    out)."""
+    return [recipient for recipient, _ in recipients_with_accounts(session, employee_ids, rule)]
 
 
 def recipients_with_accounts(
-    session: Session, employee_ids: Sequence[int]
+    session: Session, employee_ids: Sequence[int], rule: AddressRule
 ) -> list[tuple[Recipient, int | None]]:
     """(recipient, account id) per known employee, in the given order, without duplicates."""
     ordered = list(dict.fromkeys(employee_ids))
     found: dict[int, tuple[Recipient, int | None]] = {}
     for chunk in chunks(ordered):
         query = select(Employee).where(Employee.id.in_(chunk)).options(selectinload(Employee.account))
-        found.update(
-            (e.id, (recipient_of(e), e.account.id if e.account else None)) for e in session.scalars(query)
-        )
+        for employee in session.scalars(query):
+            account_id = employee.account.id if employee.account else None
+            found[employee.id] = (recipient_of(employee, rule), account_id)
     return [found[i] for i in ordered if i in found]
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from bot.sending.batches import DeliveryOutcome
 from bot.sending.claims import Held
 from bot.sending.outcomes import Skip, SkipKind
-from bot.sending.recipients import mail_check
+from bot.sending.recipients import send_time_check
 from models import Account, Delivery, DeliveryStatus, Employee, full_name
 
 _ACCOUNTS = Account.__table__
@@ -35,6 +35,8 @@ class Target:
     username: str | None
     bypass_bounce_list: bool = False
     """The admin confirmed the address although it is on SendGrid's bounce list."""
+    time_zone: str | None = None
+    """The employee's own (None: DEFAULT_TIME_ZONE): the emails show times in it."""
 
     @property
     def held(self) -> Held:
@@ -61,6 +63,8 @@ def read_targets(
             _EMPLOYEES.c.first_name,
             _EMPLOYEES.c.last_name,
             _EMPLOYEES.c.email,
+            _EMPLOYEES.c.personal_email,
+            _EMPLOYEES.c.time_zone,
             _EMPLOYEES.c.active,
             _ACCOUNTS.c.id,
             _ACCOUNTS.c.username,
@@ -86,12 +90,14 @@ def read_targets(
         first,
         last,
         raw,
+        personal,
+        time_zone,
         active,
         account_id,
         username,
         status,
     ) in rows:
-        address, problem = mail_check(active, status, raw)
+        address, problem = send_time_check(active, status, raw, personal, confirmed)
         if problem is None and _emailed_since(emailed, emailed_confirmed):
             since.append(len(found))
         target = Target(
@@ -104,6 +110,7 @@ def read_targets(
             address=confirmed,
             username=username,
             bypass_bounce_list=bypass,
+            time_zone=time_zone,
         )
         found.append((target, address, None if problem is None else Skip(SkipKind.UNMAILABLE, problem)))
     for index in since:  # rare: each one looks up the batch that emailed the employee
