@@ -1,7 +1,7 @@
 """When the employee's manager was told in Slack that the delivery's credentials went out (issue 19,
 MANAGER_NOTICES): each manager is told once per delivery, however often the notice job runs.
 
-Revision ID: 0016
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-02 13:05:00
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0016"
+revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
