@@ -15,6 +15,7 @@ from models.deliveries import (
 from models.directory import Employee, fold_accents, full_name, make_search_text, name_sort_key
 from models.outbox import OutboxJob
 from models.recovery import RecoveryRequest, RecoveryStatus
+from models.scim import ScimToken
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RecoveryRequest",
     "RecoveryStatus",
     "Role",
+    "ScimToken",
     "SetupLink",
     "account_roles",
     "fold_accents",
