@@ -14,12 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from scim2_models import (
-    Context,
-    EnterpriseUser,
-    PatchOp,
-    SCIMException,
-)
+from scim2_models import Context, PatchOp, SCIMException
 from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import Session
 
@@ -28,7 +23,7 @@ from bot.audit import AuditAction, employee_target, record
 from bot.directory import address_holder, control_character_problems, validate_values
 from bot.leavers import record_leavers
 from bot.scim.errors import ScimError, from_library, invalid_value, not_found, uniqueness
-from bot.scim.schemas import CREDBOT_USER_SCHEMA, POLICY, CredbotUser, UserResource
+from bot.scim.schemas import CREDBOT_USER_SCHEMA, POLICY, CredbotUser, Enterprise, UserResource
 from bot.settings import Settings
 from models import Account, Employee, make_search_text, name_sort_key
 
@@ -260,7 +255,7 @@ def _apply(employee: Employee, values: dict[str, Any]) -> None:
 
 def _checked_values(session: Session, resource: Any, employee: Employee | None) -> dict[str, Any]:
     """The employee's values from a User, checked by the directory's rules; raises ScimError."""
-    enterprise = resource[EnterpriseUser]
+    enterprise = resource[Enterprise]
     number = (enterprise.employee_number or "").strip() if enterprise else ""
     if not number:
         raise invalid_value(
