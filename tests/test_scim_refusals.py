@@ -81,6 +81,10 @@ def test_bodies_that_are_not_a_json_object_are_refused(scim: ScimClient) -> None
             "manager",
         ),
         ({"unknownAttribute": 1}, 400, "invalidSyntax", "unknownAttribute"),
+        ({"externalId": "x" * 256}, 400, "invalidValue", "externalId is longer"),
+        ({"externalId": "a\nb"}, 400, "invalidValue", "control character"),
+        ({ENTERPRISE: {"employeeNumber": "E" * 65}}, 400, "invalidValue", "longer than 64"),
+        ({"name": {"givenName": "A" * 201, "familyName": "L"}}, 400, "invalidValue", "longer than 200"),
         ({"active": "perhaps"}, 400, "invalidValue", ""),
     ],
 )
@@ -153,3 +157,4 @@ def test_bad_paths_and_patches_are_refused(scim: ScimClient) -> None:
     _refused(scim.get("/Groups/1x"), 404, None)
     _refused(scim.get("/Nothing/here"), 404, None)
     _refused(scim.get("/Users?startIndex=one"), 400, "invalidValue")
+    assert scim.get("/Users?startIndex=99999999999999999999&count=99999999").body["Resources"] == []

@@ -29,6 +29,7 @@ from models import Account, Employee, make_search_text, name_sort_key
 
 CORE_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+MAX_EXTERNAL_ID = 255
 _STORED = ("first_name", "last_name", "email", "personal_email", "department", "time_zone", "start_date")
 
 
@@ -278,7 +279,12 @@ def _checked_values(session: Session, resource: Any, employee: Employee | None) 
         "department": (enterprise.department if enterprise else None) or "",
         "manager": "",
     }
-    problems = control_character_problems({**raw, "userName": resource.user_name or ""})
+    external_id = resource.external_id
+    problems = control_character_problems(
+        {**raw, "userName": resource.user_name or "", "externalId": external_id or ""}
+    )
+    if external_id is not None and len(external_id) > MAX_EXTERNAL_ID:
+        problems.append(f"externalId is longer than {MAX_EXTERNAL_ID} characters")
     stripped = {key: value.strip() for key, value in raw.items()}
     stored = {"email": employee.email, "personal_email": employee.personal_email} if employee else None
     values, more = validate_values(stripped, stored)
@@ -288,7 +294,7 @@ def _checked_values(session: Session, resource: Any, employee: Employee | None) 
     values["manager"] = _manager_number(session, enterprise.manager.value if enterprise.manager else None)
     if values["manager"] is not None and values["manager"] == number:
         raise invalid_value("an employee cannot be their own manager")
-    values["external_id"] = resource.external_id
+    values["external_id"] = external_id
     values["username"] = _username(session, resource.user_name, employee)
     own_id = employee.id if employee else None
     for field, label in (("email", "work"), ("personal_email", "home")):
