@@ -86,16 +86,34 @@ def _failed(error: Exception) -> Response:
 
 @scim.before_request
 def _authenticate() -> None:
-    """Only a bearer of a token from `credbot scim token create` gets in; the actor is `scim:NAME`."""
+    """Only a bearer of a token from `credbot scim token create` gets in; the actor is `scim:NAME`.
+
+    The request's one session starts here: the token is read in the same transaction as the work.
+    """
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     name = None
     if scheme.lower() == "bearer" and token.strip():
         ctx = _ctx()
-        with ctx.sessions.begin() as session:
-            name = token_name(session, token.strip(), ctx.clock.now())
+        session = g.scim_session = ctx.sessions()
+        name = token_name(session, token.strip(), ctx.clock.now())
+        if session.dirty:  # its last use noted (every few minutes at most)
+            session.commit()
     if name is None:
         raise ScimError(401, "a valid bearer token is required (credbot scim token create NAME)")
     g.scim_actor = scim_actor(name)
+
+
+@scim.teardown_request
+def _end_session(error: BaseException | None) -> None:
+    """Whatever the request did not commit is rolled back."""
+    session: Session | None = g.pop("scim_session", None)
+    if session is not None:
+        session.close()
+
+
+def _session() -> Session:
+    session: Session = g.scim_session
+    return session
 
 
 def _payload() -> Any:
@@ -121,10 +139,11 @@ def _writer() -> users.Writer:
 
 
 def _write(work: Callable[[Session], T]) -> T:
-    """Run `work` in one transaction; a uniqueness race lost at commit is a 409, not a 500."""
+    """Run `work` and commit; a uniqueness race lost at commit is a 409, not a 500."""
+    session = _session()
     try:
-        with _ctx().sessions.begin() as session:
-            return work(session)
+        result = work(session)
+        session.commit()
     except (
         DataError
     ) as error:  # a value the checks let through but the column cannot hold: still the caller's
@@ -133,6 +152,7 @@ def _write(work: Callable[[Session], T]) -> T:
         raise ScimError(
             409, "another request changed the same user or group at once; retry", "uniqueness"
         ) from error
+    return result
 
 
 def _location(kind: str, document: dict[str, Any]) -> dict[str, Any]:
@@ -234,8 +254,7 @@ def list_users() -> Response:
     text = request.args.get("filter", "").strip()
     where = user_filter(text) if text else true()
     start, count = _paging()
-    with _ctx().sessions() as session:
-        total, documents = users.list_users(session, where, start, count)
+    total, documents = users.list_users(_session(), where, start, count)
     return _list("Users", total, start, documents, UserResource)
 
 
@@ -249,8 +268,7 @@ def create_user() -> Response:
 
 @scim.get("/Users/<user_id>")
 def get_user(user_id: str) -> Response:
-    with _ctx().sessions() as session:
-        document = users.get_user(session, user_id)
+    document = users.get_user(_session(), user_id)
     return _answer(_shown("Users", document, UserResource))
 
 
@@ -284,8 +302,7 @@ def list_groups() -> Response:
     where = group_filter(text) if text else true()
     start, count = _paging()
     _, excluded = _selection(Group)
-    with _ctx().sessions() as session:
-        total, documents = groups.list_groups(session, where, start, count, _wants_members(excluded))
+    total, documents = groups.list_groups(_session(), where, start, count, _wants_members(excluded))
     return _list("Groups", total, start, documents, Group)
 
 
@@ -304,8 +321,7 @@ def create_group() -> Response:
 @scim.get("/Groups/<group_id>")
 def get_group(group_id: str) -> Response:
     _, excluded = _selection(Group)
-    with _ctx().sessions() as session:
-        document = groups.get_group(session, group_id, _wants_members(excluded))
+    document = groups.get_group(_session(), group_id, _wants_members(excluded))
     return _answer(_shown("Groups", document, Group))
 
 
