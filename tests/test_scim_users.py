@@ -8,6 +8,7 @@ from sqlalchemy import select
 from bot.accounts import create_accounts
 from bot.audit import AuditAction
 from bot.context import Context
+from bot.directory import list_employees
 from models import Account
 from tests.builders import audit_events
 from tests.scim_helpers import CREDBOT, ENTERPRISE, scim_client, user_payload
@@ -119,6 +120,8 @@ def test_without_scim_create_accounts_the_username_waits_for_the_account(context
     ada = scim.post("/Users", user_payload()).body
     assert ada["userName"] == "ada.lovelace"
     assert scim.get('/Users?filter=userName eq "ada.lovelace"').body["totalResults"] == 1
+    with context.sessions() as session:
+        assert [e.employee_number for e in list_employees(session, "ada.lovelace")] == ["E100"]
     with context.sessions.begin() as session:
         assert session.scalar(select(Account).limit(1)) is None
         created = create_accounts(session, context.settings, "cli:hr", ["E100"])

@@ -154,6 +154,9 @@ def create_user(session: Session, writer: Writer, payload: Any) -> dict[str, Any
     )
     _apply(employee, values)
     employee.pending_username = values["username"]
+    employee.search_text = make_search_text(
+        employee.first_name, employee.last_name, employee.email, employee.employee_number, values["username"]
+    )
     session.add(employee)
     session.flush()
     account = False
