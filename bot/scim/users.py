@@ -123,7 +123,9 @@ def list_users(
 
     A page that is not full tells the total by itself: a filter by userName makes one query, not two.
     """
-    rows = list(session.execute(_rows(where).order_by(Employee.id).offset(start_index - 1).limit(count)))
+    page = select(Employee.id).where(Employee.active, where).order_by(Employee.id)
+    page = page.offset(start_index - 1).limit(count)  # ids only: an index-only scan up to the page
+    rows = list(session.execute(_rows(Employee.id.in_(page.scalar_subquery())).order_by(Employee.id)))
     if 0 < len(rows) < count or (start_index == 1 and len(rows) < count):
         return start_index - 1 + len(rows), _documents(session, rows)
     total = session.scalar(select(func.count()).select_from(Employee).where(Employee.active, where)) or 0

@@ -1,5 +1,6 @@
 """SCIM provisioning: the identity providers' tokens, the employee's externalId and pending username, and
-indexes for looking employees up one at a time by username and address (ignoring case).
+indexes for looking employees up one at a time by username and address (ignoring case), and for listing
+the active ones a page at a time.
 
 Revision ID: 0014
 Revises: 0012
@@ -38,9 +39,14 @@ def upgrade() -> None:
     op.create_index("ix_employees_lower_email", "employees", [sa.text("lower(email)")])
     op.create_index("ix_employees_lower_personal_email", "employees", [sa.text("lower(personal_email)")])
     op.create_index("ix_accounts_lower_username", "accounts", [sa.text("lower(username)")])
+    active = sa.text("active")
+    op.create_index(
+        "ix_employees_active_id", "employees", ["id"], postgresql_where=active, sqlite_where=active
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_employees_active_id", table_name="employees")
     op.drop_index("ix_accounts_lower_username", table_name="accounts")
     op.drop_index("ix_employees_lower_personal_email", table_name="employees")
     op.drop_index("ix_employees_lower_email", table_name="employees")
