@@ -127,3 +127,12 @@ def test_without_scim_create_accounts_the_username_waits_for_the_account(context
         created = create_accounts(session, context.settings, "cli:hr", ["E100"])
     assert [account.username for account in created.created] == ["ada.lovelace"]
     assert scim.get(f"/Users/{ada['id']}").body["userName"] == "ada.lovelace"
+
+
+def test_a_user_provisioned_inactive_is_recorded_as_a_leaver(context: Context) -> None:
+    scim = scim_client(context)
+    created = scim.post("/Users", {**user_payload(), "active": False})
+    assert created.status == 201 and created.body["active"] is False
+    assert scim.get(f"/Users/{created.body['id']}").status == 404
+    actions = [e.action for e in audit_events(context.sessions) if e.action.startswith("scim.user")]
+    assert actions == [AuditAction.SCIM_USER_CREATED, AuditAction.SCIM_USER_DEACTIVATED]

@@ -177,6 +177,8 @@ def create_user(session: Session, writer: Writer, payload: Any) -> dict[str, Any
         external_id=employee.external_id,
         account_created=account,
     )
+    if resource.active is False:  # provisioned as someone who already left: recorded, then a leaver at once
+        return deactivate_user(session, writer, str(employee.id))
     return get_user(session, str(employee.id))
 
 
