@@ -8,6 +8,7 @@ from sqlalchemy import select
 from bot.audit import AuditAction
 from bot.context import Context
 from bot.scim.api import init_scim
+from bot.web import create_web_app
 from models import ScimToken
 from tests.builders import audit_events
 from tests.cli_helpers import RunCli
@@ -38,3 +39,10 @@ def test_tokens_are_created_listed_and_revoked(cli: RunCli, context: Context) ->
     assert cli("scim", "token", "revoke", "okta").exit_code != 0
     actions = [e.action for e in audit_events(context.sessions) if e.action.startswith("scim.token")]
     assert actions == [AuditAction.SCIM_TOKEN_CREATED, AuditAction.SCIM_TOKEN_REVOKED]
+
+
+def test_the_web_process_serves_scim(context: Context) -> None:
+    client = create_web_app(context).test_client()
+    answer = client.get("/scim/v2/ServiceProviderConfig")
+    assert answer.status_code == 401 and answer.mimetype == "application/scim+json"
+    assert answer.json is not None and answer.json["status"] == "401"
