@@ -16,6 +16,7 @@ from bot.cli.db import db
 from bot.cli.deliveries import deliveries
 from bot.cli.employees import employees
 from bot.cli.report import audit, report
+from bot.cli.scim import scim
 from credbot.digest import digest
 from credbot.serve import serve, socket
 from credbot.wiring import wire_slack
@@ -42,6 +43,7 @@ main.add_command(report)
 main.add_command(deliveries)
 main.add_command(audit)
 main.add_command(digest)
+main.add_command(scim)
 main.add_command(serve)
 main.add_command(socket)
 main.add_command(worker)

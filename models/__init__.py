@@ -24,6 +24,7 @@ from models.directory import (
 )
 from models.outbox import OutboxJob
 from models.recovery import RecoveryRequest, RecoveryStatus
+from models.scim import ScimToken
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "RecoveryRequest",
     "RecoveryStatus",
     "Role",
+    "ScimToken",
     "SetupLink",
     "account_roles",
     "fold_accents",
