@@ -35,6 +35,7 @@ class AuditAction(enum.StrEnum):
     CREDENTIALS_IN_DOUBT = "credentials.in_doubt"
     CREDENTIALS_SUPERSEDED = "credentials.superseded"
     BATCH_RESUMED = "credentials.batch_resumed"
+    BATCH_CANCELLED = "credentials.batch_cancelled"
     SLACK_CALL_FAILED = "slack.call_failed"
     SELECTION_SAVED = "credentials.selection_saved"
     SIGN_IN = "portal.sign_in"

@@ -4,13 +4,16 @@ Web processes and the CLI only start a batch with its job (`start_and_enqueue`: 
 through the outbox, `bot.outbox`); a worker runs it. A batch's source picks the job that runs it:
 `handlers.sending` registers the Slack one (it keeps the channel trail), any other source runs
 `send_batch`. A run drained by a stopping worker queues the batch again, so another worker takes it up
-at once.
+at once. A scheduled batch is committed with a wake of the scheduler instead (`schedule_and_enqueue`);
+`release_scheduled` queues its job at each moment (`bot.sending.schedule`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from bot import jobs, outbox
 from bot.context import Context
+from bot.sending import schedule
 from bot.sending.batches import start_batch
 from bot.sending.sender import BatchRunner, mark_resumed, resume_stalled
 from models import BatchStatus, CredentialBatch
@@ -26,6 +30,10 @@ log = logging.getLogger(__name__)
 
 BATCH_TIME_LIMIT_MS = 7 * 86_400 * 1000
 """A batch runs as long as it needs: Dramatiq's time limit would interrupt it mid-delivery."""
+SCHEDULE_TICK_SECONDS = 5.0
+"""How often the worker's scheduler looks for deliveries whose moment came (one indexed query); a moment
+within the next tick is also woken for at its second, by a delayed job."""
+_TICK = timedelta(seconds=SCHEDULE_TICK_SECONDS)
 
 _runners: dict[str, jobs.Job[..., None]] = {}
 
@@ -75,6 +83,53 @@ def start_and_enqueue(
 
     batch_id = start_batch(ctx, employee_ids, actor, source, enqueue=enqueue, **options)
     return batch_id, outbox.relay(ctx)
+
+
+def schedule_and_enqueue(
+    ctx: Context,
+    employee_ids: Sequence[int],
+    actor: str,
+    source: str,
+    plan: schedule.Schedule,
+    planned: Mapping[int, schedule.Moment],
+    **options: Any,
+) -> tuple[int, bool]:
+    """Commit a scheduled batch (each employee's moment from `planned`) with a wake of the scheduler,
+    which sends what is due already at once: (the batch's id, False if the queue is unreachable: the
+    worker's tick finds the batch anyway)."""
+
+    def wake(session: Session, batch_id: int) -> None:
+        outbox.stage(session, release_scheduled)
+
+    due_at = {employee_id: moment.due_at for employee_id, moment in planned.items()}
+    batch_id = start_batch(
+        ctx, employee_ids, actor, source, enqueue=wake, due_at=due_at, schedule=plan.as_json(), **options
+    )
+    return batch_id, outbox.relay(ctx)
+
+
+@jobs.job()
+def release_scheduled(ctx: Context, woken: bool = False) -> None:
+    """The scheduler: deliveries whose moment came (by the context's clock) become pending and their
+    batches' jobs are queued with them. A tick (not `woken`) also queues a wake at each moment before
+    the next tick, so a moment is met to the second; a wake queues none (a wake early by the clock
+    would otherwise wake itself again and again)."""
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as session:
+        released = schedule.release_due(session, now)
+        for batch_id, source in released:
+            stage_batch(session, batch_id, source)
+        upcoming = [] if woken else schedule.moments_between(session, now, now + _TICK)
+    for batch_id, _ in released:
+        log.info("batch %s: deliveries due; sending them", batch_id)
+    if released:
+        outbox.relay(ctx)
+    with contextlib.suppress(*outbox.QUEUE_ERRORS):  # the next tick finds them anyway
+        for moment in upcoming:
+            release_scheduled.send(True, delay_seconds=(moment - now).total_seconds())
+
+
+jobs.every(SCHEDULE_TICK_SECONDS)(release_scheduled)
 
 
 @jobs.job()

@@ -101,7 +101,7 @@ from bot.context import Context
 from bot.credentials import Credential, Pending, hash_threads
 from bot.installation import custom_args, identity
 from bot.mail import MailAuthError, MailError, MailTransport, OutgoingEmail, make_transport, render_email
-from bot.sending import claims
+from bot.sending import claims, schedule
 from bot.sending.batches import (
     ADDRESS_CHANGED,
     EMAILED_SINCE,
@@ -1018,7 +1018,7 @@ class BatchRunner:
                     _DELIVERIES.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
                 )
             )
-            if left:
+            if left or schedule.park(session, self.batch_id):  # more deliveries wait for their moment
                 return False
             reason = session.scalar(select(_BATCHES.c.stop_reason).where(_BATCHES.c.id == self.batch_id))
             status = BatchStatus.ABORTED if reason else BatchStatus.FINISHED
