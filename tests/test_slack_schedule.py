@@ -188,3 +188,32 @@ def test_a_thousand_employees_in_twenty_zones_are_summarised_within_block_kit_li
     assert "more at 32 later moments" in summary, summary  # 20 zones x 2 days = 40 moments, 8 listed
     zones = next(b for b in confirm["blocks"] if b.get("block_id") == ids.AT_ZONE_BLOCK)["element"]["options"]
     assert len(zones) == 21
+
+
+def test_app_home_lists_what_is_scheduled_with_a_cancel_button(
+    running_slack_app: RunningApp, session: Session
+) -> None:
+    app = running_slack_app
+    hire(session, "1", "Europe/London", 5)
+    app.requests.submit(review(app, open_picker(app, "1"), {}), when_values(When.START_DATE))
+    scheduled_message(app)
+    before = len(app.slack.calls_to("views.publish"))
+    assert app.requests.home_opened().status == 200
+    app.slack.wait_for_call("views.publish", before + 1)
+    home = app.slack.calls_to("views.publish")[-1].args["view"]
+    home = json.loads(home) if isinstance(home, str) else home
+    blocks = home["blocks"]
+    start = next(i for i, b in enumerate(blocks) if b.get("text", {}).get("text") == "*Scheduled*")
+    line = blocks[start + 1]
+    assert "on their start dates at 08:00 in their time zones" in line["text"]["text"]
+    assert "*1 waiting*" in line["text"]["text"]
+    assert line["accessory"]["action_id"] == ids.CANCEL_BATCH_ACTION
+    assert (
+        app.requests.block_action(ids.CANCEL_BATCH_ACTION, line["accessory"]["value"], view=home).status
+        == 200
+    )
+    app.slack.wait_for(
+        lambda: app.ctx.sessions().scalars(sa.select(CredentialBatch.status)).one() == BatchStatus.ABORTED,
+        what="the batch cancelled",
+    )
+    assert app.slack.problems == []
