@@ -23,7 +23,7 @@ from bot import jobs, outbox
 from bot.context import Context
 from bot.sending import schedule
 from bot.sending.batches import start_batch
-from bot.sending.sender import BatchRunner, mark_resumed, resume_stalled
+from bot.sending.sender import BatchRunner, db_retry, mark_resumed, resume_stalled
 from models import BatchStatus, CredentialBatch
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,8 @@ def release_scheduled(ctx: Context, woken: bool = False) -> None:
         upcoming = [] if woken else schedule.moments_between(session, now, now + _TICK)
     for batch_id, _ in released:
         log.info("batch %s: deliveries due; sending them", batch_id)
-    if released:
-        outbox.relay(ctx)
+    if released:  # retried while the database is busy: nothing else relays without Redis
+        db_retry(outbox.relay)(ctx)
     with contextlib.suppress(*outbox.QUEUE_ERRORS):  # the next tick finds them anyway
         for moment in upcoming:
             release_scheduled.send(True, delay_seconds=(moment - now).total_seconds())
