@@ -254,9 +254,11 @@ def schedule_and_announce(
         confirmed = options["confirmed"]
         mailable = [i for i in employee_ids if confirmed is None or confirmed.get(i)]
         planned = schedule.moments(session, ctx.settings, plan, mailable, ctx.clock.now())
-    batch_id, _ = schedule_and_enqueue(
-        ctx, employee_ids, slack_actor(user_id), "slack", plan, planned, **options
-    )
     line = schedule.summary_line(plan, planned)
-    announce(ctx, client, user_id, options["channel_id"], batch_id, line)
+
+    def post(batch_id: int) -> None:  # before the wake: a moment already due follows on this message
+        announce(ctx, client, user_id, options["channel_id"], batch_id, line)
+
+    actor = slack_actor(user_id)
+    schedule_and_enqueue(ctx, employee_ids, actor, "slack", plan, planned, before_wake=post, **options)
     return message_view("Scheduled", scheduled_view_text(options["channel_id"], line))

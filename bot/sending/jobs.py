@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -92,11 +92,14 @@ def schedule_and_enqueue(
     source: str,
     plan: schedule.Schedule,
     planned: Mapping[int, schedule.Moment],
+    *,
+    before_wake: Callable[[int], None] | None = None,
     **options: Any,
 ) -> tuple[int, bool]:
     """Commit a scheduled batch (each employee's moment from `planned`) with a wake of the scheduler,
     which sends what is due already at once: (the batch's id, False if the queue is unreachable: the
-    worker's tick finds the batch anyway)."""
+    worker's tick finds the batch anyway). `before_wake(batch_id)` runs before the wake is handed to the
+    queue (Slack's message of the batch, which its trail at the first moment follows)."""
 
     def wake(session: Session, batch_id: int) -> None:
         outbox.stage(session, release_scheduled)
@@ -105,6 +108,8 @@ def schedule_and_enqueue(
     batch_id = start_batch(
         ctx, employee_ids, actor, source, enqueue=wake, due_at=due_at, schedule=plan.as_json(), **options
     )
+    if before_wake is not None:
+        before_wake(batch_id)
     return batch_id, outbox.relay(ctx)
 
 
