@@ -334,6 +334,7 @@ def test_cli_schedules_on_start_dates_lists_and_cancels(
     assert "Europe/London" in result.output and "Asia/Kolkata" in result.output
     assert "Cannot be scheduled (1, skipped):" in result.output
     assert "cannot be scheduled: no start date" in result.output
+    assert "valid 72 h from then" in result.output and "can only be emailed now" not in result.output
     assert (
         "Batch 1 scheduled: 2 employees, on their start dates at 09:30 in their time zones; first"
         in result.output

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot import jobs, outbox
 from bot.cli.common import cli_actor, context, print_table, printable
-from bot.cli.scheduling import chosen_schedule, plan_moments, print_plan, start_scheduled
+from bot.cli.scheduling import chosen_schedule, plan_moments, print_plan, scheduled_warning, start_scheduled
 from bot.context import Context
 from bot.lookup import resolve_employees
 from bot.mail import outbox_notice
@@ -117,7 +117,7 @@ def send_command(
         click.echo(f"\n{suppression_note}")
     click.echo("")
     click.echo(_transport_line(settings))
-    click.echo(_warning(settings, mailable))
+    click.echo(_warning(settings, mailable) if plan is None else scheduled_warning(settings))
     if plan is not None and planned is not None:
         _confirm(yes, f"Schedule {_count(mailable)} {plan.describe()}?")
         start_scheduled(ctx, plan, recipients, mailable, planned)

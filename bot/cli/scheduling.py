@@ -72,6 +72,19 @@ def print_plan(plan: Schedule, mailable: Sequence[Recipient], planned: dict[int,
     return sum(1 for m in planned.values() if m.due_at is not None)
 
 
+def scheduled_warning(settings: Settings) -> str:
+    """What a scheduled send makes, and when (instead of the send-now warning)."""
+    what = (
+        "single-use link to set their password"
+        if settings.credential_mode == "link"
+        else "temporary password"
+    )
+    return (
+        f"At their moment each of them gets a new {what} (valid {settings.temp_password_ttl_hours} h from "
+        "then) and, separately, their username. Nothing secret is made or stored before the moment."
+    )
+
+
 def start_scheduled(
     ctx: Context,
     plan: Schedule,
