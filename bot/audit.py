@@ -36,6 +36,7 @@ class AuditAction(enum.StrEnum):
     CREDENTIALS_SUPERSEDED = "credentials.superseded"
     MANAGER_NOTIFIED = "credentials.manager_notified"
     BATCH_RESUMED = "credentials.batch_resumed"
+    BATCH_CANCELLED = "credentials.batch_cancelled"
     SLACK_CALL_FAILED = "slack.call_failed"
     SELECTION_SAVED = "credentials.selection_saved"
     SIGN_IN = "portal.sign_in"

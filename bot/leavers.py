@@ -13,15 +13,18 @@ from sqlalchemy.orm import Session
 
 from bot.accounts import disable_accounts
 from bot.chunks import chunks
+from bot.sending.schedule import cancel_for_leavers
 from models import Account, AccountStatus, Employee
 
 
 def record_leavers(session: Session, actor: str, employee_numbers: Sequence[str]) -> list[tuple[str, str]]:
-    """Disable the accounts of employees who left (sign-in refused, sessions ended); audited.
+    """Disable the accounts of employees who left (sign-in refused, sessions ended) and cancel their
+    scheduled sends; audited.
 
     Returns (employee number, username) of each account disabled now; those already disabled, or
     without an account, are left as they are. In the caller's transaction.
     """
+    cancel_for_leavers(session, actor, employee_numbers)
     return disable_accounts(session, actor, _with_enabled_account(session, employee_numbers)).changed
 
 

@@ -11,7 +11,7 @@ expiry, or in link mode the expiry of the newest unused set-password link.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVarTuple, assert_never
 
@@ -22,6 +22,7 @@ from bot.accounts import status_column
 from bot.directory import name_order
 from bot.reports import BatchLine, recent_batches
 from bot.sending.recipients import never_emailed
+from bot.sending.schedule import ScheduledBatch, scheduled_batches
 from models import Account, AccountStatus, Employee, SetupLink, full_name, utcnow
 
 EXPIRING_WITHIN = timedelta(hours=24)
@@ -193,6 +194,8 @@ class Desk:
     samples: dict[Stage, list[Person]]
     funnel: Funnel
     batches: list[BatchLine]
+    scheduled: list[ScheduledBatch] = field(default_factory=list)
+    """Batches with deliveries waiting for their moment (App Home's Scheduled section)."""
 
 
 def desk(session: Session, now: datetime | None = None, batches: int = 5) -> Desk:
@@ -223,4 +226,5 @@ def desk(session: Session, now: datetime | None = None, batches: int = 5) -> Des
         samples=samples,
         funnel=Funnel(accounts, emailed, signed_in, changed),
         batches=recent_batches(session, batches),
+        scheduled=scheduled_batches(session, batches),
     )

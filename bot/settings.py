@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     default_time_zone: str = "UTC"
     """The IANA time zone of employees whose import gives none."""
     date_format: str = ""
+    start_day_send_time: str = "08:00"
+    """The local time (HH:MM, in each employee's zone) a send "on their start date" goes out at, unless the
+    admin picks another."""
     """How the import reads dates that are not ISO 8601 (`2026-12-07`), in strptime's notation (e.g.
     `%d/%m/%Y`); empty: ISO 8601 only, since `03/04/2026` means different days in different countries."""
     scim_create_accounts: bool = True
@@ -128,6 +131,13 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
             raise ValueError("DIGEST_TIME must be HH:MM in UTC (e.g. 07:30), or empty for no digest")
         return value
+
+    @field_validator("start_day_send_time")
+    @classmethod
+    def _start_day_send_time_is_a_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError("START_DAY_SEND_TIME must be HH:MM, a local time (e.g. 08:00)")
+        return value.strip()
 
     @field_validator("default_time_zone")
     @classmethod

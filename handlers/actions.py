@@ -1,6 +1,7 @@
 """Buttons: "Pick the failed again" on a batch summary reopens the picker with those employees; "Fix address
 and resend" and "Resend" on a bounced, dropped or blocked employee lead to the normal confirmation; "Use
-work/personal address" on the confirmation switches one employee's address."""
+work/personal address" on the confirmation switches one employee's address; "Cancel" on a scheduled
+batch cancels what is not yet sent."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from handlers import ids
 from handlers.background import Background
 from handlers.credentials_flow import open_picker_modal, review_view
 from handlers.delivery_messages import FixState, fix_address_view
+from handlers.scheduled import cancel_from_slack
 from handlers.slack_calls import call_or_tell, tell_user
 from handlers.views_credentials import EXPIRED_TEXT, FlowState, message_view
 
@@ -32,6 +34,7 @@ def register(app: App) -> None:
     app.action(ids.FIX_ADDRESS_ACTION)(fix_address)
     app.action(ids.RESEND_ACTION)(resend)
     app.action(ids.SWITCH_ADDRESS_ACTION)(switch_address)
+    app.action(ids.CANCEL_BATCH_ACTION)(cancel_batch)
 
 
 def retry_failed(ack: Ack, body: dict[str, Any], background: Background) -> None:
@@ -50,6 +53,13 @@ def resend(ack: Ack, body: dict[str, Any], background: Background) -> None:
     ack()
     user_id, channel_id = clicked_by(body)
     background.start("opening the window", user_id, channel_id, open_for_delivery, body, fix=False)
+
+
+def cancel_batch(ack: Ack, body: dict[str, Any], background: Background) -> None:
+    """Cancel on a scheduled batch's message or in App Home: what is not yet sent is cancelled."""
+    ack()
+    user_id, channel_id = clicked_by(body)
+    background.start("cancelling the batch", user_id, channel_id, cancel_from_slack, body)
 
 
 def reopen_failed(ctx: Context, client: WebClient, body: dict[str, Any]) -> None:

@@ -13,11 +13,14 @@ from bot.audit import slack_actor
 from bot.context import Context
 from bot.search import choices_for
 from bot.selections import save_selection
+from bot.sending import schedule
 from bot.sending.addresses import AddressRule
 from bot.sending.recipients import count_never_emailed, preview, with_suppressions
-from handlers.blocks import MAX_PICKED
+from bot.sending.schedule import Schedule, When
+from handlers.blocks import MAX_PICKED, Block
 from handlers.slack_calls import call_or_tell
 from handlers.views_credentials import FlowState, confirm_view, picker_view
+from handlers.views_schedule import when_blocks
 
 
 def open_picker_modal(
@@ -69,11 +72,13 @@ def review_view(
     channel_id: str | None,
     employee_ids: list[int],
     switches: Mapping[int, str] | None = None,
+    when: When = When.NOW,
 ) -> dict[str, Any]:
     """The confirmation for `employee_ids`, saved as the admin's selection; "Send emails" then sends.
 
     Every way to send goes through it: the picker's "Review", "Fix address and resend" and "Resend"
     on a bounced, dropped or blocked employee, and switching one employee's address (`switches`).
+    `when`: the choice of when to send it opens with (e.g. a notice's "Schedule for their start dates").
     """
     rule = AddressRule.of(ctx.settings, ctx.clock.now(), switches)
     with ctx.sessions() as session:
@@ -90,4 +95,16 @@ def review_view(
         switches=rule.switches,
     )
     state = FlowState(channel_id=channel_id, selection=reference)
-    return confirm_view(recipients, ctx.settings.credential_mode, state, suppression_note=note)
+    when_part = _when_part(ctx, [r.employee_id for r in recipients if r.problem is None], when)
+    return confirm_view(
+        recipients, ctx.settings.credential_mode, state, suppression_note=note, when=when_part
+    )
+
+
+def _when_part(ctx: Context, mailable: list[int], when: When) -> list[Block]:
+    """The confirmation's "When", with each employee's moment on their start date summarised."""
+    default_time = ctx.settings.start_day_send_time
+    start_dates = Schedule(When.START_DATE, schedule.parse_time(default_time))
+    with ctx.sessions() as session:
+        planned = schedule.moments(session, ctx.settings, start_dates, mailable, ctx.clock.now())
+    return when_blocks(planned, default_time, [m.zone for m in planned.values()], when)

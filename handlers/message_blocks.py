@@ -53,6 +53,25 @@ def resumed_text(batch_id: int, left: int) -> str:
     )
 
 
+def moment_text(batch_id: int, due: int, waiting: int) -> str:
+    later = f"; {waiting:,} wait for a later moment" if waiting else ""
+    return (
+        f":alarm_clock: Batch #{batch_id}: the moment came for {due:,} "
+        f"employee{'s' if due != 1 else ''}; emailing them now{later}."
+    )
+
+
+def waiting_text(user_id: str, batch_id: int, counts: dict[str, int], next_at: str) -> str:
+    """A scheduled batch between two moments: what is done, what waits and when next."""
+    done = {s: counts.get(s, 0) for s in ("sent", "failed", "in_doubt", "skipped")}
+    doubt = f", {done['in_doubt']:,} in doubt" if done["in_doubt"] else ""
+    return (
+        f":calendar: <@{user_id}>'s scheduled credentials, batch #{batch_id}: {done['sent']:,} sent, "
+        f"{done['failed']:,} failed{doubt}, {done['skipped']:,} skipped; "
+        f"{counts.get('scheduled', 0):,} wait, next {next_at}."
+    )
+
+
 def _reasons(outcomes: Sequence[DeliveryOutcome]) -> str:
     counts = Counter(outcome.error or "no reason given" for outcome in outcomes)
     top = counts.most_common(TOP_REASONS)

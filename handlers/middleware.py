@@ -186,6 +186,8 @@ def form_values(state_values: dict[str, dict[str, dict[str, Any]]]) -> dict[str,
             elif "selected_option" in element:
                 selected = element["selected_option"]
                 form[action_id] = selected.get("value") if selected else None
+            elif "selected_time" in element or "selected_date" in element:  # timepicker, datepicker
+                form[action_id] = element.get("selected_time") or element.get("selected_date")
             else:
                 form[action_id] = element.get("value")
     return form

@@ -28,6 +28,7 @@ from bot.context import Context
 from bot.delivery_events import remember_summary, state_counts, untracked_reason
 from bot.sending.batches import BatchSummary, DeliveryOutcome, delivery_counts, remember_message
 from bot.sending.jobs import BATCH_TIME_LIMIT_MS, after_send, requeue_if_drained
+from bot.sending.schedule import local_text, waiting
 from bot.sending.sender import BatchRunner
 from bot.slack_app import make_web_client
 from handlers.app_home import republish_homes
@@ -36,11 +37,13 @@ from handlers.delivery_messages import with_delivery_line
 from handlers.delivery_trail import update_delivery_trail
 from handlers.message_blocks import (
     detail_messages,
+    moment_text,
     progress_text,
     resumed_text,
     started_text,
     summary_blocks,
     summary_text,
+    waiting_text,
 )
 from handlers.slack_calls import SlackCallFailed, call, call_unless_busy
 from models import CredentialBatch, DeliveryStatus
@@ -75,7 +78,7 @@ class ChannelTrail:
         if self.ts:
             remember_message(self.ctx.sessions, self.batch_id, self.channel, self.ts)
 
-    def resume(self, ts: str | None, counts: dict[str, int]) -> None:
+    def resume(self, ts: str | None, counts: dict[str, int], announce: bool = True) -> None:
         """Carry on the trail of a batch whose worker stopped: say so in its thread."""
         done = counts[DeliveryStatus.SENT] + counts[DeliveryStatus.FAILED] + counts[DeliveryStatus.IN_DOUBT]
         self.to_send = done + counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]
@@ -87,8 +90,29 @@ class ChannelTrail:
             self.ts = self._post(progress)
             if self.ts:
                 remember_message(self.ctx.sessions, self.batch_id, self.channel, self.ts)
-        if self.ts:
+        if self.ts and announce:
             self._post(resumed_text(self.batch_id, self.to_send - done), thread_ts=self.ts)
+
+    def scheduled(self, text: str, blocks: list[Block]) -> None:
+        """The message of a scheduled batch (with its Cancel button): its trail at each moment follows
+        on it and in its thread."""
+        self.ts = self._post(text, blocks)
+        if self.ts:
+            remember_message(self.ctx.sessions, self.batch_id, self.channel, self.ts)
+
+    def moment(self, ts: str | None, counts: dict[str, int]) -> None:
+        """A scheduled batch's moment came: count from what is done, say in its thread who is due now."""
+        self.resume(ts, counts, announce=False)
+        due = counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]
+        if self.ts:
+            self._post(moment_text(self.batch_id, due, counts[DeliveryStatus.SCHEDULED]), thread_ts=self.ts)
+
+    def moment_done(self, counts: dict[str, int], next_at: str) -> None:
+        """The moment's deliveries ended and more wait: the counts on the message, a line in the thread."""
+        if self.ts:
+            text = waiting_text(self.user_id, self.batch_id, counts, next_at)
+            self._update(text)
+            self._post(text, thread_ts=self.ts)
 
     def progress(self, outcome: DeliveryOutcome) -> None:
         """Count one finished delivery; called from the mail worker threads.
@@ -226,7 +250,10 @@ def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) ->
     trail, ts = _trail(ctx, batch_id)
     with ctx.sessions() as session:
         counts = delivery_counts(session, batch_id)
-    if resumed or ts:
+        scheduled = session.get_one(CredentialBatch, batch_id).schedule is not None
+    if scheduled and not resumed:  # one of its moments
+        trail.moment(ts, counts)
+    elif resumed or ts:
         trail.resume(ts, counts)
     else:
         trail.start(counts[DeliveryStatus.PENDING], counts[DeliveryStatus.SKIPPED])
@@ -239,6 +266,12 @@ def send_batch_with_trail(ctx: Context, batch_id: int, resumed: bool = False) ->
     if ended_here:
         trail.finish(summary)
         republish_homes(ctx, trail.client)
+    elif scheduled and not runner.drained:
+        with ctx.sessions() as session:
+            counts = delivery_counts(session, batch_id)
+            found = waiting(session, [batch_id]).get(batch_id)
+        if found is not None:
+            trail.moment_done(counts, local_text(found.next_at, "UTC"))
     after_send(ctx, batch_id)
     requeue_if_drained(ctx, runner)
 

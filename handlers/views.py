@@ -25,13 +25,16 @@ from bot.selections import (
     load_selection,
     selection_id,
 )
+from bot.sending import schedule
 from bot.sending.batches import DuplicateBatchError, batch_with_key
-from bot.sending.jobs import start_and_enqueue
+from bot.sending.jobs import schedule_and_enqueue, start_and_enqueue
 from bot.sending.recipients import never_emailed_employee_ids, normalise_address
+from bot.sending.schedule import Schedule
 from handlers import ids
 from handlers.background import Background
 from handlers.credentials_flow import review_view
 from handlers.delivery_messages import FixState
+from handlers.scheduled import announce
 from handlers.slack_calls import SlackCallFailed, call, call_or_tell, tell_user
 from handlers.views_credentials import (
     EXPIRED_TEXT,
@@ -43,6 +46,7 @@ from handlers.views_credentials import (
     queued_view,
     sending_view,
 )
+from handlers.views_schedule import chosen_schedule, scheduled_view_text, scheduling_view
 from models import BatchSource
 
 NOBODY_TEXT = "Nobody is left to email: everyone you picked has been emailed already. Nothing was sent."
@@ -154,9 +158,16 @@ def idempotency_key(state: FlowState) -> str:
     return f"slack-selection:{selection_id(state.selection or '')}"
 
 
-def confirm(ack: Ack, body: dict[str, Any], user_id: str, ctx: Context, background: Background) -> None:
-    """Answer "Sending started" (or "Already sent") at once; `start_and_send` then commits the batch."""
+def confirm(
+    ack: Ack, body: dict[str, Any], form: dict[str, Any], user_id: str, ctx: Context, background: Background
+) -> None:
+    """Answer "Sending started" (or "Already sent") at once; `start_and_send` then commits the batch.
+    A schedule chosen under "When" is checked first (errors under its fields)."""
     state = FlowState.load(body["view"].get("private_metadata"))
+    plan, errors = chosen_schedule(form, ctx.clock.now().date())
+    if errors:
+        ack(response_action="errors", errors=errors)
+        return
     try:
         with ctx.sessions() as session:
             load_selection(session, state.selection or "", slack_actor(user_id))  # it exists and is theirs
@@ -168,7 +179,7 @@ def confirm(ack: Ack, body: dict[str, Any], user_id: str, ctx: Context, backgrou
         ack(response_action="update", view=already_sent_view(existing))
         return
     channel_id = ctx.settings.audit_channel_id or state.channel_id
-    ack(response_action="update", view=sending_view(channel_id))
+    ack(response_action="update", view=sending_view(channel_id) if plan is None else scheduling_view())
     background.start(
         "starting to send",
         user_id,
@@ -178,11 +189,18 @@ def confirm(ack: Ack, body: dict[str, Any], user_id: str, ctx: Context, backgrou
         body["view"]["id"],
         channel_id,
         state.selection or "",
+        plan,
     )
 
 
 def start_and_send(
-    ctx: Context, client: WebClient, user_id: str, view_id: str, channel_id: str | None, selection: str
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    view_id: str,
+    channel_id: str | None,
+    selection: str,
+    plan: Schedule | None = None,
 ) -> None:
     """Commit the batch (once per selection) with what the admin confirmed and the job that sends it,
     and hand the job to a worker, which sends it with its audit trail in the channel. With the job
@@ -194,16 +212,22 @@ def start_and_send(
             confirmed = confirmed_addresses(session, selection, slack_actor(user_id))
             emailed = confirmed_emailed(session, selection, slack_actor(user_id))
             bypass = confirmed_bypass(session, selection, slack_actor(user_id))
+        options: dict[str, Any] = {
+            "channel_id": channel_id,
+            "idempotency_key": idempotency_key(state),
+            "confirmed": confirmed,
+            "confirmed_emailed": emailed,
+            "bypass_bounce_list": bypass,
+        }
+        if plan is not None:
+            view = schedule_and_announce(ctx, client, user_id, employee_ids, plan, options)
+            with contextlib.suppress(SlackCallFailed):  # the modal may be closed by now
+                call(
+                    ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view
+                )
+            return
         batch_id, queued = start_and_enqueue(
-            ctx,
-            employee_ids,
-            slack_actor(user_id),
-            BatchSource.SLACK,
-            channel_id=channel_id,
-            idempotency_key=idempotency_key(state),
-            confirmed=confirmed,
-            confirmed_emailed=emailed,
-            bypass_bounce_list=bypass,
+            ctx, employee_ids, slack_actor(user_id), BatchSource.SLACK, **options
         )
     except DuplicateBatchError as duplicate:  # the other of two simultaneous submissions is sending
         view = already_sent_view(duplicate.batch_id)
@@ -217,3 +241,29 @@ def start_and_send(
     # The modal may be closed by now: a failure is audited, and nothing was sent twice.
     with contextlib.suppress(SlackCallFailed):
         call(ctx, slack_actor(user_id), "views.update", client.views_update, view_id=view_id, view=view)
+
+
+def schedule_and_announce(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    employee_ids: list[int],
+    plan: Schedule,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Commit the scheduled batch (each employee's moment as of now), post its message with the Cancel
+    button in the channel; the view that says so."""
+    with ctx.sessions() as session:
+        confirmed = options["confirmed"]
+        mailable = [i for i in employee_ids if confirmed is None or confirmed.get(i)]
+        planned = schedule.moments(session, ctx.settings, plan, mailable, ctx.clock.now())
+    line = schedule.summary_line(plan, planned)
+
+    def post(batch_id: int) -> None:  # before the wake: a moment already due follows on this message
+        announce(ctx, client, user_id, options["channel_id"], batch_id, line)
+
+    actor = slack_actor(user_id)
+    schedule_and_enqueue(
+        ctx, employee_ids, actor, BatchSource.SLACK, plan, planned, before_wake=post, **options
+    )
+    return message_view("Scheduled", scheduled_view_text(options["channel_id"], line))

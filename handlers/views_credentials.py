@@ -158,11 +158,16 @@ def _switchable_section(recipient: Recipient) -> Block:
 
 
 def confirm_view(
-    recipients: Sequence[Recipient], mode: str, state: FlowState, suppression_note: str | None = None
+    recipients: Sequence[Recipient],
+    mode: str,
+    state: FlowState,
+    suppression_note: str | None = None,
+    when: Sequence[Block] = (),
 ) -> dict[str, Any]:
     """The confirmation: every address the emails go to, who cannot be mailed and why, and the warning.
 
-    `suppression_note`: what to say about the check of SendGrid's suppression lists (not allowed...)."""
+    `suppression_note`: what to say about the check of SendGrid's suppression lists (not allowed...).
+    `when`: the choice of when to send (`handlers.views_schedule`), shown when someone can be mailed."""
     mailable = [r for r in recipients if r.problem is None]
     unmailable = [r for r in recipients if r.problem is not None]
     again = sum(1 for r in mailable if r.last_emailed_at)
@@ -199,6 +204,8 @@ def confirm_view(
         blocks.append(divider())
         blocks.append(header(f"Cannot be emailed ({len(unmailable):,})"))
         blocks.extend(listed_sections([recipient_line(r) for r in unmailable], UNMAILABLE_SECTIONS))
+    if mailable:
+        blocks.extend(when)
     return modal(
         ids.CONFIRM_VIEW,
         "Confirm sending",

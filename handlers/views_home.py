@@ -16,6 +16,7 @@ from bot.audit import slack_user_of
 from bot.delivery_events import PROBLEM_STATES
 from bot.onboarding import STAGE_TITLES, Desk, Person, Stage
 from bot.reports import BatchLine
+from bot.sending.schedule import ScheduledBatch
 from handlers import ids
 from handlers.blocks import (
     MAX_BLOCKS,
@@ -37,6 +38,7 @@ from handlers.blocks import (
     shorten,
     text_input,
 )
+from handlers.views_schedule import cancel_button
 
 PAGE_SIZE = 20
 LISTED = 300
@@ -139,6 +141,21 @@ def batch_line(batch: BatchLine) -> str:
     return line
 
 
+def scheduled_blocks(scheduled: Sequence[ScheduledBatch]) -> list[Block]:
+    """App Home's Scheduled section: each batch waiting for its moments, with its Cancel button."""
+    if not scheduled:
+        return []
+    blocks: list[Block] = [divider(), section("*Scheduled*")]
+    for batch in scheduled:
+        when = escape(batch.schedule.describe()) if batch.schedule else "scheduled"
+        line = (
+            f"#{batch.batch_id} · {when} · *{batch.waiting.count:,} waiting* · next "
+            f"{batch.waiting.next_at:%a %-d %b %H:%M} UTC · {actor_text(batch.requested_by)}"
+        )
+        blocks.append({**section(line), "accessory": cancel_button(batch.batch_id)})
+    return blocks
+
+
 def home_view(desk: Desk) -> dict[str, Any]:
     """The admin's desk: each stage of onboarding with its action, the funnel, recent batches, tools."""
     funnel = desk.funnel
@@ -163,6 +180,7 @@ def home_view(desk: Desk) -> dict[str, Any]:
     ]
     for stage in Stage:
         blocks += stage_blocks(desk, stage)
+    blocks += scheduled_blocks(desk.scheduled)
     blocks.append(divider())
     blocks.append(section("*Recent credential batches*"))
     if desk.batches:

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.accounts import Account
@@ -23,12 +23,16 @@ class BatchSource(enum.StrEnum):
 
 
 class BatchStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    """Waiting for its deliveries' moments (`bot.sending.schedule`); nothing of it runs meanwhile."""
     RUNNING = "running"
     FINISHED = "finished"
     ABORTED = "aborted"
 
 
 class DeliveryStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    """Waiting for its moment (`due_at`); the scheduler makes it pending then."""
     PENDING = "pending"
     SENDING = "sending"
     """Claimed by a worker under a lease (`lease_until`); taken up again when the lease runs out."""
@@ -76,6 +80,8 @@ class CredentialBatch(Base):
     """Set to stop a running batch (Ctrl-C in the CLI): deliveries not started are skipped with it."""
     resumed: Mapped[int] = mapped_column(default=0)
     """How many times the batch was taken up again after its worker stopped."""
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What the admin confirmed for a scheduled batch (`bot.sending.schedule.Schedule`); None: sent now."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
@@ -100,6 +106,8 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     """While SENDING: when the claim runs out unless its worker renews it."""
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None]
+    """A scheduled delivery's moment (UTC): the scheduler makes it pending then; None: at once."""
     fence: Mapped[int] = mapped_column(default=0, server_default="0")
     """The fencing token: raised by every claim. A runner's ending, promotion and lease renewal take
     effect only while the delivery still carries the token its claim returned."""
@@ -132,6 +140,8 @@ class Delivery(Base):
     batch: Mapped[CredentialBatch] = relationship(back_populates="deliveries")
     employee: Mapped[Employee] = relationship()
     account: Mapped[Account | None] = relationship()
+
+    __table_args__ = (Index("ix_deliveries_status_due_at", "status", "due_at"),)
 
     def __repr__(self) -> str:
         return f"<Delivery {self.id} {self.status}>"

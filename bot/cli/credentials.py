@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot import credential_modes, jobs, outbox
 from bot.cli.common import cli_actor, context, print_table, printable
+from bot.cli.scheduling import chosen_schedule, plan_moments, print_plan, scheduled_warning, start_scheduled
 from bot.context import Context
 from bot.lookup import resolve_employees
 from bot.mail import outbox_notice
@@ -49,17 +50,36 @@ def credentials() -> None:
 @click.argument("keys", nargs=-1, metavar="[EMPLOYEE]...")
 @click.option("--all-pending", is_flag=True, help="Every active employee whose account was never emailed.")
 @click.option("--yes", "-y", is_flag=True, help="Send without asking for confirmation.")
-def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
+@click.option(
+    "--on-start-date",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[HH:MM]",
+    help="Send each employee on their start date at this local time (default START_DAY_SEND_TIME).",
+)
+@click.option("--at", "at", metavar='"YYYY-MM-DD HH:MM"', help="Send at this date and local time.")
+@click.option("--tz", "zone", metavar="ZONE", help="The time zone of --at (default: each employee's own).")
+def send_command(
+    keys: tuple[str, ...],
+    all_pending: bool,
+    yes: bool,
+    on_start_date: str | None,
+    at: str | None,
+    zone: str | None,
+) -> None:
     """Email employees new credentials, after a preview.
 
     Each gets a new temporary password (or link) and, separately, their username.
     Employees are given by employee number, email address or username, or chosen with --all-pending.
     The list of who will be mailed, and who cannot be and why, is shown before anything is sent.
+    With --on-start-date or --at the batch is scheduled: the worker sends each employee at their moment.
     """
     if all_pending == bool(keys):
         raise click.UsageError("give either --all-pending or one or more employees")
     ctx = context()
     settings = ctx.settings
+    plan = chosen_schedule(settings, on_start_date, at, zone)
     with ctx.sessions() as session:
         if all_pending:
             employee_ids = never_emailed_employee_ids(session)
@@ -89,11 +109,20 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         click.echo("\nNothing to send.")
         return
 
+    planned = plan_moments(ctx, plan, mailable) if plan is not None else None
+    if plan is not None and planned is not None and not print_plan(plan, mailable, planned):
+        click.echo("\nNothing to schedule.")
+        return
+
     if suppression_note:
         click.echo(f"\n{suppression_note}")
     click.echo("")
     click.echo(_transport_line(settings))
-    click.echo(_warning(settings, mailable))
+    click.echo(_warning(settings, mailable) if plan is None else scheduled_warning(settings))
+    if plan is not None and planned is not None:
+        _confirm(yes, f"Schedule {_count(mailable)} {plan.describe()}?")
+        start_scheduled(ctx, plan, recipients, mailable, planned)
+        return
     if not yes:
         try:
             click.confirm(f"Email {_count(mailable)} now?", abort=True)
@@ -117,6 +146,17 @@ def send_command(keys: tuple[str, ...], all_pending: bool, yes: bool) -> None:
         click.echo(QUEUED_TEXT.format(batch_id=batch_id))
     summary = follow_batch(ctx, batch_id, "Sending")
     print_summary(summary)
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    try:
+        click.confirm(question, abort=True)
+    except click.Abort:
+        raise click.ClickException(
+            "not confirmed, nothing was sent (to send without a prompt, pass --yes)"
+        ) from None
 
 
 def follow_batch(ctx: Context, batch_id: int, label: str) -> BatchSummary:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from bot.context import Context
 from bot.sending.addresses import AddressRule, still_theirs
 from bot.sending.outcomes import ADDRESS_CHANGED
 from bot.sending.recipients import recipients_with_accounts
+from bot.sending.schedule import NO_START_DATE
 from models import (
     Account,
     BatchSource,
@@ -76,6 +78,8 @@ def start_batch(
     confirmed_emailed: Mapping[int, datetime | None] | None = None,
     enqueue: Callable[[Session, int], None] | None = None,
     bypass_bounce_list: Collection[int] = (),
+    due_at: Mapping[int, datetime | None] | None = None,
+    schedule: Mapping[str, Any] | None = None,
 ) -> int:
     """Commit a batch and one delivery per employee (unmailable ones SKIPPED with the reason); its id.
 
@@ -90,6 +94,10 @@ def start_batch(
 
     `bypass_bounce_list`: employee ids whose address the admin confirmed while shown on SendGrid's bounce
     list; their emails bypass it.
+
+    `due_at`, for a scheduled batch (`bot.sending.schedule`): each employee's moment (None: they cannot be
+    scheduled, SKIPPED with NO_START_DATE); the batch waits as SCHEDULED with `schedule`, what the admin
+    chose, and `enqueue` wakes the scheduler instead of running it.
     """
     try:
         with ctx.sessions.begin() as session:
@@ -103,8 +111,9 @@ def start_batch(
                 channel_id=channel_id,
                 idempotency_key=idempotency_key,
                 mode=ctx.settings.credential_mode,
-                status=BatchStatus.RUNNING,
-                heartbeat_at=utcnow(),
+                status=BatchStatus.RUNNING if due_at is None else BatchStatus.SCHEDULED,
+                heartbeat_at=utcnow() if due_at is None else None,
+                schedule=dict(schedule) if schedule is not None else None,
             )
             session.add(batch)
             session.flush()
@@ -124,6 +133,11 @@ def start_batch(
                         address = shown
                         if not still_theirs(shown, recipient.own_addresses):
                             problem = ADDRESS_CHANGED
+                    due = None
+                    if due_at is not None and problem is None:
+                        due = due_at.get(recipient.employee_id)
+                        problem = NO_START_DATE if due is None else None
+                    waits = DeliveryStatus.PENDING if due_at is None else DeliveryStatus.SCHEDULED
                     emailed = (
                         confirmed_emailed.get(recipient.employee_id)
                         if confirmed_emailed is not None
@@ -136,8 +150,9 @@ def start_batch(
                             "account_id": account_id,
                             "email_address": address,
                             "confirmed_emailed_at": emailed,
-                            "status": DeliveryStatus.SKIPPED if problem else DeliveryStatus.PENDING,
+                            "status": DeliveryStatus.SKIPPED if problem else waits,
                             "error": problem,
+                            "due_at": due,
                             "bypass_bounce_list": recipient.employee_id in bypass_bounce_list,
                         }
                     )
@@ -166,6 +181,7 @@ def start_batch(
                 employees=employees,
                 to_send=employees - skipped,
                 skipped=skipped,
+                **({"schedule": dict(schedule)} if schedule is not None else {}),
             )
             if enqueue is not None:
                 enqueue(session, batch_id)

@@ -6,13 +6,16 @@ job that runs it: `send_batch` for the CLI's. The Slack one (it keeps the channe
 Slack adapter, which the core never imports: the entry points register it (`register_runner`, from
 `credbot.wiring`). A batch whose source has no runner in the process is refused (`NoRunner`), never run
 by another. A run drained by a stopping worker queues the batch again, so another worker takes it up at
-once.
+once. A scheduled batch is committed with a wake of the scheduler instead (`schedule_and_enqueue`);
+`release_scheduled` queues its job at each moment (`bot.sending.schedule`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -20,7 +23,9 @@ from sqlalchemy.orm import Session
 
 from bot import jobs, outbox
 from bot.context import Context
+from bot.sending import schedule
 from bot.sending.batches import start_batch
+from bot.sending.retry import db_retry
 from bot.sending.runs import mark_resumed, resume_stalled
 from bot.sending.sender import BatchRunner
 from models import BatchSource, BatchStatus, CredentialBatch
@@ -29,6 +34,10 @@ log = logging.getLogger(__name__)
 
 BATCH_TIME_LIMIT_MS = 7 * 86_400 * 1000
 """A batch runs as long as it needs: Dramatiq's time limit would interrupt it mid-delivery."""
+SCHEDULE_TICK_SECONDS = 5.0
+"""How often the worker's scheduler looks for deliveries whose moment came (one indexed query); a moment
+within the next tick is also woken for at its second, by a delayed job."""
+_TICK = timedelta(seconds=SCHEDULE_TICK_SECONDS)
 
 _runners: dict[str, jobs.Job[..., None]] = {}
 """The job that runs batches from each source (a `BatchSource`)."""
@@ -118,6 +127,58 @@ def start_and_enqueue(
 
     batch_id = start_batch(ctx, employee_ids, actor, source, enqueue=enqueue, **options)
     return batch_id, outbox.relay(ctx)
+
+
+def schedule_and_enqueue(
+    ctx: Context,
+    employee_ids: Sequence[int],
+    actor: str,
+    source: BatchSource,
+    plan: schedule.Schedule,
+    planned: Mapping[int, schedule.Moment],
+    *,
+    before_wake: Callable[[int], None] | None = None,
+    **options: Any,
+) -> tuple[int, bool]:
+    """Commit a scheduled batch (each employee's moment from `planned`) with a wake of the scheduler,
+    which sends what is due already at once: (the batch's id, False if the queue is unreachable: the
+    worker's tick finds the batch anyway). `before_wake(batch_id)` runs before the wake is handed to the
+    queue (Slack's message of the batch, which its trail at the first moment follows)."""
+
+    def wake(session: Session, batch_id: int) -> None:
+        outbox.stage(session, release_scheduled)
+
+    due_at = {employee_id: moment.due_at for employee_id, moment in planned.items()}
+    batch_id = start_batch(
+        ctx, employee_ids, actor, source, enqueue=wake, due_at=due_at, schedule=plan.as_json(), **options
+    )
+    if before_wake is not None:
+        before_wake(batch_id)
+    return batch_id, outbox.relay(ctx)
+
+
+@jobs.job()
+def release_scheduled(ctx: Context, woken: bool = False) -> None:
+    """The scheduler: deliveries whose moment came (by the context's clock) become pending and their
+    batches' jobs are queued with them. A tick (not `woken`) also queues a wake at each moment before
+    the next tick, so a moment is met to the second; a wake queues none (a wake early by the clock
+    would otherwise wake itself again and again)."""
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as session:
+        released = schedule.release_due(session, now)
+        for batch_id, _ in released:
+            stage_batch(session, batch_id)
+        upcoming = [] if woken else schedule.moments_between(session, now, now + _TICK)
+    for batch_id, _ in released:
+        log.info("batch %s: deliveries due; sending them", batch_id)
+    if released:  # retried while the database is busy: nothing else relays without Redis
+        db_retry(outbox.relay)(ctx)
+    with contextlib.suppress(*outbox.QUEUE_ERRORS):  # the next tick finds them anyway
+        for moment in upcoming:
+            release_scheduled.send(True, delay_seconds=(moment - now).total_seconds())
+
+
+jobs.every(SCHEDULE_TICK_SECONDS)(release_scheduled)
 
 
 @jobs.job()

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from bot.audit import AuditAction, batch_target, record
 from bot.chunks import chunks
 from bot.context import Context
+from bot.sending import schedule
 from bot.sending.retry import db_retry
 from models import BatchStatus, CredentialBatch, CredentialMode, Delivery, DeliveryStatus, rowcount, utcnow
 
@@ -78,7 +79,7 @@ def finish_if_done(session: Session, batch_id: int, actor: str) -> bool:
             _DELIVERIES.c.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
         )
     )
-    if left:
+    if left or schedule.park(session, batch_id):  # more deliveries wait for their moment
         return False
     reason = session.scalar(select(_BATCHES.c.stop_reason).where(_BATCHES.c.id == batch_id))
     status = BatchStatus.ABORTED if reason else BatchStatus.FINISHED
