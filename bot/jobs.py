@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 JOB_MODULES = [
     "bot.notices",
+    "bot.scim_notices",
     "bot.portal.recovery",
     "handlers.recovery",
     "bot.delivery_events",
@@ -60,6 +61,7 @@ JOB_MODULES = [
     "bot.sending.jobs",
     "handlers.sending",
     "handlers.digest",
+    "handlers.scim_notices",
 ]
 """Modules that declare jobs; `credbot worker` (and the in-process worker) imports them all."""
 

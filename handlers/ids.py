@@ -79,3 +79,11 @@ RECOVERY_DENY_ACTION = "recovery_deny"
 RECOVERY_DENY_VIEW = "credbot_recovery_deny"
 REASON_BLOCK = "deny_reason"
 REASON_ACTION = "deny_reason_input"
+
+# What the identity provider changed through SCIM: the grouped notice's buttons (also on App Home).
+SCIM_SCHEDULE_ACTION = "scim_schedule"
+"""Open the confirmation for the new hires, preselecting "send on their start dates"."""
+SCIM_REVIEW_ACTION = "scim_review"
+"""Open the confirmation for the new hires as it is."""
+SCIM_ALL_HIRES = "all"
+"""Value of both on App Home: every SCIM hire who still needs credentials (in a notice: its id)."""

@@ -14,6 +14,7 @@ from models.deliveries import (
 )
 from models.directory import Employee, fold_accents, full_name, make_search_text, name_sort_key
 from models.outbox import OutboxJob
+from models.provisioning import NoticeChange, ScimNotice, ScimNoticeMark, ScimNoticePerson
 from models.recovery import RecoveryRequest, RecoveryStatus
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
@@ -30,10 +31,14 @@ __all__ = [
     "DeliveryStatus",
     "Employee",
     "Installation",
+    "NoticeChange",
     "OutboxJob",
     "RecoveryRequest",
     "RecoveryStatus",
     "Role",
+    "ScimNotice",
+    "ScimNoticeMark",
+    "ScimNoticePerson",
     "SetupLink",
     "account_roles",
     "fold_accents",
