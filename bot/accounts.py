@@ -131,9 +131,11 @@ def create_accounts(
 ) -> CreateAccountsResult:
     """Create a pending account for each given employee (or every active one without an account).
 
-    Runs in the caller's transaction. Roles are DEFAULT_ROLES plus the employee's roles from the
-    import (created on demand). Employees that already have an account are reported, not changed;
-    inactive employees are skipped. Writes one ACCOUNT_CREATED audit event per account.
+    Runs in the caller's transaction. The username is the one SCIM gave the employee (`pending_username`,
+    checked with `check_username` then), else USERNAME_PATTERN's, made unique. Roles are DEFAULT_ROLES
+    plus the employee's roles from the import (created on demand). Employees that already have an account
+    are reported, not changed; inactive employees are skipped. Writes one ACCOUNT_CREATED audit event per
+    account.
     """
     if all_missing == (employee_numbers is not None):
         raise ValueError("give either employee numbers or all_missing=True")
@@ -147,6 +149,7 @@ def create_accounts(
         Employee.email,
         Employee.directory_roles,
         Employee.active,
+        Employee.pending_username,
         Account.username,
     ).outerjoin(Account, Account.employee_id == Employee.id)
     if all_missing:
@@ -168,15 +171,27 @@ def create_accounts(
     if not todo:
         return result
 
-    usernames = UsernameAllocator(set(session.scalars(select(Account.username))))
+    # Every username taken is read only when one is to be made from the pattern (not for SCIM's one by one).
+    allocator: UsernameAllocator | None = None
     now = utcnow()
     default_roles = settings.default_role_names
     new_accounts = []
     for row in todo:
-        base = make_username(row.first_name, row.last_name, row.employee_number, settings.username_pattern)
         directory_roles = [role for role in row.directory_roles.split(";") if role]
         roles = _unique_ignoring_case([*default_roles, *directory_roles])
-        username = usernames.allocate(base)
+        if row.pending_username is not None:
+            username = row.pending_username
+        else:
+            if allocator is None:
+                pending = select(Employee.pending_username).where(Employee.pending_username.is_not(None))
+                allocator = UsernameAllocator(
+                    set(session.scalars(select(Account.username)))
+                    | {n for n in session.scalars(pending) if n}
+                )
+            base = make_username(
+                row.first_name, row.last_name, row.employee_number, settings.username_pattern
+            )
+            username = allocator.allocate(base)
         new_accounts.append((row, username, roles))
         result.created.append(
             CreatedAccount(row.employee_number, full_name(row.first_name, row.last_name), username, roles)
@@ -196,7 +211,10 @@ def create_accounts(
         ),
         [{"employee_id": row.id, "username": username} for row, username, _ in new_accounts],
     )
-    account_ids = dict(session.execute(select(Account.employee_id, Account.id)).all())
+    account_ids: dict[int, int] = {}
+    for chunk in chunks([row.id for row, _, _ in new_accounts]):
+        ids_of = select(Account.employee_id, Account.id).where(Account.employee_id.in_(chunk))
+        account_ids.update((employee_id, account_id) for employee_id, account_id in session.execute(ids_of))
     links, events, search = [], [], []
     for row, username, roles in new_accounts:
         account_id = account_ids[row.id]
@@ -205,7 +223,7 @@ def create_accounts(
             {"target": username, "details": {"employee_number": row.employee_number, "roles": roles}}
         )
         text = make_search_text(row.first_name, row.last_name, row.email, row.employee_number, username)
-        search.append({"b_id": row.id, "search_text": text})
+        search.append({"b_id": row.id, "search_text": text, "pending_username": None})
     session.execute(insert(account_roles), links)
     session.execute(
         AuditEvent.__table__.insert().values(
@@ -459,9 +477,14 @@ class Renamed:
     """The employee's address (None: they have none, so nobody can tell them by email)."""
 
 
+def valid_username(username: str) -> bool:
+    """Whether `username` keeps USERNAME_RULES (the one home of the rule: renames, SCIM's userName)."""
+    return _USERNAME.match(username) is not None
+
+
 def check_username(session: Session, username: str, account_id: int | None = None) -> str | None:
     """Why `username` cannot be given to the account `account_id` (None: it can)."""
-    if not _USERNAME.match(username):
+    if not valid_username(username):
         return f"A username must be {USERNAME_RULES}."
     taken = session.scalar(
         select(Account.id).where(func.lower(Account.username) == username, Account.id != (account_id or 0))

@@ -64,6 +64,8 @@ class AuditAction(enum.StrEnum):
     SCIM_USER_UPDATED = "scim.user_updated"
     SCIM_USER_DEACTIVATED = "scim.user_deactivated"
     SCIM_GROUP_CHANGED = "scim.group_changed"
+    SCIM_TOKEN_CREATED = "scim.token_created"  # noqa: S105 (an action name)
+    SCIM_TOKEN_REVOKED = "scim.token_revoked"  # noqa: S105 (an action name)
 
 
 # Who acted and on what, as written in the log. Existing logs and reports read these exact strings.

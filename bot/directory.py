@@ -343,10 +343,9 @@ def _parse_rows(
             errors.append((line, f"has {len(cells)} fields but the header has {width} (unquoted comma?)"))
             continue
         raw = {name: cells[i] for name, i in columns.items()}
-        values, problems = _validate(
-            {name: value.strip() for name, value in raw.items()}, existing, date_format
-        )
-        problems = _control_character_problems(raw) + problems
+        stripped = {name: value.strip() for name, value in raw.items()}
+        values, problems = validate_values(stripped, existing.get(stripped["employee_number"]), date_format)
+        problems = control_character_problems(raw) + problems
         if problems:
             errors.append((line, "; ".join(problems)))
         else:
@@ -355,10 +354,15 @@ def _parse_rows(
         progress(count % PROGRESS_EVERY)
 
 
-def _validate(
-    raw: dict[str, str], existing: dict[str, dict[str, Any]], date_format: str
+def validate_values(
+    raw: dict[str, str], stored: dict[str, Any] | None, date_format: str = ""
 ) -> tuple[dict[str, Any], list[str]]:
-    """The row's stored values and a list of problems (empty when the row is good)."""
+    """An employee's values to store, from the text of each field given (stripped; employee_number,
+    first_name and last_name always), and a list of problems (empty when they are good).
+
+    The one home of the directory's field rules, for the CSV importer and SCIM alike; `stored` is the
+    employee's stored values, if any. Control characters are `control_character_problems`' to find.
+    """
     problems: list[str] = []
     values: dict[str, Any] = {
         "employee_number": raw["employee_number"],
@@ -367,7 +371,7 @@ def _validate(
     }
     problems += [f"missing {name.replace('_', ' ')}" for name in REQUIRED_COLUMNS[:3] if not raw[name]]
 
-    stored = existing.get(raw["employee_number"]) or {}
+    stored = stored or {}
     for name in ("email", "personal_email"):
         address = raw.get(name)
         if address is None:
@@ -437,7 +441,7 @@ def _parse_date(text: str, date_format: str) -> tuple[date | None, str | None]:
     return None, f"start date {text!r} is not a date (expected {expected}YYYY-MM-DD{hint})"
 
 
-def _control_character_problems(raw: dict[str, str]) -> list[str]:
+def control_character_problems(raw: dict[str, str]) -> list[str]:
     """One problem per field holding a control character (tab and line breaks included)."""
     problems = []
     for name, value in raw.items():
@@ -598,6 +602,18 @@ def _has_icu(session: Session) -> bool:
     return _icu_found[key]
 
 
+def address_holder(session: Session, field: str, address: str, employee_id: int | None = None) -> str | None:
+    """The employee number of the active employee, other than `employee_id`, whose `field` (`email` or
+    `personal_email`) is `address` ignoring case; None when nobody's is. Each active employee needs their
+    own addresses (the importer's `_drop_shared_addresses` applies the same rule to a whole file)."""
+    column = Employee.email if field == "email" else Employee.personal_email
+    return session.scalar(
+        select(Employee.employee_number)
+        .where(func.lower(column) == address.lower(), Employee.active, Employee.id != (employee_id or 0))
+        .limit(1)
+    )
+
+
 def change_email(
     sessions: sessionmaker[Session], employee_id: int, address: str, actor: str, why: str
 ) -> str | None:
@@ -608,11 +624,7 @@ def change_email(
     """
     with sessions.begin() as session:
         employee = session.get_one(Employee, employee_id, options=[selectinload(Employee.account)])
-        holder = session.scalar(
-            select(Employee.employee_number).where(
-                func.lower(Employee.email) == address.lower(), Employee.active, Employee.id != employee.id
-            )
-        )
+        holder = address_holder(session, "email", address, employee.id)
         if holder is not None and employee.active:
             raise AddressTaken(
                 f"Employee {holder} already has this address; each active employee needs their own"

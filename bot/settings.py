@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     date_format: str = ""
     """How the import reads dates that are not ISO 8601 (`2026-12-07`), in strptime's notation (e.g.
     `%d/%m/%Y`); empty: ISO 8601 only, since `03/04/2026` means different days in different countries."""
+    scim_create_accounts: bool = True
+    """SCIM: create the Self-Service account (username = the identity provider's userName) as soon as a
+    user is provisioned; false: later, with `credbot accounts create` or the Slack app."""
 
     # Web server
     port: int = 3000

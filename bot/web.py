@@ -21,6 +21,7 @@ from bot.context import Context
 from bot.delivery_events import apply_events
 from bot.mail.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, EventWebhookVerifier, event_array
 from bot.portal import init_portal
+from bot.scim.api import init_scim
 from bot.slack_app import background_pool, create_bolt_app, slack_wanted
 
 SLACK_EVENTS_PATH = "/slack/events"
@@ -130,6 +131,7 @@ def create_web_app(ctx: Context, *, verify_token: bool = True) -> Flask:
         return {"status": "ok"}, 200
 
     init_portal(flask_app, ctx)
+    init_scim(flask_app, ctx)
     flask_app.session_interface = CookieSessions()
     return flask_app
 

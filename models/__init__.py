@@ -16,6 +16,7 @@ from models.directory import Employee, fold_accents, full_name, make_search_text
 from models.outbox import OutboxJob
 from models.provisioning import NoticeChange, ScimNotice, ScimNoticeMark, ScimNoticePerson
 from models.recovery import RecoveryRequest, RecoveryStatus
+from models.scim import ScimToken
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "ScimNotice",
     "ScimNoticeMark",
     "ScimNoticePerson",
+    "ScimToken",
     "SetupLink",
     "account_roles",
     "fold_accents",

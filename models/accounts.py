@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, String, Table
+from sqlalchemy import Column, ForeignKey, Index, String, Table, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
@@ -82,6 +82,10 @@ class Account(Base):
 
     def __repr__(self) -> str:
         return f"<Account {self.username} {self.status}>"
+
+
+# Usernames are compared ignoring case (`check_username`, SCIM's `userName eq`).
+Index("ix_accounts_lower_username", func.lower(Account.username))
 
 
 class SetupLink(Base):

@@ -6,7 +6,7 @@ import unicodedata
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, Index, String, Text
+from sqlalchemy import Date, Index, String, Text, func
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -93,6 +93,11 @@ class Employee(Base):
     """An IANA name (`Europe/London`); None: DEFAULT_TIME_ZONE."""
     personal_email: Mapped[str | None] = mapped_column(String(320))
     """A private address, for before the start date (validated and normalised like `email`)."""
+    external_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    """The identity provider's id for them (SCIM `externalId`); None for employees only imported from CSV."""
+    pending_username: Mapped[str | None] = mapped_column(String(100), unique=True)
+    """The username SCIM gave an employee who has no account yet (SCIM_CREATE_ACCOUNTS=false): their account
+    gets it when created. Once they have one, the account's username is the only one."""
     sort_name: Mapped[str] = mapped_column(Text, default=_sort_name_default)
     """`name_sort_key` of the names: lists by name order by it where no ICU collation is at hand."""
     search_text: Mapped[str] = mapped_column(Text, default="")
@@ -118,3 +123,9 @@ class Employee(Base):
 
     def __repr__(self) -> str:
         return f"<Employee {self.employee_number}>"
+
+
+# Addresses are unique among active employees ignoring case (`bot.directory.address_holder`): looked up by
+# lower(), as SCIM provisions one employee at a time.
+Index("ix_employees_lower_email", func.lower(Employee.email))
+Index("ix_employees_lower_personal_email", func.lower(Employee.personal_email))

@@ -15,6 +15,7 @@ from bot.cli.deliveries import deliveries
 from bot.cli.digest import digest
 from bot.cli.employees import employees
 from bot.cli.report import audit, report
+from bot.cli.scim import scim
 from bot.cli.serve import serve, socket
 from bot.cli.worker import worker
 
@@ -38,6 +39,7 @@ main.add_command(report)
 main.add_command(deliveries)
 main.add_command(audit)
 main.add_command(digest)
+main.add_command(scim)
 main.add_command(serve)
 main.add_command(socket)
 main.add_command(worker)

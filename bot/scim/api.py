@@ -1,0 +1,329 @@
+"""The /scim/v2 endpoints: HTTP in and out (token, body, paging, errors); the work is in users and groups.
+
+Every answer is `application/scim+json`; every refusal a SCIM error (RFC 7644 §3.12), never an HTML page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from pydantic import ValidationError
+from scim2_models import Group, ResponseParameters, SCIMException
+from sqlalchemy import true
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from bot.context import Context
+from bot.scim import attributes, groups, users
+from bot.scim.errors import ScimError, from_library, not_found
+from bot.scim.filters import group_filter, user_filter
+from bot.scim.schemas import CONFIG, DEFAULT_COUNT, MAX_RESULTS, UserResource, discovery_documents
+from bot.scim.tokens import scim_actor, token_name
+
+PREFIX = "/scim/v2"
+MEDIA_TYPE = "application/scim+json"
+ACCEPTED_TYPES = ("application/scim+json", "application/json")
+MAX_BODY = 1024 * 1024
+"""Largest request body accepted: a user is a few kilobytes, a group PATCH of a thousand members ~100 KB."""
+LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+_EXTENSION_KEY = "credbot_scim"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+scim = Blueprint("scim", __name__, url_prefix=PREFIX)
+
+
+def init_scim(app: Flask, ctx: Context) -> None:
+    """Serve /scim/v2 from `app` with `ctx`.
+
+    A test app with SCIM: `app = Flask("test"); init_scim(app, context)`, then `app.test_client()`
+    with `Authorization: Bearer <create_token(...)>` (or `bot.web.create_web_app(context)`, which does
+    this too).
+    """
+    app.extensions[_EXTENSION_KEY] = ctx
+    app.register_blueprint(scim)
+
+
+def _ctx() -> Context:
+    ctx: Context = current_app.extensions[_EXTENSION_KEY]
+    return ctx
+
+
+def _answer(body: dict[str, Any] | None, status: int = 200, location: str | None = None) -> Response:
+    response = Response(
+        json.dumps(body, ensure_ascii=False) if body is not None else "", status, mimetype=MEDIA_TYPE
+    )
+    if location:
+        response.headers["Location"] = location
+    return response
+
+
+@scim.errorhandler(ScimError)
+def _refused(error: ScimError) -> Response:
+    response = _answer(error.body(), error.status)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="credbot SCIM"'
+    return response
+
+
+@scim.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> Response:
+    return _answer(ScimError(error.code or 400, error.description or error.name).body(), error.code or 400)
+
+
+@scim.errorhandler(Exception)
+def _failed(error: Exception) -> Response:
+    log.exception("SCIM request failed: %s %s", request.method, request.path)
+    return _answer(ScimError(500, "credbot could not complete this request; it was logged").body(), 500)
+
+
+@scim.before_request
+def _authenticate() -> None:
+    """Only a bearer of a token from `credbot scim token create` gets in; the actor is `scim:NAME`."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    name = None
+    if scheme.lower() == "bearer" and token.strip():
+        ctx = _ctx()
+        with ctx.sessions.begin() as session:
+            name = token_name(session, token.strip(), ctx.clock.now())
+    if name is None:
+        raise ScimError(401, "a valid bearer token is required (credbot scim token create NAME)")
+    g.scim_actor = scim_actor(name)
+
+
+def _payload() -> Any:
+    """The request's JSON body, refused when too large, of another type or not JSON."""
+    if (request.content_length or 0) > MAX_BODY:
+        raise ScimError(413, f"the body is larger than {MAX_BODY} bytes")
+    if request.mimetype not in ACCEPTED_TYPES:
+        raise ScimError(415, f"send the body as {MEDIA_TYPE} (got {request.mimetype or 'no type'})")
+    body = request.stream.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise ScimError(413, f"the body is larger than {MAX_BODY} bytes")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ScimError(400, "the body is not JSON", "invalidSyntax") from None
+    if not isinstance(payload, dict):
+        raise ScimError(400, "the body must be a JSON object", "invalidSyntax")
+    return payload
+
+
+def _writer() -> users.Writer:
+    return users.Writer(actor=g.scim_actor, settings=_ctx().settings)
+
+
+def _write(work: Callable[[Session], T]) -> T:
+    """Run `work` in one transaction; a uniqueness race lost at commit is a 409, not a 500."""
+    try:
+        with _ctx().sessions.begin() as session:
+            return work(session)
+    except IntegrityError as error:
+        raise ScimError(
+            409, "another request changed the same user or group at once; retry", "uniqueness"
+        ) from error
+
+
+def _location(kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    url = f"{request.url_root.rstrip('/')}{PREFIX}/{kind}/{document['id']}"
+    document.setdefault("meta", {})["location"] = url
+    return document
+
+
+def _selection(model: Any) -> tuple[list[str], list[str]]:
+    """The `attributes` and `excludedAttributes` asked for, checked against the resource's schema."""
+    asked = {key: request.args[key] for key in ("attributes", "excludedAttributes") if request.args.get(key)}
+    if not asked:
+        return [], []
+    try:
+        ResponseParameters[model].model_validate(asked)
+    except (ValidationError, SCIMException) as error:
+        raise from_library(error) from error
+    split = {key: [part.strip() for part in value.split(",") if part.strip()] for key, value in asked.items()}
+    return split.get("attributes", []), split.get("excludedAttributes", [])
+
+
+def _shown(kind: str, document: dict[str, Any], model: Any) -> dict[str, Any]:
+    return attributes.select(_location(kind, document), *_selection(model))
+
+
+def _paging() -> tuple[int, int]:
+    """(startIndex, count) from the query: 1-based, count at most MAX_RESULTS (RFC 7644 §3.4.2.4)."""
+    try:
+        start = int(request.args.get("startIndex", "1"))
+        count = int(request.args.get("count", str(DEFAULT_COUNT)))
+    except ValueError:
+        raise ScimError(400, "startIndex and count must be integers", "invalidValue") from None
+    return max(start, 1), min(max(count, 0), MAX_RESULTS)
+
+
+def _list(kind: str, total: int, start: int, documents: list[dict[str, Any]], model: Any) -> Response:
+    chosen = _selection(model)
+    return _answer(
+        {
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start,
+            "itemsPerPage": len(documents),
+            "Resources": [attributes.select(_location(kind, document), *chosen) for document in documents],
+        }
+    )
+
+
+# --- discovery -------------------------------------------------------------------------------------
+
+
+@scim.get("/ServiceProviderConfig")
+def service_provider_config() -> Response:
+    document = CONFIG.model_dump()
+    document["meta"] = {"resourceType": "ServiceProviderConfig", "location": request.base_url}
+    return _answer(document)
+
+
+def _discovery(kind: str, key: str) -> list[dict[str, Any]]:
+    found = []
+    for document in discovery_documents()[kind]:
+        resource_type = "Schema" if kind == "Schemas" else "ResourceType"
+        location = f"{request.url_root.rstrip('/')}{PREFIX}/{kind}/{document[key]}"
+        found.append({**document, "meta": {"resourceType": resource_type, "location": location}})
+    return found
+
+
+@scim.get("/Schemas")
+@scim.get("/ResourceTypes")
+def discovery_list() -> Response:
+    kind = request.path.rsplit("/", 1)[-1]
+    documents = _discovery(kind, "id")
+    return _answer(
+        {
+            "schemas": [LIST_SCHEMA],
+            "totalResults": len(documents),
+            "startIndex": 1,
+            "itemsPerPage": len(documents),
+            "Resources": documents,
+        }
+    )
+
+
+@scim.get("/Schemas/<path:item>")
+@scim.get("/ResourceTypes/<item>")
+def discovery_item(item: str) -> Response:
+    kind = request.path.removeprefix(PREFIX + "/").split("/", 1)[0]
+    for document in _discovery(kind, "id"):
+        if document["id"].lower() == item.lower():
+            return _answer(document)
+    raise not_found(f"{kind.removesuffix('s')} {item}")
+
+
+# --- Users -----------------------------------------------------------------------------------------
+
+
+@scim.get("/Users")
+def list_users() -> Response:
+    text = request.args.get("filter", "").strip()
+    where = user_filter(text) if text else true()
+    start, count = _paging()
+    with _ctx().sessions() as session:
+        total, documents = users.list_users(session, where, start, count)
+    return _list("Users", total, start, documents, UserResource)
+
+
+@scim.post("/Users")
+def create_user() -> Response:
+    payload, writer = _payload(), _writer()
+    document = _write(lambda session: users.create_user(session, writer, payload))
+    shown = _shown("Users", document, UserResource)
+    return _answer(shown, 201, location=document["meta"]["location"])
+
+
+@scim.get("/Users/<user_id>")
+def get_user(user_id: str) -> Response:
+    with _ctx().sessions() as session:
+        document = users.get_user(session, user_id)
+    return _answer(_shown("Users", document, UserResource))
+
+
+@scim.put("/Users/<user_id>")
+def replace_user(user_id: str) -> Response:
+    payload, writer = _payload(), _writer()
+    document = _write(lambda session: users.replace_user(session, writer, user_id, payload))
+    return _answer(_shown("Users", document, UserResource))
+
+
+@scim.patch("/Users/<user_id>")
+def patch_user(user_id: str) -> Response:
+    payload, writer = _payload(), _writer()
+    document = _write(lambda session: users.patch_user(session, writer, user_id, payload))
+    return _answer(_shown("Users", document, UserResource))
+
+
+@scim.delete("/Users/<user_id>")
+def delete_user(user_id: str) -> Response:
+    writer = _writer()
+    _write(lambda session: users.deactivate_user(session, writer, user_id))
+    return _answer(None, 204)
+
+
+# --- Groups ----------------------------------------------------------------------------------------
+
+
+@scim.get("/Groups")
+def list_groups() -> Response:
+    text = request.args.get("filter", "").strip()
+    where = group_filter(text) if text else true()
+    start, count = _paging()
+    _, excluded = _selection(Group)
+    with _ctx().sessions() as session:
+        total, documents = groups.list_groups(session, where, start, count, _wants_members(excluded))
+    return _list("Groups", total, start, documents, Group)
+
+
+def _wants_members(excluded: list[str]) -> bool:
+    return not any(path.lower() in ("members", "members.value") for path in excluded)
+
+
+@scim.post("/Groups")
+def create_group() -> Response:
+    payload, writer = _payload(), _writer()
+    document = _write(lambda session: groups.create_group(session, writer.actor, payload))
+    shown = _shown("Groups", document, Group)
+    return _answer(shown, 201, location=document["meta"]["location"])
+
+
+@scim.get("/Groups/<group_id>")
+def get_group(group_id: str) -> Response:
+    _, excluded = _selection(Group)
+    with _ctx().sessions() as session:
+        document = groups.get_group(session, group_id, _wants_members(excluded))
+    return _answer(_shown("Groups", document, Group))
+
+
+@scim.put("/Groups/<group_id>")
+def replace_group(group_id: str) -> Response:
+    payload, writer = _payload(), _writer()
+    document = _write(lambda session: groups.replace_group(session, writer.actor, group_id, payload))
+    return _answer(_shown("Groups", document, Group))
+
+
+@scim.patch("/Groups/<group_id>")
+def patch_group(group_id: str) -> Response:
+    payload, writer = _payload(), _writer()
+    document = _write(lambda session: groups.patch_group(session, writer.actor, group_id, payload))
+    return _answer(_shown("Groups", document, Group))
+
+
+@scim.delete("/Groups/<group_id>")
+def delete_group(group_id: str) -> Response:
+    writer = _writer()
+    _write(lambda session: groups.delete_group(session, writer.actor, group_id))
+    return _answer(None, 204)
+
+
+@scim.route("/<path:anything>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def unknown_endpoint(anything: str) -> Response:
+    raise ScimError(404, f"there is no SCIM endpoint {PREFIX}/{anything}")
