@@ -25,6 +25,7 @@ from handlers.scim_messages import LISTED, start_text
 from handlers.scim_notices import post_notices
 from models import Account, Employee, ScimNotice, ScimNoticePerson
 from tests.builders import add_employee, audit_events
+from tests.scim_helpers import PATCH_SCHEMA, scim_client, user_payload
 from tests.slack_requests import RunningApp, serve_app, slack_settings
 from tests.standins.slack import ADMIN_ID, SlackStandIn
 
@@ -156,6 +157,28 @@ def test_two_groupers_at_once_make_one_notice(context: Context) -> None:
         thread.join()
     assert len([notice for notice in made if notice is not None]) == 1
     assert notice_count(context) == 1
+
+
+def test_what_the_scim_endpoint_records_is_grouped(context: Context) -> None:
+    """The contract end to end: users created and deactivated through /scim/v2 make one notice."""
+    clock = ManualClock(START)
+    okta = scim_client(context, "Okta")
+    ada = okta.post("/Users", user_payload("ada", "E1", start_date="2026-12-07"))
+    grace = okta.post(
+        "/Users", user_payload("grace", "E2", given="Grace", work="grace@example.com", external_id="2")
+    )
+    assert (ada.status, grace.status) == (201, 201)
+    left = {"Operations": [{"op": "Replace", "value": {"active": "False"}}], "schemas": [PATCH_SCHEMA]}
+    assert okta.patch(f"/Users/{grace.body['id']}", left).status == 200
+    group_notices(context.sessions, clock.now())
+    clock.advance(GROUP_WINDOW.total_seconds())
+    notice = group_notices(context.sessions, clock.now())
+    with context.sessions() as session:
+        [ada_id] = session.scalars(select(Employee.id).where(Employee.employee_number == "E1"))
+        [grace_id] = session.scalars(select(Employee.id).where(Employee.employee_number == "E2"))
+        actors = set(session.scalars(select(ScimNoticePerson.actor)))
+    assert notice_people(context, notice) == {(ada_id, "hired"), (grace_id, "left")}
+    assert actors == {"scim:okta"}, "token names are kept lower-case"
 
 
 def test_start_dates_read_as_people_say_them() -> None:
