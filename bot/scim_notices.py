@@ -26,7 +26,16 @@ from bot.chunks import chunks
 from bot.context import Context
 from bot.directory import name_order
 from bot.sending.recipients import never_emailed
-from models import Account, AuditEvent, Employee, NoticeChange, ScimNotice, ScimNoticeMark, ScimNoticePerson
+from models import (
+    Account,
+    AuditEvent,
+    Employee,
+    NoticeChange,
+    ScimNotice,
+    ScimNoticeMark,
+    ScimNoticePerson,
+    full_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +200,7 @@ def _people_query(session: Session) -> Any:
 
 def _person(row: Row[Any]) -> NoticePerson:
     eid, number, first, last, start, change, actor = tuple(row)
-    return NoticePerson(
-        eid, number, f"{first} {last}".strip(), start, NoticeChange(change), token_name(actor)
-    )
+    return NoticePerson(eid, number, full_name(first, last), start, NoticeChange(change), token_name(actor))
 
 
 def notices_to_post(session: Session, now: datetime, limit: int) -> list[Notice]:
@@ -241,9 +248,25 @@ class WaitingHires:
 
 
 def waiting_hires(session: Session, listed: int) -> WaitingHires:
-    count = session.scalar(_waiting_hires(session, None).with_only_columns(func.count())) or 0
-    first = hires_to_confirm(session, limit=listed) if count else []
-    hired = and_(ScimNoticePerson.employee_id.in_(first), ScimNoticePerson.change == NoticeChange.HIRED)
-    rows = session.execute(_people_query(session).where(hired))
-    people = {person.employee_id: person for person in map(_person, rows)}
-    return WaitingHires(count, [people[eid] for eid in first])
+    """The count and the first `listed` (by start date and name) in one pass over the directory, as App
+    Home is published often."""
+    hired = (
+        select(ScimNoticePerson.employee_id, func.min(ScimNoticePerson.actor).label("actor"))
+        .where(ScimNoticePerson.change == NoticeChange.HIRED)
+        .group_by(ScimNoticePerson.employee_id)
+        .subquery()
+    )
+    columns = (Employee.id, Employee.employee_number, Employee.first_name, Employee.last_name)
+    query = (
+        _with_account(select(*columns, Employee.start_date, hired.c.actor, func.count().over()))
+        .join(hired, hired.c.employee_id == Employee.id)
+        .where(needs_credentials())
+        .order_by(Employee.start_date.is_(None), Employee.start_date, *name_order(session))
+        .limit(listed)
+    )
+    rows = session.execute(query).all()
+    first = [
+        NoticePerson(eid, number, full_name(first, last), start, NoticeChange.HIRED, token_name(actor))
+        for eid, number, first, last, start, actor, _ in rows
+    ]
+    return WaitingHires(rows[0][-1] if rows else 0, first)
