@@ -127,6 +127,13 @@ def test_entra_sequence(context: Context) -> None:
     both = scim.get('/Users?filter=userName eq "grace.hopper" and externalId eq "nope"')
     assert both.body["totalResults"] == 0
 
+    boss = scim.post("/Users", user_payload("boss", "M1", work="boss@example.com", external_id="b1")).body[
+        "id"
+    ]
+    manager = {"op": "Add", "path": f"{ENTERPRISE}:manager", "value": boss}
+    with_manager = scim.patch(f"/Users/{grace}", {"schemas": [PATCH_SCHEMA], "Operations": [manager]})
+    assert with_manager.body[ENTERPRISE]["manager"] == {"value": boss}, with_manager.body
+
     # Capitalised ops, a value-filtered path, and a string boolean.
     updated = scim.patch(
         f"/Users/{grace}",
@@ -144,7 +151,7 @@ def test_entra_sequence(context: Context) -> None:
     assert updated.body["emails"][0]["value"] == "g.hopper@example.com"
     assert updated.body["name"]["familyName"] == "Hopper-Murray"
     changed = audit_events(context.sessions, AuditAction.SCIM_USER_UPDATED)
-    assert [sorted(e.details["changed"]) for e in changed] == [["email", "last_name"]]
+    assert [sorted(e.details["changed"]) for e in changed] == [["manager"], ["email", "last_name"]]
 
     # Groups: create, look up by name without members, add and remove a member as Entra sends them.
     group = scim.post(

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from pydantic import ValidationError
 from scim2_models import Group, ResponseParameters, SCIMException
 from sqlalchemy import true
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
@@ -30,6 +30,8 @@ MEDIA_TYPE = "application/scim+json"
 ACCEPTED_TYPES = ("application/scim+json", "application/json")
 MAX_BODY = 1024 * 1024
 """Largest request body accepted: a user is a few kilobytes, a group PATCH of a thousand members ~100 KB."""
+MAX_START_INDEX = 2**31 - 1
+"""Beyond any directory; larger values would overflow the database's OFFSET."""
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 _EXTENSION_KEY = "credbot_scim"
 
@@ -123,6 +125,10 @@ def _write(work: Callable[[Session], T]) -> T:
     try:
         with _ctx().sessions.begin() as session:
             return work(session)
+    except (
+        DataError
+    ) as error:  # a value the checks let through but the column cannot hold: still the caller's
+        raise ScimError(400, "a value is too long or malformed to be stored", "invalidValue") from error
     except IntegrityError as error:
         raise ScimError(
             409, "another request changed the same user or group at once; retry", "uniqueness"
@@ -159,7 +165,7 @@ def _paging() -> tuple[int, int]:
         count = int(request.args.get("count", str(DEFAULT_COUNT)))
     except ValueError:
         raise ScimError(400, "startIndex and count must be integers", "invalidValue") from None
-    return max(start, 1), min(max(count, 0), MAX_RESULTS)
+    return min(max(start, 1), MAX_START_INDEX), min(max(count, 0), MAX_RESULTS)
 
 
 def _list(kind: str, total: int, start: int, documents: list[dict[str, Any]], model: Any) -> Response:

@@ -3,8 +3,9 @@ capabilities, as scim2-models describes them (discovery answers are built from t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, field_validator
 from scim2_models import (
     AuthenticationScheme,
     Bulk,
@@ -14,7 +15,10 @@ from scim2_models import (
     Extension,
     Filter,
     Group,
+    Manager,
     Patch,
+    Reference,
+    Required,
     ResourceType,
     ScimPolicy,
     ScimProvider,
@@ -39,7 +43,29 @@ class CredbotUser(Extension):
     """The first working day, `YYYY-MM-DD` (credentials are scheduled for it)."""
 
 
-UserResource = User[EnterpriseUser | CredbotUser]
+class ManagerId(Manager):
+    """The manager by their id alone: Okta and Entra send no `$ref`, which the RFC's schema requires."""
+
+    ref: Annotated[Reference[User] | None, Required.false] = Field(  # type: ignore[type-arg]
+        None, serialization_alias="$ref", validation_alias="$ref"
+    )
+
+
+class Enterprise(EnterpriseUser):
+    """The enterprise extension as identity providers send it (schema unchanged)."""
+
+    __schema__ = EnterpriseUser.__schema__
+
+    manager: ManagerId | None = None
+
+    @field_validator("manager", mode="before")
+    @classmethod
+    def _manager_as_string(cls, value: Any) -> Any:
+        """Entra's PATCH gives the manager as a plain string (the id)."""
+        return {"value": value} if isinstance(value, str) else value
+
+
+UserResource = User[Enterprise | CredbotUser]
 """A credbot user: the core User, the enterprise extension (employeeNumber, department, manager) and
 credbot's (startDate)."""
 
@@ -69,7 +95,7 @@ CONFIG = ServiceProviderConfig(
 )
 
 PROVIDER = ScimProvider(
-    models=[User, EnterpriseUser, CredbotUser, Group],
+    models=[User, Enterprise, CredbotUser, Group],
     resource_types=[
         ResourceType.from_resource(UserResource),
         ResourceType.from_resource(Group),

@@ -14,12 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from scim2_models import (
-    Context,
-    EnterpriseUser,
-    PatchOp,
-    SCIMException,
-)
+from scim2_models import Context, PatchOp, SCIMException
 from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import Session
 
@@ -28,12 +23,13 @@ from bot.audit import AuditAction, employee_target, record
 from bot.directory import address_holder, control_character_problems, validate_values
 from bot.leavers import record_leavers
 from bot.scim.errors import ScimError, from_library, invalid_value, not_found, uniqueness
-from bot.scim.schemas import CREDBOT_USER_SCHEMA, POLICY, CredbotUser, UserResource
+from bot.scim.schemas import CREDBOT_USER_SCHEMA, POLICY, CredbotUser, Enterprise, UserResource
 from bot.settings import Settings
 from models import Account, Employee, make_search_text, name_sort_key
 
 CORE_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+MAX_EXTERNAL_ID = 255
 _STORED = ("first_name", "last_name", "email", "personal_email", "department", "time_zone", "start_date")
 
 
@@ -123,12 +119,15 @@ def get_user(session: Session, user_id: str) -> dict[str, Any]:
 def list_users(
     session: Session, where: ColumnElement[bool], start_index: int, count: int
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, the page's users) of the active employees matching `where`, by id."""
+    """(total matching, the page's users) of the active employees matching `where`, by id.
+
+    A page that is not full tells the total by itself: a filter by userName makes one query, not two.
+    """
+    rows = list(session.execute(_rows(where).order_by(Employee.id).offset(start_index - 1).limit(count)))
+    if 0 < len(rows) < count or (start_index == 1 and len(rows) < count):
+        return start_index - 1 + len(rows), _documents(session, rows)
     total = session.scalar(select(func.count()).select_from(Employee).where(Employee.active, where)) or 0
-    if count == 0 or start_index > total:
-        return total, []
-    query = _rows(where).order_by(Employee.id).offset(start_index - 1).limit(count)
-    return total, _documents(session, list(session.execute(query)))
+    return total, _documents(session, rows)
 
 
 def _resource(payload: Any, context: Context) -> Any:
@@ -260,7 +259,7 @@ def _apply(employee: Employee, values: dict[str, Any]) -> None:
 
 def _checked_values(session: Session, resource: Any, employee: Employee | None) -> dict[str, Any]:
     """The employee's values from a User, checked by the directory's rules; raises ScimError."""
-    enterprise = resource[EnterpriseUser]
+    enterprise = resource[Enterprise]
     number = (enterprise.employee_number or "").strip() if enterprise else ""
     if not number:
         raise invalid_value(
@@ -280,7 +279,12 @@ def _checked_values(session: Session, resource: Any, employee: Employee | None) 
         "department": (enterprise.department if enterprise else None) or "",
         "manager": "",
     }
-    problems = control_character_problems({**raw, "userName": resource.user_name or ""})
+    external_id = resource.external_id
+    problems = control_character_problems(
+        {**raw, "userName": resource.user_name or "", "externalId": external_id or ""}
+    )
+    if external_id is not None and len(external_id) > MAX_EXTERNAL_ID:
+        problems.append(f"externalId is longer than {MAX_EXTERNAL_ID} characters")
     stripped = {key: value.strip() for key, value in raw.items()}
     stored = {"email": employee.email, "personal_email": employee.personal_email} if employee else None
     values, more = validate_values(stripped, stored)
@@ -290,7 +294,7 @@ def _checked_values(session: Session, resource: Any, employee: Employee | None) 
     values["manager"] = _manager_number(session, enterprise.manager.value if enterprise.manager else None)
     if values["manager"] is not None and values["manager"] == number:
         raise invalid_value("an employee cannot be their own manager")
-    values["external_id"] = resource.external_id
+    values["external_id"] = external_id
     values["username"] = _username(session, resource.user_name, employee)
     own_id = employee.id if employee else None
     for field, label in (("email", "work"), ("personal_email", "home")):
