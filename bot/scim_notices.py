@@ -49,6 +49,7 @@ STALE_AFTER = timedelta(days=1)
 whoever still needs credentials."""
 SCIM_ACTOR = "scim:"
 _MARK = "scim_notices"
+_PEOPLE = ScimNoticePerson.__table__
 _CHANGES = {
     str(AuditAction.SCIM_USER_CREATED): NoticeChange.HIRED,
     str(AuditAction.SCIM_USER_DEACTIVATED): NoticeChange.LEFT,
@@ -91,10 +92,10 @@ def group_notices(sessions: sessionmaker[Session], now: datetime) -> int | None:
         notice = ScimNotice(grouped_at=now)
         session.add(notice)
         session.flush()
-        session.execute(
-            insert(ScimNoticePerson),
+        session.execute(  # the table's, as bot.audit's record_many: one executemany, no ORM objects
+            insert(_PEOPLE),
             [
-                {"notice_id": notice.id, "employee_id": eid, "change": change, "actor": actor}
+                {"notice_id": notice.id, "employee_id": eid, "change": str(change), "actor": actor}
                 for (eid, change), actor in people.items()
             ],
         )
