@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 JOB_MODULES = [
     "bot.notices",
+    "bot.scim_notices",
     "bot.portal.recovery",
     "bot.delivery_events",
     "bot.sending.jobs",

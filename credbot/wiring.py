@@ -10,10 +10,17 @@ from __future__ import annotations
 from types import ModuleType
 
 from bot.sending.jobs import register_after_send, register_runner
-from handlers import delivery_trail, digest, manager_notices, recovery, sending
+from handlers import delivery_trail, digest, manager_notices, recovery, scim_notices, sending
 from models import BatchSource
 
-SLACK_JOB_MODULES: tuple[ModuleType, ...] = (sending, delivery_trail, recovery, digest, manager_notices)
+SLACK_JOB_MODULES: tuple[ModuleType, ...] = (
+    sending,
+    delivery_trail,
+    recovery,
+    digest,
+    manager_notices,
+    scim_notices,
+)
 """The Slack adapter's modules that declare jobs (`@jobs.job`, `jobs.every`, `jobs.daily`); a new one is
 added here. The core's are listed in `bot.jobs.JOB_MODULES`."""
 

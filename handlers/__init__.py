@@ -1,9 +1,9 @@
 """Slack listeners, one module per kind; `register_listeners` wires them all to a Bolt app.
 
 Listener modules (`commands`, `options`, `views`, `actions`, App Home's `home` and `views_accounts`, the
-portal's `recovery` cards) hold module-level functions and a `register(app)` that names every entry point;
-they take credbot's context, the admin check's result and background work as arguments, which `middleware`
-puts in Bolt's context.
+portal's `recovery` cards, SCIM's `scim_notices`) hold module-level functions and a `register(app)` that
+names every entry point; they take credbot's context, the admin check's result and background work as
+arguments, which `middleware` puts in Bolt's context.
 They never import one another: shared steps live in `credentials_flow` and `app_home`.
 `create_bolt_app` builds the Bolt app with them all (the entry points serve it).
 """
@@ -16,7 +16,17 @@ from slack_bolt import App
 
 from bot.context import Context
 from bot.slack_app import new_bolt_app
-from handlers import actions, commands, home, middleware, options, recovery, views, views_accounts
+from handlers import (
+    actions,
+    commands,
+    home,
+    middleware,
+    options,
+    recovery,
+    scim_notices,
+    views,
+    views_accounts,
+)
 
 
 def create_bolt_app(
@@ -38,3 +48,4 @@ def register_listeners(app: App, ctx: Context) -> None:
     home.register(app)
     views_accounts.register(app)
     recovery.register(app)
+    scim_notices.register(app)

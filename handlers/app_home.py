@@ -12,6 +12,8 @@ from bot.audit import slack_actor
 from bot.context import Context
 from bot.home_views import home_hash, recent_viewers, remember_published
 from bot.onboarding import desk
+from bot.scim_notices import waiting_hires
+from handlers.scim_messages import APP_HOME_LISTED, waiting_hires_blocks
 from handlers.slack_calls import call_with_hash
 from handlers.views_home import guest_home_view, home_view
 
@@ -26,7 +28,8 @@ def publish_home(
     def build() -> dict[str, Any]:
         with ctx.sessions() as session:
             if admin:
-                return home_view(desk(session))
+                hires = waiting_hires(session, APP_HOME_LISTED)
+                return home_view(desk(session), waiting_hires_blocks(hires, ctx.clock.now().date()))
             admins = [
                 *sorted(ctx.settings.bootstrap_admin_ids),
                 *(a.slack_user_id for a in list_admins(session)),

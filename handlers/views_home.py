@@ -156,8 +156,9 @@ def scheduled_blocks(scheduled: Sequence[ScheduledBatch]) -> list[Block]:
     return blocks
 
 
-def home_view(desk: Desk) -> dict[str, Any]:
-    """The admin's desk: each stage of onboarding with its action, the funnel, recent batches, tools."""
+def home_view(desk: Desk, new_hires: Sequence[Block] = ()) -> dict[str, Any]:
+    """The admin's desk: each stage of onboarding with its action, the funnel, recent batches, tools;
+    `new_hires`: the identity provider's hires awaiting credentials (handlers.scim_messages)."""
     funnel = desk.funnel
     blocks: list[Block] = [
         header("Onboarding"),
@@ -181,6 +182,8 @@ def home_view(desk: Desk) -> dict[str, Any]:
     for stage in Stage:
         blocks += stage_blocks(desk, stage)
     blocks += scheduled_blocks(desk.scheduled)
+    if new_hires:
+        blocks += [divider(), *new_hires]
     blocks.append(divider())
     blocks.append(section("*Recent credential batches*"))
     if desk.batches:

@@ -23,6 +23,7 @@ from models.directory import (
     search_text_of,
 )
 from models.outbox import OutboxJob
+from models.provisioning import NoticeChange, ScimNotice, ScimNoticeMark, ScimNoticePerson
 from models.recovery import RecoveryRequest, RecoveryStatus
 from models.scim import ScimToken
 from models.session import make_engine, make_session_factory, rowcount, upgrade_database
@@ -42,10 +43,14 @@ __all__ = [
     "DeliveryStatus",
     "Employee",
     "Installation",
+    "NoticeChange",
     "OutboxJob",
     "RecoveryRequest",
     "RecoveryStatus",
     "Role",
+    "ScimNotice",
+    "ScimNoticeMark",
+    "ScimNoticePerson",
     "ScimToken",
     "SetupLink",
     "account_roles",

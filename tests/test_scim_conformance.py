@@ -1,0 +1,68 @@
+"""RFC 7643/7644 conformance of /scim/v2, checked by scim2-tester (the python-scim project's checker)
+against the real web app served on loopback, with a bearer token made by the token service.
+
+Every check must pass; a check the checker skips must be named in JUSTIFIED_SKIPS with its reason, and
+the README's SCIM section names it too (an operator reads the justification there).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+from scim2_client.engines.httpx2 import SyncSCIMClient
+from scim2_tester import CheckResult, Status, check_server
+from werkzeug.serving import make_server
+
+from bot.audit import cli_actor
+from bot.context import Context
+from bot.scim.tokens import create_token
+from credbot.web import create_web_app
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+PASSING = {Status.SUCCESS, Status.COMPLIANT, Status.ACCEPTABLE}
+JUSTIFIED_SKIPS: dict[tuple[str | None, str], str] = {}
+"""(resource type, check title) -> why the checker may skip it; each is named in the README too."""
+
+
+@dataclass(frozen=True)
+class ScimServer:
+    url: str
+    token: str
+
+
+@pytest.fixture
+def scim_server(context: Context) -> Iterator[ScimServer]:
+    """The real web app on a free loopback port, and a token from the token service."""
+    with context.sessions.begin() as session:
+        token = create_token(session, "conformance", cli_actor("test"))
+    server = make_server("127.0.0.1", 0, create_web_app(context), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield ScimServer(f"http://127.0.0.1:{server.server_port}/scim/v2", token)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def named(result: CheckResult) -> str:
+    return f"{result.resource_type or '-'} {result.title}: {result.status.name} ({result.reason})"
+
+
+def test_every_conformance_check_passes_or_its_skip_is_justified(scim_server: ScimServer) -> None:
+    headers = {"Authorization": f"Bearer {scim_server.token}"}
+    with httpx2.Client(base_url=scim_server.url, headers=headers, timeout=30) as http:
+        results = check_server(SyncSCIMClient(http))
+    assert results, "the checker ran no check"
+    failed = [named(r) for r in results if r.status not in PASSING | {Status.SKIPPED}]
+    skipped = {(r.resource_type, r.title or ""): r for r in results if r.status == Status.SKIPPED}
+    unjustified = [named(r) for key, r in skipped.items() if key not in JUSTIFIED_SKIPS]
+    assert not failed, "checks failed:\n" + "\n".join(failed)
+    assert not unjustified, "skipped without a reason in JUSTIFIED_SKIPS:\n" + "\n".join(unjustified)
+    readme = README.read_text()
+    assert all(title in readme for _, title in JUSTIFIED_SKIPS), "every justified skip is named in the README"
