@@ -66,6 +66,31 @@ def open_picker_modal(
     )
 
 
+def open_review(
+    ctx: Context,
+    client: WebClient,
+    user_id: str,
+    channel_id: str | None,
+    trigger_id: str,
+    employee_ids: list[int],
+    when: When = When.NOW,
+) -> None:
+    """Open the confirmation (`review_view`) in a modal, from a button elsewhere (a recovery card, a SCIM
+    notice); the admin is told in Slack if it cannot open."""
+    view = review_view(ctx, user_id, channel_id, employee_ids, when=when)
+    call_or_tell(
+        ctx,
+        client,
+        user_id,
+        channel_id,
+        "I could not open the confirmation",
+        "views.open",
+        client.views_open,
+        trigger_id=trigger_id,
+        view=view,
+    )
+
+
 def review_view(
     ctx: Context,
     user_id: str,

@@ -21,7 +21,7 @@ from bot.portal.recovery import DecisionRefused, RecoveryCard
 from bot.slack_app import make_web_client, slack_wanted
 from handlers import ids
 from handlers.background import Background
-from handlers.credentials_flow import review_view
+from handlers.credentials_flow import open_review
 from handlers.recovery_messages import card_message, deny_view
 from handlers.slack_calls import SlackCallFailed, call, call_or_tell, tell_user
 from handlers.views_credentials import message_view
@@ -84,18 +84,7 @@ def approve_and_confirm(ctx: Context, client: WebClient, body: dict[str, Any]) -
     except DecisionRefused as refused:
         tell_user(ctx, client, user_id, channel_id, str(refused))
         return
-    view = review_view(ctx, user_id, channel_id, [card.employee_id])
-    call_or_tell(
-        ctx,
-        client,
-        user_id,
-        channel_id,
-        "I could not open the confirmation",
-        "views.open",
-        client.views_open,
-        trigger_id=body["trigger_id"],
-        view=view,
-    )
+    open_review(ctx, client, user_id, channel_id, body["trigger_id"], [card.employee_id])
     update_card(ctx, client, card)
 
 

@@ -19,9 +19,9 @@ from bot.sending.schedule import When
 from bot.slack_app import make_web_client, slack_wanted
 from handlers import ids
 from handlers.background import Background
-from handlers.credentials_flow import review_view
+from handlers.credentials_flow import open_review
 from handlers.scim_messages import notice_message
-from handlers.slack_calls import SlackCallFailed, call, call_or_tell, tell_user
+from handlers.slack_calls import SlackCallFailed, call, tell_user
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,7 @@ def open_confirmation(ctx: Context, client: WebClient, body: dict[str, Any], whe
             ctx, client, user_id, channel_id, "These new hires have all been emailed their credentials."
         )
         return
-    view = review_view(ctx, user_id, channel_id, employee_ids, when=when)
-    call_or_tell(
-        ctx,
-        client,
-        user_id,
-        channel_id,
-        "I could not open the confirmation",
-        "views.open",
-        client.views_open,
-        trigger_id=body["trigger_id"],
-        view=view,
-    )
+    open_review(ctx, client, user_id, channel_id, body["trigger_id"], employee_ids, when)
 
 
 def post_notices(ctx: Context, client: WebClient) -> int:
