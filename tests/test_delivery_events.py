@@ -531,7 +531,9 @@ def test_concurrent_posts_about_the_same_deliveries_end_right(
     }
 
 
-@pytest.mark.parametrize("key", ["not a key", EventWebhookSender("").public_key[:40]])
+@pytest.mark.parametrize(
+    "key", ["not a key", EventWebhookSender("").public_key[:40]], ids=["not-a-key", "truncated-key"]
+)
 def test_a_malformed_key_stops_the_app_at_start_and_names_the_setting(context: Context, key: str) -> None:
     settings = context.settings.model_copy(update={"sendgrid_webhook_public_key": key})
     with pytest.raises(WebhookKeyError, match="SENDGRID_WEBHOOK_PUBLIC_KEY"):
