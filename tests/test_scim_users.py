@@ -37,7 +37,7 @@ def test_a_provisioned_user_is_an_employee_with_an_account(context: Context) -> 
         ("scim:okta", "employee:E100", int(user["id"]))
     ]
     accounts = audit_events(context.sessions, AuditAction.ACCOUNT_CREATED)
-    assert [(e.actor, e.target) for e in accounts] == [("scim:okta", "ada.lovelace")]
+    assert [(e.actor, e.target) for e in accounts] == [("scim:okta", "account:ada.lovelace")]
 
 
 def test_discovery_describes_users_groups_and_the_start_date(context: Context) -> None:

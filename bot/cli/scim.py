@@ -10,7 +10,7 @@ from bot.scim.tokens import TokenError, create_token, list_tokens, revoke_token
 
 @click.group()
 def scim() -> None:
-    """SCIM provisioning from an identity provider (Okta, Entra ID) at /scim/v2."""
+    """SCIM provisioning (Okta, Entra ID): bearer tokens."""
 
 
 @scim.group()

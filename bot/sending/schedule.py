@@ -290,14 +290,19 @@ def cancel(session: Session, batch_id: int, actor: str) -> int:
     status = session.scalar(select(_BATCHES.c.status).where(_BATCHES.c.id == batch_id).with_for_update())
     if status is None:
         raise LookupError(f"no credential batch {batch_id}")
-    cancelled = _skip(session, _DELIVERIES.c.batch_id == batch_id, _WAITING, CANCELLED, actor)
-    if status == BatchStatus.RUNNING:
-        session.execute(
-            update(_BATCHES)
-            .where(_BATCHES.c.id == batch_id, _BATCHES.c.stop_reason.is_(None))
-            .values(stop_reason=CANCELLED)
+    # The stop reason first, whatever status was read: a waiting batch whose moment comes meanwhile (the
+    # scheduler makes it running; SQLite takes no lock on the read above) then still ends as cancelled.
+    session.execute(
+        update(_BATCHES)
+        .where(
+            _BATCHES.c.id == batch_id,
+            _BATCHES.c.stop_reason.is_(None),
+            _BATCHES.c.status.in_([BatchStatus.RUNNING, BatchStatus.SCHEDULED]),
         )
-    elif status == BatchStatus.SCHEDULED:
+        .values(stop_reason=CANCELLED)
+    )
+    cancelled = _skip(session, _DELIVERIES.c.batch_id == batch_id, _WAITING, CANCELLED, actor)
+    if status == BatchStatus.SCHEDULED:
         _end(session, batch_id, actor, BatchStatus.ABORTED, CANCELLED)
     if cancelled or status in (BatchStatus.RUNNING, BatchStatus.SCHEDULED):
         record(session, actor, AuditAction.BATCH_CANCELLED, batch_target(batch_id), cancelled=cancelled)
