@@ -346,6 +346,30 @@ def delete_group(group_id: str) -> Response:
     return _answer(None, 204)
 
 
-@scim.route("/<path:anything>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@scim.route("/<path:anything>", methods=_METHODS)
 def unknown_endpoint(anything: str) -> Response:
+    """A path no endpoint serves is a 404; a known path asked with another method is a 405 (RFC 7231)."""
+    allowed = _allowed_methods(request.path)
+    if allowed:
+        error = ScimError(405, f"{PREFIX}/{anything} answers only {', '.join(allowed)}, not {request.method}")
+        response = _refused(error)
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     raise ScimError(404, f"there is no SCIM endpoint {PREFIX}/{anything}")
+
+
+def _allowed_methods(path: str) -> list[str]:
+    """The methods an endpoint other than this catch-all serves at `path`."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in _METHODS:
+        try:
+            endpoint, _ = adapter.match(path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != "scim.unknown_endpoint":
+            allowed.append(method)
+    return allowed
