@@ -113,7 +113,7 @@ STORED_ATTRIBUTES: dict[str, dict[str, tuple[str, ...]]] = {
         "displayName": (),
         "timezone": (),
         "active": (),
-        "emails": ("value", "type"),
+        "emails": ("value", "type", "primary"),
     },
     EnterpriseUser.__schema__: {"employeeNumber": (), "department": (), "manager": ("value",)},
     CREDBOT_USER_SCHEMA: {"startDate": ()},
@@ -122,8 +122,8 @@ STORED_ATTRIBUTES: dict[str, dict[str, tuple[str, ...]]] = {
 identity provider maps nothing that would be dropped. Other schemas are published whole."""
 REQUIRED = {"name", "name.givenName", "name.familyName", "employeeNumber"}
 """Refused when missing (the directory's rules: every employee has a number, a first and a last name)."""
-READ_ONLY = {"displayName"}
-"""Made by credbot (`givenName familyName`), never written."""
+READ_ONLY = {"displayName", "emails.primary"}
+"""Made by credbot (`givenName familyName`; the work address is the primary one), never written."""
 CANONICAL_VALUES = {"timezone": sorted(available_timezones()), "emails.type": ["work", "home"]}
 """The only values credbot accepts: an IANA time zone; a work or a home (personal) address."""
 
