@@ -115,7 +115,7 @@ STORED_ATTRIBUTES: dict[str, dict[str, tuple[str, ...]]] = {
         "active": (),
         "emails": ("value", "type", "primary"),
     },
-    EnterpriseUser.__schema__: {"employeeNumber": (), "department": (), "manager": ("value",)},
+    EnterpriseUser.__schema__: {"employeeNumber": (), "department": (), "manager": ("value", "$ref")},
     CREDBOT_USER_SCHEMA: {"startDate": ()},
 }
 """The User attributes (and sub-attributes) credbot stores: the only ones its Schemas publish, so an
@@ -128,10 +128,16 @@ CANONICAL_VALUES = {"timezone": sorted(available_timezones()), "emails.type": ["
 """The only values credbot accepts: an IANA time zone; a work or a home (personal) address."""
 
 
+IMMUTABLE = {"employeeNumber"}
+"""Given at creation, never changed: it identifies the employee."""
+
+
 def _published(attribute: dict[str, Any], path: str, keep: tuple[str, ...]) -> dict[str, Any]:
     attribute = {**attribute, "required": bool(attribute.get("required")) or path in REQUIRED}
     if path in READ_ONLY:
         attribute["mutability"] = "readOnly"
+    if path in IMMUTABLE:
+        attribute["mutability"] = "immutable"
     if path in CANONICAL_VALUES:
         attribute["canonicalValues"] = CANONICAL_VALUES[path]
     if keep:
