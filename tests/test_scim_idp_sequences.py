@@ -49,7 +49,10 @@ def test_okta_sequence(context: Context) -> None:
     )
     assert group.status == 201, group.body
     group_id = group.body["id"]
-    assert group.body["members"] == [{"value": ada, "display": "Augusta Ada King"}]
+    ada_ref = f"http://localhost/scim/v2/Users/{ada}"
+    assert group.body["members"] == [
+        {"value": ada, "display": "Augusta Ada King", "$ref": ada_ref, "type": "User"}
+    ]
     babbage = scim.get('/Users?filter=userName eq "charles.babbage"').body["Resources"][0]["id"]
     renamed = scim.patch(
         f"/Groups/{group_id}",
@@ -132,7 +135,8 @@ def test_entra_sequence(context: Context) -> None:
     ]
     manager = {"op": "Add", "path": f"{ENTERPRISE}:manager", "value": boss}
     with_manager = scim.patch(f"/Users/{grace}", {"schemas": [PATCH_SCHEMA], "Operations": [manager]})
-    assert with_manager.body[ENTERPRISE]["manager"] == {"value": boss}, with_manager.body
+    boss_ref = f"http://localhost/scim/v2/Users/{boss}"
+    assert with_manager.body[ENTERPRISE]["manager"] == {"value": boss, "$ref": boss_ref}, with_manager.body
 
     # Capitalised ops, a value-filtered path, and a string boolean.
     updated = scim.patch(

@@ -34,6 +34,30 @@ def test_a_missing_or_wrong_token_gets_401(scim: ScimClient) -> None:
         assert answer.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/Schemas", "GET"),
+        ("DELETE", "/ServiceProviderConfig", "GET"),
+        ("PATCH", "/ResourceTypes/User", "GET"),
+        ("PUT", "/Users", "GET, POST"),
+        ("POST", "/Users/1", "GET, PUT, PATCH, DELETE"),
+    ],
+)
+def test_a_known_endpoint_asked_with_another_method_is_405(
+    scim: ScimClient, method: str, path: str, allowed: str
+) -> None:
+    answer = scim.call(method, path)
+    _refused(answer, 405, None, f"answers only {allowed}")
+    assert answer.headers["Allow"] == allowed
+
+
+def test_unknown_endpoints_are_404_and_search_over_every_type_is_501(scim: ScimClient) -> None:
+    _refused(scim.call("POST", "/Nothing"), 404, None, "no SCIM endpoint")
+    _refused(scim.call("GET", "/Users/1/more"), 404, None, "no SCIM endpoint")
+    _refused(scim.post("/.search", {}), 501, None, "not served")
+
+
 def test_bodies_that_are_not_a_json_object_are_refused(scim: ScimClient) -> None:
     _refused(scim.call("POST", "/Users", data=b"{not json"), 400, "invalidSyntax", "not JSON")
     _refused(scim.call("POST", "/Users", data=b"[1, 2]"), 400, "invalidSyntax", "JSON object")

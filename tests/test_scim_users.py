@@ -11,7 +11,7 @@ from bot.context import Context
 from bot.directory import list_employees
 from models import Account
 from tests.builders import audit_events, employee_ids
-from tests.scim_helpers import CREDBOT, ENTERPRISE, scim_client, user_payload
+from tests.scim_helpers import CREDBOT, ENTERPRISE, USER_SCHEMA, scim_client, user_payload
 
 
 def test_a_provisioned_user_is_an_employee_with_an_account(context: Context) -> None:
@@ -50,6 +50,15 @@ def test_discovery_describes_users_groups_and_the_start_date(context: Context) -
     assert [e["schema"] for e in types["User"]["schemaExtensions"]] == [ENTERPRISE, CREDBOT]
     schemas = {s["id"]: s for s in scim.get("/Schemas").body["Resources"]}
     assert [a["name"] for a in schemas[CREDBOT]["attributes"]] == ["startDate"]
+    core = {a["name"]: a for a in schemas[USER_SCHEMA]["attributes"]}
+    assert sorted(core) == ["active", "displayName", "emails", "name", "timezone", "userName"]  # stored only
+    assert [s["name"] for s in core["name"]["subAttributes"] if s["required"]] == ["familyName", "givenName"]
+    assert (
+        "Europe/London" in core["timezone"]["canonicalValues"]
+        and core["displayName"]["mutability"] == "readOnly"
+    )
+    number = next(a for a in schemas[ENTERPRISE]["attributes"] if a["name"] == "employeeNumber")
+    assert number["required"] is True and number["mutability"] == "immutable"
     assert scim.get(f"/Schemas/{CREDBOT}").body["id"] == CREDBOT
     assert scim.get("/ResourceTypes/User").body["meta"]["location"].endswith("/scim/v2/ResourceTypes/User")
 
@@ -97,7 +106,10 @@ def test_delete_deactivates_and_put_replaces(context: Context) -> None:
     full[ENTERPRISE]["manager"] = {"value": manager}
     replaced = scim.put(f"/Users/{ada}", full).body
     assert replaced["userName"] == "ada.king" and replaced["timezone"] == "Europe/London"
-    assert replaced[ENTERPRISE]["manager"] == {"value": manager}
+    assert replaced[ENTERPRISE]["manager"] == {
+        "value": manager,
+        "$ref": f"http://localhost/scim/v2/Users/{manager}",
+    }
     assert CREDBOT not in replaced  # left out of the PUT: cleared
     renamed = audit_events(context.sessions, AuditAction.ACCOUNT_RENAMED)
     assert [(e.actor, e.details["new_username"]) for e in renamed] == [("scim:entra", "ada.king")]

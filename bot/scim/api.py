@@ -24,6 +24,7 @@ from bot.scim.errors import ScimError, from_library, not_found
 from bot.scim.filters import group_filter, user_filter
 from bot.scim.schemas import CONFIG, DEFAULT_COUNT, MAX_RESULTS, UserResource, discovery_documents
 from bot.scim.tokens import scim_actor, token_name
+from bot.scim.users import ENTERPRISE_SCHEMA
 
 PREFIX = "/scim/v2"
 MEDIA_TYPE = "application/scim+json"
@@ -155,9 +156,20 @@ def _write(work: Callable[[Session], T]) -> T:
     return result
 
 
+def _user_url(user_id: str) -> str:
+    return f"{request.url_root.rstrip('/')}{PREFIX}/Users/{user_id}"
+
+
 def _location(kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    """The document with its URLs, which only the web layer knows: `meta.location` and the `$ref` of the
+    users it names (a group's members, a user's manager)."""
     url = f"{request.url_root.rstrip('/')}{PREFIX}/{kind}/{document['id']}"
     document.setdefault("meta", {})["location"] = url
+    for member in document.get("members", []):
+        member.update({"$ref": _user_url(member["value"]), "type": "User"})
+    manager = document.get(ENTERPRISE_SCHEMA, {}).get("manager")
+    if manager:
+        manager["$ref"] = _user_url(manager["value"])
     return document
 
 
@@ -346,6 +358,36 @@ def delete_group(group_id: str) -> Response:
     return _answer(None, 204)
 
 
-@scim.route("/<path:anything>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@scim.post("/.search")
+def search_everything() -> Response:
+    """Searching every resource type at once (RFC 7644 §3.4.3) is not served: 501, as §3.12 says."""
+    raise ScimError(501, f"searching every resource type at once is not served: GET {PREFIX}/Users?filter=…")
+
+
+@scim.route("/<path:anything>", methods=_METHODS)
 def unknown_endpoint(anything: str) -> Response:
+    """A path no endpoint serves is a 404; a known path asked with another method is a 405 (RFC 7231)."""
+    allowed = _allowed_methods(request.path)
+    if allowed:
+        error = ScimError(405, f"{PREFIX}/{anything} answers only {', '.join(allowed)}, not {request.method}")
+        response = _refused(error)
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     raise ScimError(404, f"there is no SCIM endpoint {PREFIX}/{anything}")
+
+
+def _allowed_methods(path: str) -> list[str]:
+    """The methods an endpoint other than this catch-all serves at `path`."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in _METHODS:
+        try:
+            endpoint, _ = adapter.match(path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != "scim.unknown_endpoint":
+            allowed.append(method)
+    return allowed

@@ -4,6 +4,7 @@ capabilities, as scim2-models describes them (discovery answers are built from t
 from __future__ import annotations
 
 from typing import Annotated, Any
+from zoneinfo import available_timezones
 
 from pydantic import Field, field_validator
 from scim2_models import (
@@ -105,9 +106,64 @@ PROVIDER = ScimProvider(
 )
 
 
+STORED_ATTRIBUTES: dict[str, dict[str, tuple[str, ...]]] = {
+    User.__schema__: {
+        "userName": (),
+        "name": ("givenName", "familyName"),
+        "displayName": (),
+        "timezone": (),
+        "active": (),
+        "emails": ("value", "type", "primary"),
+    },
+    EnterpriseUser.__schema__: {"employeeNumber": (), "department": (), "manager": ("value", "$ref")},
+    CREDBOT_USER_SCHEMA: {"startDate": ()},
+}
+"""The User attributes (and sub-attributes) credbot stores: the only ones its Schemas publish, so an
+identity provider maps nothing that would be dropped. Other schemas are published whole."""
+REQUIRED = {"name", "name.givenName", "name.familyName", "employeeNumber"}
+"""Refused when missing (the directory's rules: every employee has a number, a first and a last name)."""
+READ_ONLY = {"displayName", "emails.primary"}
+"""Made by credbot (`givenName familyName`; the work address is the primary one), never written."""
+CANONICAL_VALUES = {"timezone": sorted(available_timezones()), "emails.type": ["work", "home"]}
+"""The only values credbot accepts: an IANA time zone; a work or a home (personal) address."""
+
+
+IMMUTABLE = {"employeeNumber"}
+"""Given at creation, never changed: it identifies the employee."""
+
+
+def _published(attribute: dict[str, Any], path: str, keep: tuple[str, ...]) -> dict[str, Any]:
+    attribute = {**attribute, "required": bool(attribute.get("required")) or path in REQUIRED}
+    if path in READ_ONLY:
+        attribute["mutability"] = "readOnly"
+    if path in IMMUTABLE:
+        attribute["mutability"] = "immutable"
+    if path in CANONICAL_VALUES:
+        attribute["canonicalValues"] = CANONICAL_VALUES[path]
+    if keep:
+        attribute["subAttributes"] = [
+            _published(sub, f"{path}.{sub['name']}", ())
+            for sub in attribute.get("subAttributes") or []
+            if sub["name"] in keep
+        ]
+    return attribute
+
+
+def _schema_document(schema: dict[str, Any]) -> dict[str, Any]:
+    stored = STORED_ATTRIBUTES.get(schema["id"])
+    if stored is None:
+        return schema
+    attributes = [
+        _published(attribute, attribute["name"], stored[attribute["name"]])
+        for attribute in schema["attributes"]
+        if attribute["name"] in stored
+    ]
+    return {**schema, "attributes": attributes}
+
+
 def discovery_documents() -> dict[str, list[dict[str, Any]]]:
     """The Schemas and ResourceTypes documents, by endpoint name, without their `meta.location`."""
     return {
-        "Schemas": [schema.model_dump() for schema in PROVIDER.schemas],
+        "Schemas": [_schema_document(schema.model_dump()) for schema in PROVIDER.schemas],
         "ResourceTypes": [resource_type.model_dump() for resource_type in PROVIDER.resource_types],
     }
