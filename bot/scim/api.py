@@ -22,6 +22,7 @@ from bot.context import Context
 from bot.scim import attributes, groups, users
 from bot.scim.errors import ScimError, from_library, not_found
 from bot.scim.filters import group_filter, user_filter
+from bot.scim.paging import Listing
 from bot.scim.schemas import CONFIG, DEFAULT_COUNT, MAX_RESULTS, UserResource, discovery_documents
 from bot.scim.tokens import scim_actor, token_name
 from bot.scim.users import ENTERPRISE_SCHEMA
@@ -266,7 +267,9 @@ def list_users() -> Response:
     text = request.args.get("filter", "").strip()
     where = user_filter(text) if text else true()
     start, count = _paging()
-    total, documents = users.list_users(_session(), where, start, count)
+    ctx = _ctx()
+    listing = Listing(f"{ctx.settings.database_url}\n{text}", ctx.clock.now())
+    total, documents = users.list_users(_session(), where, start, count, listing)
     return _list("Users", total, start, documents, UserResource)
 
 

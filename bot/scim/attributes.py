@@ -56,6 +56,8 @@ def select(document: dict[str, Any], attributes: list[str], excluded: list[str])
             else:
                 target[key] = [{k: v for k, v in item.items() if k.lower() == sub.lower()} for item in value]
         return {key: value for key, value in chosen.items() if value != {}}
+    if not excluded:  # the common case (every page of a listing): nothing to copy
+        return document
     trimmed = copy.deepcopy(document)
     for path in excluded:
         schema, attr, sub = _split(path, extensions)

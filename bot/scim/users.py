@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from scim2_models import Context, PatchOp, SCIMException
-from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy import ColumnElement, Row, Select, func, select, union_all
 from sqlalchemy.orm import Session
 
 from bot.accounts import USERNAME_RULES, AccountChangeError, create_accounts, rename_account, valid_username
@@ -23,6 +23,7 @@ from bot.audit import AuditAction, employee_target, record
 from bot.directory import address_holder, control_character_problems, validate_values
 from bot.leavers import record_leavers
 from bot.scim.errors import ScimError, from_library, invalid_value, not_found, uniqueness
+from bot.scim.paging import RESUMES, Listing
 from bot.scim.schemas import CREDBOT_USER_SCHEMA, POLICY, CredbotUser, Enterprise, UserResource
 from bot.settings import Settings
 from models import Account, Employee, name_sort_key
@@ -111,24 +112,45 @@ def _load(session: Session, user_id: str) -> tuple[Employee, str | None]:
     return row[0], row[1]
 
 
+def _reloaded(session: Session, employee: Employee) -> dict[str, Any]:
+    """The user as stored now, read back in one query (what create_accounts changed included)."""
+    query = _rows(Employee.id == employee.id).execution_options(populate_existing=True)
+    row = session.execute(query).one()
+    return _documents(session, [row])[0]
+
+
 def get_user(session: Session, user_id: str) -> dict[str, Any]:
     employee, username = _load(session, user_id)
     return _documents(session, [(employee, username)])[0]  # type: ignore[list-item]
 
 
 def list_users(
-    session: Session, where: ColumnElement[bool], start_index: int, count: int
+    session: Session,
+    where: ColumnElement[bool],
+    start_index: int,
+    count: int,
+    listing: Listing | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total matching, the page's users) of the active employees matching `where`, by id.
 
-    A page that is not full tells the total by itself: a filter by userName makes one query, not two.
+    A page that is not full tells the total by itself: a filter by userName makes one query, not two. With
+    `listing`, the page after one served lately resumes from its last id (`paging`), and only the users
+    after that id are counted.
     """
-    page = select(Employee.id).where(Employee.active, where).order_by(Employee.id)
-    page = page.offset(start_index - 1).limit(count)  # ids only: an index-only scan up to the page
+    page = select(Employee.id).where(Employee.active, where).order_by(Employee.id).limit(count)
+    after = RESUMES.after(listing, start_index) if listing else None
+    # ids only: an index-only scan up to the page, or from the id it resumes after
+    page = page.offset(start_index - 1) if after is None else page.where(Employee.id > after)
     rows = list(session.execute(_rows(Employee.id.in_(page.scalar_subquery())).order_by(Employee.id)))
+    if listing and rows and len(rows) == count:
+        RESUMES.note(listing, start_index + count, rows[-1][0].id)
     if 0 < len(rows) < count or (start_index == 1 and len(rows) < count):
         return start_index - 1 + len(rows), _documents(session, rows)
-    total = session.scalar(select(func.count()).select_from(Employee).where(Employee.active, where)) or 0
+    counted = select(func.count()).select_from(Employee).where(Employee.active, where)
+    if after is None:
+        total = session.scalar(counted) or 0
+    else:
+        total = start_index - 1 + (session.scalar(counted.where(Employee.id > after)) or 0)
     return total, _documents(session, rows)
 
 
@@ -162,7 +184,6 @@ def create_user(session: Session, writer: Writer, payload: Any) -> dict[str, Any
     account = False
     if writer.settings.scim_create_accounts:
         account = bool(create_accounts(session, writer.settings, writer.actor, [employee.id]).created)
-        session.refresh(employee)
     record(
         session,
         writer.actor,
@@ -174,8 +195,9 @@ def create_user(session: Session, writer: Writer, payload: Any) -> dict[str, Any
         account_created=account,
     )
     if resource.active is False:  # provisioned as someone who already left: recorded, then a leaver at once
+        session.expire(employee)  # as create_accounts left it
         return deactivate_user(session, writer, str(employee.id))
-    return get_user(session, str(employee.id))
+    return _reloaded(session, employee)
 
 
 def replace_user(session: Session, writer: Writer, user_id: str, payload: Any) -> dict[str, Any]:
@@ -336,11 +358,13 @@ def _username(session: Session, user_name: str | None, employee: Employee | None
             f"userName {user_name!r} is not a Self-Service username: it must be {USERNAME_RULES}"
         )
     own = employee.id if employee else 0
-    taken = session.scalar(
+    holders = union_all(  # one round trip: the account's username, or one waiting for an account
         select(Account.employee_id).where(
             func.lower(Account.username) == username, Account.employee_id != own
-        )
-    ) or session.scalar(select(Employee.id).where(Employee.pending_username == username, Employee.id != own))
+        ),
+        select(Employee.id).where(Employee.pending_username == username, Employee.id != own),
+    )
+    taken = session.scalar(holders.limit(1))
     if taken:
         raise uniqueness(f"userName {username} is another user's already")
     return username
