@@ -21,9 +21,9 @@ def token() -> None:
 @token.command("create")
 @click.argument("name")
 def create_command(name: str) -> None:
-    """Create a token NAME (e.g. okta) and print it once: only its hash is kept.
+    """Create a token NAME (e.g. okta) and print it once.
 
-    Changes made with it are audited as scim:NAME.
+    Only its hash is kept. Changes made with it are audited as scim:NAME.
     """
     try:
         with context().sessions.begin() as session:
@@ -53,7 +53,7 @@ def list_command() -> None:
 @token.command("revoke")
 @click.argument("name")
 def revoke_command(name: str) -> None:
-    """Revoke the token NAME: requests bearing it are refused from now on."""
+    """Revoke the token NAME: it is refused from now on."""
     try:
         with context().sessions.begin() as session:
             revoke_token(session, name, cli_actor())
