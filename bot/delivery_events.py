@@ -728,18 +728,22 @@ class SummaryUpdate:
 
 
 def claim_summary_update(
-    sessions: sessionmaker[Session], batch_id: int, *, now_if_due: bool = False
+    sessions: sessionmaker[Session], batch_id: int, *, now_if_due: bool = False, now_anyway: bool = False
 ) -> SummaryUpdate | None:
     """Take the batch's due delivery-line update (at most one caller wins); None when none is due yet.
 
     `now_if_due`: take it whenever one is scheduled, early (when the summary has just been posted).
+    `now_anyway`: take it even if none is scheduled (the line shown is known to be out of date).
     """
     now = utcnow()
     with sessions.begin() as session:
         batch = session.get(CredentialBatch, batch_id, with_for_update=True)
-        if batch is None or batch.slack_summary is None or batch.delivery_update_due_at is None:
+        if batch is None or batch.slack_summary is None:
             return None
-        if not now_if_due and batch.delivery_update_due_at > now + timedelta(milliseconds=50):
+        if batch.delivery_update_due_at is None and not now_anyway:
+            return None
+        due = batch.delivery_update_due_at
+        if not (now_if_due or now_anyway) and due is not None and due > now + timedelta(milliseconds=50):
             return None
         batch.delivery_update_due_at = None
         batch.delivery_updated_at = now

@@ -36,11 +36,18 @@ from models import utcnow
 
 
 def update_delivery_trail(
-    ctx: Context, batch_id: int, client: WebClient | None = None, *, now_if_due: bool = False
+    ctx: Context,
+    batch_id: int,
+    client: WebClient | None = None,
+    *,
+    now_if_due: bool = False,
+    shown: dict[str, int] | None = None,
 ) -> None:
     """When the batch's update is due: put the current delivery line on its summary, post new problems.
 
-    `now_if_due`: do a scheduled update at once (the summary has just been posted).
+    `now_if_due`: do a scheduled update at once (the summary has just been posted); `shown`: the counts
+    that summary's line shows, so it is brought up to date even when an update that ran meanwhile took
+    the scheduled one (its chat.update may have landed before the summary's own).
     """
     if not now_if_due:
         due = due_at(ctx.sessions, batch_id)
@@ -50,6 +57,11 @@ def update_delivery_trail(
         if wait > 0:
             time.sleep(min(wait, UPDATE_INTERVAL.total_seconds()))
     update = claim_summary_update(ctx.sessions, batch_id, now_if_due=now_if_due)
+    if update is None and shown is not None:
+        with ctx.sessions() as session:
+            stale = state_counts(session, batch_id) != shown
+        if stale:
+            update = claim_summary_update(ctx.sessions, batch_id, now_anyway=True)
     if update is None:
         return
     client = client or make_web_client(ctx.settings, ctx.clock)

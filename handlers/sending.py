@@ -140,6 +140,7 @@ class ChannelTrail:
     def finish(self, summary: BatchSummary) -> None:
         text, blocks = summary_text(self.user_id, summary), summary_blocks(self.user_id, summary)
         posted_now = not self.ts
+        shown: dict[str, int] | None = None  # the counts on the delivery line this writes
         if posted_now:
             self.ts = self._post(text, blocks)
         if self.ts:
@@ -147,7 +148,8 @@ class ChannelTrail:
             remember_summary(self.ctx.sessions, self.batch_id, posted)
             if self._tracks_delivery():  # "0 delivered · ... · 20 waiting" until SendGrid's events come
                 with self.ctx.sessions() as session:
-                    text, blocks = with_delivery_line(posted, state_counts(session, self.batch_id))
+                    shown = state_counts(session, self.batch_id)
+                text, blocks = with_delivery_line(posted, shown)
                 self._update(text, blocks, shown=True)
             elif not posted_now:
                 self._update(text, blocks)
@@ -155,7 +157,7 @@ class ChannelTrail:
             if self._post(chunk, thread_ts=self.ts) is None:
                 break
         if self.ts:  # events that came while sending: their update waited for the summary
-            update_delivery_trail(self.ctx, self.batch_id, self.client, now_if_due=True)
+            update_delivery_trail(self.ctx, self.batch_id, self.client, now_if_due=True, shown=shown)
 
     def _tracks_delivery(self) -> bool:
         return untracked_reason(self.ctx.settings) is None
