@@ -16,17 +16,12 @@ from bot.delivery_events import delivery_problem
 from bot.selections import SelectionNotFound, confirmed_switches, load_selection
 from bot.sending.batches import failed_employee_ids
 from handlers import ids
-from handlers.background import Background
+from handlers.background import Background, clicked_by
 from handlers.credentials_flow import open_picker_modal, review_view
 from handlers.delivery_messages import FixState, fix_address_view
 from handlers.scheduled import cancel_from_slack
 from handlers.slack_calls import call_or_tell, tell_user
 from handlers.views_credentials import EXPIRED_TEXT, FlowState, message_view
-
-
-def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
-    """(user id, channel id) of a button's click: where to tell the admin what went wrong."""
-    return body["user"]["id"], (body.get("channel") or {}).get("id")
 
 
 def register(app: App) -> None:

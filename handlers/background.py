@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec
 
 from slack_sdk import WebClient
 
@@ -55,3 +55,9 @@ class Background:
     ) -> None:
         with errors_told(self.ctx, self.client, user_id, channel_id, doing, self.response_url):
             work(self.ctx, self.client, *args, **kwargs)
+
+
+def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
+    """(user id, channel id) of a button's click (no channel on App Home): where the work started in the
+    background tells the admin what went wrong."""
+    return body["user"]["id"], (body.get("channel") or {}).get("id")

@@ -20,7 +20,7 @@ from bot.portal import recovery
 from bot.portal.recovery import DecisionRefused, RecoveryCard
 from bot.slack_app import make_web_client, slack_wanted
 from handlers import ids
-from handlers.background import Background
+from handlers.background import Background, clicked_by
 from handlers.credentials_flow import open_review
 from handlers.recovery_messages import card_message, deny_view
 from handlers.slack_calls import SlackCallFailed, call, call_or_tell, tell_user
@@ -167,11 +167,6 @@ def post_recovery_cards(ctx: Context) -> None:
     """The periodic job: recovery cards into the audit channel (nothing when Slack is not configured)."""
     if slack_wanted(ctx.settings):
         post_cards(ctx, make_web_client(ctx.settings))
-
-
-def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
-    """(user id, channel id) of a button's click."""
-    return body["user"]["id"], (body.get("channel") or {}).get("id")
 
 
 def _request_id(value: str) -> int:

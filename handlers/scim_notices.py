@@ -18,7 +18,7 @@ from bot.scim_notices import hires_to_confirm, notice_posted, notices_to_post
 from bot.sending.schedule import When
 from bot.slack_app import make_web_client, slack_wanted
 from handlers import ids
-from handlers.background import Background
+from handlers.background import Background, clicked_by
 from handlers.credentials_flow import open_review
 from handlers.scim_messages import notice_message
 from handlers.slack_calls import SlackCallFailed, call, tell_user
@@ -104,8 +104,3 @@ def post_scim_notices(ctx: Context) -> None:
     """The periodic job: SCIM notices into the audit channel (nothing when Slack is not configured)."""
     if slack_wanted(ctx.settings):
         post_notices(ctx, make_web_client(ctx.settings, ctx.clock))
-
-
-def clicked_by(body: dict[str, Any]) -> tuple[str, str | None]:
-    """(user id, channel id) of a button's click (none on App Home)."""
-    return body["user"]["id"], (body.get("channel") or {}).get("id")
